@@ -1,0 +1,172 @@
+import { readFileSync } from "node:fs";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import {
+  GroupConfigError,
+  groupConfigJsonSchema,
+  parseGroupConfig,
+  rateIntervalSeconds,
+} from "#core/group-config.ts";
+
+const valid = {
+  group: "orders",
+  volumes: [
+    { id: "vol-0123456789abcdef0", instanceId: "i-0123456789abcdef0", mountPoint: "/data" },
+    { id: "vol-0123456789abcdef1", instanceId: "i-0123456789abcdef1", mountPoint: "/log" },
+    { id: "vol-01234567" },
+  ],
+  target: { bucket: "my-backups" },
+  schedule: { expression: "rate(1 hour)" },
+};
+
+function problemsOf(input: unknown): { path: string; message: string }[] {
+  try {
+    parseGroupConfig(input, "test.json");
+  } catch (error) {
+    expect(error).toBeInstanceOf(GroupConfigError);
+    return [...(error as GroupConfigError).problems];
+  }
+  throw new Error("expected parseGroupConfig to throw");
+}
+
+describe("parseGroupConfig", () => {
+  it("GIVEN a minimal config WHEN parsed THEN defaults are applied", () => {
+    const cfg = parseGroupConfig(valid);
+    expect(cfg.target.prefix).toBe("groups/orders");
+    expect(cfg.prepare.policy).toBe("failFast");
+    expect(cfg.freeze).toEqual({ enabled: false, maxCoordinationSeconds: 10 });
+    expect(cfg.snapshots.keep).toBe(2);
+    expect(cfg.transfer.maxConcurrency).toBe(100);
+    expect(cfg.schedule.timezone).toBe("UTC");
+    expect(cfg.alarms.rpoMinutes).toBe(120);
+  });
+
+  it("GIVEN JSON text WHEN parsed THEN it is the same as the parsed object", () => {
+    expect(parseGroupConfig(JSON.stringify(valid))).toEqual(parseGroupConfig(valid));
+  });
+
+  it("GIVEN a parsed config WHEN parsed again THEN it is unchanged (handlers re-validate at run time)", () => {
+    const once = parseGroupConfig(valid);
+    expect(parseGroupConfig(once)).toEqual(once);
+  });
+
+  it("fails with every problem listed, each with path, expectation and received value", () => {
+    const problems = problemsOf({
+      group: "bad name",
+      volumes: [{ id: "vol-1", mountPoint: "/" }, { id: "vol-1" }],
+      target: { bucket: "B" },
+      schedule: { expression: "every hour" },
+      prepare: { policy: "all" },
+      extra: 1,
+    });
+    const paths = problems.map((p) => p.path);
+    expect(paths).toEqual(
+      expect.arrayContaining([
+        "group",
+        "volumes[0].id",
+        "volumes[0].mountPoint",
+        "volumes[0].instanceId",
+        "volumes[1].id",
+        "target.bucket",
+        "schedule.expression",
+        "prepare.policy",
+        "(root)",
+      ]),
+    );
+    const byPath = (p: string) => problems.filter((x) => x.path === p).map((x) => x.message);
+    expect(byPath("group")[0]).toContain('got "bad name"');
+    expect(byPath("volumes[0].id")[0]).toMatch(/expected an EBS volume id like "vol-.*", got "vol-1"/);
+    expect(byPath("prepare.policy")[0]).toBe('expected one of "failFast", "collectAll", got "all"');
+    expect(byPath("(root)")[0]).toContain('unknown key "extra"');
+    expect(byPath("schedule.expression")[0]).toContain('got "every hour"');
+  });
+
+  it("fails with missing required fields named as missing", () => {
+    const problems = problemsOf({});
+    expect(problems.map((p) => p.path)).toEqual(["group", "volumes", "target", "schedule"]);
+    for (const p of problems) expect(p.message).toContain("missing");
+  });
+
+  it("fails on a duplicate volume id", () => {
+    const problems = problemsOf({ ...valid, volumes: [valid.volumes[0], valid.volumes[0]] });
+    expect(problems).toEqual([
+      {
+        path: "volumes[1].id",
+        message: 'expected each volume once, got "vol-0123456789abcdef0" again (first at volumes[0])',
+      },
+    ]);
+  });
+
+  it("fails when freeze is on and an attached volume has no mount point", () => {
+    const problems = problemsOf({
+      ...valid,
+      volumes: [{ id: "vol-0123456789abcdef0", instanceId: "i-0123456789abcdef0" }],
+      freeze: { enabled: true },
+    });
+    expect(problems.map((p) => p.path)).toEqual(["volumes[0].mountPoint"]);
+  });
+
+  it("fails when freezing the root file system", () => {
+    const problems = problemsOf({
+      ...valid,
+      volumes: [{ id: "vol-0123456789abcdef0", instanceId: "i-0123456789abcdef0", mountPoint: "/" }],
+    });
+    expect(problems[0]?.message).toContain('other than "/"');
+  });
+
+  it("fails on mount points that could inject shell syntax", () => {
+    const problems = problemsOf({
+      ...valid,
+      volumes: [
+        { id: "vol-0123456789abcdef0", instanceId: "i-0123456789abcdef0", mountPoint: "/d; rm -rf /" },
+      ],
+    });
+    expect(problems.map((p) => p.path)).toEqual(["volumes[0].mountPoint"]);
+  });
+
+  it("fails on a cron schedule without an explicit RPO", () => {
+    const problems = problemsOf({ ...valid, schedule: { expression: "cron(0 2 * * ? *)" } });
+    expect(problems.map((p) => p.path)).toEqual(["alarms.rpoMinutes"]);
+    expect(
+      parseGroupConfig({
+        ...valid,
+        schedule: { expression: "cron(0 2 * * ? *)" },
+        alarms: { rpoMinutes: 2880 },
+      }).alarms.rpoMinutes,
+    ).toBe(2880);
+  });
+
+  it("fails on text that is not JSON", () => {
+    expect(problemsOf("{not json")[0]?.message).toContain("expected JSON text");
+  });
+
+  it("GIVEN any rate expression WHEN the RPO is derived THEN it is twice the interval", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 1000 }),
+        fc.constantFrom("minutes", "hours", "days"),
+        (n, unit) => {
+          const expression = `rate(${n} ${unit})`;
+          const seconds = rateIntervalSeconds(expression) as number;
+          const cfg = parseGroupConfig({ ...valid, schedule: { expression } });
+          expect(cfg.alarms.rpoMinutes).toBe(Math.max(2, Math.ceil((2 * seconds) / 60)));
+        },
+      ),
+    );
+  });
+});
+
+describe("group config JSON Schema", () => {
+  it("GIVEN the published docs/group-config.schema.json THEN it matches the zod schema (run npm run config:schema)", () => {
+    const published = JSON.parse(
+      readFileSync(new URL("../../docs/group-config.schema.json", import.meta.url), "utf8"),
+    );
+    expect(published).toEqual(groupConfigJsonSchema());
+  });
+
+  it("GIVEN the schema THEN required top-level fields and unknown-key rejection are declared", () => {
+    const schema = groupConfigJsonSchema() as { required: string[]; additionalProperties: boolean };
+    expect(schema.required).toEqual(["group", "volumes", "target", "schedule"]);
+    expect(schema.additionalProperties).toBe(false);
+  });
+});
