@@ -71,13 +71,14 @@ function sortedUnion(a: number[], b: Iterable<number>): number[] {
 
 export class VolumeSimulator {
   readonly #dir: string;
-  readonly #ebs: EBSClient;
+  readonly #ebs: EBSClient | undefined;
   readonly #frozen = new Set<string>();
   readonly #queued = new Map<string, { offset: number; data: Uint8Array }[]>();
   /** Per-volume serialization of writes and snapshot captures. */
   readonly #locks = new Map<string, Promise<unknown>>();
 
-  constructor(options: { stateDir: string; ebs: EBSClient }) {
+  /** `ebs` is needed only to take snapshots. */
+  constructor(options: { stateDir: string; ebs?: EBSClient }) {
     this.#dir = options.stateDir;
     this.#ebs = options.ebs;
   }
@@ -300,6 +301,9 @@ export class VolumeSimulator {
     id: string,
     options: { tags?: Record<string, string>; description?: string; clientToken?: string } = {},
   ): Promise<InitiatedSnapshot> {
+    const ebs = this.#ebs;
+    if (!ebs)
+      throw new VolumeSimulatorError("taking a snapshot needs the EBS endpoint; start the local stack first");
     return this.#serialize(id, async () => {
       const state = await this.#load(id);
       const captured = new Map<number, Buffer>();
@@ -313,7 +317,7 @@ export class VolumeSimulator {
       } finally {
         await fh.close();
       }
-      const started = await this.#ebs.send(
+      const started = await ebs.send(
         new StartSnapshotCommand({
           VolumeSize: state.sizeGiB,
           ...(state.lastSnapshotId ? { ParentSnapshotId: state.lastSnapshotId } : {}),
@@ -336,19 +340,19 @@ export class VolumeSimulator {
         { snapshotId, takenAt: startTime.toISOString(), changed: [...captured.keys()] },
       ];
       await this.#save(state);
-      const completed = this.#upload(snapshotId, captured);
+      const completed = this.#upload(ebs, snapshotId, captured);
       completed.catch(() => {});
       return { volumeId: id, snapshotId, startTime, changedBlocks: captured.size, completed };
     });
   }
 
-  async #upload(snapshotId: string, blocks: Map<number, Buffer>): Promise<void> {
+  async #upload(ebs: EBSClient, snapshotId: string, blocks: Map<number, Buffer>): Promise<void> {
     const entries = [...blocks.entries()];
     let next = 0;
     const worker = async (): Promise<void> => {
       while (next < entries.length) {
         const [index, data] = entries[next++]!;
-        await this.#ebs.send(
+        await ebs.send(
           new PutSnapshotBlockCommand({
             SnapshotId: snapshotId,
             BlockIndex: index,
@@ -361,7 +365,7 @@ export class VolumeSimulator {
       }
     };
     await Promise.all(Array.from({ length: Math.min(8, entries.length) }, worker));
-    await this.#ebs.send(
+    await ebs.send(
       new CompleteSnapshotCommand({ SnapshotId: snapshotId, ChangedBlocksCount: entries.length }),
     );
   }

@@ -1,0 +1,28 @@
+/**
+ * The background process behind `cgmirror local up`: runs the local stack for a state directory until
+ * SIGTERM/SIGINT, recording its endpoints in `<stateDir>/endpoints.json` (removed on stop).
+ * Usage: node local/stack-daemon.ts <stateDir>
+ */
+import { rm, writeFile } from "node:fs/promises";
+import { endpointsFile, startLocalStack } from "./stack.ts";
+
+const stateDir = process.argv[2];
+if (!stateDir) {
+  console.error("usage: node local/stack-daemon.ts <stateDir>");
+  process.exit(2);
+}
+try {
+  const stack = await startLocalStack({ stateDir, log: (l) => console.error(l) });
+  const { emulator: _e, stop: _s, ...endpoints } = stack;
+  await writeFile(endpointsFile(stateDir), JSON.stringify({ ...endpoints, pid: process.pid }, null, 2));
+  const stop = async (): Promise<void> => {
+    await rm(endpointsFile(stateDir), { force: true });
+    await stack.stop();
+    process.exit(0);
+  };
+  process.once("SIGTERM", () => void stop());
+  process.once("SIGINT", () => void stop());
+} catch (err) {
+  console.error(`cgmirror local stack: ${(err as Error).message}`);
+  process.exit(1);
+}
