@@ -1,0 +1,208 @@
+import { createHash, randomUUID } from "node:crypto";
+import {
+  type ByteRange,
+  type GetOptions,
+  type GetResult,
+  type HeadResult,
+  type MultipartUpload,
+  type MultipartUploadOptions,
+  ObjectNotFoundError,
+  type ObjectStore,
+  type ObjectSummary,
+  type ObjectVersionSummary,
+  PreconditionFailedError,
+  type PutOptions,
+  type PutResult,
+} from "#core/ports/object-store.ts";
+
+interface Version {
+  readonly versionId: string;
+  readonly body: Uint8Array | null; // null = delete marker
+  readonly etag: string;
+  readonly metadata: Readonly<Record<string, string>>;
+  readonly lastModified: Date;
+}
+
+/** Counters of traffic through a MemoryObjectStore. */
+export interface MemoryStoreStats {
+  gets: number;
+  puts: number;
+  bytesRead: number;
+  bytesWritten: number;
+}
+
+/**
+ * An in-memory, versioned ObjectStore with S3's conditional-write semantics. For unit tests and
+ * benchmarks (it counts requests and bytes); not a substitute for the S3 conformance suite.
+ */
+export class MemoryObjectStore implements ObjectStore {
+  readonly #objects = new Map<string, Version[]>(); // newest first
+  #seq = 0;
+  readonly stats: MemoryStoreStats = { gets: 0, puts: 0, bytesRead: 0, bytesWritten: 0 };
+  /** Test hook: called before every operation with its name and key; may throw to inject faults. */
+  beforeOperation: ((operation: string, key: string) => void) | undefined;
+
+  resetStats(): void {
+    this.stats.gets = 0;
+    this.stats.puts = 0;
+    this.stats.bytesRead = 0;
+    this.stats.bytesWritten = 0;
+  }
+
+  #current(key: string): Version | undefined {
+    const v = this.#objects.get(key)?.[0];
+    return v && v.body !== null ? v : undefined;
+  }
+
+  #find(key: string, versionId?: string): Version {
+    const versions = this.#objects.get(key);
+    const v = versionId === undefined ? versions?.[0] : versions?.find((x) => x.versionId === versionId);
+    if (!v || v.body === null) throw new ObjectNotFoundError(key, versionId);
+    return v;
+  }
+
+  async get(key: string, options: GetOptions = {}): Promise<GetResult> {
+    this.beforeOperation?.("get", key);
+    const v = this.#find(key, options.versionId);
+    const body = v.body!;
+    const slice = options.range ? sliceRange(body, options.range) : body;
+    this.stats.gets++;
+    this.stats.bytesRead += slice.byteLength;
+    return {
+      body: slice.slice(),
+      etag: v.etag,
+      versionId: v.versionId,
+      size: body.byteLength,
+      metadata: v.metadata,
+    };
+  }
+
+  async put(key: string, body: Uint8Array, options: PutOptions = {}): Promise<PutResult> {
+    this.beforeOperation?.("put", key);
+    const current = this.#current(key);
+    if (options.ifNoneMatch === "*" && current) throw new PreconditionFailedError(key, "If-None-Match: *");
+    if (options.ifMatch !== undefined && current?.etag !== options.ifMatch) {
+      throw new PreconditionFailedError(key, `If-Match: ${options.ifMatch}`);
+    }
+    if (options.checksumSha256) {
+      const got = createHash("sha256").update(body).digest();
+      if (!got.equals(Buffer.from(options.checksumSha256)))
+        throw new Error(`BadDigest: ${key} checksum mismatch`);
+    }
+    return this.#store(key, body.slice(), options.metadata ?? {});
+  }
+
+  #store(key: string, body: Uint8Array | null, metadata: Readonly<Record<string, string>>): PutResult {
+    const versionId = `v${String(++this.#seq).padStart(12, "0")}`;
+    const etag = body ? `"${createHash("md5").update(body).digest("hex")}"` : "";
+    const versions = this.#objects.get(key) ?? [];
+    versions.unshift({ versionId, body, etag, metadata: { ...metadata }, lastModified: new Date() });
+    this.#objects.set(key, versions);
+    if (body) {
+      this.stats.puts++;
+      this.stats.bytesWritten += body.byteLength;
+    }
+    return { etag, versionId };
+  }
+
+  async delete(key: string, options: { readonly versionId?: string } = {}): Promise<void> {
+    this.beforeOperation?.("delete", key);
+    const versions = this.#objects.get(key);
+    if (options.versionId === undefined) {
+      if (versions) this.#store(key, null, {});
+      return;
+    }
+    if (!versions) return;
+    const i = versions.findIndex((v) => v.versionId === options.versionId);
+    if (i >= 0) versions.splice(i, 1);
+    if (versions.length === 0) this.#objects.delete(key);
+  }
+
+  async head(key: string, options: { readonly versionId?: string } = {}): Promise<HeadResult | undefined> {
+    this.beforeOperation?.("head", key);
+    try {
+      const v = this.#find(key, options.versionId);
+      return { etag: v.etag, versionId: v.versionId, size: v.body!.byteLength, metadata: v.metadata };
+    } catch (error) {
+      if (error instanceof ObjectNotFoundError) return undefined;
+      throw error;
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectSummary> {
+    this.beforeOperation?.("list", prefix);
+    for (const key of [...this.#objects.keys()].filter((k) => k.startsWith(prefix)).sort()) {
+      const v = this.#current(key);
+      if (v) yield { key, size: v.body!.byteLength, etag: v.etag, lastModified: v.lastModified };
+    }
+  }
+
+  async *listVersions(prefix: string): AsyncIterable<ObjectVersionSummary> {
+    this.beforeOperation?.("listVersions", prefix);
+    for (const key of [...this.#objects.keys()].filter((k) => k.startsWith(prefix)).sort()) {
+      const versions = this.#objects.get(key) ?? [];
+      for (let i = 0; i < versions.length; i++) {
+        const v = versions[i]!;
+        yield {
+          key,
+          versionId: v.versionId,
+          isLatest: i === 0,
+          isDeleteMarker: v.body === null,
+          size: v.body?.byteLength ?? 0,
+          etag: v.etag,
+          lastModified: v.lastModified,
+        };
+      }
+    }
+  }
+
+  async createMultipartUpload(key: string, options: MultipartUploadOptions = {}): Promise<MultipartUpload> {
+    this.beforeOperation?.("createMultipartUpload", key);
+    const parts = new Map<number, Uint8Array>();
+    const id = randomUUID();
+    let done = false;
+    return {
+      key,
+      uploadPart: async (partNumber, body) => {
+        if (done) throw new Error(`multipart upload ${id} of ${key} is finished`);
+        this.beforeOperation?.("uploadPart", key);
+        parts.set(partNumber, body.slice());
+      },
+      complete: async () => {
+        if (done) throw new Error(`multipart upload ${id} of ${key} is finished`);
+        this.beforeOperation?.("completeMultipartUpload", key);
+        done = true;
+        const numbers = [...parts.keys()].sort((a, b) => a - b);
+        numbers.forEach((n, i) => {
+          if (n !== i + 1) throw new Error(`multipart upload of ${key}: part ${i + 1} is missing`);
+          if (i < numbers.length - 1 && parts.get(n)!.byteLength < 5 * 1024 * 1024) {
+            throw new Error(`EntityTooSmall: part ${n} of ${key} is below 5 MiB`);
+          }
+        });
+        return this.#store(key, Buffer.concat(numbers.map((n) => parts.get(n)!)), options.metadata ?? {});
+      },
+      abort: async () => {
+        done = true;
+        parts.clear();
+      },
+    };
+  }
+
+  /** Test helper: replaces the bytes of the current version in place (simulates bit rot). */
+  corrupt(key: string, mutate: (body: Uint8Array) => Uint8Array): void {
+    const v = this.#current(key);
+    if (!v) throw new ObjectNotFoundError(key);
+    const versions = this.#objects.get(key)!;
+    versions[0] = { ...v, body: mutate(v.body!.slice()) };
+  }
+}
+
+function sliceRange(body: Uint8Array, range: ByteRange): Uint8Array {
+  if ("suffix" in range) return body.subarray(Math.max(0, body.byteLength - range.suffix));
+  if (range.start >= body.byteLength || range.end <= range.start) {
+    throw new Error(
+      `InvalidRange: bytes ${range.start}-${range.end - 1} of a ${body.byteLength}-byte object`,
+    );
+  }
+  return body.subarray(range.start, Math.min(range.end, body.byteLength));
+}

@@ -1,0 +1,296 @@
+import { createHash } from "node:crypto";
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  ListObjectVersionsCommand,
+  PutObjectCommand,
+  type S3Client,
+  UploadPartCommand,
+} from "@aws-sdk/client-s3";
+import {
+  formatRange,
+  type GetOptions,
+  type GetResult,
+  type HeadResult,
+  type MultipartUpload,
+  type MultipartUploadOptions,
+  ObjectNotFoundError,
+  type ObjectStore,
+  type ObjectSummary,
+  type ObjectVersionSummary,
+  PreconditionFailedError,
+  type PutOptions,
+  type PutResult,
+} from "#core/ports/object-store.ts";
+
+export interface S3ObjectStoreProps {
+  /** A configured client (created once by the caller, e.g. at Lambda cold start). */
+  readonly client: S3Client;
+  readonly bucket: string;
+  /**
+   * Send per-part SHA-256 checksums on multipart uploads when asked to.
+   * @default true
+   */
+  readonly multipartChecksums?: boolean;
+}
+
+function status(error: unknown): number | undefined {
+  return (error as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
+}
+
+function errorName(error: unknown): string | undefined {
+  return (error as { name?: string })?.name;
+}
+
+function isNotFound(error: unknown, versioned: boolean): boolean {
+  const name = errorName(error);
+  const code = status(error);
+  return (
+    name === "NoSuchKey" ||
+    name === "NoSuchVersion" ||
+    name === "NotFound" ||
+    code === 404 ||
+    // GET/HEAD of a delete marker by version id answers 405.
+    (versioned && (code === 405 || name === "MethodNotAllowed"))
+  );
+}
+
+function isPreconditionFailed(error: unknown): boolean {
+  const name = errorName(error);
+  const code = status(error);
+  // 409 ConditionalRequestConflict: a concurrent conditional write to the same key is in flight.
+  return (
+    name === "PreconditionFailed" || code === 412 || name === "ConditionalRequestConflict" || code === 409
+  );
+}
+
+function b64(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64");
+}
+
+function parseTotal(contentRange: string | undefined): number | undefined {
+  const m = contentRange ? /\/(\d+)\s*$/.exec(contentRange) : null;
+  return m ? Number(m[1]) : undefined;
+}
+
+/** The ObjectStore port on Amazon S3 (or any S3-compatible endpoint) with AWS SDK v3. */
+export class S3ObjectStore implements ObjectStore {
+  readonly #client: S3Client;
+  readonly bucket: string;
+  readonly #multipartChecksums: boolean;
+
+  constructor(props: S3ObjectStoreProps) {
+    this.#client = props.client;
+    this.bucket = props.bucket;
+    this.#multipartChecksums = props.multipartChecksums ?? true;
+  }
+
+  async get(key: string, options: GetOptions = {}): Promise<GetResult> {
+    try {
+      const out = await this.#client.send(
+        new GetObjectCommand({
+          Bucket: this.bucket,
+          Key: key,
+          VersionId: options.versionId,
+          Range: options.range ? formatRange(options.range) : undefined,
+        }),
+      );
+      const body = out.Body ? await out.Body.transformToByteArray() : new Uint8Array(0);
+      const size = parseTotal(out.ContentRange) ?? out.ContentLength ?? body.byteLength;
+      return {
+        body,
+        etag: out.ETag ?? "",
+        ...(out.VersionId && out.VersionId !== "null" ? { versionId: out.VersionId } : {}),
+        size,
+        metadata: out.Metadata ?? {},
+      };
+    } catch (error) {
+      if (isNotFound(error, options.versionId !== undefined))
+        throw new ObjectNotFoundError(key, options.versionId, { cause: error });
+      throw error;
+    }
+  }
+
+  async put(key: string, body: Uint8Array, options: PutOptions = {}): Promise<PutResult> {
+    try {
+      const out = await this.#client.send(
+        new PutObjectCommand({
+          Bucket: this.bucket,
+          Key: key,
+          Body: body,
+          ContentLength: body.byteLength,
+          IfMatch: options.ifMatch,
+          IfNoneMatch: options.ifNoneMatch,
+          ChecksumSHA256: options.checksumSha256 ? b64(options.checksumSha256) : undefined,
+          Metadata: options.metadata ? { ...options.metadata } : undefined,
+          ContentType: options.contentType ?? "application/octet-stream",
+        }),
+      );
+      return {
+        etag: out.ETag ?? "",
+        ...(out.VersionId && out.VersionId !== "null" ? { versionId: out.VersionId } : {}),
+      };
+    } catch (error) {
+      if (isPreconditionFailed(error)) {
+        const condition = options.ifMatch !== undefined ? `If-Match: ${options.ifMatch}` : "If-None-Match: *";
+        throw new PreconditionFailedError(key, condition, { cause: error });
+      }
+      throw error;
+    }
+  }
+
+  async delete(key: string, options: { readonly versionId?: string } = {}): Promise<void> {
+    try {
+      await this.#client.send(
+        new DeleteObjectCommand({ Bucket: this.bucket, Key: key, VersionId: options.versionId }),
+      );
+    } catch (error) {
+      if (isNotFound(error, false)) return;
+      throw error;
+    }
+  }
+
+  async head(key: string, options: { readonly versionId?: string } = {}): Promise<HeadResult | undefined> {
+    try {
+      const out = await this.#client.send(
+        new HeadObjectCommand({ Bucket: this.bucket, Key: key, VersionId: options.versionId }),
+      );
+      return {
+        etag: out.ETag ?? "",
+        ...(out.VersionId && out.VersionId !== "null" ? { versionId: out.VersionId } : {}),
+        size: out.ContentLength ?? 0,
+        metadata: out.Metadata ?? {},
+      };
+    } catch (error) {
+      if (isNotFound(error, options.versionId !== undefined)) return undefined;
+      throw error;
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectSummary> {
+    let token: string | undefined;
+    do {
+      const out = await this.#client.send(
+        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }),
+      );
+      for (const o of out.Contents ?? []) {
+        yield {
+          key: o.Key!,
+          size: o.Size ?? 0,
+          etag: o.ETag ?? "",
+          ...(o.LastModified ? { lastModified: o.LastModified } : {}),
+        };
+      }
+      token = out.IsTruncated ? out.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  async *listVersions(prefix: string): AsyncIterable<ObjectVersionSummary> {
+    let keyMarker: string | undefined;
+    let versionMarker: string | undefined;
+    for (;;) {
+      const out = await this.#client.send(
+        new ListObjectVersionsCommand({
+          Bucket: this.bucket,
+          Prefix: prefix,
+          KeyMarker: keyMarker,
+          VersionIdMarker: versionMarker,
+        }),
+      );
+      // The SDK splits versions and delete markers; merge them back: key order, newest first.
+      const all: ObjectVersionSummary[] = [
+        ...(out.Versions ?? []).map((v) => ({
+          key: v.Key!,
+          versionId: v.VersionId ?? "null",
+          isLatest: v.IsLatest ?? false,
+          isDeleteMarker: false,
+          size: v.Size ?? 0,
+          ...(v.ETag ? { etag: v.ETag } : {}),
+          ...(v.LastModified ? { lastModified: v.LastModified } : {}),
+        })),
+        ...(out.DeleteMarkers ?? []).map((d) => ({
+          key: d.Key!,
+          versionId: d.VersionId ?? "null",
+          isLatest: d.IsLatest ?? false,
+          isDeleteMarker: true,
+          size: 0,
+          ...(d.LastModified ? { lastModified: d.LastModified } : {}),
+        })),
+      ];
+      const order = new Map(all.map((v, i) => [v, i]));
+      all.sort((a, b) => {
+        if (a.key !== b.key) return a.key < b.key ? -1 : 1;
+        if (a.isLatest !== b.isLatest) return a.isLatest ? -1 : 1;
+        const t = (b.lastModified?.getTime() ?? 0) - (a.lastModified?.getTime() ?? 0);
+        return t !== 0 ? t : order.get(a)! - order.get(b)!;
+      });
+      yield* all;
+      if (!out.IsTruncated) return;
+      keyMarker = out.NextKeyMarker;
+      versionMarker = out.NextVersionIdMarker;
+    }
+  }
+
+  async createMultipartUpload(key: string, options: MultipartUploadOptions = {}): Promise<MultipartUpload> {
+    const checksums = Boolean(options.checksumSha256) && this.#multipartChecksums;
+    const created = await this.#client.send(
+      new CreateMultipartUploadCommand({
+        Bucket: this.bucket,
+        Key: key,
+        Metadata: options.metadata ? { ...options.metadata } : undefined,
+        ContentType: options.contentType ?? "application/octet-stream",
+        ChecksumAlgorithm: checksums ? "SHA256" : undefined,
+      }),
+    );
+    const uploadId = created.UploadId!;
+    const parts = new Map<number, { ETag: string; ChecksumSHA256?: string }>();
+    const client = this.#client;
+    const bucket = this.bucket;
+    return {
+      key,
+      async uploadPart(partNumber: number, body: Uint8Array): Promise<void> {
+        const sha = checksums ? createHash("sha256").update(body).digest("base64") : undefined;
+        const out = await client.send(
+          new UploadPartCommand({
+            Bucket: bucket,
+            Key: key,
+            UploadId: uploadId,
+            PartNumber: partNumber,
+            Body: body,
+            ContentLength: body.byteLength,
+            ChecksumSHA256: sha,
+          }),
+        );
+        parts.set(partNumber, {
+          ETag: out.ETag ?? "",
+          ...(sha ? { ChecksumSHA256: out.ChecksumSHA256 ?? sha } : {}),
+        });
+      },
+      async complete(): Promise<PutResult> {
+        const list = [...parts.entries()]
+          .sort((a, b) => a[0] - b[0])
+          .map(([PartNumber, p]) => ({ PartNumber, ...p }));
+        const out = await client.send(
+          new CompleteMultipartUploadCommand({
+            Bucket: bucket,
+            Key: key,
+            UploadId: uploadId,
+            MultipartUpload: { Parts: list },
+          }),
+        );
+        return {
+          etag: out.ETag ?? "",
+          ...(out.VersionId && out.VersionId !== "null" ? { versionId: out.VersionId } : {}),
+        };
+      },
+      async abort(): Promise<void> {
+        await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: uploadId }));
+      },
+    };
+  }
+}

@@ -1,0 +1,89 @@
+import {
+  brotliCompressSync,
+  brotliDecompressSync,
+  constants,
+  gunzipSync,
+  gzipSync,
+  zstdCompressSync,
+  zstdDecompressSync,
+} from "node:zlib";
+import { InvalidArgumentError } from "./errors.ts";
+
+/**
+ * Per-block codecs. The numeric ids are part of the on-disk format (docs/format.md).
+ * `zero` is never stored in a segment: it marks an all-zero (or trimmed) block in the index.
+ */
+export const Codec = { raw: 0, zstd: 1, brotli: 2, gzip: 3, zero: 255 } as const;
+export type CodecId = (typeof Codec)[keyof typeof Codec];
+export type CodecName = keyof typeof Codec;
+
+const NAMES = new Map<number, CodecName>(Object.entries(Codec).map(([k, v]) => [v, k as CodecName]));
+
+export function codecName(id: number): CodecName | undefined {
+  return NAMES.get(id);
+}
+
+export function isKnownCodec(id: number): id is CodecId {
+  return NAMES.has(id);
+}
+
+/** Compression used when writing. `none` stores blocks raw. */
+export type CompressionChoice = "none" | "zstd" | "brotli" | "gzip";
+
+/**
+ * Compresses `raw` with `choice` at a fast level. Returns the raw bytes with codec `raw` when
+ * compression is off or would not make the block smaller (a block is never expanded).
+ */
+export function encodeBlock(
+  raw: Uint8Array,
+  choice: CompressionChoice,
+): { codec: CodecId; data: Uint8Array } {
+  if (choice === "none") return { codec: Codec.raw, data: raw };
+  let out: Uint8Array;
+  let codec: CodecId;
+  switch (choice) {
+    case "zstd":
+      out = zstdCompressSync(raw, { params: { [constants.ZSTD_c_compressionLevel]: 1 } });
+      codec = Codec.zstd;
+      break;
+    case "brotli":
+      out = brotliCompressSync(raw, {
+        params: { [constants.BROTLI_PARAM_QUALITY]: 1, [constants.BROTLI_PARAM_SIZE_HINT]: raw.byteLength },
+      });
+      codec = Codec.brotli;
+      break;
+    case "gzip":
+      out = gzipSync(raw, { level: 1 });
+      codec = Codec.gzip;
+      break;
+    default:
+      throw new InvalidArgumentError(`expected compression none|zstd|brotli|gzip, got ${String(choice)}`);
+  }
+  if (out.byteLength >= raw.byteLength) return { codec: Codec.raw, data: raw };
+  return { codec, data: new Uint8Array(out.buffer, out.byteOffset, out.byteLength) };
+}
+
+/**
+ * Decodes a stored block to its raw bytes (`rawLength` bounds the output so that a corrupt stream
+ * cannot balloon memory). Throws on an unknown codec or a corrupt stream.
+ */
+export function decodeBlock(codec: number, data: Uint8Array, rawLength: number): Uint8Array {
+  switch (codec) {
+    case Codec.raw:
+      return data;
+    case Codec.zstd:
+      return toU8(zstdDecompressSync(data, { maxOutputLength: rawLength }));
+    case Codec.brotli:
+      return toU8(brotliDecompressSync(data, { maxOutputLength: rawLength }));
+    case Codec.gzip:
+      return toU8(gunzipSync(data, { maxOutputLength: rawLength }));
+    case Codec.zero:
+      return new Uint8Array(rawLength);
+    default:
+      throw new InvalidArgumentError(`unknown block codec ${codec}`);
+  }
+}
+
+function toU8(b: Buffer): Uint8Array {
+  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+}

@@ -1,0 +1,65 @@
+import { InvalidArgumentError } from "./errors.ts";
+import type { ObjectStore } from "./ports/object-store.ts";
+
+/** A repository: one consistency group's objects under `prefix` in a versioned bucket. */
+export interface Repo {
+  readonly store: ObjectStore;
+  /** Key prefix without a trailing slash, e.g. `groups/orders-db`; `""` for the bucket root. */
+  readonly prefix: string;
+  /** The consistency group's name (names the lock object). */
+  readonly group: string;
+}
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const RUN_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+
+export function assertName(kind: string, value: string): void {
+  if (!NAME.test(value)) {
+    throw new InvalidArgumentError(
+      `expected a ${kind} of 1-128 characters [A-Za-z0-9._-] starting with a letter or digit, got ${JSON.stringify(value)}`,
+    );
+  }
+}
+
+export function assertRunId(value: string): void {
+  if (!RUN_ID.test(value)) {
+    throw new InvalidArgumentError(
+      `expected a run id of 1-128 characters [A-Za-z0-9._:-], got ${JSON.stringify(value)}`,
+    );
+  }
+}
+
+export function createRepo(options: { store: ObjectStore; prefix: string; group: string }): Repo {
+  assertName("group name", options.group);
+  const prefix = options.prefix.replace(/\/+$/, "");
+  return { store: options.store, prefix, group: options.group };
+}
+
+function join(repo: Repo, rest: string): string {
+  return repo.prefix === "" ? rest : `${repo.prefix}/${rest}`;
+}
+
+/** Generation numbers are zero-padded to 10 digits so that keys sort in generation order. */
+export function generationName(n: number): string {
+  if (!Number.isSafeInteger(n) || n < 1 || n > 9_999_999_999) {
+    throw new InvalidArgumentError(`expected a generation number 1..9999999999, got ${n}`);
+  }
+  return String(n).padStart(10, "0");
+}
+
+/** Object keys of the repository layout (docs/format.md, "Key layout"). */
+export const keys = {
+  head: (repo: Repo) => join(repo, "HEAD"),
+  lock: (repo: Repo) => join(repo, `locks/${repo.group}`),
+  generationsPrefix: (repo: Repo) => join(repo, "generations/"),
+  generation: (repo: Repo, n: number) => join(repo, `generations/${generationName(n)}.json`),
+  volumesPrefix: (repo: Repo) => join(repo, "volumes/"),
+  volumeIndex: (repo: Repo, volumeId: string) => join(repo, `volumes/${volumeId}/index`),
+  volumeRun: (repo: Repo, volumeId: string, name: string) =>
+    join(repo, `volumes/${volumeId}/runs/${name}.run`),
+  segment: (repo: Repo, segmentId: string) =>
+    join(repo, `segments/${segmentId.slice(0, 2)}/${segmentId}.seg`),
+  runPrefix: (repo: Repo, runId: string) => join(repo, `runs/${runId}/`),
+  shardResult: (repo: Repo, runId: string, volumeId: string, shard: number) =>
+    join(repo, `runs/${runId}/shards/${volumeId}/${String(shard).padStart(6, "0")}.run`),
+};

@@ -1,0 +1,169 @@
+import { z } from "zod";
+import { InvalidArgumentError, LockLostError } from "./errors.ts";
+import { assertRunId, keys, type Repo } from "./layout.ts";
+import { decodeMetadata, encodeMetadata } from "./metadata.ts";
+import { ObjectNotFoundError, PreconditionFailedError } from "./ports/object-store.ts";
+
+const LockSchema = z.object({
+  format: z.literal("cgmirror.lock"),
+  version: z.string(),
+  group: z.string(),
+  runId: z.string(),
+  fencing: z.number().int().positive(),
+  acquiredAt: z.string(),
+  expiresAt: z.string(),
+  released: z.boolean(),
+});
+export type LockRecord = z.infer<typeof LockSchema>;
+
+export interface LockLease {
+  readonly runId: string;
+  /** Strictly increases with every acquisition of the group's lock. */
+  readonly fencing: number;
+  readonly etag: string;
+  readonly expiresAt: string;
+}
+
+export type AcquireResult =
+  | {
+      readonly acquired: true;
+      readonly lease: LockLease;
+      /** The run that held the lock before, when it expired without releasing it (recover it). */
+      readonly takenOverFrom: string | undefined;
+    }
+  | { readonly acquired: false; readonly holderRunId: string; readonly expiresAt: string };
+
+async function readLock(repo: Repo): Promise<{ record: LockRecord; etag: string } | undefined> {
+  const key = keys.lock(repo);
+  try {
+    const got = await repo.store.get(key);
+    return {
+      record: decodeMetadata(got.body, "cgmirror.lock", LockSchema, key, got.versionId),
+      etag: got.etag,
+    };
+  } catch (error) {
+    if (error instanceof ObjectNotFoundError) return undefined;
+    throw error;
+  }
+}
+
+/**
+ * AcquireLock: creates `locks/<group>` with If-None-Match: *, or takes over a released or expired
+ * lock with If-Match on its ETag (fencing + 1). A live lock of another run gives `acquired: false`
+ * (the run is skipped, not failed). Idempotent for the same run id.
+ */
+export async function acquireLock(
+  repo: Repo,
+  options: { runId: string; ttlMs: number; now?: Date },
+): Promise<AcquireResult> {
+  assertRunId(options.runId);
+  if (!(options.ttlMs > 0))
+    throw new InvalidArgumentError(`expected a positive lock ttlMs, got ${options.ttlMs}`);
+  const key = keys.lock(repo);
+  const now = options.now ?? new Date();
+  const expiresAt = new Date(now.getTime() + options.ttlMs).toISOString();
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const current = await readLock(repo);
+    if (current && !current.record.released && current.record.runId === options.runId) {
+      const { fencing, runId } = current.record;
+      return {
+        acquired: true,
+        lease: { runId, fencing, etag: current.etag, expiresAt: current.record.expiresAt },
+        takenOverFrom: undefined,
+      };
+    }
+    if (current && !current.record.released && Date.parse(current.record.expiresAt) > now.getTime()) {
+      return { acquired: false, holderRunId: current.record.runId, expiresAt: current.record.expiresAt };
+    }
+    const fencing = (current?.record.fencing ?? 0) + 1;
+    const body = encodeMetadata("cgmirror.lock", {
+      group: repo.group,
+      runId: options.runId,
+      fencing,
+      acquiredAt: now.toISOString(),
+      expiresAt,
+      released: false,
+    });
+    try {
+      const put = await repo.store.put(key, body, current ? { ifMatch: current.etag } : { ifNoneMatch: "*" });
+      const takenOverFrom = current && !current.record.released ? current.record.runId : undefined;
+      return {
+        acquired: true,
+        lease: { runId: options.runId, fencing, etag: put.etag, expiresAt },
+        takenOverFrom,
+      };
+    } catch (error) {
+      if (!(error instanceof PreconditionFailedError)) throw error;
+      // Someone else wrote the lock between our read and write: read again and decide.
+    }
+  }
+  const current = await readLock(repo);
+  return {
+    acquired: false,
+    holderRunId: current?.record.runId ?? "(unknown)",
+    expiresAt: current?.record.expiresAt ?? "",
+  };
+}
+
+/** Throws LockLostError unless `lease` still holds the lock (same run, same fencing, not released). */
+export async function assertLockHeld(repo: Repo, lease: LockLease, now: Date = new Date()): Promise<void> {
+  const current = await readLock(repo);
+  const key = keys.lock(repo);
+  if (!current) throw new LockLostError(key, "the lock object is gone");
+  const r = current.record;
+  if (r.runId !== lease.runId || r.fencing !== lease.fencing || r.released) {
+    throw new LockLostError(
+      key,
+      `it is now held by run ${r.runId} (fencing ${r.fencing}, released ${r.released})`,
+    );
+  }
+  if (Date.parse(r.expiresAt) <= now.getTime()) throw new LockLostError(key, `it expired at ${r.expiresAt}`);
+}
+
+/** Extends the lease. @throws LockLostError when another run took the lock over. */
+export async function renewLock(
+  repo: Repo,
+  lease: LockLease,
+  ttlMs: number,
+  now: Date = new Date(),
+): Promise<LockLease> {
+  const current = await readLock(repo);
+  const key = keys.lock(repo);
+  if (
+    !current ||
+    current.record.runId !== lease.runId ||
+    current.record.fencing !== lease.fencing ||
+    current.record.released
+  ) {
+    throw new LockLostError(key, "another run holds it now");
+  }
+  const expiresAt = new Date(now.getTime() + ttlMs).toISOString();
+  const body = encodeMetadata("cgmirror.lock", { ...current.record, expiresAt });
+  try {
+    const put = await repo.store.put(key, body, { ifMatch: current.etag });
+    return { ...lease, etag: put.etag, expiresAt };
+  } catch (error) {
+    if (error instanceof PreconditionFailedError)
+      throw new LockLostError(key, "it changed while renewing", { cause: error });
+    throw error;
+  }
+}
+
+/**
+ * ReleaseLock: marks the lock released (keeps the object so the fencing number keeps increasing).
+ * Idempotent; does nothing when another run holds the lock now.
+ */
+export async function releaseLock(repo: Repo, lease: Pick<LockLease, "runId" | "fencing">): Promise<boolean> {
+  const current = await readLock(repo);
+  if (!current || current.record.runId !== lease.runId || current.record.fencing !== lease.fencing)
+    return false;
+  if (current.record.released) return true;
+  const body = encodeMetadata("cgmirror.lock", { ...current.record, released: true });
+  try {
+    await repo.store.put(keys.lock(repo), body, { ifMatch: current.etag });
+    return true;
+  } catch (error) {
+    if (error instanceof PreconditionFailedError) return false;
+    throw error;
+  }
+}

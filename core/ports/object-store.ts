@@ -1,0 +1,130 @@
+/**
+ * The object store port: the few S3 operations cgmirror's repository needs.
+ *
+ * Core code talks only to this interface; `adapters/s3-store.ts` implements it with the AWS SDK and
+ * `adapters/memory-store.ts` in memory (tests, benchmarks). Semantics follow S3 with versioning on:
+ * every `put` creates a new version, `delete` without a version id would create a delete marker (core
+ * never does that on versioned keys), `delete` with a version id removes exactly that version.
+ */
+
+/** A byte range: `start` inclusive, `end` exclusive; or the last `suffix` bytes of the object. */
+export type ByteRange = { readonly start: number; readonly end: number } | { readonly suffix: number };
+
+export interface GetOptions {
+  /** Read this exact version (S3 VersionId). @default the current version */
+  readonly versionId?: string;
+  /** Read only these bytes. @default the whole object */
+  readonly range?: ByteRange;
+}
+
+export interface GetResult {
+  readonly body: Uint8Array;
+  readonly etag: string;
+  readonly versionId?: string;
+  /** Size of the whole object (not of the range). */
+  readonly size: number;
+  readonly metadata: Readonly<Record<string, string>>;
+}
+
+export interface PutOptions {
+  /** Write only if the current version has this ETag (S3 If-Match). */
+  readonly ifMatch?: string;
+  /** `"*"`: write only if the key does not exist (S3 If-None-Match: *). */
+  readonly ifNoneMatch?: "*";
+  /** SHA-256 of the body; the store verifies it on receipt (S3 x-amz-checksum-sha256). */
+  readonly checksumSha256?: Uint8Array;
+  /** User metadata (lower-case keys, ASCII values). */
+  readonly metadata?: Readonly<Record<string, string>>;
+  readonly contentType?: string;
+}
+
+export interface PutResult {
+  readonly etag: string;
+  /** Present when the bucket has versioning enabled. */
+  readonly versionId?: string;
+}
+
+export interface HeadResult {
+  readonly etag: string;
+  readonly versionId?: string;
+  readonly size: number;
+  readonly metadata: Readonly<Record<string, string>>;
+}
+
+export interface ObjectSummary {
+  readonly key: string;
+  readonly size: number;
+  readonly etag: string;
+  readonly lastModified?: Date;
+}
+
+export interface ObjectVersionSummary {
+  readonly key: string;
+  readonly versionId: string;
+  readonly isLatest: boolean;
+  readonly isDeleteMarker: boolean;
+  readonly size: number;
+  readonly etag?: string;
+  readonly lastModified?: Date;
+}
+
+export interface MultipartUploadOptions {
+  readonly metadata?: Readonly<Record<string, string>>;
+  readonly contentType?: string;
+  /** Ask the store to verify a SHA-256 of every part. @default false */
+  readonly checksumSha256?: boolean;
+}
+
+/** A multipart upload in progress. Parts are numbered 1..10000; all but the last must be >= 5 MiB. */
+export interface MultipartUpload {
+  readonly key: string;
+  uploadPart(partNumber: number, body: Uint8Array): Promise<void>;
+  complete(): Promise<PutResult>;
+  abort(): Promise<void>;
+}
+
+export interface ObjectStore {
+  /** @throws ObjectNotFoundError when the key (or version) does not exist. */
+  get(key: string, options?: GetOptions): Promise<GetResult>;
+  /** @throws PreconditionFailedError when `ifMatch` / `ifNoneMatch` does not hold. */
+  put(key: string, body: Uint8Array, options?: PutOptions): Promise<PutResult>;
+  /** Deletes the key (or exactly one version). Deleting something absent is not an error. */
+  delete(key: string, options?: { readonly versionId?: string }): Promise<void>;
+  /** Metadata of the key (or version), or `undefined` when absent. */
+  head(key: string, options?: { readonly versionId?: string }): Promise<HeadResult | undefined>;
+  /** Current objects whose key starts with `prefix`, in key order. */
+  list(prefix: string): AsyncIterable<ObjectSummary>;
+  /** All versions (and delete markers) under `prefix`: keys in order, each key's versions newest first. */
+  listVersions(prefix: string): AsyncIterable<ObjectVersionSummary>;
+  createMultipartUpload(key: string, options?: MultipartUploadOptions): Promise<MultipartUpload>;
+}
+
+/** The key (or the version) does not exist. */
+export class ObjectNotFoundError extends Error {
+  override readonly name = "ObjectNotFoundError";
+  readonly key: string;
+  readonly versionId: string | undefined;
+  constructor(key: string, versionId?: string, options?: ErrorOptions) {
+    super(
+      `object ${key}${versionId ? ` (version ${versionId})` : ""} does not exist in the bucket; ` +
+        "check the key and that nothing pruned it",
+      options,
+    );
+    this.key = key;
+    this.versionId = versionId;
+  }
+}
+
+/** A conditional write (`ifMatch` / `ifNoneMatch`) did not hold: someone else wrote the key first. */
+export class PreconditionFailedError extends Error {
+  override readonly name = "PreconditionFailedError";
+  readonly key: string;
+  constructor(key: string, condition: string, options?: ErrorOptions) {
+    super(`conditional write of ${key} failed (${condition}): another writer changed it first`, options);
+    this.key = key;
+  }
+}
+
+export function formatRange(range: ByteRange): string {
+  return "suffix" in range ? `bytes=-${range.suffix}` : `bytes=${range.start}-${range.end - 1}`;
+}

@@ -1,0 +1,208 @@
+import type { BlockRef, IndexEntry } from "./block-ref.ts";
+import { ZERO_REF } from "./block-ref.ts";
+import { BLOCK_SIZE, equalBytes } from "./bytes.ts";
+import { type CommitResult, type CommitVolume, cleanupRun, commitGeneration } from "./commit.ts";
+import { MemoryDedup } from "./dedup.ts";
+import { InvalidArgumentError } from "./errors.ts";
+import { type GenerationManifest, readCommittedManifest } from "./generation.ts";
+import { type IndexRunWriterOptions, type RunInfo, writeRun } from "./index-run.ts";
+import { keys, type Repo } from "./layout.ts";
+import type { LockLease } from "./lock.ts";
+import {
+  type DedupLookup,
+  SegmentWriter,
+  type SegmentWriterOptions,
+  type SegmentWriterStats,
+} from "./segment.ts";
+import {
+  type CompactionPolicy,
+  openVolumeIndex,
+  type PreparedVolume,
+  prepareVolume,
+  type VolumeIndex,
+} from "./volume-index.ts";
+
+/** One changed block: its new content, or null when it became zero / was trimmed. */
+export interface BlockWrite {
+  readonly block: number;
+  readonly data: Uint8Array | null;
+  /** Checksum the source reported (GetSnapshotBlock); verified when given. */
+  readonly sha256?: Uint8Array;
+}
+
+export interface TransferShardOptions {
+  readonly runId: string;
+  readonly volumeId: string;
+  readonly shard: number;
+  /** Blocks of this volume (any order; a later write of the same block wins). */
+  readonly blocks: Iterable<BlockWrite> | AsyncIterable<BlockWrite>;
+  /** Volume size; blocks beyond it are refused. */
+  readonly sizeBytes: number;
+  readonly segments?: Omit<SegmentWriterOptions, "repo" | "dedup">;
+  /** Group-level dedup by hash. @default none (still dedups within the shard) */
+  readonly dedup?: DedupLookup;
+  /** The committed index of the volume: a block whose content did not change is not recorded again. */
+  readonly previous?: VolumeIndex;
+  readonly runOptions?: IndexRunWriterOptions;
+}
+
+export interface ShardResult {
+  readonly volumeId: string;
+  readonly shard: number;
+  /** The shard's (block → ref) run under `runs/<runId>/shards/`, input to `prepareVolume`. */
+  readonly run: RunInfo;
+  readonly stats: SegmentWriterStats & { unchangedBlocks: number };
+}
+
+/**
+ * Transfer (one shard of one volume): packs blocks into segments, uploads them, then writes the
+ * shard's sorted (block → ref) run. Safe to re-run: a re-run writes new segments and overwrites the
+ * shard result; the old segments become unreferenced garbage.
+ */
+export async function transferShard(repo: Repo, options: TransferShardOptions): Promise<ShardResult> {
+  const blockCount = options.sizeBytes / BLOCK_SIZE;
+  const writer = new SegmentWriter({
+    ...options.segments,
+    repo,
+    ...(options.dedup ? { dedup: options.dedup } : {}),
+  });
+  const refs = new Map<number, BlockRef>();
+  let unchanged = 0;
+  for await (const w of options.blocks) {
+    if (!Number.isInteger(w.block) || w.block < 0 || w.block >= blockCount) {
+      throw new InvalidArgumentError(
+        `block ${w.block} is outside volume ${options.volumeId} of ${blockCount} blocks`,
+      );
+    }
+    const ref = w.data === null ? ZERO_REF : await writer.add(w.data, w.sha256);
+    if (options.previous && w.data !== null) {
+      const before = await options.previous.lookup(w.block);
+      if (before && equalBytes(before.sha256, ref.sha256)) {
+        unchanged++;
+        refs.delete(w.block);
+        continue;
+      }
+    }
+    refs.set(w.block, ref);
+  }
+  await writer.close();
+  const entries: IndexEntry[] = [...refs.entries()]
+    .sort((a, b) => a[0] - b[0])
+    .map(([block, ref]) => ({ block, ref }));
+  const run = await writeRun(
+    repo.store,
+    keys.shardResult(repo, options.runId, options.volumeId, options.shard),
+    entries,
+    {
+      ...options.runOptions,
+      metadata: { "cgmirror-run-id": options.runId },
+    },
+  );
+  return {
+    volumeId: options.volumeId,
+    shard: options.shard,
+    run,
+    stats: { ...writer.stats, unchangedBlocks: unchanged },
+  };
+}
+
+export interface VolumeWrites {
+  readonly volumeId: string;
+  readonly sizeBytes: number;
+  readonly sourceSnapshotId?: string | null;
+  readonly blocks: Iterable<BlockWrite> | AsyncIterable<BlockWrite>;
+}
+
+export interface WriteGenerationOptions {
+  readonly runId: string;
+  readonly volumes: readonly VolumeWrites[];
+  /** @default now */
+  readonly pointInTime?: Date;
+  readonly segments?: Omit<SegmentWriterOptions, "repo" | "dedup">;
+  readonly policy?: CompactionPolicy;
+  readonly runOptions?: IndexRunWriterOptions;
+  readonly lease?: LockLease;
+  /** Stop after Prepare (leave the run revertible). @default true */
+  readonly commit?: boolean;
+}
+
+export interface WriteGenerationResult {
+  readonly generation: number;
+  readonly prepared: readonly PreparedVolume[];
+  readonly shards: readonly ShardResult[];
+  readonly commit: CommitResult | undefined;
+}
+
+/**
+ * Backs up one generation in one process: Transfer (one shard per volume) → Prepare every volume →
+ * Commit → cleanup. Volumes of the committed generation not named in `volumes` are carried over
+ * unchanged. The same steps the workflow runs as separate tasks; used by tests and small groups.
+ */
+export async function writeGeneration(
+  repo: Repo,
+  options: WriteGenerationOptions,
+): Promise<WriteGenerationResult> {
+  const committed: GenerationManifest | undefined = await readCommittedManifest(repo);
+  const generation = (committed?.generation ?? 0) + 1;
+  const dedup = new MemoryDedup();
+  const prepared: PreparedVolume[] = [];
+  const shards: ShardResult[] = [];
+  const commitVolumes: CommitVolume[] = [];
+  for (const v of options.volumes) {
+    const prev = committed?.volumes.find((x) => x.volumeId === v.volumeId);
+    const previous = prev
+      ? await openVolumeIndex(repo, v.volumeId, prev.indexVersionId ?? undefined)
+      : undefined;
+    const shard = await transferShard(repo, {
+      runId: options.runId,
+      volumeId: v.volumeId,
+      shard: 0,
+      blocks: v.blocks,
+      sizeBytes: v.sizeBytes,
+      dedup,
+      ...(options.segments ? { segments: options.segments } : {}),
+      ...(previous ? { previous } : {}),
+      ...(options.runOptions ? { runOptions: options.runOptions } : {}),
+    });
+    shards.push(shard);
+    const p = await prepareVolume(repo, {
+      volumeId: v.volumeId,
+      runId: options.runId,
+      generation,
+      sizeBytes: v.sizeBytes,
+      changes: [shard.run],
+      previousVersionId: prev?.indexVersionId ?? null,
+      ...(options.policy ? { policy: options.policy } : {}),
+      ...(options.runOptions ? { runOptions: options.runOptions } : {}),
+    });
+    prepared.push(p);
+    commitVolumes.push({
+      volumeId: v.volumeId,
+      sizeBytes: v.sizeBytes,
+      sourceSnapshotId: v.sourceSnapshotId ?? null,
+      indexVersionId: p.versionId ?? null,
+      stats: {
+        changedBlocks: shard.stats.blocks,
+        storedBlocks: shard.stats.storedBlocks,
+        zeroBlocks: shard.stats.zeroBlocks,
+        dedupedBlocks: shard.stats.dedupedBlocks,
+        storedBytes: shard.stats.storedBytes,
+        indexBytesWritten: p.reused ? 0 : p.root.writtenBytes,
+      },
+    });
+  }
+  for (const v of committed?.volumes ?? []) {
+    if (options.volumes.some((x) => x.volumeId === v.volumeId)) continue;
+    commitVolumes.push({ ...v, stats: {} });
+  }
+  if (options.commit === false) return { generation, prepared, shards, commit: undefined };
+  const commit = await commitGeneration(repo, {
+    runId: options.runId,
+    generation,
+    pointInTime: options.pointInTime ?? new Date(),
+    volumes: commitVolumes,
+    ...(options.lease ? { lease: options.lease } : {}),
+  });
+  await cleanupRun(repo, options.runId);
+  return { generation, prepared, shards, commit };
+}
