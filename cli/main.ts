@@ -49,6 +49,15 @@ function ebsClientFor(e: LocalEndpoints): EBSClient {
   });
 }
 
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function waitFor(check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
@@ -113,12 +122,11 @@ function localCommands(): Command {
         console.log("the local stack is not running");
         return;
       }
-      process.kill(e.pid, "SIGTERM");
-      const down = await waitFor(async () => (await runningStack(stateDir)) === undefined, 15_000);
-      if (!down) {
-        process.kill(e.pid, "SIGKILL");
-        await rm(endpointsFile(stateDir), { force: true });
-      }
+      const pid = e.pid;
+      process.kill(pid, "SIGTERM");
+      const down = await waitFor(async () => !isAlive(pid), 15_000);
+      if (!down) process.kill(pid, "SIGKILL");
+      await rm(endpointsFile(stateDir), { force: true });
       console.log("local stack stopped");
     });
 
