@@ -1,0 +1,155 @@
+import aslValidator from "asl-validator";
+import { beforeAll, describe, expect, it } from "vitest";
+import { type AslDefinition, localDefinition } from "#workflows/definition.ts";
+import { Errors } from "#workflows/errors.ts";
+import { findLocalIncompatibilities } from "#workflows/local-compat.ts";
+import { TASKS } from "#workflows/tasks.ts";
+
+type State = Record<string, unknown>;
+let definition: AslDefinition;
+
+beforeAll(() => {
+  definition = localDefinition();
+});
+
+/** Every state, including those inside Map item processors, by name. */
+function allStates(states: Record<string, State>, out: Record<string, State> = {}): Record<string, State> {
+  for (const [name, state] of Object.entries(states)) {
+    out[name] = state;
+    const processor = state.ItemProcessor as { States?: Record<string, State> } | undefined;
+    if (processor?.States) allStates(processor.States, out);
+  }
+  return out;
+}
+
+describe("the synthesized consistency-group definition", () => {
+  it("GIVEN the definition WHEN checked by asl-validator THEN it is valid", () => {
+    const { isValid, errorsText } = aslValidator(structuredClone(definition));
+    expect(errorsText("\n")).toBe("");
+    expect(isValid).toBe(true);
+  });
+
+  it("GIVEN the definition WHEN scanned THEN it has none of the constructs the local interpreter cannot run", () => {
+    expect(findLocalIncompatibilities(definition)).toEqual([]);
+  });
+
+  it("GIVEN the transfer Map THEN it is distributed, inline-fed, all-must-succeed and discards results", () => {
+    const map = definition.States.TransferShards as State;
+    expect(map.Type).toBe("Map");
+    expect(map.ItemsPath).toBe("$.plan.shards");
+    expect(map).not.toHaveProperty("ItemReader");
+    expect(map.ToleratedFailurePercentage).toBe(0);
+    expect(map).not.toHaveProperty("ToleratedFailureCount");
+    expect(map.MaxConcurrencyPath).toBe("$.config.transfer.maxConcurrency");
+    expect(map.ResultPath).toBeNull();
+    expect((map.ItemProcessor as { ProcessorConfig: unknown }).ProcessorConfig).toEqual({
+      Mode: "DISTRIBUTED",
+      ExecutionType: "STANDARD",
+    });
+    expect(map.Catch).toEqual([{ ErrorEquals: ["States.ALL"], ResultPath: "$.error", Next: "Revert" }]);
+  });
+
+  it("GIVEN every state after AcquireLock that can fail THEN it is caught into Revert without losing its input", () => {
+    const guarded = ["Recover", "Snapshot", "CheckSnapshots", "Plan", "TransferShards", "PrepareVolumes"];
+    for (const name of [...guarded, "PrepareAllVolumes", "Commit"]) {
+      const state = definition.States[name] as State;
+      expect(state.Catch, name).toEqual([
+        { ErrorEquals: ["States.ALL"], ResultPath: "$.error", Next: "Revert" },
+      ]);
+    }
+    expect(definition.States.AcquireLock).not.toHaveProperty("Catch");
+  });
+
+  it("GIVEN the failure path THEN Revert -> ReleaseLockAfterRevert -> RunFailed carries the original error", () => {
+    expect((definition.States.Revert as State).Next).toBe("ReleaseLockAfterRevert");
+    expect((definition.States.ReleaseLockAfterRevert as State).Next).toBe("RunFailed");
+    expect(definition.States.RunFailed).toMatchObject({
+      Type: "Fail",
+      ErrorPath: "$.error.Error",
+      CausePath: "$.error.Cause",
+    });
+    // Catches on the failure path must not overwrite $.error.
+    expect((definition.States.ReleaseLockAfterRevert as State).Catch).toEqual([
+      { ErrorEquals: ["States.ALL"], ResultPath: "$.releaseError", Next: "RunFailed" },
+    ]);
+    expect((definition.States.Revert as State).Catch).toEqual([
+      { ErrorEquals: ["States.ALL"], ResultPath: "$.revertError", Next: "RevertFailed" },
+    ]);
+  });
+
+  it("GIVEN every Lambda task state THEN it retries throttling and transient errors from the error contract", () => {
+    const states = allStates(definition.States);
+    const taskStates = Object.values(TASKS).flatMap((t) => t.states);
+    for (const name of taskStates) {
+      const retry = (states[name] as State).Retry as { ErrorEquals: string[]; MaxAttempts: number }[];
+      const retried = retry.flatMap((r) => r.ErrorEquals);
+      expect(retried, name).toEqual(expect.arrayContaining([Errors.Throttled, Errors.Transient]));
+      expect((states[name] as State).TimeoutSeconds, name).toBeGreaterThan(60);
+    }
+  });
+
+  it("GIVEN the collectAll Map THEN every item catches its error and returns ok false for the Choice to decide", () => {
+    const map = definition.States.PrepareAllVolumes as State;
+    const inner = (map.ItemProcessor as { States: Record<string, State> }).States;
+    expect(inner.PrepareVolumeCollect?.Catch).toEqual([
+      { ErrorEquals: ["States.ALL"], ResultPath: "$.error", Next: "PrepareVolumeFailed" },
+    ]);
+    expect((inner.PrepareVolumeFailed as State).Parameters).toMatchObject({ ok: false });
+    expect(map.ResultSelector).toEqual({ "results.$": "$", "oks.$": "$[*].ok" });
+    expect((definition.States["AllPrepared?"] as State).Choices).toEqual([
+      { Variable: "$.prepareDecision.anyFailed", BooleanEquals: false, Next: "Commit" },
+    ]);
+    expect((definition.States.PrepareFailuresAsError as State).Parameters).toMatchObject({
+      Error: Errors.PrepareFailed,
+    });
+  });
+
+  it("GIVEN a held lock THEN the run ends in a Succeed state marked skipped", () => {
+    expect((definition.States["LockAcquired?"] as State).Default).toBe("MarkSkipped");
+    expect((definition.States.MarkSkipped as State).Parameters).toMatchObject({ status: "skipped" });
+    expect((definition.States.Skipped as State).Type).toBe("Succeed");
+  });
+
+  it("GIVEN the snapshot poll loop THEN it waits and re-checks until every snapshot completed", () => {
+    expect((definition.States.WaitForSnapshots as State).Next).toBe("CheckSnapshots");
+    expect(definition.States["SnapshotsCompleted?"]).toMatchObject({
+      Choices: [{ Variable: "$.check.allCompleted", BooleanEquals: true, Next: "Plan" }],
+      Default: "WaitForSnapshots",
+    });
+  });
+});
+
+describe("findLocalIncompatibilities", () => {
+  const base = (state: State) => ({ StartAt: "S", States: { S: state } });
+
+  it("fails a definition that uses JSONata", () => {
+    expect(
+      findLocalIncompatibilities({ ...base({ Type: "Succeed" }), QueryLanguage: "JSONata" }),
+    ).toHaveLength(1);
+  });
+
+  it('fails a ResultPath of "$"', () => {
+    expect(
+      findLocalIncompatibilities(base({ Type: "Pass", ResultPath: "$", End: true }))[0]?.problem,
+    ).toContain("ResultPath");
+  });
+
+  it("fails an ItemReader inside a nested Map", () => {
+    const inner = { StartAt: "I", States: { I: { Type: "Map", ItemReader: {}, End: true } } };
+    const findings = findLocalIncompatibilities(base({ Type: "Map", ItemProcessor: inner, End: true }));
+    expect(findings).toEqual([{ where: "S > I", problem: expect.stringContaining("ItemReader") }]);
+  });
+
+  it("fails a Choice rule testing IsPresent: false, even under Not/And", () => {
+    const findings = findLocalIncompatibilities(
+      base({ Type: "Choice", Choices: [{ And: [{ Variable: "$.a", IsPresent: false }], Next: "S" }] }),
+    );
+    expect(findings[0]?.problem).toContain("IsPresent: false");
+  });
+
+  it("fails a Pass state with a falsy Result, Assign, and a Task without a timeout", () => {
+    expect(findLocalIncompatibilities(base({ Type: "Pass", Result: 0, End: true }))).toHaveLength(1);
+    expect(findLocalIncompatibilities(base({ Type: "Pass", Assign: { a: 1 }, End: true }))).toHaveLength(1);
+    expect(findLocalIncompatibilities(base({ Type: "Task", Resource: "arn", End: true }))).toHaveLength(1);
+  });
+});

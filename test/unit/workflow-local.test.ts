@@ -1,0 +1,221 @@
+/**
+ * Runs the synthesized definition with the local interpreter (aws-local-stepfunctions), every Lambda
+ * Task state bound to a trivial in-process fake handler by state name. Proves the same definition
+ * that is deployed runs locally (DESIGN.md section 5); the real handlers come with the local runner.
+ */
+import { ExecutionError, StateMachine } from "aws-local-stepfunctions";
+import { beforeAll, describe, expect, it } from "vitest";
+import { parseGroupConfig } from "#core/group-config.ts";
+import { type AslDefinition, localDefinition } from "#workflows/definition.ts";
+import { Errors, TransferFailedError } from "#workflows/errors.ts";
+import { TASK_NAMES, TASKS, type TaskName } from "#workflows/tasks.ts";
+
+type Json = Parameters<StateMachine["run"]>[0];
+type Handler = (input: Record<string, unknown>) => unknown;
+
+let definition: AslDefinition;
+beforeAll(() => {
+  definition = localDefinition();
+});
+
+const config = parseGroupConfig({
+  group: "orders",
+  volumes: [
+    { id: "vol-0123456789abcdef0", instanceId: "i-0123456789abcdef0" },
+    { id: "vol-0123456789abcdef1", instanceId: "i-0123456789abcdef1" },
+  ],
+  target: { bucket: "my-backups" },
+  schedule: { expression: "rate(1 hour)" },
+});
+
+function fakes(overrides: Partial<Record<TaskName, Handler>> = {}) {
+  const calls: { state: string; input: Record<string, unknown> }[] = [];
+  let checks = 0;
+  const defaults: Record<TaskName, Handler> = {
+    AcquireLock: () => ({ acquired: true, fencing: 7, expiresAt: "2026-01-01T12:00:00.000Z" }),
+    Recover: () => ({ action: "none", headGeneration: 4, nextGeneration: 5 }),
+    Snapshot: () => ({
+      snapshots: [
+        { volumeId: "vol-0123456789abcdef0", snapshotId: "snap-0123456789abcdef0" },
+        { volumeId: "vol-0123456789abcdef1", snapshotId: "snap-0123456789abcdef1" },
+      ],
+      startedAt: "2026-01-01T00:00:00.000Z",
+      coordinationMs: 42,
+      frozen: false,
+    }),
+    // First check: still pending, second: all completed (exercises the poll loop).
+    CheckSnapshots: () => {
+      checks += 1;
+      return { allCompleted: checks >= 2, completed: checks >= 2 ? 2 : 1, pending: checks >= 2 ? 0 : 1 };
+    },
+    Plan: () => ({
+      planKey: "groups/orders/runs/r/plan.json",
+      shardCount: 3,
+      changedBlocks: 300,
+      shards: [
+        { volumeId: "vol-0123456789abcdef0", shard: 0 },
+        { volumeId: "vol-0123456789abcdef0", shard: 1 },
+        { volumeId: "vol-0123456789abcdef1", shard: 0 },
+      ],
+    }),
+    Transfer: () => ({ ok: true, blocks: 100, bytesUploaded: 1024 }),
+    Prepare: (input) => ({
+      ok: true,
+      volumeId: input.volumeId,
+      indexKey: `groups/orders/volumes/${String(input.volumeId)}/index`,
+      versionId: `v-${String(input.volumeId)}`,
+    }),
+    Commit: (input) => ({ generation: input.generation, committedAt: "2026-01-01T00:05:00.000Z" }),
+    Revert: () => ({ revertedVersions: 1, deletedSnapshots: 2, alreadyCommitted: false }),
+    ReleaseLock: () => ({ released: true, prunedSnapshots: 0 }),
+  };
+  const handlers: Record<string, (input: Json) => Promise<Json>> = {};
+  for (const task of TASK_NAMES) {
+    for (const state of TASKS[task].states) {
+      handlers[state] = async (input) => {
+        calls.push({ state, input: input as Record<string, unknown> });
+        return (await (overrides[task] ?? defaults[task])(input as Record<string, unknown>)) as Json;
+      };
+    }
+  }
+  return { handlers, calls, states: () => calls.map((c) => c.state) };
+}
+
+async function run(input: Json, handlers: Record<string, (input: Json) => Promise<Json>>) {
+  const machine = new StateMachine(definition as never);
+  const execution = machine.run(input, {
+    overrides: {
+      taskResourceLocalHandlers: handlers,
+      waitTimeOverrides: { WaitForSnapshots: 0 },
+      retryIntervalOverrides: Object.fromEntries(
+        Object.values(TASKS)
+          .flatMap((t) => t.states)
+          .map((s) => [s, 0]),
+      ),
+    },
+    context: { Execution: { Name: "run-1", Input: input, StartTime: "2026-01-01T00:00:00.000Z" } },
+  });
+  return execution.result;
+}
+
+describe("the synthesized workflow run by aws-local-stepfunctions", () => {
+  it("GIVEN every task succeeds WHEN the group runs THEN it commits, in order, and releases the lock", async () => {
+    const f = fakes();
+    const output = await run({ config } as unknown as Json, f.handlers);
+    expect(output).toEqual({
+      status: "committed",
+      group: "orders",
+      runId: "run-1",
+      generation: 5,
+      committedAt: "2026-01-01T00:05:00.000Z",
+      coordinationMs: 42,
+    });
+    const states = f.states();
+    expect(states.slice(0, 5)).toEqual([
+      "AcquireLock",
+      "Recover",
+      "Snapshot",
+      "CheckSnapshots",
+      "CheckSnapshots",
+    ]);
+    expect(states.filter((s) => s === "TransferShard")).toHaveLength(3);
+    expect(states.filter((s) => s === "PrepareVolume")).toHaveLength(2);
+    expect(states.slice(-2)).toEqual(["Commit", "ReleaseLock"]);
+    expect(states).not.toContain("Revert");
+  });
+
+  it("GIVEN a Map item WHEN Transfer runs THEN it receives a small shard descriptor with the run id", async () => {
+    const f = fakes();
+    await run({ config } as unknown as Json, f.handlers);
+    const item = f.calls.find((c) => c.state === "TransferShard")?.input;
+    expect(item).toEqual({
+      bucket: "my-backups",
+      prefix: "groups/orders",
+      group: "orders",
+      runId: "run-1",
+      generation: 5,
+      planKey: "groups/orders/runs/r/plan.json",
+      volumeId: "vol-0123456789abcdef0",
+      shard: 0,
+    });
+    const commit = f.calls.find((c) => c.state === "Commit")?.input;
+    expect(commit?.prepared).toHaveLength(2);
+    expect(commit?.fencing).toBe(7);
+  });
+
+  it("GIVEN the lock is held WHEN the group runs THEN it ends as skipped without touching anything", async () => {
+    const f = fakes({
+      AcquireLock: () => ({ acquired: false, heldBy: "run-0", expiresAt: "2026-01-01T01:00:00Z" }),
+    });
+    const output = await run({ config } as unknown as Json, f.handlers);
+    expect(output).toEqual({
+      status: "skipped",
+      group: "orders",
+      runId: "run-1",
+      heldBy: "run-0",
+      expiresAt: "2026-01-01T01:00:00Z",
+    });
+    expect(f.states()).toEqual(["AcquireLock"]);
+  });
+
+  it("fails with the original error after Revert and ReleaseLock when a Transfer shard fails", async () => {
+    const f = fakes({
+      Transfer: (input) => {
+        if (input.shard === 1) throw new TransferFailedError("segment upload rejected: AccessDenied");
+        return { ok: true };
+      },
+    });
+    const error = await run({ config } as unknown as Json, f.handlers).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(ExecutionError);
+    const cause = (error as ExecutionError).cause as { name: string; message: string };
+    expect(cause.name).toBe(Errors.TransferFailed);
+    expect(String(cause.message)).toContain("AccessDenied");
+    const states = f.states();
+    expect(states).toContain("Revert");
+    expect(states.at(-1)).toBe("ReleaseLockAfterRevert");
+    expect(states).not.toContain("Commit");
+    expect(states.some((s) => s.startsWith("Prepare"))).toBe(false);
+    const revertInput = f.calls.find((c) => c.state === "Revert")?.input;
+    expect(revertInput?.error).toMatchObject({ Error: Errors.TransferFailed });
+    expect(f.calls.find((c) => c.state === "ReleaseLockAfterRevert")?.input.outcome).toBe("reverted");
+  });
+
+  it("fails with PrepareFailedError after attempting every volume under the collectAll policy", async () => {
+    const f = fakes({
+      Prepare: (input) => {
+        if (input.volumeId === "vol-0123456789abcdef0") {
+          throw Object.assign(new Error("index write refused"), { name: "CommitConflictError" });
+        }
+        return { ok: true, volumeId: input.volumeId, indexKey: "k", versionId: "v" };
+      },
+    });
+    const collectAll = { ...config, prepare: { policy: "collectAll" } };
+    const error = await run({ config: collectAll } as unknown as Json, f.handlers).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(((error as ExecutionError).cause as Error).name).toBe(Errors.PrepareFailed);
+    const states = f.states();
+    expect(states.filter((s) => s === "PrepareVolumeCollect")).toHaveLength(2);
+    expect(states).toContain("Revert");
+    expect(states).not.toContain("Commit");
+  });
+
+  it("fails fast under the failFast policy: the first failed prepare reverts", async () => {
+    const f = fakes({
+      Prepare: () => {
+        throw Object.assign(new Error("index write refused"), { name: "CommitConflictError" });
+      },
+    });
+    const error = await run({ config } as unknown as Json, f.handlers).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(((error as ExecutionError).cause as Error).name).toBe("CommitConflictError");
+    expect(f.states()).toContain("Revert");
+    expect(f.states()).not.toContain("Commit");
+  });
+});

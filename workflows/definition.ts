@@ -1,0 +1,93 @@
+/**
+ * The synthesized state machine definition (Amazon States Language) as a plain JSON object.
+ *
+ * `localDefinition()` synthesizes the same ConsistencyGroupWorkflow construct the stack deploys, in a
+ * throwaway stack whose task functions are fixed placeholder ARNs, and returns the definition: this is
+ * what the local runner executes with aws-local-stepfunctions (binding each Task state to its
+ * handler by state name, see tasks.ts). `definitionFromTemplate()` extracts the definition from any
+ * synthesized template, replacing CloudFormation references by placeholders.
+ */
+import { App, Duration, Stack } from "aws-cdk-lib";
+import * as lambda from "aws-cdk-lib/aws-lambda";
+import { ConsistencyGroupWorkflow } from "./consistency-group.ts";
+import { TASK_NAMES, type TaskName } from "./tasks.ts";
+
+/** ASL JSON; typed loosely on purpose (tests walk it generically). */
+export type AslDefinition = {
+  StartAt: string;
+  States: Record<string, Record<string, unknown>>;
+  [key: string]: unknown;
+};
+
+export const LOCAL_ACCOUNT = "000000000000";
+export const LOCAL_REGION = "us-east-1";
+
+/** The placeholder ARN of a task's function in the local definition. */
+export function localFunctionArn(task: TaskName): string {
+  return `arn:aws:lambda:${LOCAL_REGION}:${LOCAL_ACCOUNT}:function:cgmirror-${task}`;
+}
+
+type CfnValue = string | number | boolean | null | CfnValue[] | { [k: string]: CfnValue };
+
+/** Resolves `Fn::Join`, `Ref` and `Fn::GetAtt` into strings; references become `placeholder(logicalId)`. */
+function resolveCfn(value: CfnValue, placeholder: (ref: string) => string): string {
+  if (typeof value === "string") return value;
+  if (value && typeof value === "object" && !Array.isArray(value)) {
+    if ("Fn::Join" in value) {
+      const [sep, parts] = value["Fn::Join"] as [string, CfnValue[]];
+      return parts.map((p) => resolveCfn(p, placeholder)).join(sep);
+    }
+    if ("Ref" in value) {
+      const ref = value.Ref as string;
+      if (ref === "AWS::Partition") return "aws";
+      if (ref === "AWS::Region") return LOCAL_REGION;
+      if (ref === "AWS::AccountId") return LOCAL_ACCOUNT;
+      if (ref === "AWS::URLSuffix") return "amazonaws.com";
+      return placeholder(ref);
+    }
+    if ("Fn::GetAtt" in value) {
+      const [logicalId] = value["Fn::GetAtt"] as [string, string];
+      return placeholder(logicalId);
+    }
+  }
+  throw new TypeError(`expected a CloudFormation string expression, got ${JSON.stringify(value)}`);
+}
+
+/** A synthesized CloudFormation template (as JSON). */
+export type CfnTemplate = {
+  Resources: Record<string, { Type: string; Properties?: Record<string, unknown> }>;
+};
+
+/** The (only) state machine definition of a synthesized template (`Template.fromStack(s).toJSON()`). */
+export function definitionFromTemplate(
+  template: CfnTemplate,
+  placeholder: (logicalId: string) => string = (id) =>
+    `arn:aws:lambda:${LOCAL_REGION}:${LOCAL_ACCOUNT}:function:${id}`,
+): AslDefinition {
+  const machines = Object.values(template.Resources).filter(
+    (r) => r.Type === "AWS::StepFunctions::StateMachine",
+  );
+  if (machines.length !== 1) {
+    throw new TypeError(`expected exactly one state machine in the template, got ${machines.length}`);
+  }
+  const body = (machines[0] as unknown as { Properties: { DefinitionString: CfnValue } }).Properties
+    .DefinitionString;
+  return JSON.parse(resolveCfn(body, placeholder)) as AslDefinition;
+}
+
+/** The workflow's definition with placeholder function ARNs, for local execution. */
+export function localDefinition(options: { snapshotPollSeconds?: number } = {}): AslDefinition {
+  const app = new App();
+  const stack = new Stack(app, "CgmirrorLocalWorkflow", {
+    env: { account: LOCAL_ACCOUNT, region: LOCAL_REGION },
+  });
+  const functions = Object.fromEntries(
+    TASK_NAMES.map((task) => [task, lambda.Function.fromFunctionArn(stack, task, localFunctionArn(task))]),
+  ) as Record<TaskName, lambda.IFunction>;
+  new ConsistencyGroupWorkflow(stack, "Workflow", {
+    functions,
+    snapshotPollInterval: Duration.seconds(options.snapshotPollSeconds ?? 30),
+  });
+  const template = app.synth().getStackByName(stack.stackName).template as CfnTemplate;
+  return definitionFromTemplate(template);
+}
