@@ -95,11 +95,11 @@ export class SyntheticBlocks {
    * stamped with (seed, generation, index, page) so every block is unique. Compressible blocks keep
    * 32 random pages and fill the rest with a repeated text pattern.
    */
-  content(index: number): { data: Buffer; checksum: string } {
+  content(index: number, target?: Buffer): { data: Buffer; checksum: string } {
     if (this.isZero(index)) return { data: ZERO_BLOCK, checksum: ZERO_CHECKSUM };
     const { seed, generation } = this.params;
     const src = pool(seed);
-    const data = Buffer.allocUnsafe(BLOCK_SIZE);
+    const data = target ?? Buffer.allocUnsafe(BLOCK_SIZE);
     const first = hash4(seed, index, generation, SALT_LAYOUT) % POOL_PAGES;
     const randomPages = this.isCompressible(index) ? PAGES_PER_BLOCK / 4 : PAGES_PER_BLOCK;
     for (let p = 0; p < randomPages; p++) {

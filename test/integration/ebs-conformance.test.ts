@@ -855,6 +855,36 @@ describe("synthetic snapshots", () => {
     expect(got.Checksum).toBe(sha(got.data));
   });
 
+  it("GIVEN syntheticWorkers WHEN synthetic blocks are read THEN content equals what the event loop generates", async () => {
+    const pooled = await start({ syntheticWorkers: 1 });
+    const c = clientFor(pooled);
+    try {
+      const opts = {
+        volumeSizeGiB: 1,
+        seed: 1234,
+        writtenFraction: 1,
+        zeroFraction: 0.3,
+        compressibleFraction: 0.3,
+      };
+      const a = await pooled.createSyntheticSnapshot(opts);
+      const b = await emu.createSyntheticSnapshot(opts);
+      const la =
+        (await c.send(new ListSnapshotBlocksCommand({ SnapshotId: a.snapshotId, MaxResults: 100 }))).Blocks ??
+        [];
+      const lb =
+        (await ebs.send(new ListSnapshotBlocksCommand({ SnapshotId: b.snapshotId, MaxResults: 100 })))
+          .Blocks ?? [];
+      for (let k = 0; k < 12; k++) {
+        const x = await read(a.snapshotId, la[k]?.BlockIndex as number, la[k]?.BlockToken as string, c);
+        const y = await read(b.snapshotId, lb[k]?.BlockIndex as number, lb[k]?.BlockToken as string);
+        expect(x.Checksum).toBe(sha(x.data));
+        expect(x.data.equals(y.data)).toBe(true);
+      }
+    } finally {
+      c.destroy();
+    }
+  });
+
   it("fails to create a synthetic snapshot with bad options, saying which", async () => {
     await expect(emu.createSyntheticSnapshot({ volumeSizeGiB: 70000 })).rejects.toThrow(/volumeSizeGiB/);
     await expect(emu.createSyntheticSnapshot({ volumeSizeGiB: 1, writtenFraction: 2 })).rejects.toThrow(
@@ -863,6 +893,33 @@ describe("synthetic snapshots", () => {
     await expect(emu.createSyntheticSnapshot({ volumeSizeGiB: 1, changedFraction: 0.1 })).rejects.toThrow(
       /parentSnapshotId/,
     );
+  });
+});
+
+describe("snapshot Timeout", () => {
+  it("GIVEN a pending snapshot idle past its Timeout THEN it is in error and refuses writes with WRITE_REQUEST_TIMEOUT", async () => {
+    let offset = 0;
+    const clocked = await start({ now: () => Date.now() + offset });
+    const c = clientFor(clocked);
+    try {
+      const s = await c.send(new StartSnapshotCommand({ VolumeSize: 1, Timeout: 10 }));
+      await put(s.SnapshotId as string, 0, blockOf(1), c);
+      offset = 9 * 60_000;
+      await put(s.SnapshotId as string, 1, blockOf(1), c); // activity resets the idle timer
+      offset += 11 * 60_000;
+      await rejection(
+        put(s.SnapshotId as string, 2, blockOf(1), c),
+        ValidationException,
+        "WRITE_REQUEST_TIMEOUT",
+      );
+      expect(clocked.describeSnapshot(s.SnapshotId as string)?.status).toBe("error");
+      await rejection(
+        c.send(new CompleteSnapshotCommand({ SnapshotId: s.SnapshotId, ChangedBlocksCount: 2 })),
+        ValidationException,
+      );
+    } finally {
+      c.destroy();
+    }
   });
 });
 
