@@ -2,6 +2,7 @@
  * Conformance of the EBS direct API emulator, driven by the unmodified @aws-sdk/client-ebs.
  * Written from the EBS direct API reference (API_*.html) and the error-retries table.
  */
+import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -956,5 +957,50 @@ describe("persistence", () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("CLI (npm run ebs:serve)", () => {
+  const mainTs = new URL("../../local/ebs-emulator/main.ts", import.meta.url).pathname;
+
+  it("GIVEN CGM_EBS_* variables WHEN started THEN it prints the endpoint, applies the knobs and stops cleanly on SIGTERM", async () => {
+    const child = spawn(process.execPath, [mainTs], {
+      env: { ...process.env, CGM_EBS_PORT: "0", CGM_EBS_LIST_RPS_PER_ACCOUNT: "50", CGM_EBS_LATENCY_MS: "1" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    try {
+      const line = await new Promise<string>((resolve, reject) => {
+        let buf = "";
+        child.stdout.on("data", (d: Buffer) => {
+          buf += d.toString();
+          if (buf.includes("\n")) resolve(buf.split("\n")[0] as string);
+        });
+        child.once("exit", (code) => reject(new Error(`emulator exited early with ${code}`)));
+      });
+      const { endpoint } = JSON.parse(line) as { endpoint: string };
+      const faults = await ebsAdmin(endpoint).faults();
+      expect(faults.listRpsPerAccount).toBe(50);
+      expect(faults.latencyMs).toBe(1);
+      child.kill("SIGTERM");
+      expect(await exited).toBe(0);
+    } finally {
+      if (child.exitCode === null) child.kill("SIGKILL");
+    }
+  });
+
+  it("fails with exit code 2 and one clear line for a bad knob value", async () => {
+    const child = spawn(process.execPath, [mainTs], {
+      env: { ...process.env, CGM_EBS_PORT: "0", CGM_EBS_ERROR_RATE: "lots" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stderr = "";
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
+    expect(code).toBe(2);
+    expect(stderr.trim().split("\n")).toHaveLength(1);
+    expect(stderr).toMatch(/CGM_EBS_ERROR_RATE/);
   });
 });
