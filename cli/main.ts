@@ -9,7 +9,7 @@ import { mkdir, readFile, rm } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { EBSClient } from "@aws-sdk/client-ebs";
-import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import { Command, CommanderError, Option } from "commander";
 import {
   attachOrStartLocalStack,
   defaultStateDir,
@@ -19,16 +19,11 @@ import {
   runningStack,
 } from "../local/stack.ts";
 import { VolumeSimulator } from "../local/volumes/simulator.ts";
+import { restoreCommand, statusCommand, verifyCommand } from "./commands/repo.ts";
 import { formatBytes, isUserFacing, printJson, table, UsageError } from "./output.ts";
+import { parseNonNegativeInt } from "./parse.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
-
-export function parseNonNegativeInt(value: string): number {
-  if (!/^\d+$/.test(value) || !Number.isSafeInteger(Number(value))) {
-    throw new InvalidArgumentError(`expected a whole number of 0 or more, got "${value}"`);
-  }
-  return Number(value);
-}
 
 function stateDirOf(opts: { stateDir?: string }): string {
   return resolve(opts.stateDir ?? process.env.CGM_LOCAL_STATE_DIR ?? defaultStateDir());
@@ -271,6 +266,9 @@ export function buildProgram(): Command {
     .showHelpAfterError("(add --help for usage)")
     .exitOverride();
   program.addCommand(localCommands());
+  program.addCommand(statusCommand());
+  program.addCommand(restoreCommand());
+  program.addCommand(verifyCommand());
   const override = (c: Command): void => {
     c.exitOverride();
     c.commands.forEach(override);
@@ -283,7 +281,8 @@ export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
     await program.parseAsync(argv);
-    return 0;
+    // A command that completed but found something wrong (verify's problems) sets process.exitCode.
+    return typeof process.exitCode === "number" ? process.exitCode : 0;
   } catch (err) {
     if (err instanceof CommanderError) {
       return err.exitCode === 0 ? 0 : 2;
