@@ -280,7 +280,11 @@ export async function prepareVolume(repo: Repo, options: PrepareVolumeOptions): 
     written += delta.bytes;
     deltas.push(toRunRef(delta));
     const plan = planCompaction(base, deltas, options.policy);
-    if (plan.kind === "full") {
+    if (plan.kind === "full" && base === null && deltas.length === 1) {
+      // First generation of the volume: the delta is the base.
+      base = deltas[0]!;
+      deltas = [];
+    } else if (plan.kind === "full") {
       const runs = [...(base ? [base] : []), ...deltas];
       const readers = await Promise.all(runs.map((r) => IndexRunReader.open(repo.store, r.key, r.bytes)));
       const merged = await mergeToRun(
