@@ -19,6 +19,7 @@ import {
   runningStack,
 } from "../local/stack.ts";
 import { VolumeSimulator } from "../local/volumes/simulator.ts";
+import { configCommands } from "./commands/config.ts";
 import { restoreCommand, statusCommand, verifyCommand } from "./commands/repo.ts";
 import { formatBytes, isUserFacing, printJson, table, UsageError } from "./output.ts";
 import { parseNonNegativeInt } from "./parse.ts";
@@ -266,6 +267,7 @@ export function buildProgram(): Command {
     .showHelpAfterError("(add --help for usage)")
     .exitOverride();
   program.addCommand(localCommands());
+  program.addCommand(configCommands());
   program.addCommand(statusCommand());
   program.addCommand(restoreCommand());
   program.addCommand(verifyCommand());

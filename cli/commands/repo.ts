@@ -1,10 +1,9 @@
 /** `cgmirror status`, `restore`, `verify`: read-only commands over a group's repository. */
 import { existsSync, statSync } from "node:fs";
-import { mkdir, readdir, readFile } from "node:fs/promises";
+import { mkdir, readdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { Command, Option } from "commander";
 import { type GenerationManifest, listGenerations, readHead, readManifest } from "#core/generation.ts";
-import { parseGroupConfig } from "#core/group-config.ts";
 import { keys, type Repo } from "#core/layout.ts";
 import { ObjectNotFoundError } from "#core/ports/object-store.ts";
 import { restoreVolume } from "#core/restore.ts";
@@ -12,6 +11,7 @@ import { verifyGeneration } from "#core/verify.ts";
 import { type CliContext, openContext } from "../context.ts";
 import { formatBytes, printJson, table, UsageError } from "../output.ts";
 import { parseNonNegativeInt } from "../parse.ts";
+import { loadConfigFile } from "./config.ts";
 
 export class RestoreTargetError extends Error {
   override readonly name = "RestoreTargetError";
@@ -46,7 +46,7 @@ export async function openRepo(opts: RepoOptions): Promise<{ ctx: CliContext; re
   let bucket = opts.bucket;
   let prefix = opts.prefix;
   if (opts.config) {
-    const config = parseGroupConfig(JSON.parse(await readFile(opts.config, "utf8")));
+    const config = await loadConfigFile(opts.config);
     if (config.group !== opts.group) {
       throw new UsageError(`--group ${opts.group} does not match the config's group "${config.group}"`);
     }
