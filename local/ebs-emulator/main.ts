@@ -1,6 +1,7 @@
 /**
  * CLI: `npm run ebs:serve` — starts the EBS direct API emulator, prints its endpoint, stops on SIGINT/SIGTERM.
- * Environment: CGM_EBS_HOST, CGM_EBS_PORT, CGM_EBS_DATA_DIR, CGM_EBS_OWNER_ID, CGM_EBS_LIST_SCAN_WINDOW
+ * Environment: CGM_EBS_HOST, CGM_EBS_PORT, CGM_EBS_DATA_DIR, CGM_EBS_OWNER_ID, CGM_EBS_LIST_SCAN_WINDOW,
+ * CGM_EBS_SYNTHETIC_WORKERS
  * and the fault knobs CGM_EBS_* (docs/ebs-emulator.md).
  */
 
@@ -24,6 +25,7 @@ try {
     dataDir: process.env.CGM_EBS_DATA_DIR || undefined,
     ownerId: process.env.CGM_EBS_OWNER_ID || undefined,
     listScanWindowBlocks: intEnv("CGM_EBS_LIST_SCAN_WINDOW"),
+    syntheticWorkers: intEnv("CGM_EBS_SYNTHETIC_WORKERS"),
     useEnv: true,
   });
   console.log(

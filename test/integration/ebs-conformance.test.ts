@@ -35,8 +35,9 @@ import {
   type EbsEmulatorOptions,
   ebsAdmin,
   SyntheticBlocks,
+  seedOf,
   startEbsEmulator,
-} from "../../local/ebs-emulator/index.ts";
+} from "#local/ebs-emulator/index.ts";
 
 const servers: EbsEmulator[] = [];
 let emu: EbsEmulator;
@@ -789,7 +790,7 @@ describe("synthetic snapshots", () => {
     const volumeBlocks = 16384 * 2048;
     expect(volumeBlocks).toBe(33_554_432);
     const pred = new SyntheticBlocks({
-      seed: (await import("../../local/ebs-emulator/index.ts")).seedOf("conformance"),
+      seed: seedOf("conformance"),
       generation: 1,
       fraction: 0.004,
       zeroFraction: 0,

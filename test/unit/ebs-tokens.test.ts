@@ -5,7 +5,7 @@ import {
   decodePageToken,
   encodeBlockToken,
   encodePageToken,
-} from "../../local/ebs-emulator/tokens.ts";
+} from "#local/ebs-emulator/tokens.ts";
 
 const key = { k1: 0x12345678, k2: 0x9abcdef0 };
 const snapshotId = fc.stringMatching(/^[0-9a-f]{17}$/).map((h) => `snap-${h}`);
