@@ -110,10 +110,10 @@ export const GroupConfigSchema = z.strictObject({
         .default(false)
         .describe("Freeze the listed file systems (fsfreeze via SSM) while all snapshots are initiated."),
       maxCoordinationSeconds: int(1, 120, "the maximum freeze time in seconds")
-        .default(10)
+        .default(30)
         .describe("Safety net: file systems thaw by themselves after this many seconds."),
     })
-    .default({ enabled: false, maxCoordinationSeconds: 10 })
+    .default({ enabled: false, maxCoordinationSeconds: 30 })
     .describe("Optional cross-instance write freeze."),
   prepare: z
     .strictObject({

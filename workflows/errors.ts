@@ -36,6 +36,8 @@ export const Errors = {
   RevertFailed: "RevertFailedError",
   /** Stored data failed an integrity check (from core). Not retried. */
   CorruptObject: "CorruptObjectError",
+  /** A block failed its SHA-256 check (from core). Not retried. */
+  BlockIntegrity: "BlockIntegrityError",
   /** The repository was written by a newer major format (from core). Not retried. */
   UnsupportedFormat: "UnsupportedFormatError",
   /** The task is not wired to its implementation yet. Not retried. */
@@ -43,6 +45,9 @@ export const Errors = {
   /** Anything else a handler did not expect. Not retried. */
   Internal: "InternalError",
 } as const;
+
+// Thrown by core/snapshot-group.ts (core cannot depend on workflows); re-exported as part of the contract.
+export { FreezeFailedError, SnapshotFailedError, SnapshotTimeoutError } from "#core/snapshot-group.ts";
 
 export type ErrorName = (typeof Errors)[keyof typeof Errors];
 
@@ -59,18 +64,6 @@ export class TransientError extends Error {
 
 export class InvalidInputError extends Error {
   override readonly name = "InvalidInputError";
-}
-
-export class FreezeFailedError extends Error {
-  override readonly name = "FreezeFailedError";
-}
-
-export class SnapshotFailedError extends Error {
-  override readonly name = "SnapshotFailedError";
-}
-
-export class SnapshotTimeoutError extends Error {
-  override readonly name = "SnapshotTimeoutError";
 }
 
 export class TransferFailedError extends Error {

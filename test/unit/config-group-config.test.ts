@@ -34,7 +34,7 @@ describe("parseGroupConfig", () => {
     const cfg = parseGroupConfig(valid);
     expect(cfg.target.prefix).toBe("groups/orders");
     expect(cfg.prepare.policy).toBe("failFast");
-    expect(cfg.freeze).toEqual({ enabled: false, maxCoordinationSeconds: 10 });
+    expect(cfg.freeze).toEqual({ enabled: false, maxCoordinationSeconds: 30 });
     expect(cfg.snapshots.keep).toBe(2);
     expect(cfg.transfer.maxConcurrency).toBe(100);
     expect(cfg.schedule.timezone).toBe("UTC");
