@@ -179,7 +179,9 @@ export class MemoryObjectStore implements ObjectStore {
             throw new Error(`EntityTooSmall: part ${n} of ${key} is below 5 MiB`);
           }
         });
-        return this.#store(key, Buffer.concat(numbers.map((n) => parts.get(n)!)), options.metadata ?? {});
+        const body = Buffer.concat(numbers.map((n) => parts.get(n)!));
+        parts.clear();
+        return this.#store(key, body, options.metadata ?? {});
       },
       abort: async () => {
         done = true;
