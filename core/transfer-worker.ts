@@ -652,7 +652,10 @@ export async function transferShard(
       }
       if (problem === undefined) {
         try {
-          const ref = await pack(got.data, expected!);
+          // A plain Uint8Array view: SegmentWriter copies raw blocks with .slice(), which on a Node
+          // Buffer would return a view of our (pooled, reused) buffer instead of a copy.
+          const view = new Uint8Array(got.data.buffer, got.data.byteOffset, got.data.byteLength);
+          const ref = await pack(view, expected!);
           refs.put(pos, ref);
           if (ref.codec === Codec.zero) stats.zeroBlocks++;
           deps.buffers?.give(got.data);
