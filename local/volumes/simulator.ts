@@ -294,6 +294,27 @@ export class VolumeSimulator {
   }
 
   /**
+   * Initiates snapshots of several volumes at one point in time (like EC2 CreateSnapshots for the
+   * volumes of one instance): no write to any of them lands between the first and the last capture.
+   */
+  async initiateSnapshots(
+    ids: readonly string[],
+    options: { tags?: Record<string, string>; description?: string } = {},
+  ): Promise<InitiatedSnapshot[]> {
+    const sorted = [...new Set(ids)].sort();
+    const captureAll = async (i: number): Promise<InitiatedSnapshot[]> => {
+      if (i === sorted.length) {
+        const out: InitiatedSnapshot[] = [];
+        for (const id of ids) out.push(await this.#initiateUnlocked(id, options));
+        return out;
+      }
+      // Nest the per-volume locks in a fixed order so concurrent callers cannot deadlock.
+      return this.#serialize(sorted[i]!, () => captureAll(i + 1));
+    };
+    return captureAll(0);
+  }
+
+  /**
    * Initiates a snapshot: captures the dirty blocks now (the point in time), then puts them into a new
    * EBS snapshot whose parent is the volume's previous snapshot, and completes it in the background.
    */
@@ -301,10 +322,17 @@ export class VolumeSimulator {
     id: string,
     options: { tags?: Record<string, string>; description?: string; clientToken?: string } = {},
   ): Promise<InitiatedSnapshot> {
+    return this.#serialize(id, () => this.#initiateUnlocked(id, options));
+  }
+
+  async #initiateUnlocked(
+    id: string,
+    options: { tags?: Record<string, string>; description?: string; clientToken?: string },
+  ): Promise<InitiatedSnapshot> {
     const ebs = this.#ebs;
     if (!ebs)
       throw new VolumeSimulatorError("taking a snapshot needs the EBS endpoint; start the local stack first");
-    return this.#serialize(id, async () => {
+    {
       const state = await this.#load(id);
       const captured = new Map<number, Buffer>();
       const fh = await open(this.imagePath(id), "r");
@@ -343,7 +371,7 @@ export class VolumeSimulator {
       const completed = this.#upload(ebs, snapshotId, captured);
       completed.catch(() => {});
       return { volumeId: id, snapshotId, startTime, changedBlocks: captured.size, completed };
-    });
+    }
   }
 
   async #upload(ebs: EBSClient, snapshotId: string, blocks: Map<number, Buffer>): Promise<void> {
