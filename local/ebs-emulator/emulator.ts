@@ -197,12 +197,12 @@ function requireStatus(rec: SnapshotRecord, want: "completed", action: string): 
 async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
   const chunks: Buffer[] = [];
   let size = 0;
+  // always drain: leaving the loop early would destroy the socket before the error is answered
   for await (const chunk of req as AsyncIterable<Buffer>) {
     size += chunk.length;
-    if (size > limit)
-      throw validation("INVALID_PARAMETER_VALUE", `request body is larger than ${limit} bytes`);
-    chunks.push(chunk);
+    if (size <= limit) chunks.push(chunk);
   }
+  if (size > limit) throw validation("INVALID_PARAMETER_VALUE", `request body is larger than ${limit} bytes`);
   const text = Buffer.concat(chunks).toString("utf8");
   if (text.trim() === "") return {};
   try {
@@ -467,7 +467,8 @@ export async function startEbsEmulator(opts: EbsEmulatorOptions = {}): Promise<E
       0,
       0xffffffff,
     );
-    const pageToken = query.get("pageToken") ?? undefined;
+    // an unencoded "+" arrives as a space; tokens never contain spaces
+    const pageToken = query.get("pageToken")?.replaceAll(" ", "+") ?? undefined;
     const volumeBlocks = Math.max(second.volumeBlocks, first?.volumeBlocks ?? 0);
     let start = startingIndex ?? 0;
     if (pageToken !== undefined) {
@@ -656,7 +657,7 @@ export async function startEbsEmulator(opts: EbsEmulatorOptions = {}): Promise<E
         const rec = store.get(checkSnapshotId(r.snapshotId, "SnapshotId"));
         requireStatus(rec, "completed", "GetSnapshotBlock");
         const index = blockIndexOf(rec, r.blockIndex);
-        const token = query.get("blockToken");
+        const token = query.get("blockToken")?.replaceAll(" ", "+") ?? null;
         if (token === null || token === "") throw validation("INVALID_BLOCK_TOKEN", "blockToken is required");
         const t = decodeBlockToken(store.tokenKey, token);
         if (t === undefined)
@@ -899,11 +900,14 @@ export async function startEbsEmulator(opts: EbsEmulatorOptions = {}): Promise<E
   }
   const port = (server.address() as AddressInfo).port;
 
+  let closed = false;
   const emulator: EbsEmulator = {
     endpoint: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
     port,
     dataDir: opts.dataDir,
     async close() {
+      if (closed) return;
+      closed = true;
       await new Promise<void>((resolve, reject) => {
         server.close((err) => (err ? reject(err) : resolve()));
         server.closeAllConnections();

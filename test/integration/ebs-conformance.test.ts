@@ -598,6 +598,7 @@ describe("errors and malformed requests", () => {
       ["POST", "/snapshots", { body: "{not json" }],
       ["POST", "/snapshots", { body: "[1,2]" }],
       ["POST", "/snapshots", { body: '{"VolumeSize":"8"}' }],
+      ["POST", "/snapshots", { body: `{"Description":"${"x".repeat(300_000)}"}` }],
       ["GET", `/snapshots/${id}/blocks/abc?blockToken=x`],
       ["GET", `/snapshots/${id}/blocks/1`],
       ["GET", `/snapshots/${id}/blocks?maxResults=1e3`],
@@ -929,7 +930,7 @@ describe("persistence", () => {
   it("GIVEN a dataDir WHEN the emulator restarts THEN completed snapshots, pending writes and block tokens survive", async () => {
     const dir = await mkdtemp(join(tmpdir(), "cgm-ebs-"));
     try {
-      const a = await startEbsEmulator({ dataDir: dir });
+      const a = await start({ dataDir: dir });
       const ca = clientFor(a);
       const done = await snapshot({ 1: 11, 2: 22 }, { client: ca });
       const synthetic = await a.createSyntheticSnapshot({ volumeSizeGiB: 1, seed: 5, writtenFraction: 0.1 });
