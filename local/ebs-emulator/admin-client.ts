@@ -19,6 +19,11 @@ export class EbsAdminError extends Error {
   override readonly name = "EbsAdminError";
 }
 
+/** JSON carries startTime as an ISO string; give callers the Date the type promises. */
+function revive(d: SnapshotDescription): SnapshotDescription {
+  return { ...d, startTime: new Date(d.startTime) };
+}
+
 export function ebsAdmin(endpoint: string): EbsAdminClient {
   const base = endpoint.replace(/\/+$/, "");
   const call = async <T>(
@@ -50,12 +55,13 @@ export function ebsAdmin(endpoint: string): EbsAdminClient {
     faults: () => ok("GET", "faults"),
     stats: () => ok("GET", "stats"),
     resetStats: () => ok("POST", "stats/reset"),
-    createSyntheticSnapshot: (o) => ok("POST", "synthetic-snapshots", o),
+    createSyntheticSnapshot: async (o) =>
+      revive(await ok<SnapshotDescription>("POST", "synthetic-snapshots", o)),
     async describeSnapshot(id) {
       const { status, value } = await call<SnapshotDescription>("GET", `snapshots/${encodeURIComponent(id)}`);
-      return status === 404 ? undefined : value;
+      return status === 404 ? undefined : revive(value);
     },
-    listSnapshots: () => ok("GET", "snapshots"),
+    listSnapshots: async () => (await ok<SnapshotDescription[]>("GET", "snapshots")).map(revive),
     async deleteSnapshot(id) {
       await ok("DELETE", `snapshots/${encodeURIComponent(id)}`);
     },

@@ -768,7 +768,11 @@ describe("fault knobs and counters", () => {
       seed: "admin",
       writtenFraction: 0.5,
     });
-    expect((await admin.describeSnapshot(snap.snapshotId))?.kind).toBe("synthetic");
+    const described = await admin.describeSnapshot(snap.snapshotId);
+    expect(described?.kind).toBe("synthetic");
+    expect(described?.startTime).toBeInstanceOf(Date);
+    expect((await admin.listSnapshots()).some((d) => d.snapshotId === snap.snapshotId)).toBe(true);
+    expect(await admin.describeSnapshot("snap-0123456789abcdef9")).toBeUndefined();
     expect((await admin.stats()).requests.ListSnapshotBlocks).toBeGreaterThan(0);
     await expect(admin.setFaults({ latencyMs: -1 })).rejects.toThrow(/latencyMs/);
     await expect(admin.setFaults({ nonsense: 1 } as never)).rejects.toThrow(/unknown fault knob/);
