@@ -11,6 +11,7 @@ export {
   FAULT_ENV,
   faultsFromEnv,
 } from "./faults.ts";
+export { DataDirInUseError, PersistenceFormatError } from "./persistence.ts";
 export {
   BLOCK_SIZE,
   BLOCKS_PER_GIB,

@@ -7,6 +7,7 @@
 
 import { startEbsEmulator } from "./emulator.ts";
 import { EbsFaultConfigError } from "./faults.ts";
+import { DataDirInUseError, PersistenceFormatError } from "./persistence.ts";
 
 function intEnv(name: string): number | undefined {
   const raw = process.env[name];
@@ -48,7 +49,11 @@ try {
     console.error(
       `cgmirror ebs emulator: port ${process.env.CGM_EBS_PORT} is in use; set CGM_EBS_PORT to a free port or 0`,
     );
-  } else if (e instanceof EbsFaultConfigError) {
+  } else if (
+    e instanceof EbsFaultConfigError ||
+    e instanceof DataDirInUseError ||
+    e instanceof PersistenceFormatError
+  ) {
     console.error(`cgmirror ebs emulator: ${err.message}`);
   } else {
     console.error(`cgmirror ebs emulator: could not start: ${err.message}`);

@@ -37,6 +37,10 @@ export class PersistenceFormatError extends Error {
   override readonly name = "PersistenceFormatError";
 }
 
+export class DataDirInUseError extends Error {
+  override readonly name = "DataDirInUseError";
+}
+
 async function writeAtomic(path: string, data: string | Uint8Array): Promise<void> {
   const tmp = `${path}.tmp-${randomBytes(6).toString("hex")}`;
   await writeFile(tmp, data);
@@ -61,6 +65,43 @@ export class DiskPersistence {
     await mkdir(join(this.dir, "blocks"), { recursive: true });
   }
 
+  /**
+   * Takes `<dir>/LOCK` (holding this pid) so two emulators never share a directory; a lock left by a
+   * dead process is taken over.
+   */
+  async lock(): Promise<void> {
+    const path = join(this.dir, "LOCK");
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        await writeFile(path, String(process.pid), { flag: "wx" });
+        return;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+      }
+      const pid = Number((await readFile(path, "utf8").catch(() => "")).trim());
+      let alive = false;
+      if (Number.isInteger(pid) && pid > 0) {
+        try {
+          process.kill(pid, 0);
+          alive = true;
+        } catch (e) {
+          alive = (e as NodeJS.ErrnoException).code === "EPERM";
+        }
+      }
+      if (alive) {
+        throw new DataDirInUseError(
+          `${this.dir} is in use by another EBS emulator (pid ${pid}); stop it or use another dataDir`,
+        );
+      }
+      await rm(path, { force: true });
+    }
+    throw new DataDirInUseError(`could not take ${path}; another emulator is starting on ${this.dir}`);
+  }
+
+  async unlock(): Promise<void> {
+    await rm(join(this.dir, "LOCK"), { force: true });
+  }
+
   /** Loads (or creates) the directory; returns its metadata and snapshots with journals replayed. */
   async load(fresh: () => PersistedMeta): Promise<{
     meta: PersistedMeta;
@@ -68,6 +109,7 @@ export class DiskPersistence {
     journals: Map<string, [number, string][]>;
   }> {
     await this.#ensureDirs();
+    await this.lock();
     const metaPath = join(this.dir, "emulator.json");
     let meta: PersistedMeta;
     try {

@@ -1,6 +1,11 @@
 import { createHash, hash, randomBytes } from "node:crypto";
 import { EbsApiError, notFound, validation } from "./errors.ts";
-import { DiskPersistence, PERSIST_FORMAT_VERSION, type PersistedSnapshot } from "./persistence.ts";
+import {
+  DataDirInUseError,
+  DiskPersistence,
+  PERSIST_FORMAT_VERSION,
+  type PersistedSnapshot,
+} from "./persistence.ts";
 import { BLOCK_SIZE, SyntheticBlocks, seedOf } from "./synthetic.ts";
 import type { TokenKey } from "./tokens.ts";
 
@@ -242,8 +247,20 @@ export class EbsStore {
 
   static async open(opts: StoreOptions): Promise<EbsStore> {
     const store = new EbsStore(opts);
-    if (store.#disk !== undefined) await store.#load(store.#disk);
+    if (store.#disk !== undefined) {
+      try {
+        await store.#load(store.#disk);
+      } catch (e) {
+        if (!(e instanceof DataDirInUseError)) await store.#disk.unlock();
+        throw e;
+      }
+    }
     return store;
+  }
+
+  /** Releases the dataDir lock (no-op in memory). */
+  async close(): Promise<void> {
+    await this.#disk?.unlock();
   }
 
   get persistent(): boolean {

@@ -945,6 +945,7 @@ describe("persistence", () => {
       await a.close();
 
       const b = await start({ dataDir: dir });
+      await expect(startEbsEmulator({ dataDir: dir })).rejects.toThrow(/in use by another EBS emulator/);
       const cb = clientFor(b);
       try {
         expect((await read(done, 1, tokenBefore, cb)).data.equals(blockOf(11))).toBe(true);
