@@ -1,4 +1,4 @@
-export { type EbsAdminClient, ebsAdmin } from "./admin-client.ts";
+export { type EbsAdminClient, EbsAdminError, ebsAdmin } from "./admin-client.ts";
 export { type EbsEmulator, type EbsEmulatorOptions, type EbsStats, startEbsEmulator } from "./emulator.ts";
 export { EBS_ERROR_STATUS, EbsApiError, type EbsErrorName } from "./errors.ts";
 export {
