@@ -137,14 +137,14 @@ export const GroupConfigSchema = z.strictObject({
     .default({ keep: 2, completionTimeoutMinutes: 240 }),
   transfer: z
     .strictObject({
-      shardBlocks: int(64, 65_536, "the shard size in 512 KiB blocks")
-        .default(4096)
-        .describe("Changed blocks per Transfer task (4096 blocks = 2 GiB)."),
+      shardBlocks: int(64, 1_000_000, "the shard size in 512 KiB blocks")
+        .default(30_000)
+        .describe("Changed blocks per Transfer task (30,000 blocks = 15 GiB, ~5 min at 50 MiB/s)."),
       maxConcurrency: int(1, 10_000, "the transfer MaxConcurrency")
         .default(100)
         .describe("Transfer tasks running at once (distributed Map MaxConcurrency)."),
     })
-    .default({ shardBlocks: 4096, maxConcurrency: 100 }),
+    .default({ shardBlocks: 30_000, maxConcurrency: 100 }),
   runTimeoutMinutes: int(15, 1440, "the run timeout in minutes")
     .default(720)
     .describe("A run that takes longer is stopped; the group lock lease is this plus a margin."),

@@ -163,10 +163,12 @@ export class ConsistencyGroupWorkflow extends Construct {
     const generation = sfn.JsonPath.numberAt("$.recover.nextGeneration");
 
     // ---- recover, snapshot, wait
-    const recover = invoke("Recover", "Recover", { ...BASE, fencing }, "$.recover").addCatch(
-      revert,
-      onFailure,
-    );
+    const recover = invoke(
+      "Recover",
+      "Recover",
+      { ...BASE, fencing, takenOverFrom: sfn.JsonPath.stringAt("$.lock.takenOverFrom") },
+      "$.recover",
+    ).addCatch(revert, onFailure);
     const snapshot = invoke("Snapshot", "Snapshot", { ...BASE, fencing, generation }, "$.snapshot").addCatch(
       revert,
       onFailure,

@@ -6,6 +6,7 @@
 import { ExecutionError, StateMachine } from "aws-local-stepfunctions";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parseGroupConfig } from "#core/group-config.ts";
+import { CONTRACTS } from "#lambdas/contracts.ts";
 import { type AslDefinition, localDefinition } from "#workflows/definition.ts";
 import { Errors, TransferFailedError } from "#workflows/errors.ts";
 import { TASK_NAMES, TASKS, type TaskName } from "#workflows/tasks.ts";
@@ -30,10 +31,22 @@ const config = parseGroupConfig({
 
 function fakes(overrides: Partial<Record<TaskName, Handler>> = {}) {
   const calls: { state: string; input: Record<string, unknown> }[] = [];
+  const contractViolations: string[] = [];
   let checks = 0;
   const defaults: Record<TaskName, Handler> = {
-    AcquireLock: () => ({ acquired: true, fencing: 7, expiresAt: "2026-01-01T12:00:00.000Z" }),
-    Recover: () => ({ action: "none", headGeneration: 4, nextGeneration: 5 }),
+    AcquireLock: () => ({
+      acquired: true,
+      fencing: 7,
+      expiresAt: "2026-01-01T12:00:00.000Z",
+      takenOverFrom: null,
+    }),
+    Recover: () => ({
+      action: "none",
+      revertedVersions: 0,
+      deletedSnapshots: 0,
+      headGeneration: 4,
+      nextGeneration: 5,
+    }),
     Snapshot: () => ({
       snapshots: [
         { volumeId: "vol-0123456789abcdef0", snapshotId: "snap-0123456789abcdef0" },
@@ -42,6 +55,7 @@ function fakes(overrides: Partial<Record<TaskName, Handler>> = {}) {
       startedAt: "2026-01-01T00:00:00.000Z",
       coordinationMs: 42,
       frozen: false,
+      reused: false,
     }),
     // First check: still pending, second: all completed (exercises the poll loop).
     CheckSnapshots: () => {
@@ -58,27 +72,39 @@ function fakes(overrides: Partial<Record<TaskName, Handler>> = {}) {
         { volumeId: "vol-0123456789abcdef1", shard: 0 },
       ],
     }),
-    Transfer: () => ({ ok: true, blocks: 100, bytesUploaded: 1024 }),
+    Transfer: () => ({ ok: true, blocks: 100, storedBytes: 1024 }),
     Prepare: (input) => ({
       ok: true,
       volumeId: input.volumeId,
-      indexKey: `groups/orders/volumes/${String(input.volumeId)}/index`,
-      versionId: `v-${String(input.volumeId)}`,
+      indexVersionId: `v-${String(input.volumeId)}`,
+      sizeBytes: 8 * 2 ** 30,
+      reused: false,
     }),
-    Commit: (input) => ({ generation: input.generation, committedAt: "2026-01-01T00:05:00.000Z" }),
-    Revert: () => ({ revertedVersions: 1, deletedSnapshots: 2, alreadyCommitted: false }),
-    ReleaseLock: () => ({ released: true, prunedSnapshots: 0 }),
+    Commit: (input) => ({
+      generation: input.generation,
+      committedAt: "2026-01-01T00:05:00.000Z",
+      alreadyCommitted: false,
+    }),
+    Revert: () => ({ alreadyCommitted: false, revertedVersions: 1, deletedObjects: 3, deletedSnapshots: 2 }),
+    ReleaseLock: () => ({ released: true, prunedSnapshots: 0, cleanedObjects: 0 }),
   };
   const handlers: Record<string, (input: Json) => Promise<Json>> = {};
   for (const task of TASK_NAMES) {
     for (const state of TASKS[task].states) {
       handlers[state] = async (input) => {
         calls.push({ state, input: input as Record<string, unknown> });
-        return (await (overrides[task] ?? defaults[task])(input as Record<string, unknown>)) as Json;
+        // The definition must pass exactly what each task's contract expects, and the fakes must
+        // answer what the real handlers answer: both checked against lambdas/contracts.ts.
+        const parsed = CONTRACTS[task].input.safeParse(input);
+        if (!parsed.success) contractViolations.push(`${state} input: ${parsed.error.message}`);
+        const output = await (overrides[task] ?? defaults[task])(input as Record<string, unknown>);
+        const checked = CONTRACTS[task].output.safeParse(output);
+        if (!checked.success) contractViolations.push(`${state} output: ${checked.error.message}`);
+        return output as Json;
       };
     }
   }
-  return { handlers, calls, states: () => calls.map((c) => c.state) };
+  return { handlers, calls, contractViolations, states: () => calls.map((c) => c.state) };
 }
 
 async function run(input: Json, handlers: Record<string, (input: Json) => Promise<Json>>) {
@@ -122,6 +148,7 @@ describe("the synthesized workflow run by aws-local-stepfunctions", () => {
     expect(states.filter((s) => s === "PrepareVolume")).toHaveLength(2);
     expect(states.slice(-2)).toEqual(["Commit", "ReleaseLock"]);
     expect(states).not.toContain("Revert");
+    expect(f.contractViolations).toEqual([]);
   });
 
   it("GIVEN a Map item WHEN Transfer runs THEN it receives a small shard descriptor with the run id", async () => {
@@ -156,13 +183,14 @@ describe("the synthesized workflow run by aws-local-stepfunctions", () => {
       expiresAt: "2026-01-01T01:00:00Z",
     });
     expect(f.states()).toEqual(["AcquireLock"]);
+    expect(f.contractViolations).toEqual([]);
   });
 
   it("fails with the original error after Revert and ReleaseLock when a Transfer shard fails", async () => {
     const f = fakes({
       Transfer: (input) => {
         if (input.shard === 1) throw new TransferFailedError("segment upload rejected: AccessDenied");
-        return { ok: true };
+        return { ok: true, blocks: 1, storedBytes: 1 };
       },
     });
     const error = await run({ config } as unknown as Json, f.handlers).then(
@@ -181,6 +209,7 @@ describe("the synthesized workflow run by aws-local-stepfunctions", () => {
     const revertInput = f.calls.find((c) => c.state === "Revert")?.input;
     expect(revertInput?.error).toMatchObject({ Error: Errors.TransferFailed });
     expect(f.calls.find((c) => c.state === "ReleaseLockAfterRevert")?.input.outcome).toBe("reverted");
+    expect(f.contractViolations).toEqual([]);
   });
 
   it("fails with PrepareFailedError after attempting every volume under the collectAll policy", async () => {
@@ -189,7 +218,7 @@ describe("the synthesized workflow run by aws-local-stepfunctions", () => {
         if (input.volumeId === "vol-0123456789abcdef0") {
           throw Object.assign(new Error("index write refused"), { name: "CommitConflictError" });
         }
-        return { ok: true, volumeId: input.volumeId, indexKey: "k", versionId: "v" };
+        return { ok: true, volumeId: input.volumeId, indexVersionId: "v", sizeBytes: 0, reused: false };
       },
     });
     const collectAll = { ...config, prepare: { policy: "collectAll" } };

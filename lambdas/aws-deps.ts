@@ -1,0 +1,95 @@
+/**
+ * TaskDeps over AWS: SDK clients created once per container from the environment (read on the first
+ * invocation, which is the cold start), adapters wired around them.
+ *
+ * Environment: AWS_REGION (set by Lambda), POWERTOOLS_SERVICE_NAME, POWERTOOLS_METRICS_NAMESPACE
+ * (set by the stack). Optional endpoint overrides for local runs: S3_ENDPOINT (path-style),
+ * EBS_ENDPOINT, EC2_ENDPOINT, SSM_ENDPOINT.
+ */
+import { Logger } from "@aws-lambda-powertools/logger";
+import { Metrics, MetricUnit } from "@aws-lambda-powertools/metrics";
+import { EC2Client } from "@aws-sdk/client-ec2";
+import { S3Client } from "@aws-sdk/client-s3";
+import { SSMClient } from "@aws-sdk/client-ssm";
+import { createEbsClient, EbsBlockSource } from "#adapters/ebs-source.ts";
+import { Ec2Snapshots } from "#adapters/ec2-snapshots.ts";
+import { S3ObjectStore } from "#adapters/s3-store.ts";
+import { SsmFreeze } from "#adapters/ssm-freeze.ts";
+import type { BlockSource } from "#core/ports/block-source.ts";
+import type { ObjectStore } from "#core/ports/object-store.ts";
+import type { FreezePort, SnapshotPort } from "#core/snapshot-group.ts";
+import { optionalEnv, requireEnv } from "./env.ts";
+import { once, type TaskDeps } from "./runtime.ts";
+
+export function createAwsDeps(env: Readonly<Record<string, string | undefined>> = process.env): TaskDeps {
+  const region = requireEnv(env, "AWS_REGION");
+  const serviceName = requireEnv(env, "POWERTOOLS_SERVICE_NAME");
+  const namespace = requireEnv(env, "POWERTOOLS_METRICS_NAMESPACE");
+  const s3Endpoint = optionalEnv(env, "S3_ENDPOINT");
+  const ebsEndpoint = optionalEnv(env, "EBS_ENDPOINT");
+  const ec2Endpoint = optionalEnv(env, "EC2_ENDPOINT");
+  const ssmEndpoint = optionalEnv(env, "SSM_ENDPOINT");
+
+  const logger = new Logger({ serviceName });
+  const metrics = new Metrics({ namespace, serviceName });
+  const s3 = once(
+    () =>
+      new S3Client({
+        region,
+        ...(s3Endpoint ? { endpoint: s3Endpoint, forcePathStyle: true } : {}),
+      }),
+  );
+  const stores = new Map<string, ObjectStore>();
+  const source = once<BlockSource>(
+    () => new EbsBlockSource(createEbsClient({ region, ...(ebsEndpoint ? { endpoint: ebsEndpoint } : {}) })),
+  );
+  const snapshots = once<SnapshotPort>(
+    () =>
+      new Ec2Snapshots({
+        client: new EC2Client({ region, ...(ec2Endpoint ? { endpoint: ec2Endpoint } : {}) }),
+      }),
+  );
+  const freeze = once<FreezePort>(
+    () =>
+      new SsmFreeze({ client: new SSMClient({ region, ...(ssmEndpoint ? { endpoint: ssmEndpoint } : {}) }) }),
+  );
+  const units = {
+    Count: MetricUnit.Count,
+    Milliseconds: MetricUnit.Milliseconds,
+    Seconds: MetricUnit.Seconds,
+    Bytes: MetricUnit.Bytes,
+  } as const;
+
+  return {
+    store(bucket) {
+      let store = stores.get(bucket);
+      if (!store) {
+        store = new S3ObjectStore({ client: s3(), bucket });
+        stores.set(bucket, store);
+      }
+      return store;
+    },
+    blockSource: source,
+    snapshots,
+    freeze,
+    clock: { now: () => Date.now() },
+    log: {
+      info: (m, e) => logger.info(m, e ?? {}),
+      warn: (m, e) => logger.warn(m, e ?? {}),
+      error: (m, e) => logger.error(m, e ?? {}),
+    },
+    metrics: {
+      add(group, name, unit, value) {
+        const single = metrics.singleMetric();
+        single.addDimension("Group", group);
+        single.addMetric(name, units[unit], value);
+      },
+      flush() {
+        // singleMetric() publishes on addMetric; nothing is buffered.
+      },
+    },
+  };
+}
+
+/** The deps of the deployed functions: created on the first invocation, then reused. */
+export const awsDeps = once(() => createAwsDeps());

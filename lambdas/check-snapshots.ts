@@ -1,0 +1,25 @@
+/** CheckSnapshots: are all of the group's snapshots completed? (polled by the workflow) */
+import { checkSnapshots } from "#core/snapshot-group.ts";
+import { awsDeps } from "./aws-deps.ts";
+import {
+  CheckSnapshotsInput,
+  type CheckSnapshotsInputT,
+  CheckSnapshotsOutput,
+  type CheckSnapshotsOutputT,
+} from "./contracts.ts";
+import { defineTask, groupConfig, type TaskDeps } from "./runtime.ts";
+
+export async function checkSnapshotsTask(
+  input: CheckSnapshotsInputT,
+  deps: TaskDeps,
+): Promise<CheckSnapshotsOutputT> {
+  const config = groupConfig(input.config);
+  return checkSnapshots(input.snapshots, input.startedAt, config.snapshots.completionTimeoutMinutes, {
+    snapshots: deps.snapshots(),
+    clock: deps.clock,
+  });
+}
+
+export const makeHandler = (deps: () => TaskDeps) =>
+  defineTask("CheckSnapshots", CheckSnapshotsInput, CheckSnapshotsOutput, checkSnapshotsTask, deps);
+export const handler = makeHandler(awsDeps);

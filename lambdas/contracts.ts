@@ -1,0 +1,210 @@
+/**
+ * The state payload contract: the input and output of every task, as the state machine
+ * (workflows/consistency-group.ts) passes them. Handlers validate their input with these schemas
+ * and their output before returning it.
+ *
+ * Payloads stay small (Step Functions allows 256 KiB per state): the group config, ids, counters
+ * and keys. Per-block and per-shard data lives in S3 under `runs/<runId>/`. Map items are shard
+ * descriptors of a few dozen bytes; MAX_INLINE_SHARDS bounds their number.
+ */
+import { z } from "zod";
+
+/** Most Transfer Map items one run passes inline (~60 bytes each, ~180 KiB at most). */
+export const MAX_INLINE_SHARDS = 3000;
+
+const volumeId = z.string().regex(/^vol-[0-9a-zA-Z]{1,64}$/, {
+  error: (i) => `expected a volume id like vol-…, got ${JSON.stringify(i.input)}`,
+});
+const snapshotId = z.string().regex(/^snap-[0-9a-zA-Z]{1,64}$/, {
+  error: (i) => `expected a snapshot id like snap-…, got ${JSON.stringify(i.input)}`,
+});
+/** Step Functions execution names: 1-80 characters; the repository accepts [A-Za-z0-9._:-]. */
+const runId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/, {
+  error: (i) => `expected a run id (the execution name) of [A-Za-z0-9._:-], got ${JSON.stringify(i.input)}`,
+});
+const fencing = z.number().int().positive();
+const generation = z.number().int().positive();
+const isoTime = z.iso.datetime({ offset: true });
+const count = z.number().int().nonnegative();
+/** Re-validated by parseGroupConfig in the handler (with the config's own error messages). */
+const config = z.record(z.string(), z.unknown());
+
+export const SnapshotRefSchema = z.strictObject({ volumeId, snapshotId });
+const snapshots = z.array(SnapshotRefSchema).min(1).max(100);
+
+export const ShardItemSchema = z.strictObject({ volumeId, shard: z.number().int().min(0).max(999_999) });
+
+// ---- AcquireLock
+export const AcquireLockInput = z.strictObject({ config, runId });
+export const AcquireLockOutput = z.discriminatedUnion("acquired", [
+  z.strictObject({
+    acquired: z.literal(true),
+    fencing,
+    expiresAt: isoTime,
+    /** A run whose lock expired without release (Recover finishes or reverts it). */
+    takenOverFrom: runId.nullable(),
+  }),
+  z.strictObject({ acquired: z.literal(false), heldBy: z.string(), expiresAt: z.string() }),
+]);
+
+// ---- Recover
+export const RecoverInput = z.strictObject({
+  config,
+  runId,
+  fencing,
+  /** From AcquireLock: the run whose expired lock this run took over, if any. */
+  takenOverFrom: runId.nullable(),
+});
+export const RecoverOutput = z.strictObject({
+  /** What was found: nothing, a dead run that had committed (cleaned up), or uncommitted leftovers (reverted). */
+  action: z.enum(["none", "cleanedCommitted", "revertedUncommitted"]),
+  revertedVersions: count,
+  deletedSnapshots: count,
+  /** HEAD's generation, 0 when nothing is committed yet. */
+  headGeneration: count,
+  nextGeneration: generation,
+});
+
+// ---- Snapshot
+export const SnapshotInput = z.strictObject({ config, runId, fencing, generation });
+export const SnapshotOutput = z.strictObject({
+  snapshots,
+  startedAt: isoTime,
+  coordinationMs: count,
+  frozen: z.boolean(),
+  reused: z.boolean(),
+});
+
+// ---- CheckSnapshots
+export const CheckSnapshotsInput = z.strictObject({ config, runId, snapshots, startedAt: isoTime });
+export const CheckSnapshotsOutput = z.strictObject({
+  allCompleted: z.boolean(),
+  completed: count,
+  pending: count,
+});
+
+// ---- Plan
+export const PlanInput = z.strictObject({ config, runId, fencing, generation, snapshots });
+export const PlanOutput = z.strictObject({
+  /** JSON summary of the run's plan in the repository (per volume: snapshots, size, shard count). */
+  planKey: z.string().min(1),
+  shardCount: count,
+  changedBlocks: count,
+  shards: z.array(ShardItemSchema).max(MAX_INLINE_SHARDS),
+});
+
+// ---- Transfer (one Map item)
+export const TransferInput = z.strictObject({
+  bucket: z.string().min(3),
+  prefix: z.string(),
+  group: z.string().min(1),
+  runId,
+  generation,
+  planKey: z.string().min(1),
+  volumeId,
+  shard: z.number().int().min(0),
+});
+export const TransferOutput = z.strictObject({ ok: z.literal(true), blocks: count, storedBytes: count });
+
+// ---- Prepare (one Map item)
+export const PrepareInput = z.strictObject({
+  config,
+  runId,
+  fencing,
+  generation,
+  planKey: z.string(),
+  volumeId,
+  snapshotId,
+});
+export const PrepareOutput = z.strictObject({
+  ok: z.literal(true),
+  volumeId,
+  /** The index root version this run wrote (revertible), or the previous one when nothing changed. */
+  indexVersionId: z.string().nullable(),
+  sizeBytes: count,
+  /** True when no new version was written. */
+  reused: z.boolean(),
+});
+
+// ---- Commit
+export const CommitInput = z.strictObject({
+  config,
+  runId,
+  fencing,
+  generation,
+  planKey: z.string(),
+  snapshots,
+  startedAt: isoTime,
+  coordinationMs: count,
+  prepared: z.array(PrepareOutput).min(1),
+});
+export const CommitOutput = z.strictObject({
+  generation,
+  committedAt: isoTime,
+  /** True when HEAD already named this run (a retried Commit). */
+  alreadyCommitted: z.boolean(),
+});
+
+// ---- Revert
+export const RevertInput = z.strictObject({
+  config,
+  runId,
+  fencing,
+  /** The caught error ({Error, Cause}) that sent the run here. */
+  error: z.looseObject({ Error: z.string(), Cause: z.string().optional() }),
+});
+export const RevertOutput = z.strictObject({
+  /** HEAD names this run: it committed, nothing was reverted. */
+  alreadyCommitted: z.boolean(),
+  revertedVersions: count,
+  deletedObjects: count,
+  deletedSnapshots: count,
+});
+
+// ---- ReleaseLock
+export const ReleaseLockInput = z.strictObject({
+  config,
+  runId,
+  fencing,
+  outcome: z.enum(["committed", "reverted"]),
+});
+export const ReleaseLockOutput = z.strictObject({
+  released: z.boolean(),
+  prunedSnapshots: count,
+  cleanedObjects: count,
+});
+
+export type AcquireLockInputT = z.infer<typeof AcquireLockInput>;
+export type AcquireLockOutputT = z.infer<typeof AcquireLockOutput>;
+export type RecoverInputT = z.infer<typeof RecoverInput>;
+export type RecoverOutputT = z.infer<typeof RecoverOutput>;
+export type SnapshotInputT = z.infer<typeof SnapshotInput>;
+export type SnapshotOutputT = z.infer<typeof SnapshotOutput>;
+export type CheckSnapshotsInputT = z.infer<typeof CheckSnapshotsInput>;
+export type CheckSnapshotsOutputT = z.infer<typeof CheckSnapshotsOutput>;
+export type PlanInputT = z.infer<typeof PlanInput>;
+export type PlanOutputT = z.infer<typeof PlanOutput>;
+export type TransferInputT = z.infer<typeof TransferInput>;
+export type TransferOutputT = z.infer<typeof TransferOutput>;
+export type PrepareInputT = z.infer<typeof PrepareInput>;
+export type PrepareOutputT = z.infer<typeof PrepareOutput>;
+export type CommitInputT = z.infer<typeof CommitInput>;
+export type CommitOutputT = z.infer<typeof CommitOutput>;
+export type RevertInputT = z.infer<typeof RevertInput>;
+export type RevertOutputT = z.infer<typeof RevertOutput>;
+export type ReleaseLockInputT = z.infer<typeof ReleaseLockInput>;
+export type ReleaseLockOutputT = z.infer<typeof ReleaseLockOutput>;
+
+/** Every task's input and output schema, by task name (workflows/tasks.ts). */
+export const CONTRACTS = {
+  AcquireLock: { input: AcquireLockInput, output: AcquireLockOutput },
+  Recover: { input: RecoverInput, output: RecoverOutput },
+  Snapshot: { input: SnapshotInput, output: SnapshotOutput },
+  CheckSnapshots: { input: CheckSnapshotsInput, output: CheckSnapshotsOutput },
+  Plan: { input: PlanInput, output: PlanOutput },
+  Transfer: { input: TransferInput, output: TransferOutput },
+  Prepare: { input: PrepareInput, output: PrepareOutput },
+  Commit: { input: CommitInput, output: CommitOutput },
+  Revert: { input: RevertInput, output: RevertOutput },
+  ReleaseLock: { input: ReleaseLockInput, output: ReleaseLockOutput },
+} as const;

@@ -1,0 +1,24 @@
+/** Environment read once per container, through helpers that say exactly what is missing. */
+
+/** A variable the handler is a misconfiguration without. */
+export class MissingEnvironmentError extends Error {
+  override readonly name = "MissingEnvironmentError";
+}
+
+export function requireEnv(env: Readonly<Record<string, string | undefined>>, name: string): string {
+  const value = env[name];
+  if (value === undefined || value.trim() === "") {
+    throw new MissingEnvironmentError(
+      `environment variable ${name} is not set; the CDK stack (infra/) sets it, a local runner must set it too`,
+    );
+  }
+  return value;
+}
+
+export function optionalEnv(
+  env: Readonly<Record<string, string | undefined>>,
+  name: string,
+): string | undefined {
+  const value = env[name];
+  return value === undefined || value.trim() === "" ? undefined : value;
+}

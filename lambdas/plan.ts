@@ -1,0 +1,89 @@
+/**
+ * Plan (DESIGN.md section 4, step 4): per volume, list the changed blocks between the committed
+ * generation's snapshot and the new one (every written block for a new volume), write shard lists to
+ * S3, and return one small Map item per shard.
+ */
+import { readCommittedManifest } from "#core/generation.ts";
+import { assertLockHeld } from "#core/lock.ts";
+import { planVolume } from "#core/planner.ts";
+import { TransferFailedError } from "#workflows/errors.ts";
+import { awsDeps } from "./aws-deps.ts";
+import { MAX_INLINE_SHARDS, PlanInput, type PlanInputT, PlanOutput, type PlanOutputT } from "./contracts.ts";
+import { defineTask, groupConfig, type TaskDeps } from "./runtime.ts";
+import { leaseOf, type RunPlan, repoOf, runPlanKey } from "./shared.ts";
+
+export async function planTask(input: PlanInputT, deps: TaskDeps): Promise<PlanOutputT> {
+  const config = groupConfig(input.config);
+  const repo = repoOf(config, deps);
+  await assertLockHeld(repo, leaseOf(input.runId, input.fencing), new Date(deps.clock.now()));
+  const committed = await readCommittedManifest(repo);
+  const bases = new Map(committed?.volumes.map((v) => [v.volumeId, v.sourceSnapshotId]) ?? []);
+  // A base snapshot deleted outside cgmirror cannot be diffed against: copy that volume in full.
+  const wanted = [...bases.values()].filter((b): b is string => typeof b === "string");
+  const present = new Set(
+    wanted.length === 0
+      ? []
+      : (await deps.snapshots().describeSnapshots(wanted))
+          .filter((s) => s.state === "completed")
+          .map((s) => s.snapshotId),
+  );
+  const volumes: RunPlan["volumes"] = [];
+  for (const s of input.snapshots) {
+    let base = bases.get(s.volumeId) ?? null;
+    if (base !== null && !present.has(base)) {
+      deps.log.warn("base snapshot is gone; planning a full copy of the volume", {
+        volumeId: s.volumeId,
+        base,
+      });
+      base = null;
+    }
+    const r = await planVolume(
+      { repo, source: deps.blockSource() },
+      {
+        runId: input.runId,
+        volumeId: s.volumeId,
+        snapshotId: s.snapshotId,
+        baseSnapshotId: base,
+        shardBlocks: config.transfer.shardBlocks,
+      },
+    );
+    volumes.push({
+      volumeId: s.volumeId,
+      snapshotId: s.snapshotId,
+      baseSnapshotId: base,
+      volumeSizeBytes: r.volumeSizeBytes,
+      shards: r.totals.shards,
+      changedBlocks: r.totals.changedBlocks,
+      readBlocks: r.totals.readBlocks,
+      manifestKey: r.manifestKey,
+    });
+  }
+  const shards = volumes.flatMap((v) =>
+    Array.from({ length: v.shards }, (_, shard) => ({ volumeId: v.volumeId, shard })),
+  );
+  if (shards.length > MAX_INLINE_SHARDS) {
+    throw new TransferFailedError(
+      `the plan has ${shards.length} shards, more than the ${MAX_INLINE_SHARDS} a run passes inline; ` +
+        `raise transfer.shardBlocks (now ${config.transfer.shardBlocks}) in the group config`,
+    );
+  }
+  const plan: RunPlan = {
+    format: "cgmirror.run-plan",
+    version: "1.0",
+    runId: input.runId,
+    generation: input.generation,
+    volumes,
+  };
+  const planKey = runPlanKey(repo, input.runId);
+  await repo.store.put(planKey, new TextEncoder().encode(`${JSON.stringify(plan)}\n`), {
+    contentType: "application/json",
+  });
+  const changedBlocks = volumes.reduce((n, v) => n + v.changedBlocks, 0);
+  deps.metrics.add(config.group, "ChangedBlocks", "Count", changedBlocks);
+  deps.log.info("planned", { shards: shards.length, changedBlocks });
+  return { planKey, shardCount: shards.length, changedBlocks, shards };
+}
+
+export const makeHandler = (deps: () => TaskDeps) =>
+  defineTask("Plan", PlanInput, PlanOutput, planTask, deps);
+export const handler = makeHandler(awsDeps);

@@ -1,0 +1,179 @@
+/**
+ * The shared shape of every task handler: validate the input against its contract
+ * (lambdas/contracts.ts), run the task with its dependencies, validate the output, and map any
+ * error to a name of the workflow's error contract (workflows/errors.ts).
+ */
+import type { z } from "zod";
+import { type GroupConfig, parseGroupConfig } from "#core/group-config.ts";
+import type { BlockSource } from "#core/ports/block-source.ts";
+import type { ObjectStore } from "#core/ports/object-store.ts";
+import type { Clock, FreezePort, SnapshotPort } from "#core/snapshot-group.ts";
+import { formatProblems, toProblems } from "#core/zod-issues.ts";
+import {
+  Errors,
+  InternalError,
+  InvalidInputError,
+  ThrottledError,
+  TransferFailedError,
+  TransientError,
+} from "#workflows/errors.ts";
+import type { TaskName } from "#workflows/tasks.ts";
+
+export interface TaskLogger {
+  info(message: string, extra?: Record<string, unknown>): void;
+  warn(message: string, extra?: Record<string, unknown>): void;
+  error(message: string, extra?: Record<string, unknown>): void;
+}
+
+export interface TaskMetrics {
+  /** Records one metric value with the `Group` dimension; flushed when the task returns. */
+  add(group: string, name: string, unit: "Count" | "Milliseconds" | "Seconds" | "Bytes", value: number): void;
+  flush(): void;
+}
+
+/** Everything a task needs from the outside; AWS in lambdas/aws-deps.ts, local endpoints in local/. */
+export interface TaskDeps {
+  /** The object store of one bucket. */
+  store(bucket: string): ObjectStore;
+  /** EBS direct APIs (read side). */
+  blockSource(): BlockSource;
+  /** EC2 snapshots (or the volume simulator). */
+  snapshots(): SnapshotPort;
+  /** SSM fsfreeze (or the volume simulator's write queue). */
+  freeze(): FreezePort;
+  readonly clock: Clock;
+  readonly log: TaskLogger;
+  readonly metrics: TaskMetrics;
+}
+
+/** Validates the group config carried in a task input (GroupConfigError lists every problem). */
+export function groupConfig(value: unknown): GroupConfig {
+  return parseGroupConfig(value, "in the task input (.config)");
+}
+
+const PASS_THROUGH = new Set<string>(Object.values(Errors));
+const THROTTLE_NAMES = new Set([
+  "BlockSourceThrottledError",
+  "ThrottlingException",
+  "Throttling",
+  "RequestLimitExceeded",
+  "RequestThrottledException",
+  "TooManyRequestsException",
+  "SlowDown",
+  "ProvisionedThroughputExceededException",
+]);
+const TRANSIENT_NAMES = new Set([
+  "BlockSourceTransientError",
+  "BlockTokenExpiredError",
+  "TransferRetriesExhaustedError",
+  "TimeoutError",
+  "RequestTimeout",
+  "RequestTimeoutException",
+  "InternalError",
+  "InternalFailure",
+  "ServiceUnavailable",
+  "ECONNRESET",
+  "ECONNREFUSED",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EAI_AGAIN",
+]);
+const TRANSFER_NAMES = new Set([
+  "SourceAccessError",
+  "BlockChecksumMismatchError",
+  "ShardPlanMismatchError",
+  "BlockSourceFatalError",
+]);
+
+interface ErrorLike {
+  name?: string;
+  code?: string;
+  message?: string;
+  $retryable?: unknown;
+  $metadata?: { httpStatusCode?: number };
+}
+
+/** Maps any error to one whose `name` is in the workflow's error contract. */
+export function toContractError(error: unknown): Error {
+  const e = (error ?? {}) as ErrorLike;
+  const name = e.name ?? "Error";
+  const message = e.message ?? String(error);
+  const status = e.$metadata?.httpStatusCode;
+  if (name === "InternalError" && error instanceof InternalError) return error;
+  if (PASS_THROUGH.has(name) && name !== "InternalError") return error as Error;
+  const detail = `${name}: ${message}`;
+  if (THROTTLE_NAMES.has(name) || status === 429 || status === 503) {
+    return new ThrottledError(detail, { cause: error });
+  }
+  if (
+    TRANSIENT_NAMES.has(name) ||
+    (e.code !== undefined && TRANSIENT_NAMES.has(e.code)) ||
+    e.$retryable !== undefined ||
+    (status !== undefined && status >= 500)
+  ) {
+    return new TransientError(detail, { cause: error });
+  }
+  if (TRANSFER_NAMES.has(name)) return new TransferFailedError(detail, { cause: error });
+  if (name === "InvalidArgumentError") return new InvalidInputError(message, { cause: error });
+  return new InternalError(detail, { cause: error });
+}
+
+/** Validates `event` against a task's input contract; InvalidInputError lists every problem. */
+export function parseTaskInput<S extends z.ZodType>(task: TaskName, schema: S, event: unknown): z.infer<S> {
+  const result = schema.safeParse(event, { reportInput: true });
+  if (!result.success) {
+    throw new InvalidInputError(
+      `task ${task} received an input that does not match its contract (lambdas/contracts.ts):\n` +
+        formatProblems(toProblems(result.error)),
+    );
+  }
+  return result.data;
+}
+
+export type TaskHandler<O> = (event: unknown) => Promise<O>;
+
+/**
+ * Builds a handler: parse input, run, check output, map errors.
+ * @param deps called on every invocation; pass a memoized factory so clients are created once.
+ */
+export function defineTask<I extends z.ZodType, O extends z.ZodType>(
+  task: TaskName,
+  input: I,
+  output: O,
+  run: (input: z.infer<I>, deps: TaskDeps) => Promise<z.infer<O>>,
+  deps: () => TaskDeps,
+): TaskHandler<z.infer<O>> {
+  return async (event: unknown) => {
+    const d = deps();
+    try {
+      const parsed = parseTaskInput(task, input, event);
+      const result = await run(parsed, d);
+      const checked = output.safeParse(result, { reportInput: true });
+      if (!checked.success) {
+        throw new InternalError(
+          `task ${task} produced an output that breaks its contract:\n${formatProblems(toProblems(checked.error))}`,
+        );
+      }
+      return checked.data;
+    } catch (error) {
+      const mapped = toContractError(error);
+      d.log.error(`${task} failed`, { error: mapped.name, message: mapped.message });
+      throw mapped;
+    } finally {
+      d.metrics.flush();
+    }
+  };
+}
+
+/** Memoizes a zero-argument factory (one set of clients per container). */
+export function once<T>(factory: () => T): () => T {
+  let value: T | undefined;
+  let made = false;
+  return () => {
+    if (!made) {
+      value = factory();
+      made = true;
+    }
+    return value as T;
+  };
+}

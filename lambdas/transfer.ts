@@ -1,0 +1,36 @@
+/**
+ * Transfer (one Map item; DESIGN.md section 4, step 5): copy one shard's blocks into segments.
+ * Re-running a shard is safe (the core worker returns a finished shard's summary).
+ */
+import { createRepo } from "#core/layout.ts";
+import { readShardIndex } from "#core/planner.ts";
+import { transferShard } from "#core/transfer-worker.ts";
+import { TransferFailedError } from "#workflows/errors.ts";
+import { awsDeps } from "./aws-deps.ts";
+import { TransferInput, type TransferInputT, TransferOutput, type TransferOutputT } from "./contracts.ts";
+import { defineTask, type TaskDeps } from "./runtime.ts";
+
+export async function transferTask(input: TransferInputT, deps: TaskDeps): Promise<TransferOutputT> {
+  const repo = createRepo({ store: deps.store(input.bucket), prefix: input.prefix, group: input.group });
+  const descriptors = await readShardIndex(repo, input.runId, input.volumeId);
+  const shard = descriptors.find((d) => d.shard === input.shard);
+  if (!shard) {
+    throw new TransferFailedError(
+      `the plan of run ${input.runId} has no shard ${input.shard} for ${input.volumeId} (it has ${descriptors.length})`,
+    );
+  }
+  const summary = await transferShard({ repo, source: deps.blockSource() }, { runId: input.runId, shard });
+  deps.log.info("shard transferred", {
+    volumeId: input.volumeId,
+    shard: input.shard,
+    reused: summary.reused,
+    blocks: summary.stats.blocks,
+    storedBytes: summary.stats.storedBytes,
+    throttled: summary.stats.throttled,
+  });
+  return { ok: true, blocks: summary.stats.blocks, storedBytes: summary.stats.storedBytes };
+}
+
+export const makeHandler = (deps: () => TaskDeps) =>
+  defineTask("Transfer", TransferInput, TransferOutput, transferTask, deps);
+export const handler = makeHandler(awsDeps);

@@ -1,0 +1,159 @@
+/**
+ * The REAL task handlers (lambdas/*.ts) bound in-process to the synthesized definition, run by
+ * aws-local-stepfunctions over in-memory deps (memory object store, in-memory snapshots, a fake
+ * EBS block source). Proves the handlers, the payload contract and the definition fit together:
+ * commit, an incremental second generation, and a failed run that reverts to the previous group.
+ */
+import { ExecutionError, StateMachine } from "aws-local-stepfunctions";
+import { beforeAll, describe, expect, it } from "vitest";
+import { readCommittedManifest, readHead } from "#core/generation.ts";
+import { parseGroupConfig } from "#core/group-config.ts";
+import { createRepo } from "#core/layout.ts";
+import { makeHandler as acquireLock } from "#lambdas/acquire-lock.ts";
+import { makeHandler as checkSnapshots } from "#lambdas/check-snapshots.ts";
+import { makeHandler as commit } from "#lambdas/commit.ts";
+import { makeHandler as plan } from "#lambdas/plan.ts";
+import { makeHandler as prepare } from "#lambdas/prepare.ts";
+import { makeHandler as recover } from "#lambdas/recover.ts";
+import { makeHandler as releaseLock } from "#lambdas/release-lock.ts";
+import { makeHandler as revert } from "#lambdas/revert.ts";
+import type { TaskDeps } from "#lambdas/runtime.ts";
+import { makeHandler as snapshot } from "#lambdas/snapshot.ts";
+import { makeHandler as transfer } from "#lambdas/transfer.ts";
+import { type AslDefinition, localDefinition } from "#workflows/definition.ts";
+import { TASK_NAMES, TASKS, type TaskName } from "#workflows/tasks.ts";
+import { memoryDeps } from "./lambda-fixtures.ts";
+import { FakeBlockSource } from "./transfer-fixtures.ts";
+
+type Json = Parameters<StateMachine["run"]>[0];
+
+let definition: AslDefinition;
+beforeAll(() => {
+  definition = localDefinition();
+});
+
+const config = parseGroupConfig({
+  group: "orders",
+  volumes: [
+    { id: "vol-0123456789abcdef0", instanceId: "i-0123456789abcdef0", mountPoint: "/data" },
+    { id: "vol-0123456789abcdef1", instanceId: "i-0123456789abcdef1", mountPoint: "/log" },
+  ],
+  target: { bucket: "my-backups" },
+  schedule: { expression: "rate(1 hour)" },
+  freeze: { enabled: true },
+  transfer: { shardBlocks: 64 },
+});
+
+const MAKERS: Record<TaskName, (deps: () => TaskDeps) => (event: unknown) => Promise<unknown>> = {
+  AcquireLock: acquireLock,
+  Recover: recover,
+  Snapshot: snapshot,
+  CheckSnapshots: checkSnapshots,
+  Plan: plan,
+  Transfer: transfer,
+  Prepare: prepare,
+  Commit: commit,
+  Revert: revert,
+  ReleaseLock: releaseLock,
+};
+
+function bind(
+  deps: TaskDeps,
+  wrap: (task: TaskName, fn: (e: unknown) => Promise<unknown>) => typeof fn = (_t, f) => f,
+) {
+  const handlers: Record<string, (input: Json) => Promise<Json>> = {};
+  for (const task of TASK_NAMES) {
+    const fn = wrap(
+      task,
+      MAKERS[task](() => deps),
+    );
+    for (const state of TASKS[task].states) handlers[state] = async (input) => (await fn(input)) as Json;
+  }
+  return handlers;
+}
+
+async function run(name: string, handlers: Record<string, (input: Json) => Promise<Json>>, cfg = config) {
+  const input = { config: cfg } as unknown as Json;
+  return new StateMachine(definition as never).run(input, {
+    overrides: {
+      taskResourceLocalHandlers: handlers,
+      waitTimeOverrides: { WaitForSnapshots: 0 },
+      retryIntervalOverrides: Object.fromEntries(
+        Object.values(TASKS)
+          .flatMap((t) => t.states)
+          .map((s) => [s, 0]),
+      ),
+    },
+    context: { Execution: { Name: name, Input: input, StartTime: new Date().toISOString() } },
+  }).result;
+}
+
+describe("real handlers in the local interpreter (in-memory deps)", () => {
+  it("GIVEN a new group WHEN two runs succeed THEN generations 1 and 2 are committed; a failed third run reverts to 2", async () => {
+    // 200 blocks per volume, 150 of them written: 3 shards of 64 blocks per volume.
+    const source = new FakeBlockSource({ volumeBlocks: 200, has: (i) => i % 4 !== 3 });
+    const deps = memoryDeps(source);
+    const repo = createRepo({ store: deps.store("my-backups"), prefix: "groups/orders", group: "orders" });
+
+    const first = await run("run-1", bind(deps));
+    expect(first).toMatchObject({ status: "committed", generation: 1, group: "orders" });
+    expect(deps.freezePort.log).toEqual([
+      "freeze i-0123456789abcdef0,i-0123456789abcdef1",
+      "thaw i-0123456789abcdef0,i-0123456789abcdef1",
+    ]);
+    const m1 = await readCommittedManifest(repo);
+    expect(m1?.volumes.map((v) => v.volumeId)).toEqual(config.volumes.map((v) => v.id));
+    expect(deps.recordedMetrics.filter((m) => m.name === "GroupCommitted")).toHaveLength(1);
+
+    const second = await run("run-2", bind(deps));
+    expect(second).toMatchObject({ status: "committed", generation: 2 });
+    // The first generation's snapshots are the second's bases; keep = 2 keeps both.
+    expect(deps.snapshotPort.snaps.size).toBe(4);
+
+    // Third run: every Transfer fails with a non-retryable error → Revert → RunFailed; HEAD stays at 2.
+    const failing = bind(deps, (task, fn) =>
+      task === "Transfer"
+        ? async () => {
+            throw Object.assign(new Error("AccessDenied on GetSnapshotBlock"), { name: "SourceAccessError" });
+          }
+        : fn,
+    );
+    const error = await run("run-3", failing).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(ExecutionError);
+    expect(((error as ExecutionError).cause as Error).name).toBe("SourceAccessError");
+    const head = await readHead(repo);
+    expect(head?.head).toMatchObject({ generation: 2, runId: "run-2" });
+    // The failed run's snapshots were deleted by Revert; the lock was released.
+    expect([...deps.snapshotPort.snaps.values()].some((s) => s.runId === "run-3")).toBe(false);
+
+    const fourth = await run("run-4", bind(deps));
+    expect(fourth).toMatchObject({ status: "committed", generation: 3 });
+    // keep = 2: generation 1's snapshots are pruned after generation 3 commits.
+    expect(new Set([...deps.snapshotPort.snaps.values()].map((s) => s.generation))).toEqual(new Set([2, 3]));
+  });
+
+  it("GIVEN another run holds the lock WHEN a run starts THEN it is skipped", async () => {
+    const deps = memoryDeps(new FakeBlockSource({ volumeBlocks: 8, has: () => true }));
+    const hold = await acquireLock(() => deps)({ config, runId: "run-holder" });
+    expect(hold).toMatchObject({ acquired: true });
+    expect(await run("run-late", bind(deps))).toMatchObject({ status: "skipped", heldBy: "run-holder" });
+  });
+
+  it("fails with GroupConfigError before writing anything when the config in the input is invalid", async () => {
+    const deps = memoryDeps(new FakeBlockSource({ volumeBlocks: 8, has: () => true }));
+    const bad = { ...config, volumes: [{ id: "vol-x" }] } as unknown as typeof config;
+    const error = await run("run-bad", bind(deps), bad).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    const cause = (error as ExecutionError).cause as Error;
+    expect(cause.name).toBe("GroupConfigError");
+    expect(cause.message).toContain(
+      'volumes[0].id: expected an EBS volume id like "vol-0123456789abcdef0", got "vol-x"',
+    );
+    expect(deps.stores.get("my-backups")?.stats.puts ?? 0).toBe(0);
+  });
+});
