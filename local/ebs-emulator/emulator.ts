@@ -60,6 +60,8 @@ export interface EbsEmulatorOptions {
   readonly syntheticWorkers?: number | undefined;
   /** Wall clock in ms (tests move it to expire tokens and snapshot Timeouts). @default Date.now */
   readonly now?: (() => number) | undefined;
+  /** Monotonic clock in ms for the request quotas (tests freeze it). @default performance.now */
+  readonly quotaClock?: (() => number) | undefined;
 }
 
 export interface EbsStats {
@@ -329,6 +331,7 @@ export async function startEbsEmulator(opts: EbsEmulatorOptions = {}): Promise<E
   if (opts.faults !== undefined) faults = mergeFaults(faults, opts.faults);
 
   const clock = opts.now ?? Date.now;
+  const quotaNow = opts.quotaClock ?? (() => performance.now());
   const workers = opts.syntheticWorkers ?? 0;
   if (!Number.isInteger(workers) || workers < 0 || workers > 64) {
     throw new TypeError(`syntheticWorkers must be an integer in [0, 64], got ${workers}`);
@@ -349,7 +352,7 @@ export async function startEbsEmulator(opts: EbsEmulatorOptions = {}): Promise<E
   let accountControl: TokenBucket | undefined;
   let requestsSinceFaults = 0;
   const bucket = (rate: number): TokenBucket | undefined =>
-    rate > 0 ? new TokenBucket(rate, Math.max(1, rate * faults.burstSeconds), performance.now()) : undefined;
+    rate > 0 ? new TokenBucket(rate, Math.max(1, rate * faults.burstSeconds), quotaNow()) : undefined;
   const resetQuotas = (): void => {
     snapshotBuckets = new Map();
     accountData = bucket(faults.dataPlaneRpsPerAccount);
@@ -360,7 +363,7 @@ export async function startEbsEmulator(opts: EbsEmulatorOptions = {}): Promise<E
   resetQuotas();
 
   const throttle = (op: EbsOperation, snapshotId: string): void => {
-    const now = performance.now();
+    const now = quotaNow();
     const accountError = (scope: "account" | "list" | "control"): EbsApiError => {
       stats.throttled++;
       stats.throttledBy[scope]++;

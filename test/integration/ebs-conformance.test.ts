@@ -652,9 +652,18 @@ describe("fault knobs and counters", () => {
   });
 
   it("GIVEN a per-snapshot quota of 20/s WHEN 60 reads arrive at once THEN the excess gets RequestThrottledException RESOURCE_LEVEL_THROTTLE", async () => {
-    emu.setFaults({ dataPlaneRpsPerSnapshot: 20 });
-    const before = emu.stats().throttledBy.snapshot;
-    const results = await Promise.allSettled(Array.from({ length: 60 }, () => read(id, 0, token)));
+    // The quota clock stands still, so no token refills however slowly the machine serves the 60 reads.
+    const frozen = await start({ quotaClock: () => 0 });
+    const client = clientFor(frozen);
+    const sid = await snapshot({ 0: 9 }, { client });
+    const tok = (await listAll(sid, undefined, client)).blocks[0]?.BlockToken as string;
+    frozen.setFaults({ dataPlaneRpsPerSnapshot: 20 });
+    const before = frozen.stats().throttledBy.snapshot;
+    const results = await Promise.allSettled(
+      Array.from({ length: 60 }, () =>
+        client.send(new GetSnapshotBlockCommand({ SnapshotId: sid, BlockIndex: 0, BlockToken: tok })),
+      ),
+    );
     const ok = results.filter((r) => r.status === "fulfilled").length;
     const throttled = results.filter(
       (r) =>
@@ -663,28 +672,33 @@ describe("fault knobs and counters", () => {
         r.reason.Reason === "RESOURCE_LEVEL_THROTTLE",
     ).length;
     expect(ok + throttled).toBe(60);
-    expect(ok).toBeGreaterThanOrEqual(20);
-    expect(ok).toBeLessThan(40);
-    expect(emu.stats().throttledBy.snapshot - before).toBe(throttled);
+    expect(ok).toBe(20); // the burst: one second of quota
+    expect(frozen.stats().throttledBy.snapshot - before).toBe(throttled);
+    client.destroy();
   });
 
   it("GIVEN an account List quota of 5/s WHEN 20 lists arrive at once THEN the excess gets ThrottlingException (400)", async () => {
-    emu.setFaults({ listRpsPerAccount: 5 });
+    // The quota clock stands still, so no token refills however slowly the machine serves the 20 lists.
+    const frozen = await start({ quotaClock: () => 0 });
+    const client = clientFor(frozen);
+    const sid = await snapshot({ 0: 9 }, { client });
+    const tok = (await listAll(sid, undefined, client)).blocks[0]?.BlockToken as string;
+    frozen.setFaults({ listRpsPerAccount: 5 });
     const results = await Promise.allSettled(
-      Array.from({ length: 20 }, () => ebs.send(new ListSnapshotBlocksCommand({ SnapshotId: id }))),
+      Array.from({ length: 20 }, () => client.send(new ListSnapshotBlocksCommand({ SnapshotId: sid }))),
     );
     const rejected = results
       .filter((r) => r.status === "rejected")
       .map((r) => (r as PromiseRejectedResult).reason);
-    expect(results.length - rejected.length).toBeGreaterThanOrEqual(5);
-    expect(results.length - rejected.length).toBeLessThan(12);
+    expect(results.length - rejected.length).toBe(5);
     for (const e of rejected) {
       expect(e).toBeInstanceOf(EBSServiceException);
       expect(e.name).toBe("ThrottlingException");
       expect(e.$metadata.httpStatusCode).toBe(400);
     }
     // the data plane has its own quota: reads still pass
-    await read(id, 0, token);
+    await read(sid, 0, tok, client);
+    client.destroy();
   });
 
   it("GIVEN a throttled account WHEN the SDK retries with backoff THEN the call eventually succeeds", async () => {
