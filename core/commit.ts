@@ -172,7 +172,12 @@ async function deleteAllVersions(
 }
 
 function runKeys(root: VolumeIndexRoot): string[] {
-  return [...(root.base ? [root.base.key] : []), ...root.deltas.map((d) => d.key)];
+  const dedup = root.dedup ? [...(root.dedup.base ? [root.dedup.base] : []), ...root.dedup.deltas] : [];
+  return [
+    ...(root.base ? [root.base.key] : []),
+    ...root.deltas.map((d) => d.key),
+    ...dedup.flatMap((d) => [d.key, d.bloomKey]),
+  ];
 }
 
 /**

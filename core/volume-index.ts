@@ -1,6 +1,13 @@
 import { z } from "zod";
 import type { BlockRef, IndexEntry } from "./block-ref.ts";
 import { BLOCK_SIZE, randomId } from "./bytes.ts";
+import {
+  buildDedupDelta,
+  type DedupRuns,
+  DedupRunsSchema,
+  type HashRunRef,
+  mergeDedupRuns,
+} from "./dedup-index.ts";
 import { CorruptObjectError, InvalidArgumentError } from "./errors.ts";
 import {
   type IndexPage,
@@ -34,6 +41,8 @@ const RootSchema = z.object({
   deltas: z.array(RunRefSchema),
   /** Index metadata bytes written by this Prepare (delta + merges + root), for stats. */
   writtenBytes: z.number().int().nonnegative(),
+  /** Dedup runs (hash → ref) of the blocks this volume stores; absent when dedup indexing is off. */
+  dedup: DedupRunsSchema.optional(),
 });
 export type VolumeIndexRoot = z.infer<typeof RootSchema>;
 
@@ -204,6 +213,8 @@ export interface PrepareVolumeOptions {
   readonly previousVersionId: string | null;
   readonly policy?: CompactionPolicy;
   readonly runOptions?: IndexRunWriterOptions;
+  /** Maintain the volume's dedup runs (hash → ref) for GroupDedup. @default true */
+  readonly dedupIndex?: boolean;
 }
 
 export interface PreparedVolume {
@@ -267,6 +278,7 @@ export async function prepareVolume(repo: Repo, options: PrepareVolumeOptions): 
     };
   }
   let written = 0;
+  let newDelta: RunInfo | undefined;
   let base = previous?.base ?? null;
   let deltas = [...(previous?.deltas ?? [])];
   if (changed.length > 0) {
@@ -278,6 +290,7 @@ export async function prepareVolume(repo: Repo, options: PrepareVolumeOptions): 
       options.runOptions,
     );
     written += delta.bytes;
+    newDelta = delta;
     deltas.push(toRunRef(delta));
     const plan = planCompaction(base, deltas, options.policy);
     if (plan.kind === "full" && base === null && deltas.length === 1) {
@@ -309,6 +322,12 @@ export async function prepareVolume(repo: Repo, options: PrepareVolumeOptions): 
       deltas = [...deltas.slice(0, plan.from), toRunRef(merged)];
     }
   }
+  let dedup: DedupRuns | undefined = previous?.dedup;
+  if (changed.length > 0 && options.dedupIndex !== false) {
+    const d = await updateDedupRuns(repo, options, newDelta!, previous?.dedup ?? { base: null, deltas: [] });
+    dedup = d.runs;
+    written += d.written;
+  }
   const rootBody = {
     volumeId: options.volumeId,
     blockSize: BLOCK_SIZE,
@@ -319,6 +338,7 @@ export async function prepareVolume(repo: Repo, options: PrepareVolumeOptions): 
     base,
     deltas,
     writtenBytes: 0,
+    ...(dedup ? { dedup } : {}),
   };
   const probe = encodeMetadata("cgmirror.volume-index", rootBody);
   rootBody.writtenBytes = written + probe.byteLength;
@@ -329,4 +349,35 @@ export async function prepareVolume(repo: Repo, options: PrepareVolumeOptions): 
   });
   const root = decodeMetadata(bytes, "cgmirror.volume-index", RootSchema, key, put.versionId);
   return { volumeId: options.volumeId, key, versionId: put.versionId, etag: put.etag, root, reused: false };
+}
+
+/** Adds this generation's dedup delta to the volume's dedup runs and compacts them (same policy). */
+async function updateDedupRuns(
+  repo: Repo,
+  options: PrepareVolumeOptions,
+  delta: RunInfo,
+  current: DedupRuns,
+): Promise<{ runs: DedupRuns; written: number }> {
+  const name = (kind: string) => keys.volumeRun(repo, options.volumeId, runName(options.generation, kind));
+  const scratch = `${keys.runPrefix(repo, options.runId)}dedup-scratch/${options.volumeId}/`;
+  const fresh = await buildDedupDelta(repo.store, delta, name("dedup"), scratch);
+  if (!fresh) return { runs: current, written: 0 };
+  const size = (r: HashRunRef) => r.bytes + r.bloomBytes;
+  let written = size(fresh);
+  let base = current.base;
+  let deltas = [...current.deltas, fresh];
+  const plan = planCompaction(base, deltas, options.policy);
+  if (plan.kind === "full" && base === null && deltas.length === 1) {
+    base = fresh;
+    deltas = [];
+  } else if (plan.kind === "full") {
+    base = await mergeDedupRuns(repo.store, [...(base ? [base] : []), ...deltas], name("dedup-base"));
+    written += size(base);
+    deltas = [];
+  } else if (plan.from < deltas.length - 1) {
+    const merged = await mergeDedupRuns(repo.store, deltas.slice(plan.from), name("dedup-merge"));
+    written += size(merged);
+    deltas = [...deltas.slice(0, plan.from), merged];
+  }
+  return { runs: { base, deltas }, written };
 }

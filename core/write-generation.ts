@@ -2,7 +2,7 @@ import type { BlockRef, IndexEntry } from "./block-ref.ts";
 import { ZERO_REF } from "./block-ref.ts";
 import { BLOCK_SIZE, equalBytes } from "./bytes.ts";
 import { type CommitResult, type CommitVolume, cleanupRun, commitGeneration } from "./commit.ts";
-import { MemoryDedup } from "./dedup.ts";
+import { GroupDedup } from "./dedup-index.ts";
 import { InvalidArgumentError } from "./errors.ts";
 import { type GenerationManifest, readCommittedManifest } from "./generation.ts";
 import { type IndexRunWriterOptions, type RunInfo, writeRun } from "./index-run.ts";
@@ -128,6 +128,7 @@ export interface WriteGenerationOptions {
 
 export interface WriteGenerationResult {
   readonly generation: number;
+  readonly dedup: GroupDedup["stats"];
   readonly prepared: readonly PreparedVolume[];
   readonly shards: readonly ShardResult[];
   readonly commit: CommitResult | undefined;
@@ -144,7 +145,8 @@ export async function writeGeneration(
 ): Promise<WriteGenerationResult> {
   const committed: GenerationManifest | undefined = await readCommittedManifest(repo);
   const generation = (committed?.generation ?? 0) + 1;
-  const dedup = new MemoryDedup();
+  // Group-wide dedup: every block the committed generation stores, plus what this run stored.
+  const dedup = await GroupDedup.open(repo, committed);
   const prepared: PreparedVolume[] = [];
   const shards: ShardResult[] = [];
   const commitVolumes: CommitVolume[] = [];
@@ -195,7 +197,8 @@ export async function writeGeneration(
     if (options.volumes.some((x) => x.volumeId === v.volumeId)) continue;
     commitVolumes.push({ ...v, stats: {} });
   }
-  if (options.commit === false) return { generation, prepared, shards, commit: undefined };
+  if (options.commit === false)
+    return { generation, dedup: dedup.stats, prepared, shards, commit: undefined };
   const commit = await commitGeneration(repo, {
     runId: options.runId,
     generation,
@@ -204,5 +207,5 @@ export async function writeGeneration(
     ...(options.lease ? { lease: options.lease } : {}),
   });
   await cleanupRun(repo, options.runId);
-  return { generation, prepared, shards, commit };
+  return { generation, dedup: dedup.stats, prepared, shards, commit };
 }

@@ -156,6 +156,13 @@ export async function reachableFromHead(
     versions.add(`${v.indexKey}@${v.indexVersionId}`);
     const index = await openVolumeIndex(repo, v.volumeId, v.indexVersionId ?? undefined);
     for (const r of index.readers) out.add(r.key);
+    const dedup = index.root.dedup;
+    for (const d of dedup ? [dedup.base, ...dedup.deltas] : []) {
+      if (d) {
+        out.add(d.key);
+        out.add(d.bloomKey);
+      }
+    }
     await index.scan((batch) => {
       for (const e of batch) if (e.ref.codec !== Codec.zero) out.add(keys.segment(repo, e.ref.segment!));
     });
@@ -195,7 +202,14 @@ export async function checkRevert(repo: Repo): Promise<void> {
   const after = await reachableFromHead(repo);
   expect([...after.keys].sort()).toEqual([...before.keys].sort());
   expect([...after.indexVersions].sort()).toEqual([...before.indexVersions].sort());
-  const run3Runs = run3.prepared.flatMap((p) => [p.root.base?.key, ...p.root.deltas.map((d) => d.key)]);
+  const run3Runs = run3.prepared.flatMap((p) => [
+    p.root.base?.key,
+    ...p.root.deltas.map((d) => d.key),
+    ...(p.root.dedup ? [p.root.dedup.base, ...p.root.dedup.deltas] : []).flatMap((d) =>
+      d ? [d.key, d.bloomKey] : [],
+    ),
+  ]);
+  expect(run3Runs.some((k) => k?.endsWith(".bloom"))).toBe(true);
   const run3Only = run3Runs.filter((k): k is string => k !== undefined && !before.keys.has(k));
   for (const k of run3Only) expect(await repo.store.head(k)).toBeUndefined();
   for await (const o of repo.store.list(keys.runPrefix(repo, "run-3")))

@@ -1,0 +1,251 @@
+import { z } from "zod";
+import type { BlockRef } from "./block-ref.ts";
+import { BloomFilter } from "./bloom.ts";
+import { toHex } from "./bytes.ts";
+import { Codec } from "./codec.ts";
+import { CorruptObjectError } from "./errors.ts";
+import { type GenerationManifest, readCommittedManifest } from "./generation.ts";
+import { compareKeys, type HashPage, HashRunReader, HashRunWriter, mergeHashRuns } from "./hash-run.ts";
+import { type IndexPage, IndexRunReader, mergeRuns, type RunInfo } from "./index-run.ts";
+import type { Repo } from "./layout.ts";
+import { ObjectNotFoundError, type ObjectStore } from "./ports/object-store.ts";
+import type { DedupLookup } from "./segment.ts";
+
+export const HashRunRefSchema = z.object({
+  key: z.string().min(1),
+  entries: z.number().int().nonnegative(),
+  bytes: z.number().int().positive(),
+  bloomKey: z.string().min(1),
+  bloomBytes: z.number().int().nonnegative(),
+});
+export type HashRunRef = z.infer<typeof HashRunRefSchema>;
+
+export const DedupRunsSchema = z.object({
+  base: HashRunRefSchema.nullable(),
+  deltas: z.array(HashRunRefSchema),
+});
+export type DedupRuns = z.infer<typeof DedupRunsSchema>;
+
+/** Entries sorted in memory per chunk before they are written; bounds Prepare's memory. */
+const CHUNK_ENTRIES = 262_144;
+
+type Emit = (
+  hash: Uint8Array,
+  segment: string,
+  offset: number,
+  length: number,
+  codec: number,
+) => Promise<void> | undefined;
+
+async function writeSorted(
+  store: ObjectStore,
+  key: string,
+  produce: (emit: Emit) => Promise<unknown>,
+  bloomEntries: number,
+): Promise<HashRunRef> {
+  const w = new HashRunWriter(store, key);
+  const bloom = BloomFilter.forEntries(bloomEntries);
+  await produce((h, segment, offset, length, codec) => {
+    bloom.add(h);
+    return w.appendRaw(h, segment, offset, length, codec);
+  });
+  const info = await w.finish();
+  const bloomKey = `${key}.bloom`;
+  const bloomBody = bloom.encode();
+  await store.put(bloomKey, bloomBody, { metadata: { "cgmirror-kind": "bloom" } });
+  return {
+    key: info.key,
+    entries: info.entries,
+    bytes: info.bytes,
+    bloomKey,
+    bloomBytes: bloomBody.byteLength,
+  };
+}
+
+function mergeInto(readers: readonly HashRunReader[]) {
+  return (emit: Emit) =>
+    mergeHashRuns(readers, (p, i) =>
+      emit(p.key(i), p.segTable[p.seg[i]!]!, p.offsets[i]!, p.lengths[i]!, p.codecs[i]!),
+    );
+}
+
+/** One chunk of stored refs, column-wise, sorted by hash through a permutation. */
+class Chunk {
+  readonly hashes = new Uint8Array(CHUNK_ENTRIES * 32);
+  readonly segments: string[] = [];
+  readonly offsets = new Uint32Array(CHUNK_ENTRIES);
+  readonly lengths = new Uint32Array(CHUNK_ENTRIES);
+  readonly codecs = new Uint8Array(CHUNK_ENTRIES);
+  n = 0;
+
+  get full(): boolean {
+    return this.n >= CHUNK_ENTRIES;
+  }
+
+  add(page: IndexPage, i: number): void {
+    this.hashes.set(page.hashes.subarray(i * 32, i * 32 + 32), this.n * 32);
+    this.segments[this.n] = page.segmentOf(i)!;
+    this.offsets[this.n] = page.offsets[i]!;
+    this.lengths[this.n] = page.lengths[i]!;
+    this.codecs[this.n] = page.codecs[i]!;
+    this.n++;
+  }
+
+  async writeSorted(emit: Emit): Promise<void> {
+    const h = this.hashes;
+    const order = Array.from({ length: this.n }, (_, i) => i);
+    order.sort((a, b) => compareKeys(h.subarray(a * 32, a * 32 + 32), h.subarray(b * 32, b * 32 + 32)));
+    let prev = -1;
+    for (const i of order) {
+      const key = h.subarray(i * 32, i * 32 + 32);
+      if (prev >= 0 && compareKeys(h.subarray(prev * 32, prev * 32 + 32), key) === 0) continue; // same content twice
+      prev = i;
+      const p = emit(key, this.segments[i]!, this.offsets[i]!, this.lengths[i]!, this.codecs[i]!);
+      if (p) await p;
+    }
+  }
+}
+
+/**
+ * Builds the dedup delta run (hash → ref) of one block delta run: its stored (non-zero) refs,
+ * sorted by hash. Memory: one chunk of CHUNK_ENTRIES refs (~16 MB); larger deltas are written as
+ * sorted chunks under `scratchPrefix` and merged.
+ */
+export async function buildDedupDelta(
+  store: ObjectStore,
+  delta: RunInfo,
+  key: string,
+  scratchPrefix: string,
+): Promise<HashRunRef | null> {
+  const reader = await IndexRunReader.open(store, delta.key, delta.bytes);
+  const chunks: HashRunRef[] = [];
+  let chunk = new Chunk();
+  let direct: HashRunRef | null = null;
+  const flush = async (last: boolean) => {
+    const c = chunk;
+    chunk = new Chunk();
+    if (last && chunks.length === 0) {
+      direct = await writeSorted(store, key, (emit) => c.writeSorted(emit), c.n);
+    } else {
+      chunks.push(
+        await writeSorted(store, `${scratchPrefix}${chunks.length}.run`, (emit) => c.writeSorted(emit), c.n),
+      );
+    }
+  };
+  await mergeRuns([reader], (page, i) => {
+    if (page.codecs[i] === Codec.zero) return undefined;
+    chunk.add(page, i);
+    return chunk.full ? flush(false) : undefined;
+  });
+  if (chunk.n > 0) await flush(true);
+  if (direct) return direct;
+  if (chunks.length === 0) return null;
+  const total = chunks.reduce((s, c) => s + c.entries, 0);
+  const readers = await Promise.all(chunks.map((c) => HashRunReader.open(store, c.key, c.bytes)));
+  const merged = await writeSorted(store, key, mergeInto(readers), total);
+  for (const c of chunks) {
+    await store.delete(c.key).catch(() => {});
+    await store.delete(c.bloomKey).catch(() => {});
+  }
+  return merged;
+}
+
+/** Merges dedup runs (oldest → newest) into one new run with its Bloom filter. */
+export async function mergeDedupRuns(
+  store: ObjectStore,
+  runs: readonly HashRunRef[],
+  key: string,
+): Promise<HashRunRef> {
+  const readers = await Promise.all(runs.map((r) => HashRunReader.open(store, r.key, r.bytes)));
+  const total = runs.reduce((s, r) => s + r.entries, 0);
+  return writeSorted(store, key, mergeInto(readers), total);
+}
+
+interface OpenRun {
+  readonly reader: HashRunReader;
+  readonly bloom: BloomFilter;
+}
+
+/**
+ * Group-wide dedup: hash → ref over every block stored by the committed generation's volumes (their
+ * dedup runs, each with a Bloom filter), plus what this process stored since (`record`). A lookup
+ * checks the Bloom filters and reads one small page per likely hit. Implements `DedupLookup` for
+ * `SegmentWriter` / the transfer worker.
+ */
+export class GroupDedup implements DedupLookup {
+  readonly #runs: readonly OpenRun[];
+  readonly #session = new Map<string, BlockRef>();
+  readonly #cache = new Map<string, Promise<HashPage>>();
+  readonly stats = { lookups: 0, hits: 0, bloomPositives: 0, pagesRead: 0 };
+
+  private constructor(runs: readonly OpenRun[]) {
+    this.#runs = runs;
+  }
+
+  /** Opens the dedup runs of every volume of `manifest` (default: the committed generation). */
+  static async open(repo: Repo, manifest?: GenerationManifest): Promise<GroupDedup> {
+    const m = manifest ?? (await readCommittedManifest(repo));
+    if (!m) return new GroupDedup([]);
+    const { readVolumeIndexRoot } = await import("./volume-index.ts");
+    const runs: OpenRun[] = [];
+    for (const v of m.volumes) {
+      const { root } = await readVolumeIndexRoot(repo, v.volumeId, v.indexVersionId ?? undefined);
+      const refs = root.dedup ? [...(root.dedup.base ? [root.dedup.base] : []), ...root.dedup.deltas] : [];
+      for (const r of refs.reverse()) {
+        const reader = await HashRunReader.open(repo.store, r.key, r.bytes);
+        let bloomBytes: Uint8Array;
+        try {
+          bloomBytes = (await repo.store.get(r.bloomKey)).body;
+        } catch (cause) {
+          if (cause instanceof ObjectNotFoundError)
+            throw new CorruptObjectError(r.bloomKey, undefined, "the Bloom filter is missing", { cause });
+          throw cause;
+        }
+        runs.push({ reader, bloom: BloomFilter.decode(bloomBytes, r.bloomKey) });
+      }
+    }
+    return new GroupDedup(runs);
+  }
+
+  get runCount(): number {
+    return this.#runs.length;
+  }
+
+  async lookup(hashes: readonly Uint8Array[]): Promise<(BlockRef | undefined)[]> {
+    return Promise.all(hashes.map((h) => this.#lookupOne(h)));
+  }
+
+  async #lookupOne(hash: Uint8Array): Promise<BlockRef | undefined> {
+    this.stats.lookups++;
+    const local = this.#session.get(toHex(hash));
+    if (local) {
+      this.stats.hits++;
+      return local;
+    }
+    for (const [n, run] of this.#runs.entries()) {
+      if (!run.bloom.mayContain(hash)) continue;
+      this.stats.bloomPositives++;
+      const p = run.reader.pageFor(hash);
+      if (p < 0) continue;
+      const cacheKey = `${n}:${p}`;
+      let page = this.#cache.get(cacheKey);
+      if (!page) {
+        this.stats.pagesRead++;
+        page = run.reader.readPage(p);
+        this.#cache.set(cacheKey, page);
+        if (this.#cache.size > 64) this.#cache.delete(this.#cache.keys().next().value!);
+      }
+      const loaded = await page;
+      const i = loaded.find(hash);
+      if (i >= 0) {
+        this.stats.hits++;
+        return loaded.ref(i);
+      }
+    }
+    return undefined;
+  }
+
+  record(hash: Uint8Array, ref: BlockRef): void {
+    this.#session.set(toHex(hash), ref);
+  }
+}

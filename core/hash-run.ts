@@ -1,0 +1,462 @@
+import type { BlockRef } from "./block-ref.ts";
+import { equalBytes, sha256, toHex } from "./bytes.ts";
+import { type CodecId, isKnownCodec } from "./codec.ts";
+import { CorruptObjectError, InvalidArgumentError, UnsupportedFormatError } from "./errors.ts";
+import { RUN_FORMAT, RUN_MAGIC, RUN_TRAILER_BYTES } from "./index-run.ts";
+import { type MultipartUpload, ObjectNotFoundError, type ObjectStore } from "./ports/object-store.ts";
+
+/*
+ * Dedup run (docs/format.md, "Dedup runs"): an immutable table SHA-256 → stored ref, sorted by hash.
+ * Same layout as an index run (pages | directory | trailer, trailer kind 2) with:
+ *   page       "CGHP" count:u32 segCount:u16 reserved:u16 segTable[segCount×16]
+ *              then count entries of 43 bytes: sha256[32] seg:u16 offset:u32 length:u32 codec:u8
+ *   directory  per page: firstKey[32] lastKey[32] offset:u64 length:u32 count:u32 sha256[32] (112 B)
+ */
+export const RUN_KIND_HASH_INDEX = 2;
+const PAGE_MAGIC = 0x50484743; // "CGHP" little-endian
+const PAGE_HEAD = 12;
+const ENTRY = 43;
+const DIR_ENTRY = 112;
+const MAX_SEGMENTS_PER_PAGE = 0xfffe;
+export const DEFAULT_HASH_PAGE_ENTRIES = 2048; // ≈ 88 KiB: a lookup that hits reads little
+
+/** Byte-wise order of two 32-byte keys (views are fine). */
+export function compareKeys(a: Uint8Array, b: Uint8Array): number {
+  for (let i = 0; i < 32; i++) {
+    const d = a[i]! - b[i]!;
+    if (d !== 0) return d;
+  }
+  return 0;
+}
+
+/** A decoded dedup page, column-wise. */
+export class HashPage {
+  readonly count: number;
+  readonly keys: Uint8Array; // count × 32
+  readonly seg: Uint16Array;
+  readonly offsets: Uint32Array;
+  readonly lengths: Uint32Array;
+  readonly codecs: Uint8Array;
+  readonly segTable: readonly string[];
+
+  constructor(f: {
+    count: number;
+    keys: Uint8Array;
+    seg: Uint16Array;
+    offsets: Uint32Array;
+    lengths: Uint32Array;
+    codecs: Uint8Array;
+    segTable: readonly string[];
+  }) {
+    this.count = f.count;
+    this.keys = f.keys;
+    this.seg = f.seg;
+    this.offsets = f.offsets;
+    this.lengths = f.lengths;
+    this.codecs = f.codecs;
+    this.segTable = f.segTable;
+  }
+
+  key(i: number): Uint8Array {
+    return this.keys.subarray(i * 32, i * 32 + 32);
+  }
+
+  ref(i: number): BlockRef {
+    return {
+      segment: this.segTable[this.seg[i]!]!,
+      offset: this.offsets[i]!,
+      length: this.lengths[i]!,
+      codec: this.codecs[i]! as CodecId,
+      sha256: this.keys.slice(i * 32, i * 32 + 32),
+    };
+  }
+
+  find(key: Uint8Array): number {
+    let lo = 0;
+    let hi = this.count - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const c = compareKeys(this.key(mid), key);
+      if (c === 0) return mid;
+      if (c < 0) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return -1;
+  }
+}
+
+function decodeHashPage(bytes: Uint8Array, key: string): HashPage {
+  const fail = (d: string) => new CorruptObjectError(key, undefined, `dedup page ${d}`);
+  if (bytes.byteLength < PAGE_HEAD) throw fail("is truncated");
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (dv.getUint32(0, true) !== PAGE_MAGIC) throw fail("magic is not CGHP");
+  const count = dv.getUint32(4, true);
+  const segCount = dv.getUint16(8, true);
+  const at0 = PAGE_HEAD + segCount * 16;
+  if (at0 + count * ENTRY !== bytes.byteLength) throw fail(`length does not match ${count} entries`);
+  const segTable: string[] = [];
+  for (let s = 0; s < segCount; s++)
+    segTable.push(toHex(bytes.subarray(PAGE_HEAD + s * 16, PAGE_HEAD + s * 16 + 16)));
+  const keys = new Uint8Array(count * 32);
+  const seg = new Uint16Array(count);
+  const offsets = new Uint32Array(count);
+  const lengths = new Uint32Array(count);
+  const codecs = new Uint8Array(count);
+  for (let i = 0, at = at0; i < count; i++, at += ENTRY) {
+    keys.set(bytes.subarray(at, at + 32), i * 32);
+    if (i > 0 && compareKeys(keys.subarray((i - 1) * 32), keys.subarray(i * 32)) >= 0)
+      throw fail(`entry ${i} is out of order`);
+    const s = dv.getUint16(at + 32, true);
+    const codec = dv.getUint8(at + 42);
+    if (s >= segCount || !isKnownCodec(codec)) throw fail(`entry ${i} has an invalid segment or codec`);
+    seg[i] = s;
+    offsets[i] = dv.getUint32(at + 34, true);
+    lengths[i] = dv.getUint32(at + 38, true);
+    codecs[i] = codec;
+  }
+  return new HashPage({ count, keys, seg, offsets, lengths, codecs, segTable });
+}
+
+export interface HashRunInfo {
+  readonly key: string;
+  readonly entries: number;
+  readonly bytes: number;
+}
+
+/** Streams strictly ascending (by hash) entries into a new dedup run. Memory: one page + one part. */
+export class HashRunWriter {
+  readonly key: string;
+  readonly #store: ObjectStore;
+  readonly #pageEntries: number;
+  readonly #partBytes: number;
+  #segIndex = new Map<string, number>();
+  #segTable: string[] = [];
+  #buf: Uint8Array;
+  #dv: DataView;
+  #n = 0;
+  #last = new Uint8Array(32);
+  #pending: Uint8Array[] = [];
+  #pendingBytes = 0;
+  #offset = 0;
+  #count = 0;
+  readonly #directory: Uint8Array[] = [];
+  #upload: MultipartUpload | undefined;
+  #part = 1;
+
+  constructor(store: ObjectStore, key: string, options: { pageEntries?: number; partBytes?: number } = {}) {
+    this.#store = store;
+    this.key = key;
+    this.#pageEntries = options.pageEntries ?? DEFAULT_HASH_PAGE_ENTRIES;
+    this.#partBytes = options.partBytes ?? 8 * 1024 * 1024;
+    this.#buf = new Uint8Array(this.#pageEntries * ENTRY);
+    this.#dv = new DataView(this.#buf.buffer);
+  }
+
+  get entries(): number {
+    return this.#count;
+  }
+
+  append(hash: Uint8Array, ref: BlockRef): Promise<void> | undefined {
+    if (ref.segment === null)
+      throw new InvalidArgumentError("dedup runs hold stored blocks only (no zero refs)");
+    return this.appendRaw(hash, ref.segment, ref.offset, ref.length, ref.codec);
+  }
+
+  appendRaw(
+    hash: Uint8Array,
+    segment: string,
+    offset: number,
+    length: number,
+    codec: number,
+  ): Promise<void> | undefined {
+    if (this.#count > 0 && compareKeys(this.#last, hash) >= 0) {
+      throw new InvalidArgumentError(
+        `dedup entries must be strictly ascending by hash; got ${toHex(hash.subarray(0, 32))}`,
+      );
+    }
+    let s = this.#segIndex.get(segment);
+    if (s === undefined) {
+      s = this.#segTable.length;
+      this.#segTable.push(segment);
+      this.#segIndex.set(segment, s);
+    }
+    const at = this.#n * ENTRY;
+    this.#buf.set(hash.subarray(0, 32), at);
+    this.#dv.setUint16(at + 32, s, true);
+    this.#dv.setUint32(at + 34, offset, true);
+    this.#dv.setUint32(at + 38, length, true);
+    this.#dv.setUint8(at + 42, codec);
+    this.#last.set(hash.subarray(0, 32));
+    this.#n++;
+    this.#count++;
+    if (this.#n >= this.#pageEntries || this.#segTable.length >= MAX_SEGMENTS_PER_PAGE)
+      return this.#flushPage();
+    return undefined;
+  }
+
+  /** Appends entry `i` of `page` without materialising a ref. */
+  appendFrom(page: HashPage, i: number): Promise<void> | undefined {
+    return this.appendRaw(
+      page.key(i),
+      page.segTable[page.seg[i]!]!,
+      page.offsets[i]!,
+      page.lengths[i]!,
+      page.codecs[i]!,
+    );
+  }
+
+  #flushPage(): Promise<void> | undefined {
+    if (this.#n === 0) return undefined;
+    const segBytes = this.#segTable.length * 16;
+    const bytes = new Uint8Array(PAGE_HEAD + segBytes + this.#n * ENTRY);
+    const dv = new DataView(bytes.buffer);
+    dv.setUint32(0, PAGE_MAGIC, true);
+    dv.setUint32(4, this.#n, true);
+    dv.setUint16(8, this.#segTable.length, true);
+    this.#segTable.forEach((id, i) => {
+      bytes.set(Buffer.from(id, "hex"), PAGE_HEAD + i * 16);
+    });
+    bytes.set(this.#buf.subarray(0, this.#n * ENTRY), PAGE_HEAD + segBytes);
+    const dir = new Uint8Array(DIR_ENTRY);
+    const ddv = new DataView(dir.buffer);
+    dir.set(this.#buf.subarray(0, 32), 0);
+    dir.set(this.#buf.subarray((this.#n - 1) * ENTRY, (this.#n - 1) * ENTRY + 32), 32);
+    ddv.setBigUint64(64, BigInt(this.#offset), true);
+    ddv.setUint32(72, bytes.byteLength, true);
+    ddv.setUint32(76, this.#n, true);
+    dir.set(sha256(bytes), 80);
+    this.#directory.push(dir);
+    this.#offset += bytes.byteLength;
+    this.#n = 0;
+    this.#segIndex = new Map();
+    this.#segTable = [];
+    this.#pending.push(bytes);
+    this.#pendingBytes += bytes.byteLength;
+    if (this.#pendingBytes >= this.#partBytes) return this.#uploadPart();
+    return undefined;
+  }
+
+  async #uploadPart(): Promise<void> {
+    const body = Buffer.concat(this.#pending);
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    this.#upload ??= await this.#store.createMultipartUpload(this.key, {
+      metadata: { "cgmirror-kind": "dedup-run" },
+    });
+    await this.#upload.uploadPart(this.#part++, body);
+  }
+
+  async finish(): Promise<HashRunInfo> {
+    await this.#flushPage();
+    const directory = Buffer.concat(this.#directory);
+    const trailer = new Uint8Array(RUN_TRAILER_BYTES);
+    const dv = new DataView(trailer.buffer);
+    trailer.set(RUN_MAGIC, 0);
+    dv.setUint16(8, RUN_FORMAT.major, true);
+    dv.setUint16(10, RUN_FORMAT.minor, true);
+    dv.setUint16(12, RUN_KIND_HASH_INDEX, true);
+    dv.setUint32(16, this.#directory.length, true);
+    dv.setBigUint64(20, BigInt(this.#count), true);
+    dv.setUint32(28, directory.byteLength, true);
+    trailer.set(sha256(directory), 32);
+    const body = Buffer.concat([...this.#pending, directory, trailer]);
+    this.#pending = [];
+    try {
+      if (this.#upload) {
+        await this.#upload.uploadPart(this.#part++, body);
+        await this.#upload.complete();
+      } else {
+        await this.#store.put(this.key, body, {
+          metadata: { "cgmirror-kind": "dedup-run" },
+          checksumSha256: sha256(body),
+        });
+      }
+    } catch (error) {
+      await this.#upload?.abort().catch(() => {});
+      throw error;
+    }
+    return {
+      key: this.key,
+      entries: this.#count,
+      bytes: this.#offset + directory.byteLength + RUN_TRAILER_BYTES,
+    };
+  }
+}
+
+interface HashDir {
+  readonly first: Uint8Array;
+  readonly last: Uint8Array;
+  readonly offset: number;
+  readonly length: number;
+  readonly count: number;
+  readonly sha256: Uint8Array;
+}
+
+export class HashRunReader {
+  readonly key: string;
+  readonly entryCount: number;
+  readonly #store: ObjectStore;
+  readonly #dir: readonly HashDir[];
+
+  private constructor(store: ObjectStore, key: string, entryCount: number, dir: HashDir[]) {
+    this.#store = store;
+    this.key = key;
+    this.entryCount = entryCount;
+    this.#dir = dir;
+  }
+
+  get pageCount(): number {
+    return this.#dir.length;
+  }
+
+  static async open(store: ObjectStore, key: string, expectedBytes?: number): Promise<HashRunReader> {
+    let tail: Awaited<ReturnType<ObjectStore["get"]>>;
+    try {
+      tail = await store.get(key, { range: { suffix: 256 * 1024 } });
+    } catch (cause) {
+      if (cause instanceof ObjectNotFoundError)
+        throw new CorruptObjectError(key, undefined, "the dedup run is missing", { cause });
+      throw cause;
+    }
+    const size = tail.size;
+    if ((expectedBytes !== undefined && size !== expectedBytes) || tail.body.byteLength < RUN_TRAILER_BYTES) {
+      throw new CorruptObjectError(
+        key,
+        tail.versionId,
+        `dedup run is ${size} bytes, expected ${expectedBytes}`,
+      );
+    }
+    const t = tail.body.subarray(tail.body.byteLength - RUN_TRAILER_BYTES);
+    if (!equalBytes(t.subarray(0, 8), RUN_MAGIC))
+      throw new CorruptObjectError(key, tail.versionId, "trailer magic is not CGMIRUN");
+    const dv = new DataView(t.buffer, t.byteOffset, t.byteLength);
+    const major = dv.getUint16(8, true);
+    if (major !== RUN_FORMAT.major || dv.getUint16(12, true) !== RUN_KIND_HASH_INDEX) {
+      throw new UnsupportedFormatError(
+        key,
+        `run ${major}.${dv.getUint16(10, true)} kind ${dv.getUint16(12, true)}`,
+        "run 1.x kind 2",
+      );
+    }
+    const pageCount = dv.getUint32(16, true);
+    const entryCount = Number(dv.getBigUint64(20, true));
+    const dirLength = dv.getUint32(28, true);
+    if (dirLength !== pageCount * DIR_ENTRY || dirLength + RUN_TRAILER_BYTES > size) {
+      throw new CorruptObjectError(key, tail.versionId, "dedup run directory length is inconsistent");
+    }
+    let dirBytes: Uint8Array;
+    if (dirLength + RUN_TRAILER_BYTES <= tail.body.byteLength) {
+      const end = tail.body.byteLength - RUN_TRAILER_BYTES;
+      dirBytes = tail.body.subarray(end - dirLength, end);
+    } else {
+      const start = size - RUN_TRAILER_BYTES - dirLength;
+      dirBytes = (await store.get(key, { range: { start, end: start + dirLength } })).body;
+    }
+    if (!equalBytes(sha256(dirBytes), t.subarray(32, 64))) {
+      throw new CorruptObjectError(key, tail.versionId, "dedup run directory fails its SHA-256 check");
+    }
+    const ddv = new DataView(dirBytes.buffer, dirBytes.byteOffset, dirBytes.byteLength);
+    const dir: HashDir[] = [];
+    let expect = 0;
+    for (let p = 0; p < pageCount; p++) {
+      const at = p * DIR_ENTRY;
+      const d: HashDir = {
+        first: dirBytes.slice(at, at + 32),
+        last: dirBytes.slice(at + 32, at + 64),
+        offset: Number(ddv.getBigUint64(at + 64, true)),
+        length: ddv.getUint32(at + 72, true),
+        count: ddv.getUint32(at + 76, true),
+        sha256: dirBytes.slice(at + 80, at + 112),
+      };
+      if (d.offset !== expect)
+        throw new CorruptObjectError(key, tail.versionId, `dedup page ${p} offset is wrong`);
+      expect += d.length;
+      dir.push(d);
+    }
+    if (expect + dirLength + RUN_TRAILER_BYTES !== size)
+      throw new CorruptObjectError(key, tail.versionId, "dedup run sizes are inconsistent");
+    return new HashRunReader(store, key, entryCount, dir);
+  }
+
+  async readPage(p: number): Promise<HashPage> {
+    const d = this.#dir[p];
+    if (!d) throw new InvalidArgumentError(`page ${p} out of range`);
+    const got = await this.#store.get(this.key, { range: { start: d.offset, end: d.offset + d.length } });
+    if (got.body.byteLength !== d.length || !equalBytes(sha256(got.body), d.sha256)) {
+      throw new CorruptObjectError(this.key, got.versionId, `dedup page ${p} fails its SHA-256 check`);
+    }
+    const page = decodeHashPage(got.body, this.key);
+    if (page.count !== d.count)
+      throw new CorruptObjectError(this.key, got.versionId, `dedup page ${p} disagrees with the directory`);
+    return page;
+  }
+
+  pageFor(hash: Uint8Array): number {
+    let lo = 0;
+    let hi = this.#dir.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const d = this.#dir[mid]!;
+      if (compareKeys(hash, d.first) < 0) hi = mid - 1;
+      else if (compareKeys(hash, d.last) > 0) lo = mid + 1;
+      else return mid;
+    }
+    return -1;
+  }
+}
+
+/** K-way merge of dedup runs (oldest → newest; on equal hashes the newest wins). Emits (page, i). */
+export async function mergeHashRuns(
+  readers: readonly HashRunReader[],
+  emit: (page: HashPage, i: number) => Promise<void> | undefined | void,
+): Promise<number> {
+  const cur = readers.map((r) => ({
+    r,
+    p: -1,
+    page: undefined as HashPage | undefined,
+    i: 0,
+    next: undefined as Promise<HashPage> | undefined,
+  }));
+  const advancePage = async (c: (typeof cur)[number]) => {
+    for (;;) {
+      c.p++;
+      if (c.p >= c.r.pageCount) {
+        c.page = undefined;
+        return;
+      }
+      const now = c.next ?? c.r.readPage(c.p);
+      c.next = c.p + 1 < c.r.pageCount ? c.r.readPage(c.p + 1) : undefined;
+      c.next?.catch(() => {});
+      c.page = await now;
+      c.i = 0;
+      if (c.page.count > 0) return;
+    }
+  };
+  await Promise.all(cur.map(advancePage));
+  const min = new Uint8Array(32);
+  let n = 0;
+  for (;;) {
+    let win = -1;
+    for (let k = 0; k < cur.length; k++) {
+      const c = cur[k]!;
+      if (!c.page) continue;
+      const key = c.page.keys.subarray(c.i * 32, c.i * 32 + 32);
+      const cmp = win < 0 ? -1 : compareKeys(key, min);
+      if (cmp < 0 || cmp === 0) {
+        min.set(key);
+        win = k;
+      }
+    }
+    if (win < 0) return n;
+    const w = cur[win]!;
+    const r = emit(w.page!, w.i);
+    if (r) await r;
+    n++;
+    for (const c of cur) {
+      if (c.page && compareKeys(c.page.keys.subarray(c.i * 32, c.i * 32 + 32), min) === 0) {
+        c.i++;
+        if (c.i >= c.page.count) await advancePage(c);
+      }
+    }
+  }
+}

@@ -1,0 +1,123 @@
+import { join } from "node:path";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { MemoryObjectStore } from "#adapters/memory-store.ts";
+import type { BlockRef } from "#core/block-ref.ts";
+import { BloomFilter } from "#core/bloom.ts";
+import { BLOCK_SIZE, sha256 } from "#core/bytes.ts";
+import { Codec } from "#core/codec.ts";
+import { GroupDedup } from "#core/dedup-index.ts";
+import { compareKeys, HashRunReader, HashRunWriter, mergeHashRuns } from "#core/hash-run.ts";
+import { createRepo } from "#core/layout.ts";
+import { restoreGroup } from "#core/restore.ts";
+import { readVolumeIndexRoot } from "#core/volume-index.ts";
+import { writeGeneration } from "#core/write-generation.ts";
+import { expectImage, makeBlock, VolumeModel } from "../support/blocks.ts";
+import { SMALL, withTmp } from "../support/repo-scenarios.ts";
+
+const hashArb = fc.uint8Array({ minLength: 32, maxLength: 32 });
+const refOf = (h: Uint8Array, n: number): BlockRef => ({
+  segment: (n % 3).toString(16).padStart(32, "0"),
+  offset: n,
+  length: 9,
+  codec: Codec.zstd,
+  sha256: h,
+});
+
+describe("Bloom filter", () => {
+  it("GIVEN added hashes WHEN queried after an encode/decode round trip THEN none is missed", () => {
+    fc.assert(
+      fc.property(fc.array(hashArb, { maxLength: 200 }), (keys) => {
+        const b = BloomFilter.forEntries(keys.length);
+        for (const k of keys) b.add(k);
+        const back = BloomFilter.decode(b.encode(), "k.bloom");
+        for (const k of keys) expect(back.mayContain(k)).toBe(true);
+      }),
+    );
+  });
+
+  it("GIVEN 10,000 entries WHEN probing absent hashes THEN false positives stay under 1 %", () => {
+    const b = BloomFilter.forEntries(10_000);
+    for (let i = 0; i < 10_000; i++) b.add(sha256(new TextEncoder().encode(`in-${i}`)));
+    let fp = 0;
+    for (let i = 0; i < 5_000; i++) if (b.mayContain(sha256(new TextEncoder().encode(`out-${i}`)))) fp++;
+    expect(fp / 5_000).toBeLessThan(0.01);
+  });
+
+  it("fails with the key named on a damaged filter", () => {
+    const bytes = BloomFilter.forEntries(10).encode();
+    bytes[bytes.length - 1]! ^= 1;
+    expect(() => BloomFilter.decode(bytes, "v/runs/x.run.bloom")).toThrow(
+      /v\/runs\/x\.run\.bloom is corrupt/,
+    );
+  });
+});
+
+describe("dedup runs", () => {
+  it("GIVEN sorted hash entries in several runs WHEN merged THEN every hash appears once, newest ref winning", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.uniqueArray(hashArb, { maxLength: 60, comparator: (a, b) => compareKeys(a, b) === 0 }), {
+          minLength: 1,
+          maxLength: 3,
+        }),
+        async (runs) => {
+          const store = new MemoryObjectStore();
+          const readers = [];
+          const want = new Map<string, number>();
+          for (const [r, hashes] of runs.entries()) {
+            const sorted = [...hashes].sort(compareKeys);
+            const w = new HashRunWriter(store, `r${r}.run`, { pageEntries: 7 });
+            for (const h of sorted) {
+              await w.append(h, refOf(h, r));
+              want.set(Buffer.from(h).toString("hex"), r);
+            }
+            const info = await w.finish();
+            readers.push(await HashRunReader.open(store, info.key, info.bytes));
+          }
+          const got = new Map<string, number>();
+          await mergeHashRuns(readers, (page, i) => {
+            got.set(Buffer.from(page.key(i)).toString("hex"), page.offsets[i]!);
+          });
+          expect(got).toEqual(want);
+        },
+      ),
+      { numRuns: 30 },
+    );
+  });
+
+  it("GIVEN a block stored by one volume WHEN a later generation writes it to another volume THEN it is referenced, not uploaded", async () => {
+    const store = new MemoryObjectStore();
+    const repo = createRepo({ store, prefix: "d", group: "g" });
+    const shared = makeBlock({ kind: "noise", seed: 4242 });
+    const a = new VolumeModel(4);
+    const b = new VolumeModel(4);
+    a.write(1, shared);
+    await writeGeneration(repo, {
+      runId: "r1",
+      volumes: [
+        { volumeId: "vol-a", sizeBytes: 4 * BLOCK_SIZE, blocks: [{ block: 1, data: shared }] },
+        { volumeId: "vol-b", sizeBytes: 4 * BLOCK_SIZE, blocks: [] },
+      ],
+      ...SMALL,
+    });
+    const root = (await readVolumeIndexRoot(repo, "vol-a")).root;
+    expect(root.dedup?.base?.entries).toBe(1);
+    b.write(3, shared);
+    const g2 = await writeGeneration(repo, {
+      runId: "r2",
+      volumes: [{ volumeId: "vol-b", sizeBytes: 4 * BLOCK_SIZE, blocks: [{ block: 3, data: shared }] }],
+      ...SMALL,
+    });
+    expect(g2.shards[0]!.stats).toMatchObject({ storedBlocks: 0, dedupedBlocks: 1 });
+    expect(g2.dedup.hits).toBe(1);
+    const dedup = await GroupDedup.open(repo);
+    expect(dedup.runCount).toBeGreaterThanOrEqual(1);
+    expect((await dedup.lookup([makeBlock({ kind: "noise", seed: 1 }).subarray(0, 32)]))[0]).toBeUndefined();
+    await withTmp(async (dir) => {
+      await restoreGroup(repo, { directory: dir });
+      await expectImage(join(dir, "vol-a.img"), a);
+      await expectImage(join(dir, "vol-b.img"), b);
+    });
+  });
+});
