@@ -1,0 +1,587 @@
+/**
+ * The deployable cgmirror stack: the repository bucket(s) and their key, one function per task,
+ * the consistency-group state machine, one EventBridge Scheduler schedule per group, least-privilege
+ * IAM, alarms to an encrypted SNS topic and a dashboard. Account/Region agnostic (synthesizes offline).
+ *
+ * Construct ids are a contract: renaming one replaces the resource (the bucket and keys are
+ * retained, but a new empty one would be created). docs/operations.md explains the operations side.
+ */
+import { fileURLToPath } from "node:url";
+import {
+  Aws,
+  type CfnElement,
+  Duration,
+  RemovalPolicy,
+  Stack,
+  type StackProps,
+  TimeZone,
+  Validations,
+} from "aws-cdk-lib";
+import * as cloudwatch from "aws-cdk-lib/aws-cloudwatch";
+import * as cwActions from "aws-cdk-lib/aws-cloudwatch-actions";
+import * as iam from "aws-cdk-lib/aws-iam";
+import * as kms from "aws-cdk-lib/aws-kms";
+import * as lambda from "aws-cdk-lib/aws-lambda";
+import * as nodejs from "aws-cdk-lib/aws-lambda-nodejs";
+import * as logs from "aws-cdk-lib/aws-logs";
+import * as s3 from "aws-cdk-lib/aws-s3";
+import * as scheduler from "aws-cdk-lib/aws-scheduler";
+import * as schedulerTargets from "aws-cdk-lib/aws-scheduler-targets";
+import * as sns from "aws-cdk-lib/aws-sns";
+import * as sfn from "aws-cdk-lib/aws-stepfunctions";
+import type { Construct } from "constructs";
+import type { GroupConfig } from "#core/group-config.ts";
+import { SNAPSHOT_TAGS } from "#core/snapshot-group.ts";
+import { COMMITTED_METRIC } from "#lambdas/commit.ts";
+import { ConsistencyGroupWorkflow } from "#workflows/consistency-group.ts";
+import { TASK_NAMES, TASKS, type TaskName } from "#workflows/tasks.ts";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+
+/** CloudWatch namespace and Powertools service name of every function. */
+export const METRICS_NAMESPACE = "cgmirror";
+export const SERVICE_NAME = "cgmirror";
+
+export interface CgmirrorStackProps extends StackProps {
+  /** Parsed group configs (core/group-config.ts); at least one. */
+  readonly groups: readonly GroupConfig[];
+  /**
+   * Enable S3 Object Lock on the bucket(s) (no default retention: Revert deletes exact versions).
+   * @default false
+   */
+  readonly objectLock?: boolean;
+  /**
+   * E-mail address subscribed to the alarm topic.
+   * @default no subscription
+   */
+  readonly alarmEmail?: string;
+  /**
+   * Snapshot poll interval of the workflow.
+   * @default Duration.seconds(30)
+   */
+  readonly snapshotPollInterval?: Duration;
+}
+
+/** Why each accepted cdk-nag finding is acceptable. Every suppression in this stack uses one of these. */
+const REASONS = {
+  basicExecution:
+    "AWSLambdaBasicExecutionRole only allows writing this function's CloudWatch Logs; it is the AWS-managed minimum for Lambda logging.",
+  describeStar:
+    "ec2:DescribeSnapshots, ec2:DescribeInstances and ssm:GetCommandInvocation do not support resource-level permissions; they are read-only.",
+  snapshotStar:
+    "Snapshot ids are created at run time, so snapshot ARNs end in /*; every such statement is conditioned on the cgmirror:group tag (aws:ResourceTag or aws:RequestTag) of this deployment's groups.",
+  prefixStar:
+    "Objects are created at run time under each group's key prefix; access is limited to <bucket>/<group prefix>/* and list access to that prefix.",
+  kmsStar:
+    "kms:GenerateDataKey* / kms:ReEncrypt* are the actions S3 needs for SSE-KMS; the statement names the one bucket key and is limited to calls via S3 (kms:ViaService).",
+  xray: "X-Ray PutTraceSegments/PutTelemetryRecords do not support resource-level permissions (added by Tracing.ACTIVE).",
+  distributedMap:
+    "The distributed Map starts child executions of this state machine; their ARNs are only known at run time (CDK scopes them to this state machine's executions).",
+  logDelivery:
+    "CloudWatch Logs vended log delivery for Step Functions requires logs:*LogDelivery actions on resource * (AWS documented requirement).",
+  lambdaVersions:
+    "Step Functions invokes the task functions by ARN; the :* suffix covers their versions/aliases (CDK's LambdaInvoke grant).",
+  accessLogBucket:
+    "This bucket receives the repository bucket's server access logs; logging the log bucket itself would recurse.",
+};
+
+/** The stack's props are inconsistent (e.g. two configs with one group name). */
+export class StackPropsError extends Error {
+  override readonly name = "StackPropsError";
+}
+
+export class CgmirrorStack extends Stack {
+  readonly buckets: ReadonlyMap<string, s3.Bucket>;
+  readonly functions: Readonly<Record<TaskName, nodejs.NodejsFunction>>;
+  readonly workflow: ConsistencyGroupWorkflow;
+  readonly alarmTopic: sns.Topic;
+
+  constructor(scope: Construct, id: string, props: CgmirrorStackProps) {
+    super(scope, id, props);
+    const groups = props.groups;
+    if (groups.length === 0) throw new StackPropsError("expected at least one group config, got none");
+    const names = groups.map((g) => g.group);
+    const dup = names.find((n, i) => names.indexOf(n) !== i);
+    if (dup) throw new StackPropsError(`expected each group name once, got ${JSON.stringify(dup)} twice`);
+
+    // ---------------------------------------------------------------- storage
+    const key = new kms.Key(this, "RepositoryKey", {
+      description: "cgmirror: SSE-KMS key of the repository bucket(s)",
+      enableKeyRotation: true,
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    const accessLogs = new s3.Bucket(this, "AccessLogs", {
+      encryption: s3.BucketEncryption.S3_MANAGED,
+      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+      enforceSSL: true,
+      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
+      removalPolicy: RemovalPolicy.RETAIN,
+      lifecycleRules: [{ id: "expire-access-logs", expiration: Duration.days(365) }],
+    });
+    Validations.of(accessLogs).acknowledge({ id: "AwsSolutions-S1", reason: REASONS.accessLogBucket });
+
+    const byBucket = new Map<string, GroupConfig[]>();
+    for (const g of groups) byBucket.set(g.target.bucket, [...(byBucket.get(g.target.bucket) ?? []), g]);
+    const buckets = new Map<string, s3.Bucket>();
+    let index = 0;
+    for (const [bucketName, members] of byBucket) {
+      const bucket = new s3.Bucket(this, index === 0 ? "Repository" : `Repository${index}`, {
+        bucketName,
+        versioned: true,
+        encryption: s3.BucketEncryption.KMS,
+        encryptionKey: key,
+        bucketKeyEnabled: true,
+        blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+        enforceSSL: true,
+        minimumTLSVersion: 1.2,
+        objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+        serverAccessLogsBucket: accessLogs,
+        serverAccessLogsPrefix: `${bucketName}/`,
+        objectLockEnabled: props.objectLock ?? false,
+        removalPolicy: RemovalPolicy.RETAIN,
+        lifecycleRules: repositoryLifecycle(members),
+      });
+      buckets.set(bucketName, bucket);
+      index++;
+    }
+    this.buckets = buckets;
+
+    // ---------------------------------------------------------------- functions
+    const functions = {} as Record<TaskName, nodejs.NodejsFunction>;
+    for (const task of TASK_NAMES) {
+      const spec = TASKS[task];
+      const logGroup = new logs.LogGroup(this, `${task}Logs`, {
+        retention: logs.RetentionDays.THREE_MONTHS,
+        removalPolicy: RemovalPolicy.DESTROY,
+      });
+      functions[task] = new nodejs.NodejsFunction(this, `${task}Function`, {
+        description: `cgmirror task ${task}`,
+        entry: `${ROOT}${spec.entry}`,
+        handler: "handler",
+        projectRoot: ROOT,
+        depsLockFilePath: `${ROOT}package-lock.json`,
+        runtime: lambda.Runtime.NODEJS_24_X,
+        architecture: lambda.Architecture.ARM_64,
+        memorySize: spec.memoryMiB,
+        timeout: Duration.seconds(spec.timeoutSeconds),
+        tracing: lambda.Tracing.ACTIVE,
+        logGroup,
+        environment: {
+          POWERTOOLS_SERVICE_NAME: SERVICE_NAME,
+          POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
+          POWERTOOLS_LOG_LEVEL: "INFO",
+          NODE_OPTIONS: "--enable-source-maps",
+        },
+        bundling: {
+          forceDockerBundling: false,
+          format: nodejs.OutputFormat.ESM,
+          target: "node24",
+          minify: true,
+          keepNames: true,
+          sourceMap: true,
+          sourcesContent: false,
+          // Bundle the AWS SDK too: the versions tested are the versions deployed.
+          externalModules: [],
+          banner:
+            "import { createRequire as __cgmCreateRequire } from 'node:module'; const require = __cgmCreateRequire(import.meta.url);",
+        },
+      });
+    }
+    this.functions = functions;
+    this.grantTaskPermissions(groups, key);
+
+    // ---------------------------------------------------------------- workflow
+    const sfnLogs = new logs.LogGroup(this, "WorkflowLogs", {
+      logGroupName: `/aws/vendedlogs/states/${this.stackName}-consistency-group`,
+      retention: logs.RetentionDays.THREE_MONTHS,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    const maxRunMinutes = Math.max(...groups.map((g) => g.runTimeoutMinutes));
+    this.workflow = new ConsistencyGroupWorkflow(this, "Workflow", {
+      functions,
+      timeout: Duration.minutes(maxRunMinutes),
+      ...(props.snapshotPollInterval ? { snapshotPollInterval: props.snapshotPollInterval } : {}),
+      logs: { destination: sfnLogs, level: sfn.LogLevel.ALL, includeExecutionData: true },
+      tracingEnabled: true,
+    });
+    const stateMachine = this.workflow.stateMachine;
+
+    // ---------------------------------------------------------------- schedules
+    for (const g of groups) {
+      new scheduler.Schedule(this, `Schedule-${g.group}`, {
+        description: `cgmirror: back up consistency group ${g.group}`,
+        schedule: scheduler.ScheduleExpression.expression(
+          g.schedule.expression,
+          cdkTimeZone(g.schedule.timezone),
+        ),
+        enabled: g.schedule.enabled,
+        target: new schedulerTargets.StepFunctionsStartExecution(stateMachine, {
+          input: scheduler.ScheduleTargetInput.fromObject({ config: g }),
+          retryAttempts: 3,
+          maxEventAge: Duration.hours(1),
+        }),
+      });
+    }
+
+    // ---------------------------------------------------------------- alarms, dashboard
+    const alarmKey = new kms.Key(this, "AlarmTopicKey", {
+      description: "cgmirror: encrypts the alarm topic",
+      enableKeyRotation: true,
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    alarmKey.grant(
+      new iam.ServicePrincipal("cloudwatch.amazonaws.com"),
+      "kms:Decrypt",
+      "kms:GenerateDataKey*",
+    );
+    this.alarmTopic = new sns.Topic(this, "AlarmTopic", {
+      displayName: "cgmirror alarms",
+      masterKey: alarmKey,
+      enforceSSL: true,
+    });
+    if (props.alarmEmail) {
+      new sns.Subscription(this, "AlarmEmail", {
+        topic: this.alarmTopic,
+        protocol: sns.SubscriptionProtocol.EMAIL,
+        endpoint: props.alarmEmail,
+      });
+    }
+    const action = new cwActions.SnsAction(this.alarmTopic);
+    const failedRuns = new cloudwatch.MathExpression({
+      label: "Failed, timed out or aborted runs",
+      expression: "failed + timedOut + aborted",
+      usingMetrics: {
+        failed: stateMachine.metricFailed({ statistic: "Sum" }),
+        timedOut: stateMachine.metricTimedOut({ statistic: "Sum" }),
+        aborted: stateMachine.metricAborted({ statistic: "Sum" }),
+      },
+      period: Duration.minutes(5),
+    });
+    const runFailed = new cloudwatch.Alarm(this, "RunFailedAlarm", {
+      alarmDescription:
+        "A cgmirror run failed (it reverted; the previous consistency group is intact). See docs/operations.md, Alarms.",
+      metric: failedRuns,
+      threshold: 1,
+      evaluationPeriods: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    runFailed.addAlarmAction(action);
+
+    const dashboard = new cloudwatch.Dashboard(this, "Dashboard", {
+      dashboardName: `${this.stackName}-cgmirror`,
+    });
+    dashboard.addWidgets(
+      new cloudwatch.GraphWidget({
+        title: "Runs",
+        left: [
+          stateMachine.metricStarted({ statistic: "Sum" }),
+          stateMachine.metricSucceeded({ statistic: "Sum" }),
+          stateMachine.metricFailed({ statistic: "Sum" }),
+        ],
+        width: 12,
+      }),
+      new cloudwatch.GraphWidget({
+        title: "Transfer task duration and errors",
+        left: [functions.Transfer.metricDuration({ statistic: "p90" })],
+        right: [functions.Transfer.metricErrors({ statistic: "Sum" }), functions.Transfer.metricThrottles()],
+        width: 12,
+      }),
+    );
+    for (const g of groups) {
+      const dims = { service: SERVICE_NAME, Group: g.group };
+      const rpo = rpoAlarmShape(g);
+      const committed = new cloudwatch.Metric({
+        namespace: METRICS_NAMESPACE,
+        metricName: COMMITTED_METRIC,
+        dimensionsMap: dims,
+        statistic: "Sum",
+        period: Duration.minutes(rpo.periodMinutes),
+      });
+      const rpoAlarm = new cloudwatch.Alarm(this, `RpoAlarm-${g.group}`, {
+        alarmDescription:
+          `RPO breach: no consistency group of ${g.group} committed in the last ${rpo.periodMinutes * rpo.evaluationPeriods} minutes ` +
+          `(alarms.rpoMinutes = ${g.alarms.rpoMinutes}). See docs/operations.md, Alarms.`,
+        metric: committed,
+        threshold: 1,
+        evaluationPeriods: rpo.evaluationPeriods,
+        datapointsToAlarm: rpo.evaluationPeriods,
+        comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+        // No commit at all is exactly the breach this alarm is for.
+        treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+      });
+      rpoAlarm.addAlarmAction(action);
+      rpoAlarm.addOkAction(action);
+      dashboard.addWidgets(
+        new cloudwatch.GraphWidget({
+          title: `${g.group}: commits and coordination time`,
+          left: [committed.with({ period: Duration.hours(1) })],
+          right: [
+            new cloudwatch.Metric({
+              namespace: METRICS_NAMESPACE,
+              metricName: "CoordinationTime",
+              dimensionsMap: dims,
+              statistic: "Maximum",
+            }),
+          ],
+          width: 12,
+        }),
+        new cloudwatch.GraphWidget({
+          title: `${g.group}: changed blocks per run`,
+          left: [
+            new cloudwatch.Metric({
+              namespace: METRICS_NAMESPACE,
+              metricName: "ChangedBlocks",
+              dimensionsMap: dims,
+              statistic: "Sum",
+            }),
+          ],
+          width: 12,
+        }),
+        new cloudwatch.AlarmStatusWidget({
+          title: `${g.group}: alarms`,
+          alarms: [rpoAlarm, runFailed],
+          width: 24,
+        }),
+      );
+    }
+
+    this.suppressAcceptedFindings(groups);
+  }
+
+  /** Least privilege per task (DESIGN.md section 2; docs/operations.md, "Permissions"). */
+  private grantTaskPermissions(groups: readonly GroupConfig[], key: kms.IKey): void {
+    const f = this.functions;
+    const p = Aws.PARTITION;
+    const snapshotArn = `arn:${p}:ec2:${Aws.REGION}::snapshot/*`;
+    const groupNames = groups.map((g) => g.group);
+    const taggedForGroups = { StringEquals: { [`aws:ResourceTag/${SNAPSHOT_TAGS.group}`]: groupNames } };
+    const objectArns = groups.map((g) => `arn:${p}:s3:::${g.target.bucket}/${g.target.prefix}/*`);
+    const bucketsOf = [...new Set(groups.map((g) => g.target.bucket))];
+    const prefixes = groups.flatMap((g) => [g.target.prefix, `${g.target.prefix}/*`]);
+
+    const s3Read = new iam.PolicyStatement({
+      sid: "RepositoryRead",
+      actions: ["s3:GetObject", "s3:GetObjectVersion"],
+      resources: objectArns,
+    });
+    const s3Write = new iam.PolicyStatement({
+      sid: "RepositoryWrite",
+      actions: ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+      resources: objectArns,
+    });
+    const s3Delete = new iam.PolicyStatement({
+      sid: "RepositoryDeleteVersion",
+      actions: ["s3:DeleteObjectVersion"],
+      resources: objectArns,
+    });
+    const s3List = new iam.PolicyStatement({
+      sid: "RepositoryList",
+      actions: ["s3:ListBucket", "s3:ListBucketVersions"],
+      resources: bucketsOf.map((b) => `arn:${p}:s3:::${b}`),
+      conditions: { StringLike: { "s3:prefix": prefixes } },
+    });
+    const kmsUse = new iam.PolicyStatement({
+      sid: "RepositoryKey",
+      actions: ["kms:Decrypt", "kms:GenerateDataKey*"],
+      resources: [key.keyArn],
+      conditions: { StringEquals: { "kms:ViaService": `s3.${Aws.REGION}.amazonaws.com` } },
+    });
+    const describeSnapshots = new iam.PolicyStatement({
+      sid: "DescribeSnapshots",
+      actions: ["ec2:DescribeSnapshots"],
+      resources: ["*"],
+    });
+    const deleteSnapshots = new iam.PolicyStatement({
+      sid: "DeleteGroupSnapshots",
+      actions: ["ec2:DeleteSnapshot"],
+      resources: [snapshotArn],
+      conditions: taggedForGroups,
+    });
+    const ebsList = new iam.PolicyStatement({
+      sid: "EbsDirectList",
+      actions: ["ebs:ListChangedBlocks", "ebs:ListSnapshotBlocks"],
+      resources: [snapshotArn],
+      conditions: taggedForGroups,
+    });
+    const ebsRead = new iam.PolicyStatement({
+      sid: "EbsDirectRead",
+      actions: ["ebs:GetSnapshotBlock"],
+      resources: [snapshotArn],
+      conditions: taggedForGroups,
+    });
+
+    const s3Full = [s3Read, s3Write, s3List, kmsUse];
+    const grant = (task: TaskName, statements: iam.PolicyStatement[]) => {
+      for (const s of statements) f[task].addToRolePolicy(s);
+    };
+    grant("AcquireLock", s3Full);
+    grant("Recover", [...s3Full, s3Delete, describeSnapshots, deleteSnapshots]);
+    grant("CheckSnapshots", [describeSnapshots]);
+    grant("Plan", [...s3Full, describeSnapshots, ebsList]);
+    grant("Transfer", [...s3Full, ebsList, ebsRead]);
+    grant("Prepare", s3Full);
+    grant("Commit", s3Full);
+    grant("Revert", [...s3Full, s3Delete, describeSnapshots, deleteSnapshots]);
+    grant("ReleaseLock", [...s3Full, s3Delete, describeSnapshots, deleteSnapshots]);
+
+    // Snapshot: create snapshots of exactly the group's volumes / instances, tagged for the group.
+    const volumes = groups.flatMap((g) => g.volumes);
+    const instances = [...new Set(volumes.flatMap((v) => (v.instanceId ? [v.instanceId] : [])))];
+    const ec2Arn = (type: string, id: string) => `arn:${p}:ec2:${Aws.REGION}:${Aws.ACCOUNT_ID}:${type}/${id}`;
+    const requestTagged = { StringEquals: { [`aws:RequestTag/${SNAPSHOT_TAGS.group}`]: groupNames } };
+    const snapshotStatements = [
+      s3Read, // the lock check before snapshotting
+      kmsUse,
+      describeSnapshots,
+      deleteSnapshots,
+      new iam.PolicyStatement({
+        sid: "DescribeInstances",
+        actions: ["ec2:DescribeInstances"],
+        resources: ["*"],
+      }),
+      new iam.PolicyStatement({
+        sid: "CreateSnapshotsOfGroupSources",
+        actions: ["ec2:CreateSnapshot", "ec2:CreateSnapshots"],
+        resources: [
+          ...volumes.map((v) => ec2Arn("volume", v.id)),
+          ...instances.map((i) => ec2Arn("instance", i)),
+        ],
+      }),
+      new iam.PolicyStatement({
+        sid: "CreateGroupTaggedSnapshots",
+        actions: ["ec2:CreateSnapshot", "ec2:CreateSnapshots"],
+        resources: [snapshotArn],
+        conditions: requestTagged,
+      }),
+      new iam.PolicyStatement({
+        sid: "TagSnapshotsOnCreate",
+        actions: ["ec2:CreateTags"],
+        resources: [snapshotArn],
+        conditions: { StringEquals: { "ec2:CreateAction": ["CreateSnapshot", "CreateSnapshots"] } },
+      }),
+    ];
+    const frozen = groups.filter((g) => g.freeze.enabled);
+    const freezeInstances = [
+      ...new Set(
+        frozen.flatMap((g) => g.volumes.flatMap((v) => (v.instanceId && v.mountPoint ? [v.instanceId] : []))),
+      ),
+    ];
+    if (freezeInstances.length > 0) {
+      snapshotStatements.push(
+        new iam.PolicyStatement({
+          sid: "FreezeViaRunShellScript",
+          actions: ["ssm:SendCommand"],
+          resources: [
+            `arn:${p}:ssm:${Aws.REGION}::document/AWS-RunShellScript`,
+            ...freezeInstances.map((i) => ec2Arn("instance", i)),
+          ],
+        }),
+        new iam.PolicyStatement({
+          sid: "FreezeCommandStatus",
+          actions: ["ssm:GetCommandInvocation"],
+          resources: ["*"],
+        }),
+      );
+    }
+    grant("Snapshot", snapshotStatements);
+  }
+
+  /** Acknowledges, finding by finding, every accepted cdk-nag finding, each with its reason. */
+  private suppressAcceptedFindings(groups: readonly GroupConfig[]): void {
+    const nag = (id: string) => `AwsSolutions::AwsSolutions-${id}`;
+    const logicalId = (c: Construct) =>
+      this.resolve(this.getLogicalId(c.node.defaultChild as CfnElement)) as string;
+    for (const fn of Object.values(this.functions)) {
+      const v = Validations.of(fn);
+      v.acknowledge({
+        id: nag(
+          "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
+        ),
+        reason: REASONS.basicExecution,
+      });
+      v.acknowledge({ id: nag("IAM5[Resource::*]"), reason: `${REASONS.describeStar} ${REASONS.xray}` });
+      v.acknowledge({ id: nag("IAM5[Action::kms:GenerateDataKey*]"), reason: REASONS.kmsStar });
+      v.acknowledge({
+        id: nag("IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>::snapshot/*]"),
+        reason: REASONS.snapshotStar,
+      });
+      for (const g of groups) {
+        v.acknowledge({
+          id: nag(`IAM5[Resource::arn:<AWS::Partition>:s3:::${g.target.bucket}/${g.target.prefix}/*]`),
+          reason: REASONS.prefixStar,
+        });
+      }
+    }
+    const machine = this.workflow.stateMachine;
+    const v = Validations.of(machine);
+    v.acknowledge({ id: nag("IAM5[Resource::*]"), reason: `${REASONS.logDelivery} ${REASONS.xray}` });
+    for (const fn of Object.values(this.functions)) {
+      v.acknowledge({ id: nag(`IAM5[Resource::<${logicalId(fn)}.Arn>:*]`), reason: REASONS.lambdaVersions });
+    }
+    const name = `{"Fn::Select":[6,{"Fn::Split":[":",{"Ref":"${logicalId(machine)}"}]}]}`;
+    for (const suffix of [":*", "/TransferShards:*"]) {
+      v.acknowledge({
+        id: nag(
+          `IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:${name}${suffix}]`,
+        ),
+        reason: REASONS.distributedMap,
+      });
+    }
+  }
+}
+
+/**
+ * Lifecycle of a repository bucket. Nothing that a committed generation can still name ever expires:
+ * index roots (`volumes/`), manifests (`generations/`) and segments (`segments/`) are deleted only
+ * by cgmirror itself (revert, prune) by exact version id. What lifecycle may clean:
+ * - noncurrent versions of the lock object (one per acquire/release; only the current one matters),
+ * - noncurrent versions under `runs/` (transient per-run plans and shard results, already deleted
+ *   by ReleaseLock/Revert; a version left by a crash is unreachable from any manifest),
+ * - old noncurrent versions of HEAD (history; each manifest names its generation),
+ * - incomplete multipart uploads (a Transfer that died mid-segment),
+ * - expired delete markers.
+ */
+export function repositoryLifecycle(groups: readonly GroupConfig[]): s3.LifecycleRule[] {
+  const rules: s3.LifecycleRule[] = [
+    { id: "abort-incomplete-multipart", abortIncompleteMultipartUploadAfter: Duration.days(7) },
+    { id: "remove-expired-delete-markers", expiredObjectDeleteMarker: true },
+  ];
+  for (const g of groups) {
+    rules.push(
+      {
+        id: `${g.group}-lock-history`,
+        prefix: `${g.target.prefix}/locks/`,
+        noncurrentVersionExpiration: Duration.days(1),
+      },
+      {
+        id: `${g.group}-run-scratch`,
+        prefix: `${g.target.prefix}/runs/`,
+        noncurrentVersionExpiration: Duration.days(7),
+      },
+      {
+        id: `${g.group}-head-history`,
+        prefix: `${g.target.prefix}/HEAD`,
+        noncurrentVersionExpiration: Duration.days(90),
+        noncurrentVersionsToRetain: 10,
+      },
+    );
+  }
+  return rules;
+}
+
+/**
+ * Period and count of the RPO alarm: "GroupCommitted summed over every period < 1" for as many
+ * consecutive periods as cover alarms.rpoMinutes (CloudWatch periods are at most one day).
+ */
+export function rpoAlarmShape(g: GroupConfig): { periodMinutes: number; evaluationPeriods: number } {
+  const rpo = g.alarms.rpoMinutes;
+  if (rpo <= 1440) return { periodMinutes: rpo, evaluationPeriods: 1 };
+  const evaluationPeriods = Math.ceil(rpo / 1440);
+  return { periodMinutes: Math.ceil(rpo / evaluationPeriods), evaluationPeriods };
+}
+
+function cdkTimeZone(name: string): TimeZone | undefined {
+  // UTC is the Scheduler's default; TimeZone.of accepts any IANA name.
+  return name === "UTC" ? undefined : TimeZone.of(name);
+}
