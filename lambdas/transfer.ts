@@ -2,13 +2,30 @@
  * Transfer (one Map item; DESIGN.md section 4, step 5): copy one shard's blocks into segments.
  * Re-running a shard is safe (the core worker returns a finished shard's summary).
  */
-import { createRepo } from "#core/layout.ts";
+import { GroupDedup } from "#core/dedup-index.ts";
+import { createRepo, type Repo } from "#core/layout.ts";
 import { readShardIndex } from "#core/planner.ts";
 import { transferShard } from "#core/transfer-worker.ts";
 import { TransferFailedError } from "#workflows/errors.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { TransferInput, type TransferInputT, TransferOutput, type TransferOutputT } from "./contracts.ts";
 import { defineTask, type TaskDeps } from "./runtime.ts";
+
+// Group-wide dedup index of the committed generation, opened once per run per container (the
+// committed generation cannot change during a run: the run holds the group lock).
+let dedupCache: { key: string; dedup: Promise<GroupDedup> } | undefined;
+
+function dedupFor(repo: Repo, bucket: string, runId: string): Promise<GroupDedup> {
+  const key = `${bucket}/${repo.prefix}/${runId}`;
+  if (dedupCache?.key !== key) {
+    const dedup = GroupDedup.open(repo);
+    dedup.catch(() => {
+      if (dedupCache?.key === key) dedupCache = undefined;
+    });
+    dedupCache = { key, dedup };
+  }
+  return dedupCache.dedup;
+}
 
 export async function transferTask(input: TransferInputT, deps: TaskDeps): Promise<TransferOutputT> {
   const repo = createRepo({ store: deps.store(input.bucket), prefix: input.prefix, group: input.group });
@@ -19,13 +36,18 @@ export async function transferTask(input: TransferInputT, deps: TaskDeps): Promi
       `the plan of run ${input.runId} has no shard ${input.shard} for ${input.volumeId} (it has ${descriptors.length})`,
     );
   }
-  const summary = await transferShard({ repo, source: deps.blockSource() }, { runId: input.runId, shard });
+  const dedup = await dedupFor(repo, input.bucket, input.runId);
+  const summary = await transferShard(
+    { repo, source: deps.blockSource(), dedup },
+    { runId: input.runId, shard },
+  );
   deps.log.info("shard transferred", {
     volumeId: input.volumeId,
     shard: input.shard,
     reused: summary.reused,
     blocks: summary.stats.blocks,
     storedBytes: summary.stats.storedBytes,
+    dedupedBlocks: summary.stats.dedupedBlocks,
     throttled: summary.stats.throttled,
   });
   return { ok: true, blocks: summary.stats.blocks, storedBytes: summary.stats.storedBytes };

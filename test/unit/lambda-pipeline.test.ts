@@ -105,8 +105,21 @@ describe("real handlers in the local interpreter (in-memory deps)", () => {
     expect(m1?.volumes.map((v) => v.volumeId)).toEqual(config.volumes.map((v) => v.id));
     expect(deps.recordedMetrics.filter((m) => m.name === "GroupCommitted")).toHaveLength(1);
 
-    const second = await run("run-2", bind(deps));
+    const stored: number[] = [];
+    const recording = bind(deps, (task, fn) =>
+      task === "Transfer"
+        ? async (event) => {
+            const out = (await fn(event)) as { storedBytes: number };
+            stored.push(out.storedBytes);
+            return out;
+          }
+        : fn,
+    );
+    const second = await run("run-2", recording);
     expect(second).toMatchObject({ status: "committed", generation: 2 });
+    // The fake source lists the same blocks again: group-wide dedup stores none of them twice.
+    expect(stored).toHaveLength(6);
+    expect(stored.reduce((a, b) => a + b, 0)).toBe(0);
     // The first generation's snapshots are the second's bases; keep = 2 keeps both.
     expect(deps.snapshotPort.snaps.size).toBe(4);
 
