@@ -1,0 +1,298 @@
+/**
+ * The local runner: executes the state machine that infra/ synthesizes (CgmirrorStack, read from the
+ * synthesized template, CloudFormation tokens resolved) with aws-local-stepfunctions. Every Task state is
+ * bound in-process to its real handler (lambdas/*.ts `makeHandler`) over local dependencies: the local
+ * S3 server and EBS direct API emulator, and the volume simulator for snapshots and freezes. A Task the
+ * runner cannot bind stops the run before it starts: nothing falls through to a real Lambda call.
+ */
+import { randomUUID } from "node:crypto";
+import { S3Client } from "@aws-sdk/client-s3";
+import { App } from "aws-cdk-lib";
+import { ExecutionError, StateMachine } from "aws-local-stepfunctions";
+import { createEbsClient, EbsBlockSource } from "#adapters/ebs-source.ts";
+import { S3ObjectStore } from "#adapters/s3-store.ts";
+import type { GroupConfig } from "#core/group-config.ts";
+import type { ObjectStore } from "#core/ports/object-store.ts";
+import { CgmirrorStack } from "#infra/stack.ts";
+import { makeHandler as acquireLock } from "#lambdas/acquire-lock.ts";
+import { makeHandler as checkSnapshots } from "#lambdas/check-snapshots.ts";
+import { makeHandler as commit } from "#lambdas/commit.ts";
+import { makeHandler as plan } from "#lambdas/plan.ts";
+import { makeHandler as prepare } from "#lambdas/prepare.ts";
+import { makeHandler as recover } from "#lambdas/recover.ts";
+import { makeHandler as releaseLock } from "#lambdas/release-lock.ts";
+import { makeHandler as revert } from "#lambdas/revert.ts";
+import type { TaskDeps } from "#lambdas/runtime.ts";
+import { makeHandler as snapshot } from "#lambdas/snapshot.ts";
+import { makeHandler as transfer } from "#lambdas/transfer.ts";
+import { type AslDefinition, type CfnTemplate, definitionFromTemplate } from "#workflows/definition.ts";
+import { findLocalIncompatibilities } from "#workflows/local-compat.ts";
+import { TASK_NAMES, TASKS, type TaskName } from "#workflows/tasks.ts";
+import { ebsAdmin } from "./ebs-emulator/admin-client.ts";
+import type { LocalEndpoints } from "./stack.ts";
+import { LocalFreezePort, LocalSnapshotPort } from "./volumes/ports.ts";
+import type { VolumeSimulator } from "./volumes/simulator.ts";
+
+export class RunnerError extends Error {
+  override readonly name = "RunnerError";
+}
+
+type Json = Parameters<StateMachine["run"]>[0];
+type Handler = (event: unknown) => Promise<unknown>;
+
+const MAKERS: Readonly<Record<TaskName, (deps: () => TaskDeps) => Handler>> = {
+  AcquireLock: acquireLock,
+  Recover: recover,
+  Snapshot: snapshot,
+  CheckSnapshots: checkSnapshots,
+  Plan: plan,
+  Transfer: transfer,
+  Prepare: prepare,
+  Commit: commit,
+  Revert: revert,
+  ReleaseLock: releaseLock,
+};
+
+const definitions = new Map<string, AslDefinition>();
+
+/**
+ * The definition of the state machine CgmirrorStack deploys for this group: the stack is synthesized
+ * (asset bundling skipped, nothing else changed) and the definition read from its template.
+ */
+export function synthesizedDefinition(config: GroupConfig): AslDefinition {
+  const key = JSON.stringify(config);
+  let def = definitions.get(key);
+  if (!def) {
+    const app = new App({ context: { "aws:cdk:bundling-stacks": [] } });
+    const stack = new CgmirrorStack(app, "CgmirrorLocal", { groups: [config] });
+    const template = app.synth().getStackByName(stack.stackName).template as CfnTemplate;
+    def = definitionFromTemplate(template);
+    const findings = findLocalIncompatibilities(def);
+    if (findings.length > 0) {
+      throw new RunnerError(
+        `the synthesized definition uses constructs the local interpreter cannot run: ${findings
+          .map((f) => `${f.where}: ${f.problem}`)
+          .join("; ")}`,
+      );
+    }
+    definitions.set(key, def);
+  }
+  return def;
+}
+
+/** Every Task state of a definition, Map item processors included. */
+export function taskStates(def: { States: Record<string, Record<string, unknown>> }): string[] {
+  const out: string[] = [];
+  for (const [name, state] of Object.entries(def.States)) {
+    if (state.Type === "Task") out.push(name);
+    const processor = (state.ItemProcessor ?? state.Iterator) as
+      | { States: Record<string, Record<string, unknown>> }
+      | undefined;
+    if (processor?.States) out.push(...taskStates(processor));
+    if (Array.isArray(state.Branches)) {
+      for (const b of state.Branches as { States: Record<string, Record<string, unknown>> }[]) {
+        out.push(...taskStates(b));
+      }
+    }
+  }
+  return out;
+}
+
+/** Wait states of a definition (their waits are shortened locally). */
+function waitStates(def: { States: Record<string, Record<string, unknown>> }): string[] {
+  return Object.entries(def.States)
+    .filter(([, s]) => s.Type === "Wait")
+    .map(([n]) => n);
+}
+
+export interface LocalDepsOptions {
+  readonly endpoints: LocalEndpoints;
+  readonly simulator: VolumeSimulator;
+  /** Collects the handlers' log lines (quiet by default). */
+  readonly log?: (level: "info" | "warn" | "error", message: string, extra?: Record<string, unknown>) => void;
+}
+
+export interface LocalDeps extends TaskDeps {
+  readonly metricsRecorded: { group: string; name: string; value: number }[];
+  close(): void;
+}
+
+/** TaskDeps over the local stack. */
+export function createLocalDeps(options: LocalDepsOptions): LocalDeps {
+  const e = options.endpoints;
+  const credentials = { accessKeyId: e.accessKeyId, secretAccessKey: e.secretAccessKey };
+  const s3 = new S3Client({ endpoint: e.s3Endpoint, region: e.region, forcePathStyle: true, credentials });
+  const ebs = createEbsClient({ endpoint: e.ebsEndpoint, region: e.region, credentials });
+  const source = new EbsBlockSource(ebs);
+  const snapshots = new LocalSnapshotPort({ simulator: options.simulator, admin: ebsAdmin(e.ebsEndpoint) });
+  const freeze = new LocalFreezePort({ simulator: options.simulator });
+  const stores = new Map<string, ObjectStore>();
+  const log = options.log ?? (() => {});
+  const metricsRecorded: { group: string; name: string; value: number }[] = [];
+  return {
+    store(bucket) {
+      let store = stores.get(bucket);
+      if (!store) {
+        store = new S3ObjectStore({ client: s3, bucket });
+        stores.set(bucket, store);
+      }
+      return store;
+    },
+    blockSource: () => source,
+    snapshots: () => snapshots,
+    freeze: () => freeze,
+    clock: { now: () => Date.now() },
+    log: {
+      info: (m, x) => log("info", m, x),
+      warn: (m, x) => log("warn", m, x),
+      error: (m, x) => log("error", m, x),
+    },
+    metrics: {
+      add: (group, name, _unit, value) => metricsRecorded.push({ group, name, value }),
+      flush: () => {},
+    },
+    metricsRecorded,
+    close() {
+      s3.destroy();
+      ebs.destroy();
+    },
+  };
+}
+
+/** A failure to inject: the named task fails (for one volume's items only, when `volumeId` is given). */
+export interface InjectedFailure {
+  readonly task: TaskName;
+  readonly volumeId?: string;
+}
+
+export class InjectedFailureError extends Error {
+  override readonly name = "TransferFailedError";
+}
+
+/** Parses `TASK:VOLUME` or `TASK` (as given to `cgmirror backup --inject-failure`). */
+export function parseInjectedFailure(spec: string): InjectedFailure {
+  const [task, volumeId] = spec.split(":");
+  if (!TASK_NAMES.includes(task as TaskName)) {
+    throw new RunnerError(
+      `--inject-failure takes TASK[:VOLUME] with TASK one of ${TASK_NAMES.join(", ")}, got "${spec}"`,
+    );
+  }
+  return { task: task as TaskName, ...(volumeId ? { volumeId } : {}) };
+}
+
+function volumeOf(event: unknown): string | undefined {
+  const e = event as { volumeId?: unknown; shard?: { volumeId?: unknown }; volume?: { volumeId?: unknown } };
+  const v = e?.volumeId ?? e?.shard?.volumeId ?? e?.volume?.volumeId;
+  return typeof v === "string" ? v : undefined;
+}
+
+export interface LocalRunOptions {
+  readonly config: GroupConfig;
+  readonly deps: TaskDeps;
+  /** @default a new UUID-based execution name */
+  readonly executionName?: string;
+  readonly injectFailure?: InjectedFailure;
+  /** Wraps every bound handler (tests use it to crash or count calls). */
+  readonly wrap?: (task: TaskName, state: string, fn: Handler) => Handler;
+  /** Called with the name of every state entered. */
+  readonly onState?: (state: string) => void;
+}
+
+export interface LocalRunResult {
+  readonly outcome: "committed" | "skipped" | "reverted";
+  readonly executionName: string;
+  readonly generation?: number;
+  /** The error that sent the run to Revert. */
+  readonly error?: string;
+  readonly cause?: string;
+  readonly output?: unknown;
+  readonly durationMs: number;
+}
+
+/** Binds every Task state of `def` to a handler; throws RunnerError naming any state it cannot bind. */
+export function bindHandlers(
+  def: AslDefinition,
+  deps: TaskDeps,
+  options: Pick<LocalRunOptions, "injectFailure" | "wrap"> = {},
+): Record<string, (input: Json) => Promise<Json>> {
+  const byState = new Map<string, TaskName>();
+  for (const task of TASK_NAMES) for (const state of TASKS[task].states) byState.set(state, task);
+  const unbound = taskStates(def).filter((s) => !byState.has(s));
+  if (unbound.length > 0) {
+    throw new RunnerError(
+      `no local handler for Task state(s) ${unbound.join(", ")}: they would call a real Lambda function. ` +
+        "Add them to workflows/tasks.ts",
+    );
+  }
+  const handlers: Record<string, (input: Json) => Promise<Json>> = {};
+  for (const state of taskStates(def)) {
+    const task = byState.get(state)!;
+    let fn: Handler = MAKERS[task](() => deps);
+    const inject = options.injectFailure;
+    if (inject && inject.task === task) {
+      const real = fn;
+      fn = async (event) => {
+        if (inject.volumeId === undefined || volumeOf(event) === inject.volumeId) {
+          throw new InjectedFailureError(
+            `injected failure of ${task}${inject.volumeId ? ` for ${inject.volumeId}` : ""} (--inject-failure)`,
+          );
+        }
+        return real(event);
+      };
+    }
+    if (options.wrap) fn = options.wrap(task, state, fn);
+    const bound = fn;
+    handlers[state] = async (input) => (await bound(input)) as Json;
+  }
+  return handlers;
+}
+
+/** Runs one backup of the group through the synthesized state machine, locally. */
+export async function runLocalBackup(options: LocalRunOptions): Promise<LocalRunResult> {
+  const def = synthesizedDefinition(options.config);
+  const handlers = bindHandlers(def, options.deps, options);
+  const executionName = options.executionName ?? `local-${randomUUID()}`;
+  const input = { config: options.config } as unknown as Json;
+  const started = Date.now();
+  const execution = new StateMachine(def as never).run(input, {
+    overrides: {
+      taskResourceLocalHandlers: handlers,
+      // Waits are shortened: snapshot polling goes as fast as the emulator completes snapshots.
+      waitTimeOverrides: Object.fromEntries(waitStates(def).map((s) => [s, 50])),
+      retryIntervalOverrides: Object.fromEntries(taskStates(def).map((s) => [s, 20])),
+    },
+    context: { Execution: { Name: executionName, Input: input, StartTime: new Date().toISOString() } },
+  });
+  const watcher = options.onState
+    ? (async () => {
+        for await (const ev of execution.eventLogs) {
+          const e = ev as { type?: string; state?: { name?: string } };
+          if (e.type === "StateEntered" && e.state?.name) options.onState?.(e.state.name);
+        }
+      })().catch(() => {})
+    : undefined;
+  try {
+    const output = (await execution.result) as { status?: string; generation?: number };
+    await watcher;
+    return {
+      outcome: output?.status === "skipped" ? "skipped" : "committed",
+      executionName,
+      ...(typeof output?.generation === "number" ? { generation: output.generation } : {}),
+      output,
+      durationMs: Date.now() - started,
+    };
+  } catch (err) {
+    await watcher;
+    if (err instanceof ExecutionError) {
+      const cause = err.cause as { name?: string; message?: string } | undefined;
+      return {
+        outcome: "reverted",
+        executionName,
+        error: cause?.name ?? "Error",
+        cause: cause?.message ?? String(err.message),
+        durationMs: Date.now() - started,
+      };
+    }
+    throw err;
+  }
+}
