@@ -1,7 +1,16 @@
-/** Writes docs/group-config.schema.json from the zod schema in core/group-config.ts. */
+/** Writes docs/group-config.schema.json from the zod schema in core/group-config.ts (Biome-formatted). */
+import { execFileSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { groupConfigJsonSchema } from "#core/group-config.ts";
 
-const out = new URL("../docs/group-config.schema.json", import.meta.url);
+const out = fileURLToPath(new URL("../docs/group-config.schema.json", import.meta.url));
 writeFileSync(out, `${JSON.stringify(groupConfigJsonSchema(), null, 2)}\n`);
-console.log(`wrote ${out.pathname}`);
+execFileSync(
+  fileURLToPath(new URL("../node_modules/.bin/biome", import.meta.url)),
+  ["format", "--write", out],
+  {
+    stdio: "ignore",
+  },
+);
+console.log(`wrote ${out}`);
