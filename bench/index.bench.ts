@@ -167,7 +167,7 @@ const mean = perGeneration.reduce((s, x) => s + x, 0) / perGeneration.length;
 // after about that many generations' worth of delta runs; 20 generations do not reach it, so report
 // its amortized share too.
 const gensPerFullMerge = (DEFAULT_COMPACTION.maxDeltaRatio * fullInfo.bytes) / lastDeltaBytes;
-const amortizedFull = fullInfo.bytes / gensPerFullMerge;
+const amortizedFull = (fullInfo.bytes + dedupBytes) / gensPerFullMerge; // block index + dedup base rewrite
 console.log(
   JSON.stringify({
     volume_tib: VOLUME_TIB,
