@@ -125,9 +125,12 @@ export function mapEbsError(operation: string, error: unknown): BlockSourceError
   return new BlockSourceFatalError(operation, code, message, options);
 }
 
-/** Reads a response stream into one buffer of the announced length (one copy from socket chunks). */
-async function readBody(stream: Readable, length: number, target?: Buffer): Promise<Buffer> {
-  const out = target && target.byteLength === length ? target : Buffer.allocUnsafe(length);
+/**
+ * Reads a response stream into one new buffer of the announced length (the only copy from the
+ * socket's chunks; no intermediate list + concat). The caller owns the buffer.
+ */
+async function readBody(stream: Readable, length: number): Promise<Buffer> {
+  const out = Buffer.allocUnsafe(length);
   let at = 0;
   for await (const chunk of stream as AsyncIterable<Buffer>) {
     if (at + chunk.byteLength > length) {
@@ -150,22 +153,12 @@ async function readBody(stream: Readable, length: number, target?: Buffer): Prom
   return out;
 }
 
-export interface EbsBlockSourceOptions {
-  /**
-   * Supplies a reusable 512 KiB buffer for the next block (a pool), so reads do not allocate fresh
-   * memory per block. The buffer is owned by the caller again once getBlock resolves. @default allocate
-   */
-  readonly bufferFor?: (length: number) => Buffer | undefined;
-}
-
 /** BlockSource backed by an EBSClient (see createEbsClient). */
 export class EbsBlockSource implements BlockSource {
   readonly #client: EBSClient;
-  readonly #bufferFor: ((length: number) => Buffer | undefined) | undefined;
 
-  constructor(client: EBSClient, options: EbsBlockSourceOptions = {}) {
+  constructor(client: EBSClient) {
     this.#client = client;
-    this.#bufferFor = options.bufferFor;
   }
 
   async listBlocks(request: ListBlocksRequest): Promise<ListBlocksPage> {
@@ -233,7 +226,7 @@ export class EbsBlockSource implements BlockSource {
           "no BlockData or DataLength in the response",
         );
       }
-      const data = await readBody(out.BlockData as Readable, length, this.#bufferFor?.(length));
+      const data = await readBody(out.BlockData as Readable, length);
       return {
         data,
         checksum: out.Checksum ?? "",

@@ -26,13 +26,19 @@ export interface AimdOptions {
   readonly transientDecrease?: number;
   /**
    * After the first decrease, the rate grows by this fraction of the rate at which congestion last
-   * happened, per second of clean requests. @default 0.05
+   * happened, per second of clean requests. @default 0.03
    */
   readonly additiveFraction?: number;
   /** Before the first decrease (slow start) each success adds this many requests/s. @default 0.5 */
   readonly slowStartGain?: number;
-  /** Decreases are at most one per this many ms (answers to requests sent before a decrease do not count twice). @default 500 */
+  /** Decreases are at most one per this many ms (answers to requests sent before a decrease do not count twice). @default 300 */
   readonly holdMs?: number;
+  /** After this long without congestion the additive growth starts to accelerate. @default 2000 */
+  readonly probeAfterMs?: number;
+  /** Extra multiple of the additive growth per second beyond probeAfterMs. @default 0.5 */
+  readonly probeGain?: number;
+  /** On throttling the rate drops to at most this fraction of the achieved success rate. @default 0.9 */
+  readonly achievedFraction?: number;
   /** In-flight requests never exceed this. @default 64 */
   readonly maxConcurrency?: number;
   /** In-flight requests are always allowed up to this. @default 2 */
@@ -59,6 +65,9 @@ export class AimdState {
   readonly additiveFraction: number;
   readonly slowStartGain: number;
   readonly holdMs: number;
+  readonly achievedFraction: number;
+  readonly probeAfterMs: number;
+  readonly probeGain: number;
   rate: number;
   slowStart = true;
   /** Rate at the last decrease (0 before any). */
@@ -72,32 +81,52 @@ export class AimdState {
     this.rate = check("initialRate", options.initialRate ?? 50, this.minRate, this.maxRate);
     this.throttleDecrease = check("throttleDecrease", options.throttleDecrease ?? 0.8, 0.05, 0.999);
     this.transientDecrease = check("transientDecrease", options.transientDecrease ?? 0.95, 0.05, 1);
-    this.additiveFraction = check("additiveFraction", options.additiveFraction ?? 0.05, 0, 10);
+    this.additiveFraction = check("additiveFraction", options.additiveFraction ?? 0.03, 0, 10);
     this.slowStartGain = check("slowStartGain", options.slowStartGain ?? 0.5, 0, 100);
-    this.holdMs = check("holdMs", options.holdMs ?? 500, 0, 60_000);
+    this.holdMs = check("holdMs", options.holdMs ?? 300, 0, 60_000);
+    this.achievedFraction = check("achievedFraction", options.achievedFraction ?? 0.9, 0.1, 1);
+    this.probeAfterMs = check("probeAfterMs", options.probeAfterMs ?? 2000, 0, 3_600_000);
+    this.probeGain = check("probeGain", options.probeGain ?? 0.5, 0, 100);
   }
 
   /**
    * A request succeeded. `ceiling` caps growth (e.g. twice the achieved rate), so a rate that is not
    * the binding limit does not grow without bound.
    */
-  onSuccess(ceiling = Number.POSITIVE_INFINITY): void {
+  onSuccess(ceiling = Number.POSITIVE_INFINITY, now?: number): void {
     const cap = Math.min(this.maxRate, Math.max(ceiling, this.minRate));
     if (this.rate >= cap) return;
-    const inc = this.slowStart
-      ? this.slowStartGain
-      : // per success, so that per second (rate successes) the rate grows by additiveFraction × congestionRate
-        (this.additiveFraction * Math.max(this.congestionRate, this.minRate)) / this.rate;
+    let inc: number;
+    if (this.slowStart) {
+      inc = this.slowStartGain;
+    } else {
+      // Per success, so that per second (rate successes) the rate grows by additiveFraction ×
+      // congestionRate; after `probeAfterMs` without congestion the growth speeds up (capacity freed
+      // by other workers that finished is claimed in seconds, not minutes).
+      const clean = now === undefined ? 0 : Math.max(0, now - this.lastDecreaseAt - this.probeAfterMs);
+      const boost = 1 + (clean / 1000) * this.probeGain;
+      inc = (boost * this.additiveFraction * Math.max(this.congestionRate, this.minRate)) / this.rate;
+    }
     this.rate = Math.min(cap, this.rate + inc);
   }
 
-  /** Congestion (throttled or transient). Returns true when the rate was decreased. */
-  onCongestion(kind: "throttled" | "transient", now: number): boolean {
+  /**
+   * Congestion (throttled or transient). Returns true when the rate was decreased. `achieved`, the
+   * rate of successful requests just measured, bounds the decrease on throttling: the new rate is at
+   * most `achievedFraction` × achieved, so a rate that had run far above what the quota grants (a
+   * burst allowance drained slowly) lands just under the quota in one step instead of several.
+   */
+  onCongestion(kind: "throttled" | "transient", now: number, achieved?: number): boolean {
     if (now - this.lastDecreaseAt < this.holdMs) return false;
     const factor = kind === "throttled" ? this.throttleDecrease : this.transientDecrease;
     if (factor >= 1) return false;
     this.congestionRate = this.rate;
-    this.rate = Math.max(this.minRate, this.rate * factor);
+    let next = this.rate * factor;
+    if (kind === "throttled" && achieved !== undefined && Number.isFinite(achieved) && achieved > 0) {
+      next = Math.min(next, achieved * this.achievedFraction);
+      this.congestionRate = Math.min(this.rate, achieved);
+    }
+    this.rate = Math.max(this.minRate, next);
     this.lastDecreaseAt = now;
     this.slowStart = false;
     this.decreases++;
@@ -134,6 +163,7 @@ export class AimdLimiter {
   #latencyMs = 50;
   /** Completion times of the last second (ring), to cap growth at twice the achieved rate. */
   #completions: number[] = [];
+  #firstOkAt: number | undefined;
   readonly stats: AimdStats;
 
   constructor(options: AimdOptions = {}) {
@@ -180,15 +210,16 @@ export class AimdLimiter {
     }
     if (outcome === "ok") {
       this.stats.ok++;
+      this.#firstOkAt ??= now;
       const c = this.#completions;
       c.push(now);
       while (c.length > 0 && c[0]! < now - 1000) c.shift();
       // Early on the window is short: do not cap growth until a full second has been observed.
       const ceiling = c.length < 8 ? Number.POSITIVE_INFINITY : Math.max(2 * c.length, 8);
-      this.state.onSuccess(ceiling);
+      this.state.onSuccess(ceiling, now);
     } else if (outcome === "throttled" || outcome === "transient") {
       this.stats[outcome]++;
-      if (this.state.onCongestion(outcome, now)) {
+      if (this.state.onCongestion(outcome, now, this.#achieved(now))) {
         this.stats.decreases++;
         // Do not keep sending at the old pace: restart pacing from now.
         this.#nextAt = Math.max(this.#nextAt, now + 1000 / this.state.rate);
@@ -200,6 +231,15 @@ export class AimdLimiter {
     this.stats.window = this.window;
     this.stats.inFlight = this.#inFlight;
     this.#pump();
+  }
+
+  /** Successful requests per second over the last second (or since the first success, if sooner). */
+  #achieved(now: number): number | undefined {
+    const c = this.#completions;
+    while (c.length > 0 && c[0]! < now - 1000) c.shift();
+    if (this.#firstOkAt === undefined || c.length < 4) return undefined;
+    const span = Math.min(1000, Math.max(100, now - this.#firstOkAt));
+    return (c.length * 1000) / span;
   }
 
   #pump(): void {

@@ -20,7 +20,6 @@ import { type BlockData, type BlockSource, isBlockSourceError } from "./ports/bl
 import { ObjectNotFoundError } from "./ports/object-store.ts";
 import { type DedupLookup, MiB, SegmentWriter } from "./segment.ts";
 import { decodeShardList, planKeys, type ShardList } from "./shard-list.ts";
-import type { BlockBufferPool } from "./transfer-buffers.ts";
 import {
   BlockChecksumMismatchError,
   sleep as defaultSleep,
@@ -86,8 +85,6 @@ export interface TransferDeps {
   readonly source: BlockSource;
   /** Blocks the group already stores (helper of the format; e.g. built from the previous index). */
   readonly dedup?: DedupLookup;
-  /** The pool the source reads into; buffers are given back after packing. */
-  readonly buffers?: BlockBufferPool;
   readonly sleep?: (ms: number) => Promise<void>;
   readonly now?: () => number;
   /** Called on every progress update (in memory; the S3 object is throttled). */
@@ -652,13 +649,11 @@ export async function transferShard(
       }
       if (problem === undefined) {
         try {
-          // A plain Uint8Array view: SegmentWriter copies raw blocks with .slice(), which on a Node
-          // Buffer would return a view of our (pooled, reused) buffer instead of a copy.
-          const view = new Uint8Array(got.data.buffer, got.data.byteOffset, got.data.byteLength);
-          const ref = await pack(view, expected!);
+          // The block buffer is handed over, never reused: the writer may keep it (or a view of it)
+          // until its segment is uploaded, so no 512 KiB copy is needed here.
+          const ref = await pack(got.data, expected!);
           refs.put(pos, ref);
           if (ref.codec === Codec.zero) stats.zeroBlocks++;
-          deps.buffers?.give(got.data);
           tokens.release(pos);
           progress.add(1, BLOCK_SIZE);
           return;
@@ -667,7 +662,6 @@ export async function transferShard(
           problem = "SHA-256 of the data does not match the returned checksum";
         }
       }
-      deps.buffers?.give(got.data);
       badReads++;
       stats.checksumRetries++;
       if (badReads >= maxChecksum) throw new BlockChecksumMismatchError(d.snapshotId, index, problem);

@@ -14,7 +14,6 @@ import { createRepo, keys, type Repo } from "#core/layout.ts";
 import { planVolume, type ShardDescriptor } from "#core/planner.ts";
 import type { ObjectStore } from "#core/ports/object-store.ts";
 import { fetchBlocks } from "#core/restore.ts";
-import { BlockBufferPool } from "#core/transfer-buffers.ts";
 import { collectShardRuns, type ShardResultSummary, transferShard } from "#core/transfer-worker.ts";
 import { openVolumeIndexRoot, prepareVolume } from "#core/volume-index.ts";
 import { type EbsEmulator, startEbsEmulator } from "../../local/ebs-emulator/index.ts";
@@ -96,13 +95,12 @@ async function expectExact(repo: Repo, entries: readonly IndexEntry[], expected:
 }
 
 async function transferAll(repo: Repo, runId: string, shards: readonly ShardDescriptor[], maxRate = 1000) {
-  const buffers = new BlockBufferPool(64);
-  const source = new EbsBlockSource(ebs, { bufferFor: (n) => buffers.take(n) });
+  const source = new EbsBlockSource(ebs);
   const out: ShardResultSummary[] = [];
   for (const shard of shards) {
     out.push(
       await transferShard(
-        { repo, source, buffers },
+        { repo, source },
         {
           runId,
           shard,
