@@ -6,6 +6,7 @@
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readHead } from "#core/generation.ts";
+import { keys } from "#core/layout.ts";
 import { runLocalBackup } from "#local/runner.ts";
 import { BLOCK_SIZE } from "#local/volumes/simulator.ts";
 import { type LocalGroup, localGroup, VOLUMES } from "../support/local-group.ts";
@@ -17,6 +18,15 @@ beforeAll(async () => {
 afterAll(async () => {
   await g?.close();
 });
+
+/** Every version of every volume index root: "key@versionId". */
+async function indexVersions(): Promise<string[]> {
+  const out: string[] = [];
+  for await (const v of g.repo.store.listVersions(keys.volumesPrefix(g.repo))) {
+    if (v.key.endsWith("/index")) out.push(`${v.key}@${v.versionId}`);
+  }
+  return out.sort();
+}
 
 async function writeSome(blocks: number[], volume: string = VOLUMES.data1.id): Promise<void> {
   for (const b of blocks) await g.simulator.write(volume, b * BLOCK_SIZE + 17, randomBytes(BLOCK_SIZE / 2));
@@ -30,6 +40,9 @@ describe("workflow paths on the local stack", () => {
     const run = await runLocalBackup({ config: g.config, deps: g.deps() });
     expect(run).toMatchObject({ outcome: "committed", generation: 1 });
     expect(await g.checkRestore()).toEqual({ generation: 1, mismatches: [] });
+    // The run's snapshots carry its execution name as run id (the revert test below relies on it).
+    const snaps = await g.deps().snapshots().findSnapshots(g.config.group, run.executionName);
+    expect(snaps.map((s) => s.volumeId).sort()).toEqual(Object.values(VOLUMES).map((v) => v.id).sort());
   });
 
   it("GIVEN changes on one volume WHEN backed up again THEN generation 2 is incremental and restores exactly", async () => {
@@ -43,6 +56,7 @@ describe("workflow paths on the local stack", () => {
 
   it("GIVEN a slave failure on one volume WHEN backed up THEN the run reverts and HEAD still restores generation 2", async () => {
     await writeSome([7, 8], VOLUMES.data2.id);
+    const versionsBefore = await indexVersions();
     const run = await runLocalBackup({
       config: g.config,
       deps: g.deps(),
@@ -51,6 +65,10 @@ describe("workflow paths on the local stack", () => {
     expect(run.outcome).toBe("reverted");
     expect(run.error).toBe("TransferFailedError");
     expect((await readHead(g.repo))?.head.generation).toBe(2);
+    // This run's index versions are gone and its new snapshots deleted.
+    expect(await indexVersions()).toEqual(versionsBefore);
+    const snaps = await g.deps().snapshots().findSnapshots(g.config.group, run.executionName);
+    expect(snaps).toEqual([]);
     expect(await g.checkRestore()).toEqual({ generation: 2, mismatches: [] });
   });
 });
