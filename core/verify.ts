@@ -1,8 +1,10 @@
 import { createHash } from "node:crypto";
 import type { IndexEntry } from "./block-ref.ts";
+import { BloomFilter } from "./bloom.ts";
 import { equalBytes, toHex } from "./bytes.ts";
 import { Codec } from "./codec.ts";
 import { type GenerationManifest, readCommittedManifest, readManifest } from "./generation.ts";
+import { HashRunReader } from "./hash-run.ts";
 import { keys, type Repo } from "./layout.ts";
 import { TaskPool } from "./pool.ts";
 import { ObjectNotFoundError } from "./ports/object-store.ts";
@@ -13,6 +15,7 @@ import { openVolumeIndex } from "./volume-index.ts";
 export type VerifyProblemKind =
   | "manifest"
   | "index"
+  | "dedup"
   | "missing-segment"
   | "segment"
   | "ref-mismatch"
@@ -113,6 +116,18 @@ export async function verifyGeneration(repo: Repo, options: VerifyOptions = {}):
           list.push({ ...e, volumeId: v.volumeId });
         }
       });
+      // Dedup runs (group-wide dedup reads them): trailer, directory and Bloom filter must check out.
+      const dedup = index.root.dedup;
+      for (const d of dedup ? [dedup.base, ...dedup.deltas] : []) {
+        if (!d) continue;
+        try {
+          await HashRunReader.open(repo.store, d.key, d.bytes);
+          BloomFilter.decode((await repo.store.get(d.bloomKey)).body, d.bloomKey);
+        } catch (error) {
+          const key = (error as { key?: string }).key ?? d.key;
+          problems.push({ kind: "dedup", key, volumeId: v.volumeId, message: message(error) });
+        }
+      }
     } catch (error) {
       const key = (error as { key?: string }).key ?? v.indexKey;
       problems.push({ kind: "index", key, volumeId: v.volumeId, message: message(error) });

@@ -121,3 +121,30 @@ describe("dedup runs", () => {
     });
   });
 });
+
+describe("verify of dedup runs", () => {
+  it("fails verification, naming the object, when a Bloom filter is damaged", async () => {
+    const store = new MemoryObjectStore();
+    const repo = createRepo({ store, prefix: "v", group: "g" });
+    await writeGeneration(repo, {
+      runId: "r1",
+      volumes: [
+        {
+          volumeId: "vol-a",
+          sizeBytes: 4 * BLOCK_SIZE,
+          blocks: [{ block: 0, data: makeBlock({ kind: "text", seed: 3 }) }],
+        },
+      ],
+      ...SMALL,
+    });
+    const bloomKey = (await readVolumeIndexRoot(repo, "vol-a")).root.dedup!.base!.bloomKey;
+    store.corrupt(bloomKey, (b) => {
+      b[b.length - 1]! ^= 0x80;
+      return b;
+    });
+    const { verifyGeneration } = await import("#core/verify.ts");
+    const report = await verifyGeneration(repo);
+    expect(report.ok).toBe(false);
+    expect(report.problems).toEqual([expect.objectContaining({ kind: "dedup", key: bloomKey })]);
+  });
+});
