@@ -9,8 +9,9 @@
 import { z } from "zod";
 import { describeValue, formatProblems, toProblems, type ValidationProblem } from "./zod-issues.ts";
 
-const VOLUME_ID = /^vol-(?:[0-9a-f]{8}|[0-9a-f]{17})$/;
-const INSTANCE_ID = /^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$/;
+// AWS ids are 8 or 17 hex digits; the local volume simulator also accepts short ids like vol-a / i-a.
+const VOLUME_ID = /^vol-[0-9a-z]{1,17}$/;
+const INSTANCE_ID = /^i-[0-9a-z]{1,17}$/;
 const GROUP_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$/;
 // Mount points end up in a shell script run as root (fsfreeze): only a conservative character set.
 const MOUNT_POINT = /^\/[A-Za-z0-9._/-]*$/;
@@ -49,8 +50,14 @@ function int(min: number, max: number, what: string) {
 
 export const VolumeSchema = z
   .strictObject({
-    id: pattern(VOLUME_ID, 'an EBS volume id like "vol-0123456789abcdef0"').describe("The EBS volume id."),
-    instanceId: pattern(INSTANCE_ID, 'an EC2 instance id like "i-0123456789abcdef0"')
+    id: pattern(
+      VOLUME_ID,
+      'an EBS volume id like "vol-0123456789abcdef0" (or a simulated one like "vol-a")',
+    ).describe("The EBS volume id."),
+    instanceId: pattern(
+      INSTANCE_ID,
+      'an EC2 instance id like "i-0123456789abcdef0" (or a simulated one like "i-a")',
+    )
       .optional()
       .describe(
         "The instance the volume is attached to. Volumes of one instance are snapshotted together " +

@@ -53,7 +53,7 @@ describe("parseGroupConfig", () => {
   it("fails with every problem listed, each with path, expectation and received value", () => {
     const problems = problemsOf({
       group: "bad name",
-      volumes: [{ id: "vol-1", mountPoint: "/" }, { id: "vol-1" }],
+      volumes: [{ id: "volume-1", mountPoint: "/" }, { id: "volume-1" }],
       target: { bucket: "B" },
       schedule: { expression: "every hour" },
       prepare: { policy: "all" },
@@ -75,7 +75,7 @@ describe("parseGroupConfig", () => {
     );
     const byPath = (p: string) => problems.filter((x) => x.path === p).map((x) => x.message);
     expect(byPath("group")[0]).toContain('got "bad name"');
-    expect(byPath("volumes[0].id")[0]).toMatch(/expected an EBS volume id like "vol-.*", got "vol-1"/);
+    expect(byPath("volumes[0].id")[0]).toMatch(/expected an EBS volume id like "vol-.*, got "volume-1"/);
     expect(byPath("prepare.policy")[0]).toBe('expected one of "failFast", "collectAll", got "all"');
     expect(byPath("(root)")[0]).toContain('unknown key "extra"');
     expect(byPath("schedule.expression")[0]).toContain('got "every hour"');
