@@ -10,7 +10,7 @@
  */
 import { AimdLimiter, type AimdOptions, backoffMs } from "./aimd.ts";
 import { type BlockRef, ZERO_REF } from "./block-ref.ts";
-import { BLOCK_SIZE } from "./bytes.ts";
+import { BLOCK_SIZE, equalBytes } from "./bytes.ts";
 import { Codec, type CompressionChoice } from "./codec.ts";
 import { BlockIntegrityError, InvalidArgumentError } from "./errors.ts";
 import { IndexRunWriter, type RunInfo } from "./index-run.ts";
@@ -83,8 +83,14 @@ export interface TransferProgress {
 export interface TransferDeps {
   readonly repo: Repo;
   readonly source: BlockSource;
-  /** Blocks the group already stores (helper of the format; e.g. built from the previous index). */
+  /** Blocks the group already stores (e.g. `GroupDedup.open(repo)`); consulted before storing a block. */
   readonly dedup?: DedupLookup;
+  /**
+   * The volume's committed index (e.g. `openVolumeIndex(repo, volumeId, versionId)`). A changed block
+   * whose returned checksum equals the committed block's SHA-256 is skipped: no upload and no entry
+   * in the shard result (the committed entry stays valid). No extra hashing: the checksum is EBS's.
+   */
+  readonly previous?: { lookup(block: number): Promise<BlockRef | undefined> };
   readonly sleep?: (ms: number) => Promise<void>;
   readonly now?: () => number;
   /** Called on every progress update (in memory; the S3 object is throttled). */
@@ -106,6 +112,8 @@ export interface ShardStats {
   transientErrors: number;
   tokenRefreshes: number;
   checksumRetries: number;
+  /** Changed blocks whose content equals the committed one (skipped with `previous`). */
+  unchangedBlocks: number;
   progressWrites: number;
   maxInFlight: number;
   finalRate: number;
@@ -169,6 +177,11 @@ class RefTable {
     this.codecs = new Uint8Array(n);
     this.hashes = new Uint8Array(n * 32);
     this.set = new Uint8Array(n);
+  }
+
+  /** The block is left out of the result (its committed entry stays valid). */
+  skip(pos: number): void {
+    this.set[pos] = 2;
   }
 
   put(pos: number, ref: BlockRef): void {
@@ -472,6 +485,7 @@ function newStats(): ShardStats {
     transientErrors: 0,
     tokenRefreshes: 0,
     checksumRetries: 0,
+    unchangedBlocks: 0,
     progressWrites: 0,
     maxInFlight: 0,
     finalRate: 0,
@@ -647,6 +661,16 @@ export async function transferShard(
         if (expected.byteLength !== 32)
           problem = `checksum ${JSON.stringify(got.checksum)} is not a base64 SHA-256`;
       }
+      if (problem === undefined && deps.previous) {
+        const prev = await deps.previous.lookup(index);
+        if (prev && equalBytes(prev.sha256, expected!)) {
+          refs.skip(pos);
+          stats.unchangedBlocks++;
+          tokens.release(pos);
+          progress.add(1, BLOCK_SIZE);
+          return;
+        }
+      }
       if (problem === undefined) {
         try {
           // The block buffer is handed over, never reused: the writer may keep it (or a view of it)
@@ -714,6 +738,7 @@ export async function transferShard(
   let run: RunInfo;
   try {
     for (let pos = 0; pos < n; pos++) {
+      if (refs.set[pos] !== 1) continue;
       const s = refs.seg[pos]!;
       const p = w.appendRaw(
         list.blocks[pos]!,

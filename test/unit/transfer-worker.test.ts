@@ -104,6 +104,29 @@ describe("transferShard", () => {
     expect(progress.bytesDone).toBe(progress.bytesTotal);
   });
 
+  it("GIVEN the committed index holds the same content for some changed blocks WHEN transferred with previous THEN those are skipped", async () => {
+    const { repo, source, shards } = await setup({}, 1000);
+    const d = shards[0]!;
+    const same = (b: number) => b % 5 === 0 && !source.o.absent?.(b);
+    const previous = {
+      lookup: async (b: number) =>
+        same(b)
+          ? {
+              segment: "0".repeat(32),
+              offset: 0,
+              length: 1,
+              codec: Codec.raw,
+              sha256: createHash("sha256").update(source.content(b)).digest(),
+            }
+          : undefined,
+    };
+    const s = await transferShard({ repo, source, previous }, { runId: RUN, shard: d, options: FAST });
+    const skipped = (await resultEntries(repo, s)).filter((e) => same(e.block));
+    expect(skipped).toEqual([]);
+    expect(s.stats.unchangedBlocks).toBeGreaterThan(0);
+    expect(s.run.entries).toBe(d.blocks - s.stats.unchangedBlocks);
+  });
+
   it("GIVEN throttling and 5xx answers WHEN transferred THEN they are retried, the rate backs off, and the result is exact", async () => {
     const { repo, source, shards } = await setup();
     source.getFault = (index, call) =>
