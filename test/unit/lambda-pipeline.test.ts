@@ -4,11 +4,16 @@
  * EBS block source). Proves the handlers, the payload contract and the definition fit together:
  * commit, an incremental second generation, and a failed run that reverts to the previous group.
  */
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { ExecutionError, StateMachine } from "aws-local-stepfunctions";
 import { beforeAll, describe, expect, it } from "vitest";
+import { BLOCK_SIZE } from "#core/bytes.ts";
 import { readCommittedManifest, readHead } from "#core/generation.ts";
 import { parseGroupConfig } from "#core/group-config.ts";
 import { createRepo } from "#core/layout.ts";
+import { restoreVolume } from "#core/restore.ts";
 import { makeHandler as acquireLock } from "#lambdas/acquire-lock.ts";
 import { makeHandler as checkSnapshots } from "#lambdas/check-snapshots.ts";
 import { makeHandler as commit } from "#lambdas/commit.ts";
@@ -146,6 +151,21 @@ describe("real handlers in the local interpreter (in-memory deps)", () => {
     expect(fourth).toMatchObject({ status: "committed", generation: 3 });
     // keep = 2: generation 1's snapshots are pruned after generation 3 commits.
     expect(new Set([...deps.snapshotPort.snaps.values()].map((s) => s.generation))).toEqual(new Set([2, 3]));
+
+    // The invariant: restoring HEAD gives exactly the source's bytes for every volume.
+    const dir = mkdtempSync(join(tmpdir(), "cgmirror-restore-"));
+    for (const v of config.volumes) {
+      const path = join(dir, `${v.id}.img`);
+      await restoreVolume(repo, { volumeId: v.id, path });
+      const image = readFileSync(path);
+      expect(image.length).toBe(200 * BLOCK_SIZE);
+      const zero = Buffer.alloc(BLOCK_SIZE);
+      for (let i = 0; i < 200; i++) {
+        const expected = i % 4 !== 3 ? source.content(i) : zero;
+        const block = image.subarray(i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE);
+        if (!block.equals(expected)) throw new Error(`${v.id} block ${i} differs from the source`);
+      }
+    }
   });
 
   it("GIVEN another run holds the lock WHEN a run starts THEN it is skipped", async () => {
@@ -157,15 +177,15 @@ describe("real handlers in the local interpreter (in-memory deps)", () => {
 
   it("fails with GroupConfigError before writing anything when the config in the input is invalid", async () => {
     const deps = memoryDeps(new FakeBlockSource({ volumeBlocks: 8, has: () => true }));
-    const bad = { ...config, volumes: [{ id: "vol-x" }] } as unknown as typeof config;
+    const bad = { ...config, volumes: [{ id: "volume-1" }] } as unknown as typeof config;
     const error = await run("run-bad", bind(deps), bad).then(
       () => undefined,
       (e: unknown) => e,
     );
     const cause = (error as ExecutionError).cause as Error;
     expect(cause.name).toBe("GroupConfigError");
-    expect(cause.message).toContain(
-      'volumes[0].id: expected an EBS volume id like "vol-0123456789abcdef0", got "vol-x"',
+    expect(cause.message).toMatch(
+      /volumes\[0\]\.id: expected an EBS volume id like "vol-0123456789abcdef0".*, got "volume-1"/,
     );
     expect(deps.stores.get("my-backups")?.stats.puts ?? 0).toBe(0);
   });
