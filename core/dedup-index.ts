@@ -5,7 +5,7 @@ import { toHex } from "./bytes.ts";
 import { Codec } from "./codec.ts";
 import { CorruptObjectError } from "./errors.ts";
 import { type GenerationManifest, readCommittedManifest } from "./generation.ts";
-import { compareKeys, type HashPage, HashRunReader, HashRunWriter, mergeHashRuns } from "./hash-run.ts";
+import { compareAt, type HashPage, HashRunReader, HashRunWriter, mergeHashRuns } from "./hash-run.ts";
 import { type IndexPage, IndexRunReader, mergeRuns, type RunInfo } from "./index-run.ts";
 import type { Repo } from "./layout.ts";
 import { ObjectNotFoundError, type ObjectStore } from "./ports/object-store.ts";
@@ -93,14 +93,37 @@ class Chunk {
 
   async writeSorted(emit: Emit): Promise<void> {
     const h = this.hashes;
-    const order = Array.from({ length: this.n }, (_, i) => i);
-    order.sort((a, b) => compareKeys(h.subarray(a * 32, a * 32 + 32), h.subarray(b * 32, b * 32 + 32)));
+    // Sort by the first 4 hash bytes with a native numeric sort (prefix × 2^18 + index fits a
+    // double exactly), then order the rare equal-prefix runs by the full hash.
+    const packed = new Float64Array(this.n);
+    for (let i = 0; i < this.n; i++) {
+      const prefix =
+        ((h[i * 32]! << 24) | (h[i * 32 + 1]! << 16) | (h[i * 32 + 2]! << 8) | h[i * 32 + 3]!) >>> 0;
+      packed[i] = prefix * CHUNK_ENTRIES + i;
+    }
+    packed.sort();
+    const order = Array.from(packed, (x) => x % CHUNK_ENTRIES);
+    for (let a = 0; a < order.length; ) {
+      let b = a + 1;
+      const pa = Math.floor(packed[a]! / CHUNK_ENTRIES);
+      while (b < order.length && Math.floor(packed[b]! / CHUNK_ENTRIES) === pa) b++;
+      if (b - a > 1) {
+        const run = order.slice(a, b).sort((x, y) => compareAt(h, x * 32, h, y * 32));
+        for (let j = 0; j < run.length; j++) order[a + j] = run[j]!;
+      }
+      a = b;
+    }
     let prev = -1;
     for (const i of order) {
-      const key = h.subarray(i * 32, i * 32 + 32);
-      if (prev >= 0 && compareKeys(h.subarray(prev * 32, prev * 32 + 32), key) === 0) continue; // same content twice
+      if (prev >= 0 && compareAt(h, prev * 32, h, i * 32) === 0) continue; // same content twice
       prev = i;
-      const p = emit(key, this.segments[i]!, this.offsets[i]!, this.lengths[i]!, this.codecs[i]!);
+      const p = emit(
+        h.subarray(i * 32, i * 32 + 32),
+        this.segments[i]!,
+        this.offsets[i]!,
+        this.lengths[i]!,
+        this.codecs[i]!,
+      );
       if (p) await p;
     }
   }

@@ -22,8 +22,13 @@ export const DEFAULT_HASH_PAGE_ENTRIES = 2048; // ≈ 88 KiB: a lookup that hits
 
 /** Byte-wise order of two 32-byte keys (views are fine). */
 export function compareKeys(a: Uint8Array, b: Uint8Array): number {
+  return compareAt(a, 0, b, 0);
+}
+
+/** Byte-wise order of the 32-byte keys at `a[ao..]` and `b[bo..]` (no allocation). */
+export function compareAt(a: Uint8Array, ao: number, b: Uint8Array, bo: number): number {
   for (let i = 0; i < 32; i++) {
-    const d = a[i]! - b[i]!;
+    const d = a[ao + i]! - b[bo + i]!;
     if (d !== 0) return d;
   }
   return 0;
@@ -434,17 +439,23 @@ export async function mergeHashRuns(
   };
   await Promise.all(cur.map(advancePage));
   const min = new Uint8Array(32);
+  const tied: number[] = [];
   let n = 0;
   for (;;) {
     let win = -1;
+    tied.length = 0;
     for (let k = 0; k < cur.length; k++) {
       const c = cur[k]!;
       if (!c.page) continue;
-      const key = c.page.keys.subarray(c.i * 32, c.i * 32 + 32);
-      const cmp = win < 0 ? -1 : compareKeys(key, min);
-      if (cmp < 0 || cmp === 0) {
-        min.set(key);
+      const cmp = win < 0 ? -1 : compareAt(c.page.keys, c.i * 32, min, 0);
+      if (cmp < 0) {
+        min.set(c.page.keys.subarray(c.i * 32, c.i * 32 + 32));
         win = k;
+        tied.length = 0;
+        tied.push(k);
+      } else if (cmp === 0) {
+        win = k; // later (newer) runs win ties
+        tied.push(k);
       }
     }
     if (win < 0) return n;
@@ -452,11 +463,10 @@ export async function mergeHashRuns(
     const r = emit(w.page!, w.i);
     if (r) await r;
     n++;
-    for (const c of cur) {
-      if (c.page && compareKeys(c.page.keys.subarray(c.i * 32, c.i * 32 + 32), min) === 0) {
-        c.i++;
-        if (c.i >= c.page.count) await advancePage(c);
-      }
+    for (const k of tied) {
+      const c = cur[k]!;
+      c.i++;
+      if (c.i >= c.page!.count) await advancePage(c);
     }
   }
 }
