@@ -54,7 +54,7 @@ export interface TransferOptions {
   readonly maxTokenRefreshes?: number;
   /** Reads per block whose checksum/length fail before BlockChecksumMismatchError. @default 3 */
   readonly maxChecksumAttempts?: number;
-  /** Progress object write interval. @default 5000 */
+  /** Progress object write interval (ms). @default 15000 */
   readonly progressIntervalMs?: number;
   /** Page size when re-listing the shard's range for tokens. @default 10000 */
   readonly listPageSize?: number;
@@ -566,7 +566,7 @@ export async function transferShard(
     ...o.aimd,
     now,
   });
-  const slots = new Slots(maxConcurrency * 2);
+  const slots = new Slots(maxConcurrency);
   const tokens = new ShardTokens(source, d, list, o.listPageSize ?? 10_000, stats, o.listRetry);
   let bytesTotal = 0;
   for (let i = 0; i < n; i++) if (!list.absent[i]) bytesTotal += BLOCK_SIZE;
@@ -580,7 +580,7 @@ export async function transferShard(
       blocksTotal: n,
       bytesTotal,
     },
-    o.progressIntervalMs ?? 5000,
+    o.progressIntervalMs ?? 15_000,
     now,
     stats,
     deps.onProgress,
