@@ -24,8 +24,14 @@ export async function commitTask(input: CommitInputT, deps: TaskDeps): Promise<C
       sizeBytes: p.sizeBytes,
       sourceSnapshotId: input.snapshots.find((s) => s.volumeId === p.volumeId)?.snapshotId ?? null,
       indexVersionId: p.indexVersionId,
+      ...(p.stats ? { stats: p.stats } : {}),
     })),
-    stats: { coordinationMs: input.coordinationMs },
+    stats: {
+      coordinationMs: input.coordinationMs,
+      ...(input.executionStartedAt
+        ? { durationMs: Math.max(0, deps.clock.now() - Date.parse(input.executionStartedAt)) }
+        : {}),
+    },
   });
   deps.metrics.add(config.group, COMMITTED_METRIC, "Count", 1);
   deps.log.info("generation committed", {

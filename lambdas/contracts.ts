@@ -116,6 +116,15 @@ export const PrepareInput = z.strictObject({
   volumeId,
   snapshotId,
 });
+/** What a volume's transfer shards moved (summed over its shards); recorded in the generation manifest. */
+export const VolumeTransferStats = z.strictObject({
+  changedBlocks: count,
+  storedBlocks: count,
+  zeroBlocks: count,
+  dedupedBlocks: count,
+  storedBytes: count,
+});
+
 export const PrepareOutput = z.strictObject({
   ok: z.literal(true),
   volumeId,
@@ -124,6 +133,7 @@ export const PrepareOutput = z.strictObject({
   sizeBytes: count,
   /** True when no new version was written. */
   reused: z.boolean(),
+  stats: VolumeTransferStats.optional(),
 });
 
 // ---- Commit
@@ -136,6 +146,8 @@ export const CommitInput = z.strictObject({
   snapshots,
   startedAt: isoTime,
   coordinationMs: count,
+  /** When the execution started ($$.Execution.StartTime): the run's duration is measured from it. */
+  executionStartedAt: isoTime.optional(),
   prepared: z.array(PrepareOutput).min(1),
 });
 export const CommitOutput = z.strictObject({

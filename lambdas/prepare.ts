@@ -24,6 +24,7 @@ export async function prepareTask(input: PrepareInputT, deps: TaskDeps): Promise
     );
   }
   const changes = [];
+  const stats = { changedBlocks: 0, storedBlocks: 0, zeroBlocks: 0, dedupedBlocks: 0, storedBytes: 0 };
   for (let shard = 0; shard < volume.shards; shard++) {
     const summary = await readShardSummary(repo, input.runId, input.volumeId, shard);
     if (!summary) {
@@ -32,6 +33,11 @@ export async function prepareTask(input: PrepareInputT, deps: TaskDeps): Promise
       );
     }
     changes.push(summary.run);
+    stats.changedBlocks += summary.stats.blocks;
+    stats.storedBlocks += summary.stats.storedBlocks;
+    stats.zeroBlocks += summary.stats.zeroBlocks;
+    stats.dedupedBlocks += summary.stats.dedupedBlocks;
+    stats.storedBytes += summary.stats.storedBytes;
   }
   const committed = await readCommittedManifest(repo);
   const previous = committed?.volumes.find((v) => v.volumeId === input.volumeId);
@@ -49,6 +55,7 @@ export async function prepareTask(input: PrepareInputT, deps: TaskDeps): Promise
     indexVersionId: prepared.versionId ?? null,
     sizeBytes: volume.volumeSizeBytes,
     reused: prepared.reused,
+    stats,
   };
 }
 

@@ -287,6 +287,7 @@ export class ConsistencyGroupWorkflow extends Construct {
         snapshots: sfn.JsonPath.listAt("$.snapshot.snapshots"),
         startedAt: sfn.JsonPath.stringAt("$.snapshot.startedAt"),
         coordinationMs: sfn.JsonPath.numberAt("$.snapshot.coordinationMs"),
+        executionStartedAt: sfn.JsonPath.stringAt("$$.Execution.StartTime"),
         prepared: sfn.JsonPath.listAt("$.prepare.results"),
       },
       "$.commit",

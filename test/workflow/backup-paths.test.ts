@@ -5,7 +5,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { readHead } from "#core/generation.ts";
+import { readHead, readManifest } from "#core/generation.ts";
 import { keys } from "#core/layout.ts";
 import { runLocalBackup } from "#local/runner.ts";
 import { BLOCK_SIZE } from "#local/volumes/simulator.ts";
@@ -40,9 +40,19 @@ describe("workflow paths on the local stack", () => {
     const run = await runLocalBackup({ config: g.config, deps: g.deps() });
     expect(run).toMatchObject({ outcome: "committed", generation: 1 });
     expect(await g.checkRestore()).toEqual({ generation: 1, mismatches: [] });
+    // The manifest records what moved and how long the run took.
+    const manifest = await readManifest(g.repo, 1);
+    const changed = Object.fromEntries(manifest.volumes.map((v) => [v.volumeId, v.stats.changedBlocks]));
+    expect(changed).toEqual({ [VOLUMES.data1.id]: 4, [VOLUMES.log.id]: 2, [VOLUMES.data2.id]: 1 });
+    expect(manifest.volumes.every((v) => (v.stats.storedBytes ?? 0) > 0)).toBe(true);
+    expect(manifest.stats.durationMs).toBeGreaterThan(0);
     // The run's snapshots carry its execution name as run id (the revert test below relies on it).
     const snaps = await g.deps().snapshots().findSnapshots(g.config.group, run.executionName);
-    expect(snaps.map((s) => s.volumeId).sort()).toEqual(Object.values(VOLUMES).map((v) => v.id).sort());
+    expect(snaps.map((s) => s.volumeId).sort()).toEqual(
+      Object.values(VOLUMES)
+        .map((v) => v.id)
+        .sort(),
+    );
   });
 
   it("GIVEN changes on one volume WHEN backed up again THEN generation 2 is incremental and restores exactly", async () => {
