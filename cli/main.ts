@@ -19,6 +19,7 @@ import {
   runningStack,
 } from "../local/stack.ts";
 import { VolumeSimulator } from "../local/volumes/simulator.ts";
+import { backupCommand } from "./commands/backup.ts";
 import { configCommands } from "./commands/config.ts";
 import { restoreCommand, statusCommand, verifyCommand } from "./commands/repo.ts";
 import { formatBytes, isUserFacing, printJson, table, UsageError } from "./output.ts";
@@ -268,6 +269,7 @@ export function buildProgram(): Command {
     .exitOverride();
   program.addCommand(localCommands());
   program.addCommand(configCommands());
+  program.addCommand(backupCommand());
   program.addCommand(statusCommand());
   program.addCommand(restoreCommand());
   program.addCommand(verifyCommand());

@@ -26,6 +26,7 @@ import type { TaskDeps } from "#lambdas/runtime.ts";
 import { makeHandler as snapshot } from "#lambdas/snapshot.ts";
 import { makeHandler as transfer } from "#lambdas/transfer.ts";
 import { type AslDefinition, type CfnTemplate, definitionFromTemplate } from "#workflows/definition.ts";
+import { Errors } from "#workflows/errors.ts";
 import { findLocalIncompatibilities } from "#workflows/local-compat.ts";
 import { TASK_NAMES, TASKS, type TaskName } from "#workflows/tasks.ts";
 import { ebsAdmin } from "./ebs-emulator/admin-client.ts";
@@ -165,8 +166,20 @@ export interface InjectedFailure {
   readonly volumeId?: string;
 }
 
+/** The error an injected failure raises: the contract name that task would fail with for real. */
 export class InjectedFailureError extends Error {
-  override readonly name = "TransferFailedError";
+  override readonly name: string;
+  constructor(task: TaskName, message: string) {
+    super(message);
+    this.name =
+      task === "Transfer"
+        ? Errors.TransferFailed
+        : task === "Prepare"
+          ? Errors.PrepareFailed
+          : task === "Snapshot" || task === "CheckSnapshots"
+            ? Errors.SnapshotFailed
+            : Errors.Internal;
+  }
 }
 
 /** Parses `TASK:VOLUME` or `TASK` (as given to `cgmirror backup --inject-failure`). */
@@ -234,6 +247,7 @@ export function bindHandlers(
       fn = async (event) => {
         if (inject.volumeId === undefined || volumeOf(event) === inject.volumeId) {
           throw new InjectedFailureError(
+            task,
             `injected failure of ${task}${inject.volumeId ? ` for ${inject.volumeId}` : ""} (--inject-failure)`,
           );
         }

@@ -1,0 +1,170 @@
+/** `cgmirror backup`: one run of the consistency-group state machine, locally or in AWS. */
+import { resolve } from "node:path";
+import { EBSClient } from "@aws-sdk/client-ebs";
+import { SFNClient } from "@aws-sdk/client-sfn";
+import { Command, Option } from "commander";
+import { runExecution } from "#adapters/sfn-execution.ts";
+import type { GroupConfig } from "#core/group-config.ts";
+import { createLocalDeps, parseInjectedFailure, runLocalBackup } from "../../local/runner.ts";
+import { attachOrStartLocalStack, defaultStateDir } from "../../local/stack.ts";
+import { VolumeSimulator } from "../../local/volumes/simulator.ts";
+import { printJson, UsageError } from "../output.ts";
+import { loadConfigFile } from "./config.ts";
+
+export interface BackupResult {
+  readonly outcome: "committed" | "skipped" | "reverted";
+  readonly group: string;
+  readonly generation?: number;
+  readonly error?: string;
+  readonly cause?: string;
+  readonly execution: string;
+  readonly durationMs: number;
+}
+
+/** With --local, the config's volumes must exist in the simulator: checked before anything is written. */
+async function checkLocalVolumes(config: GroupConfig, sim: VolumeSimulator): Promise<void> {
+  const have = new Map((await sim.list()).map((v) => [v.id, v]));
+  const problems: string[] = [];
+  for (const v of config.volumes) {
+    const sv = have.get(v.id);
+    if (!sv) problems.push(`volume ${v.id} does not exist in the local stack`);
+    else if ((v.instanceId ?? undefined) !== (sv.instanceId ?? undefined)) {
+      problems.push(
+        `volume ${v.id} is attached to ${sv.instanceId ?? "no instance"}, the config says ${v.instanceId ?? "none"}`,
+      );
+    }
+  }
+  if (problems.length > 0) {
+    throw new UsageError(
+      `the config does not match the simulated volumes: ${problems.join("; ")}. ` +
+        "List them with: npx cgmirror local volume list",
+    );
+  }
+}
+
+export async function localBackup(options: {
+  config: GroupConfig;
+  stateDir: string;
+  injectFailure?: string;
+  onState?: (state: string) => void;
+}): Promise<BackupResult> {
+  const inject = options.injectFailure ? parseInjectedFailure(options.injectFailure) : undefined;
+  const stack = await attachOrStartLocalStack({ stateDir: options.stateDir });
+  const credentials = { accessKeyId: stack.accessKeyId, secretAccessKey: stack.secretAccessKey };
+  const ebs = new EBSClient({ endpoint: stack.ebsEndpoint, region: stack.region, credentials });
+  const simulator = new VolumeSimulator({ stateDir: stack.stateDir, ebs });
+  const deps = createLocalDeps({ endpoints: stack, simulator });
+  try {
+    await checkLocalVolumes(options.config, simulator);
+    // Locally the group's bucket is the local stack's.
+    const config: GroupConfig = {
+      ...options.config,
+      target: { ...options.config.target, bucket: stack.bucket },
+    };
+    const run = await runLocalBackup({
+      config,
+      deps,
+      ...(inject ? { injectFailure: inject } : {}),
+      ...(options.onState ? { onState: options.onState } : {}),
+    });
+    return {
+      outcome: run.outcome,
+      group: config.group,
+      ...(run.generation !== undefined ? { generation: run.generation } : {}),
+      ...(run.error ? { error: run.error } : {}),
+      ...(run.cause ? { cause: run.cause } : {}),
+      execution: run.executionName,
+      durationMs: run.durationMs,
+    };
+  } finally {
+    deps.close();
+    ebs.destroy();
+    await stack.stop();
+  }
+}
+
+export function printOutcome(r: BackupResult): void {
+  if (r.outcome === "committed")
+    console.log(
+      `committed: group ${r.group} generation ${r.generation} (${(r.durationMs / 1000).toFixed(1)} s)`,
+    );
+  else if (r.outcome === "skipped") console.log(`skipped: another run of group ${r.group} holds the lock`);
+  else console.log(`reverted: group ${r.group} is unchanged; cause: ${r.error}: ${r.cause}`);
+}
+
+export function backupCommand(): Command {
+  return new Command("backup")
+    .description("run one backup of a consistency group: committed, reverted, or skipped (lock held)")
+    .requiredOption("--group <name>", "consistency group name (must match the config)")
+    .requiredOption("--config <file>", "the group config")
+    .option("--local", "run the state machine locally on the embedded stack (.cgmirror/)")
+    .option(
+      "--inject-failure <TASK[:VOLUME]>",
+      "with --local: make a task fail (for one volume), to see a revert",
+    )
+    .option(
+      "--state-machine-arn <arn>",
+      "in AWS: the deployed state machine (default: $CGM_STATE_MACHINE_ARN)",
+    )
+    .addOption(new Option("--state-dir <dir>", "local state directory").hideHelp())
+    .option("--json", "print {outcome, generation, ...} as JSON")
+    .action(
+      async (opts: {
+        group: string;
+        config: string;
+        local?: boolean;
+        injectFailure?: string;
+        stateMachineArn?: string;
+        stateDir?: string;
+        json?: boolean;
+      }) => {
+        const config = await loadConfigFile(opts.config);
+        if (config.group !== opts.group) {
+          throw new UsageError(`--group ${opts.group} does not match the config's group "${config.group}"`);
+        }
+        let result: BackupResult;
+        const tty = process.stdout.isTTY && !opts.json;
+        if (opts.local) {
+          result = await localBackup({
+            config,
+            stateDir: resolve(opts.stateDir ?? process.env.CGM_LOCAL_STATE_DIR ?? defaultStateDir()),
+            ...(opts.injectFailure ? { injectFailure: opts.injectFailure } : {}),
+            ...(tty ? { onState: (s: string) => process.stdout.write(`  ${s}\n`) } : {}),
+          });
+        } else {
+          if (opts.injectFailure) throw new UsageError("--inject-failure works only with --local");
+          const arn = opts.stateMachineArn ?? process.env.CGM_STATE_MACHINE_ARN;
+          if (!arn) {
+            throw new UsageError(
+              "give --state-machine-arn (the StateMachineArn output of `cdk deploy`) or set CGM_STATE_MACHINE_ARN; or use --local",
+            );
+          }
+          const sfn = new SFNClient({});
+          const started = Date.now();
+          try {
+            const out = await runExecution(sfn, {
+              stateMachineArn: arn,
+              input: { config },
+              ...(tty ? { onPoll: (s: string) => process.stdout.write(`  ${s}\n`) } : {}),
+            });
+            const o = out.output as { status?: string; generation?: number } | undefined;
+            result = {
+              outcome:
+                out.status === "SUCCEEDED" ? (o?.status === "skipped" ? "skipped" : "committed") : "reverted",
+              group: config.group,
+              ...(typeof o?.generation === "number" ? { generation: o.generation } : {}),
+              ...(out.error ? { error: out.error } : {}),
+              ...(out.cause ? { cause: out.cause } : {}),
+              execution: out.executionArn,
+              durationMs: Date.now() - started,
+            };
+          } finally {
+            sfn.destroy();
+          }
+        }
+        if (opts.json) printJson(result);
+        else printOutcome(result);
+        if (result.outcome === "reverted") process.exitCode = 1;
+      },
+    );
+}
