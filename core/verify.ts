@@ -10,7 +10,7 @@ import { TaskPool } from "./pool.ts";
 import { ObjectNotFoundError } from "./ports/object-store.ts";
 import { fetchBlocks } from "./restore.ts";
 import { readSegmentFooter } from "./segment.ts";
-import { openVolumeIndex } from "./volume-index.ts";
+import { openVolumeIndex, type VolumeIndex } from "./volume-index.ts";
 
 export type VerifyProblemKind =
   | "manifest"
@@ -43,6 +43,8 @@ export interface VerifyOptions {
   readonly salt?: string;
   /** @default 8 */
   readonly concurrency?: number;
+  /** Refs held in memory at once; larger groups are verified in several passes. @default 400000 */
+  readonly maxRefsInMemory?: number;
 }
 
 export interface VerifyReport {
@@ -97,25 +99,21 @@ export async function verifyGeneration(repo: Repo, options: VerifyOptions = {}):
       problems,
     };
   }
-  const bySegment = new Map<string, Array<IndexEntry & { volumeId: string }>>();
+  const fraction = options.readData ?? 0;
+  const salt = options.salt ?? "";
+  let segmentsReadData = 0;
+  let blocksReHashed = 0;
   let indexEntries = 0;
   const volumes = manifest.volumes.filter(
     (v) => !options.volumeIds || options.volumeIds.includes(v.volumeId),
   );
+  const opened: Array<{ volumeId: string; indexKey: string; index: VolumeIndex }> = [];
+  let bound = 0;
   for (const v of volumes) {
     try {
       const index = await openVolumeIndex(repo, v.volumeId, v.indexVersionId ?? undefined);
-      indexEntries += await index.scan((batch) => {
-        for (const e of batch) {
-          if (e.ref.codec === Codec.zero) continue;
-          let list = bySegment.get(e.ref.segment!);
-          if (!list) {
-            list = [];
-            bySegment.set(e.ref.segment!, list);
-          }
-          list.push({ ...e, volumeId: v.volumeId });
-        }
-      });
+      opened.push({ volumeId: v.volumeId, indexKey: v.indexKey, index });
+      bound += index.readers.reduce((n, r) => n + r.entryCount, 0);
       // Dedup runs (group-wide dedup reads them): trailer, directory and Bloom filter must check out.
       const dedup = index.root.dedup;
       for (const d of dedup ? [dedup.base, ...dedup.deltas] : []) {
@@ -133,81 +131,114 @@ export async function verifyGeneration(repo: Repo, options: VerifyOptions = {}):
       problems.push({ kind: "index", key, volumeId: v.volumeId, message: message(error) });
     }
   }
-  const pool = new TaskPool(options.concurrency ?? 8);
-  const fraction = options.readData ?? 0;
-  const salt = options.salt ?? "";
-  let segmentsReadData = 0;
-  let blocksReHashed = 0;
-  for (const [segmentId, refs] of bySegment) {
-    await pool.run(async () => {
-      const key = keys.segment(repo, segmentId);
-      let footerOk = false;
+  // Refs are grouped by segment in memory; big groups are checked in passes over a partition of the
+  // segment ids each, so memory stays at about `maxRefsInMemory` refs.
+  const passes = Math.max(1, Math.ceil(bound / (options.maxRefsInMemory ?? 400_000)));
+  const failed = new Set<string>();
+  let segmentCount = 0;
+  for (let pass = 0; pass < passes; pass++) {
+    const bySegment = new Map<string, Array<IndexEntry & { volumeId: string }>>();
+    for (const o of opened) {
+      if (failed.has(o.volumeId)) continue;
       try {
-        const footer = await readSegmentFooter(repo.store, key);
-        const byOffset = new Map(footer.entries.map((f) => [f.offset, f]));
-        footerOk = true;
-        if (footer.segmentId !== segmentId) {
-          problems.push({ kind: "segment", key, message: `footer names segment ${footer.segmentId}` });
-          footerOk = false;
-        }
-        for (const e of refs) {
-          const f = byOffset.get(e.ref.offset);
-          if (
-            !f ||
-            f.length !== e.ref.length ||
-            f.codec !== e.ref.codec ||
-            !equalBytes(f.sha256, e.ref.sha256)
-          ) {
-            problems.push({
-              kind: "ref-mismatch",
-              key,
-              volumeId: e.volumeId,
-              block: e.block,
-              message: `index ref (offset ${e.ref.offset}, length ${e.ref.length}, sha256 ${toHex(e.ref.sha256)}) has no matching footer entry`,
-            });
+        const n = await o.index.scan((batch) => {
+          for (const e of batch) {
+            if (e.ref.codec === Codec.zero) continue;
+            if (passes > 1 && Number.parseInt(e.ref.segment!.slice(0, 8), 16) % passes !== pass) continue;
+            let list = bySegment.get(e.ref.segment!);
+            if (!list) {
+              list = [];
+              bySegment.set(e.ref.segment!, list);
+            }
+            list.push({ ...e, volumeId: o.volumeId });
           }
-        }
+        });
+        if (pass === 0) indexEntries += n;
       } catch (error) {
-        problems.push({
-          kind: error instanceof ObjectNotFoundError ? "missing-segment" : "segment",
-          key,
-          volumeId: refs[0]?.volumeId,
-          block: refs[0]?.block,
-          message: `${message(error)} (referenced by ${refs.length} block(s))`,
-        } as VerifyProblem);
+        failed.add(o.volumeId);
+        const key = (error as { key?: string }).key ?? o.indexKey;
+        problems.push({ kind: "index", key, volumeId: o.volumeId, message: message(error) });
       }
-      if (footerOk && selected(segmentId, fraction, salt)) {
-        segmentsReadData++;
-        try {
-          await fetchBlocks(
-            repo,
-            refs,
-            () => {
-              blocksReHashed++;
-            },
-            { concurrency: 1 },
-          );
-        } catch (error) {
-          problems.push({
-            kind: "block-data",
-            key,
-            volumeId: refs[0]?.volumeId,
-            block: (error as { blockIndex?: number }).blockIndex,
-            message: message(error),
-          } as VerifyProblem);
-        }
-      }
-    });
+    }
+    segmentCount += bySegment.size;
+    await checkSegments(bySegment);
   }
-  await pool.drain();
   return {
     ok: problems.length === 0,
     generation: manifest.generation,
     volumes: volumes.length,
     indexEntries,
-    segments: bySegment.size,
+    segments: segmentCount,
     segmentsReadData,
     blocksReHashed,
     problems,
   };
+
+  async function checkSegments(
+    bySegment: Map<string, Array<IndexEntry & { volumeId: string }>>,
+  ): Promise<void> {
+    const pool = new TaskPool(options.concurrency ?? 8);
+    for (const [segmentId, refs] of bySegment) {
+      await pool.run(async () => {
+        const key = keys.segment(repo, segmentId);
+        let footerOk = false;
+        try {
+          const footer = await readSegmentFooter(repo.store, key);
+          const byOffset = new Map(footer.entries.map((f) => [f.offset, f]));
+          footerOk = true;
+          if (footer.segmentId !== segmentId) {
+            problems.push({ kind: "segment", key, message: `footer names segment ${footer.segmentId}` });
+            footerOk = false;
+          }
+          for (const e of refs) {
+            const f = byOffset.get(e.ref.offset);
+            if (
+              !f ||
+              f.length !== e.ref.length ||
+              f.codec !== e.ref.codec ||
+              !equalBytes(f.sha256, e.ref.sha256)
+            ) {
+              problems.push({
+                kind: "ref-mismatch",
+                key,
+                volumeId: e.volumeId,
+                block: e.block,
+                message: `index ref (offset ${e.ref.offset}, length ${e.ref.length}, sha256 ${toHex(e.ref.sha256)}) has no matching footer entry`,
+              });
+            }
+          }
+        } catch (error) {
+          problems.push({
+            kind: error instanceof ObjectNotFoundError ? "missing-segment" : "segment",
+            key,
+            volumeId: refs[0]?.volumeId,
+            block: refs[0]?.block,
+            message: `${message(error)} (referenced by ${refs.length} block(s))`,
+          } as VerifyProblem);
+        }
+        if (footerOk && selected(segmentId, fraction, salt)) {
+          segmentsReadData++;
+          try {
+            await fetchBlocks(
+              repo,
+              refs,
+              () => {
+                blocksReHashed++;
+              },
+              { concurrency: 1 },
+            );
+          } catch (error) {
+            problems.push({
+              kind: "block-data",
+              key,
+              volumeId: refs[0]?.volumeId,
+              block: (error as { blockIndex?: number }).blockIndex,
+              message: message(error),
+            } as VerifyProblem);
+          }
+        }
+      });
+    }
+    await pool.drain();
+  }
 }

@@ -1,7 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { MemoryObjectStore } from "#adapters/memory-store.ts";
 import { createRepo } from "#core/layout.ts";
-import { checkCorruption, checkRandomHistories, checkRevert } from "../support/repo-scenarios.ts";
+import {
+  checkCorruption,
+  checkRandomHistories,
+  checkRevert,
+  twoGenerations,
+} from "../support/repo-scenarios.ts";
 
 const memoryRepo = async () =>
   createRepo({ store: new MemoryObjectStore(), prefix: "groups/g1", group: "g1" });
@@ -20,6 +25,21 @@ describe("repository (in-memory store)", () => {
       await checkCorruption(await memoryRepo(), kind);
     });
   }
+
+  it("GIVEN a tiny in-memory ref budget WHEN verified in passes THEN it checks the same segments and blocks", async () => {
+    const { verifyGeneration } = await import("#core/verify.ts");
+    const repo = await memoryRepo();
+    await twoGenerations(repo);
+    const one = await verifyGeneration(repo, { readData: 1 });
+    const many = await verifyGeneration(repo, { readData: 1, maxRefsInMemory: 3 });
+    expect(one.ok && many.ok).toBe(true);
+    expect(many).toMatchObject({
+      segments: one.segments,
+      blocksReHashed: one.blocksReHashed,
+      indexEntries: one.indexEntries,
+    });
+    expect(one.blocksReHashed).toBeGreaterThan(10);
+  });
 
   it("GIVEN an empty repository WHEN verified THEN it reports no generation", async () => {
     const { verifyGeneration } = await import("#core/verify.ts");
