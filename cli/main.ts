@@ -21,6 +21,7 @@ import {
 import { VolumeSimulator } from "../local/volumes/simulator.ts";
 import { backupCommand } from "./commands/backup.ts";
 import { configCommands } from "./commands/config.ts";
+import { demoCommand } from "./commands/demo.ts";
 import { restoreCommand, statusCommand, verifyCommand } from "./commands/repo.ts";
 import { formatBytes, isUserFacing, printJson, table, UsageError } from "./output.ts";
 import { parseNonNegativeInt } from "./parse.ts";
@@ -270,6 +271,7 @@ export function buildProgram(): Command {
   program.addCommand(localCommands());
   program.addCommand(configCommands());
   program.addCommand(backupCommand());
+  program.addCommand(demoCommand());
   program.addCommand(statusCommand());
   program.addCommand(restoreCommand());
   program.addCommand(verifyCommand());
