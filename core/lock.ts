@@ -163,7 +163,9 @@ export async function releaseLock(repo: Repo, lease: Pick<LockLease, "runId" | "
     await repo.store.put(keys.lock(repo), body, { ifMatch: current.etag });
     return true;
   } catch (error) {
-    if (error instanceof PreconditionFailedError) return false;
-    throw error;
+    if (!(error instanceof PreconditionFailedError)) throw error;
+    // An SDK retry of a write that landed also ends here: look again.
+    const now = await readLock(repo);
+    return now?.record.runId === lease.runId && now.record.fencing === lease.fencing && now.record.released;
   }
 }

@@ -335,7 +335,9 @@ export class SegmentWriter {
     const metadata = { "cgmirror-kind": "segment" };
     if (bytes <= this.#partBytes) {
       const body = Buffer.concat(chunks);
-      await store.put(key, body, { ifNoneMatch: "*", checksumSha256: sha256(body), metadata });
+      // No If-None-Match: the key is a fresh random id, and an SDK retry of a PUT that did land
+      // would otherwise fail with 412.
+      await store.put(key, body, { checksumSha256: sha256(body), metadata });
       return;
     }
     const upload = await store.createMultipartUpload(key, { metadata, checksumSha256: true });
