@@ -5,8 +5,11 @@
  * its CPU is not counted as the worker's) with 20 ms latency per request, a synthetic changed set of
  * 8 GiB (ListChangedBlocks between two synthetic snapshots). Phases, each on the whole changed set:
  *   default    worker at default settings (zstd)            → mib_s_compressed, cpu_s_per_gib_compressed, peak_rss_mb
- *   raw        worker without compression                   → mib_s, cpu_s_per_gib, s3_puts_per_gib, ebs_requests_per_gib
- *   baseline   GetSnapshotBlock then PutObject of the raw block, at the worker's peak concurrency → baseline_mib_s
+ *   (default also gives s3_puts_per_gib and ebs_requests_per_gib: what an operator gets)
+ *   raw        worker without compression, in 4 shards     → mib_s, cpu_s_per_gib
+ *   baseline   GetSnapshotBlock then PutObject of the raw block, 64 in flight (the worker's maximum
+ *              concurrency), run on each raw shard's blocks right after that shard (interleaved, so
+ *              both see the same machine load)         → baseline_mib_s, ratio
  *   quota      emulator enforcing 200 GetSnapshotBlock/s per snapshot; default planning (8 GiB is one
  *              shard of ≤ 30,000 blocks, so one worker) → quota_utilization, throttled_fraction, failed_shards
  *   lowquota   the same at 50 requests/s on a 1 GiB changed set: a quota this 2-core machine can
@@ -38,7 +41,12 @@ import { BLOCK_SIZE } from "#core/bytes.ts";
 import { createRepo, type Repo } from "#core/layout.ts";
 import { planVolume, type ShardDescriptor } from "#core/planner.ts";
 import type { ObjectStore } from "#core/ports/object-store.ts";
-import { type ShardResultSummary, type TransferOptions, transferShard } from "#core/transfer-worker.ts";
+import {
+  type ShardResultSummary,
+  type TransferOptions,
+  type TransferProgress,
+  transferShard,
+} from "#core/transfer-worker.ts";
 import { type EbsAdminClient, type EbsStats, ebsAdmin } from "#local/ebs-emulator/index.ts";
 import { TokenBucket } from "#local/ebs-emulator/token-bucket.ts";
 import { startS3Server } from "#local/s3-server/server.ts";
@@ -52,6 +60,8 @@ const lowQuotaRps = Number(process.env.CGM_BENCH_LOW_QUOTA_RPS ?? 50);
 const phases = new Set(
   (process.env.CGM_BENCH_PHASES ?? "default,raw,baseline,quota,lowquota,sim4").split(","),
 );
+/** The worker's default maxConcurrency; the baseline loop runs this many requests in flight. */
+const BASELINE_CONCURRENCY = 64;
 const log = (m: string) => process.stderr.write(`[bench:transfer] ${m}\n`);
 
 async function startEmulator(): Promise<{ endpoint: string; child: ChildProcess }> {
@@ -125,8 +135,42 @@ function procCpuSeconds(pid: number | undefined): number {
   }
 }
 
+/** Accumulates wall time and CPU (this process, the emulator, the S3 server) over start/stop spans. */
+class Meter {
+  seconds = 0;
+  cpu = 0;
+  user = 0;
+  emulatorCpu = 0;
+  s3Cpu = 0;
+  #t = 0;
+  #c = 0;
+  #u = 0;
+  #e = 0;
+  #s = 0;
+  readonly #pids: { emulator: number | undefined; s3: number };
+  constructor(pids: { emulator: number | undefined; s3: number }) {
+    this.#pids = pids;
+  }
+  start(): void {
+    this.#t = performance.now();
+    this.#c = cpuSeconds();
+    this.#u = process.cpuUsage().user / 1e6;
+    this.#e = procCpuSeconds(this.#pids.emulator);
+    this.#s = procCpuSeconds(this.#pids.s3);
+  }
+  stop(): void {
+    this.seconds += (performance.now() - this.#t) / 1000;
+    this.cpu += cpuSeconds() - this.#c;
+    this.user += process.cpuUsage().user / 1e6 - this.#u;
+    this.emulatorCpu += procCpuSeconds(this.#pids.emulator) - this.#e;
+    this.s3Cpu += procCpuSeconds(this.#pids.s3) - this.#s;
+  }
+}
+
 interface PhaseResult {
   readonly seconds: number;
+  /** From the first to the last block read (quota utilization is measured over this window). */
+  readonly readSeconds?: number;
   readonly cpu: number;
   /** CPU seconds of the EBS emulator and of the S3 server during the phase. */
   readonly emulatorCpu: number;
@@ -224,12 +268,15 @@ async function main(): Promise<void> {
     });
     const s3store = new S3ObjectStore({ client: usePrecomputedPayloadHash(s3), bucket });
 
+    const pids = { emulator: emulator.child.pid, s3: s3server.pid };
+
     const runWorker = async (
       name: string,
       options: TransferOptions,
       shardBlocks?: number,
       parallel = false,
       pair: { base: string; snap: string } = { base: root.snapshotId, snap: child.snapshotId },
+      afterShard?: (shard: ShardDescriptor) => Promise<void>,
     ): Promise<PhaseResult> => {
       const c = counting(s3store);
       const repo: Repo = createRepo({ store: c.store, prefix: `bench/${name}`, group: "bench" });
@@ -246,75 +293,101 @@ async function main(): Promise<void> {
       );
       const shards = plan.shards!;
       const statsAfterPlan = await admin.stats();
-      const cpu0 = cpuSeconds();
-      const user0 = process.cpuUsage().user / 1e6;
-      const emu0 = procCpuSeconds(emulator.child.pid);
-      const s30 = procCpuSeconds(s3server.pid);
-      const t0 = performance.now();
+      const meter = new Meter(pids);
+      let gets = 0;
+      let throttled = 0;
+      let readSeconds = 0;
+      let readFirst: number | undefined;
+      let readLast = 0;
       const one = async (shard: ShardDescriptor): Promise<ShardResultSummary | undefined> => {
         const source = new EbsBlockSource(ebs);
+        const onProgress = (p: TransferProgress) => {
+          if (p.state !== "running") return;
+          const now = performance.now();
+          readFirst ??= now;
+          readLast = now;
+        };
         try {
-          return await transferShard({ repo, source }, { runId: name, shard, options });
+          return await transferShard({ repo, source, onProgress }, { runId: name, shard, options });
         } catch (error) {
           log(`${name}: shard ${shard.shard} failed: ${(error as Error).name}: ${(error as Error).message}`);
           return undefined;
         }
       };
       const results: (ShardResultSummary | undefined)[] = [];
-      if (parallel) results.push(...(await Promise.all(shards.map(one))));
-      else for (const s of shards) results.push(await one(s));
-      const seconds = (performance.now() - t0) / 1000;
-      const cpu = cpuSeconds() - cpu0;
-      const after = await admin.stats();
+      if (parallel) {
+        meter.start();
+        results.push(...(await Promise.all(shards.map(one))));
+        meter.stop();
+        if (readFirst !== undefined) readSeconds = (readLast - readFirst) / 1000;
+        const after = await admin.stats();
+        gets = after.requests.GetSnapshotBlock - statsAfterPlan.requests.GetSnapshotBlock;
+        throttled = after.throttled - statsAfterPlan.throttled;
+      } else {
+        for (const s of shards) {
+          const s0 = await admin.stats();
+          meter.start();
+          readFirst = undefined;
+          results.push(await one(s));
+          meter.stop();
+          if (readFirst !== undefined) readSeconds += (readLast - readFirst) / 1000;
+          const s1 = await admin.stats();
+          gets += s1.requests.GetSnapshotBlock - s0.requests.GetSnapshotBlock;
+          throttled += s1.throttled - s0.throttled;
+          if (afterShard) await afterShard(s);
+        }
+      }
       const ok = results.filter((r): r is ShardResultSummary => r !== undefined);
       const blocks = ok.reduce((a, r) => a + r.stats.blocks - r.stats.absentBlocks, 0);
+      const ebsCount =
+        ok.reduce((a, r) => a + r.stats.getRequests + r.stats.listRequests, 0) + plan.totals.listPages;
       const r: PhaseResult = {
-        seconds,
-        cpu,
-        emulatorCpu: procCpuSeconds(emulator.child.pid) - emu0,
-        s3Cpu: procCpuSeconds(s3server.pid) - s30,
-        userCpu: process.cpuUsage().user / 1e6 - user0,
+        seconds: meter.seconds,
+        readSeconds,
+        cpu: meter.cpu,
+        emulatorCpu: meter.emulatorCpu,
+        s3Cpu: meter.s3Cpu,
+        userCpu: meter.user,
         bytes: blocks * BLOCK_SIZE,
         blocks,
         puts: c.puts(),
-        ebs: ebsRequests(after) - ebsRequests(before),
-        throttled: after.throttled - statsAfterPlan.throttled,
-        gets: after.requests.GetSnapshotBlock - statsAfterPlan.requests.GetSnapshotBlock,
+        ebs: afterShard ? ebsCount : ebsRequests(await admin.stats()) - ebsRequests(before),
+        throttled,
+        gets,
         failedShards: results.length - ok.length,
         maxInFlight: Math.max(0, ...ok.map((x) => x.stats.maxInFlight)),
         storedBytes: ok.reduce((a, x) => a + x.stats.storedBytes, 0),
       };
       log(
-        `${name}: ${JSON.stringify({ ...r, mib_s: r.bytes / MiB / seconds, rss_mb: process.memoryUsage().rss / MiB })}`,
+        `${name}: ${JSON.stringify({ ...r, mib_s: r.bytes / MiB / r.seconds, rss_mb: process.memoryUsage().rss / MiB })}`,
       );
       return r;
     };
 
-    const runBaseline = async (concurrency: number): Promise<PhaseResult> => {
+    /** GetSnapshotBlock then PutObject of the raw block for the changed blocks in [first, end). */
+    const baselineMeter = new Meter(pids);
+    let baselineBlocks = 0;
+    const runBaseline = async (concurrency: number, first: number, end: number): Promise<void> => {
       // Tokens first (not timed), like the worker's listing; then N loops of Get + PutObject.
       const tokens: { index: number; token: string }[] = [];
       let next: string | undefined;
+      let done = false;
       do {
         const page = await ebs.send(
           new ListChangedBlocksCommand({
             FirstSnapshotId: root.snapshotId,
             SecondSnapshotId: child.snapshotId,
             MaxResults: 10_000,
-            NextToken: next,
+            ...(next ? { NextToken: next } : { StartingBlockIndex: first }),
           }),
         );
         for (const b of page.ChangedBlocks ?? []) {
-          if (b.SecondBlockToken) tokens.push({ index: b.BlockIndex!, token: b.SecondBlockToken });
+          if (b.BlockIndex! >= end) done = true;
+          else if (b.SecondBlockToken) tokens.push({ index: b.BlockIndex!, token: b.SecondBlockToken });
         }
         next = page.NextToken;
-      } while (next);
-      const cpu0 = cpuSeconds();
-      const user0 = process.cpuUsage().user / 1e6;
-      const emu0 = procCpuSeconds(emulator.child.pid);
-      const s30 = procCpuSeconds(s3server.pid);
-      const t0 = performance.now();
+      } while (next && !done);
       let at = 0;
-      let puts = 0;
       const loop = async () => {
         for (;;) {
           const item = tokens[at++];
@@ -329,7 +402,6 @@ async function main(): Promise<void> {
                 }),
               );
               const body = await got.BlockData!.transformToByteArray();
-              puts++;
               await s3.send(
                 new PutObjectCommand({
                   Bucket: bucket,
@@ -345,37 +417,55 @@ async function main(): Promise<void> {
           }
         }
       };
+      baselineMeter.start();
       await Promise.all(Array.from({ length: concurrency }, loop));
-      const seconds = (performance.now() - t0) / 1000;
-      const r: PhaseResult = {
-        seconds,
-        cpu: cpuSeconds() - cpu0,
-        emulatorCpu: procCpuSeconds(emulator.child.pid) - emu0,
-        s3Cpu: procCpuSeconds(s3server.pid) - s30,
-        userCpu: process.cpuUsage().user / 1e6 - user0,
-        bytes: tokens.length * BLOCK_SIZE,
-        blocks: tokens.length,
-        puts,
-        ebs: tokens.length,
-        throttled: 0,
-        gets: tokens.length,
-        failedShards: 0,
-        maxInFlight: concurrency,
-        storedBytes: tokens.length * BLOCK_SIZE,
-      };
-      log(`baseline: ${JSON.stringify({ ...r, mib_s: r.bytes / MiB / seconds })}`);
-      return r;
+      baselineMeter.stop();
+      baselineBlocks += tokens.length;
     };
+    const baselineResult = (): PhaseResult => ({
+      seconds: baselineMeter.seconds,
+      cpu: baselineMeter.cpu,
+      emulatorCpu: baselineMeter.emulatorCpu,
+      s3Cpu: baselineMeter.s3Cpu,
+      userCpu: baselineMeter.user,
+      bytes: baselineBlocks * BLOCK_SIZE,
+      blocks: baselineBlocks,
+      puts: baselineBlocks,
+      ebs: baselineBlocks,
+      throttled: 0,
+      gets: baselineBlocks,
+      failedShards: 0,
+      maxInFlight: BASELINE_CONCURRENCY,
+      storedBytes: baselineBlocks * BLOCK_SIZE,
+    });
 
     let def: PhaseResult | undefined;
     let peakRssMb: number | undefined;
     if (phases.has("default")) {
       def = await runWorker("default", {});
       peakRssMb = Math.round(process.resourceUsage().maxRSS / 1024);
+      const m = process.memoryUsage();
+      log(
+        `memory after default: ${JSON.stringify({ rss: m.rss / MiB, heapUsed: m.heapUsed / MiB, external: m.external / MiB, arrayBuffers: m.arrayBuffers / MiB, maxRSS: peakRssMb })}`,
+      );
     }
-    const raw = phases.has("raw") ? await runWorker("raw", { compression: "none" }) : undefined;
-    const concurrency = raw?.maxInFlight || def?.maxInFlight || 64;
-    const base = phases.has("baseline") ? await runBaseline(concurrency) : undefined;
+    // raw and baseline interleave shard by shard (2 GiB each at 8 GiB), so that both see the same
+    // load on a shared machine; the baseline runs at the worker's maximum concurrency.
+    const raw = phases.has("raw")
+      ? await runWorker(
+          "raw",
+          { compression: "none" },
+          Math.ceil((gib * 2048) / 4),
+          false,
+          undefined,
+          phases.has("baseline")
+            ? (shard) => runBaseline(BASELINE_CONCURRENCY, shard.first, shard.end)
+            : undefined,
+        )
+      : undefined;
+    const base = phases.has("baseline") && baselineBlocks > 0 ? baselineResult() : undefined;
+    if (base) log(`baseline: ${JSON.stringify({ ...base, mib_s: base.bytes / MiB / base.seconds })}`);
+    const concurrency = BASELINE_CONCURRENCY;
     let quota: PhaseResult | undefined;
     if (phases.has("quota")) {
       await admin.setFaults({ dataPlaneRpsPerSnapshot: quotaRps });
@@ -425,11 +515,15 @@ async function main(): Promise<void> {
       ratio: raw && base ? round(mibs(raw)! / mibs(base)!, 3) : null,
       mib_s_compressed: round(mibs(def), 1),
       quota_rps: quotaRps,
-      quota_utilization: quota ? round(quota.blocks / quota.seconds / quotaRps, 3) : null,
+      quota_utilization: quota
+        ? round(quota.blocks / (quota.readSeconds || quota.seconds) / quotaRps, 3)
+        : null,
       throttled_fraction: quota ? round(quota.throttled / Math.max(1, quota.gets), 4) : null,
       failed_shards: [def, raw, quota, low].reduce((a, r) => a + (r?.failedShards ?? 0), 0),
       low_quota_rps: low ? lowQuotaRps : null,
-      low_quota_utilization: low ? round(low.blocks / low.seconds / lowQuotaRps, 3) : null,
+      low_quota_utilization: low
+        ? round(low.blocks / (low.readSeconds || low.seconds) / lowQuotaRps, 3)
+        : null,
       low_throttled_fraction: low ? round(low.throttled / Math.max(1, low.gets), 4) : null,
       sim4_quota_utilization: sim ? round(sim.utilization, 3) : null,
       sim4_throttled_fraction: sim ? round(sim.throttledFraction, 4) : null,
@@ -437,8 +531,12 @@ async function main(): Promise<void> {
       cpu_s_per_gib_compressed: def ? round(perGib(def.cpu, def), 3) : null,
       baseline_cpu_s_per_gib: base ? round(perGib(base.cpu, base), 3) : null,
       compression_ratio: def ? round(def.bytes / Math.max(1, def.storedBytes), 3) : null,
-      s3_puts_per_gib: raw ? round(perGib(raw.puts, raw), 2) : null,
-      ebs_requests_per_gib: raw ? round(perGib(raw.ebs, raw), 1) : null,
+      s3_puts_per_gib: def ? round(perGib(def.puts, def), 2) : raw ? round(perGib(raw.puts, raw), 2) : null,
+      ebs_requests_per_gib: def
+        ? round(perGib(def.ebs, def), 1)
+        : raw
+          ? round(perGib(raw.ebs, raw), 1)
+          : null,
       peak_rss_mb: peakRssMb ?? null,
       worker_user_cpu_s_per_gib: raw ? round(perGib(raw.userCpu, raw), 3) : null,
       emulator_cpu_s_per_gib: raw ? round(perGib(raw.emulatorCpu, raw), 3) : null,
