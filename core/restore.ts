@@ -102,6 +102,18 @@ export interface RestoreVolumeOptions extends FetchOptions {
   readonly generation?: number;
   /** Use this manifest instead of reading one. */
   readonly manifest?: GenerationManifest;
+  /** Called after every batch of index entries is restored (for progress displays). */
+  readonly onProgress?: (progress: RestoreProgress) => void;
+}
+
+export interface RestoreProgress {
+  readonly volumeId: string;
+  /** Index entries (written blocks, zero ones included) restored so far. */
+  readonly entriesDone: number;
+  /** An upper bound of the entries to restore: the entries of every index run (a block may be in several). */
+  readonly entriesEstimate: number;
+  /** Block bytes written to the image so far. */
+  readonly bytesWritten: number;
 }
 
 export interface RestoreStats {
@@ -149,6 +161,10 @@ export async function restoreVolume(repo: Repo, options: RestoreVolumeOptions): 
   const fetchStats: FetchStats = { requests: 0, bytesRead: 0, blocks: 0 };
   let zeroBlocks = 0;
   let entries = 0;
+  let entriesDone = 0;
+  let bytesWritten = 0;
+  const entriesEstimate =
+    (index.root.base?.entries ?? 0) + index.root.deltas.reduce((acc, d) => acc + d.entries, 0);
   try {
     await file.truncate(volume.sizeBytes);
     entries = await index.scan(async (batch) => {
@@ -167,10 +183,13 @@ export async function restoreVolume(repo: Repo, options: RestoreVolumeOptions): 
         batch,
         async (block, raw) => {
           await file.write(raw, 0, raw.byteLength, block * BLOCK_SIZE);
+          bytesWritten += raw.byteLength;
         },
         options,
         fetchStats,
       );
+      entriesDone += batch.length;
+      options.onProgress?.({ volumeId: volume.volumeId, entriesDone, entriesEstimate, bytesWritten });
     });
   } finally {
     await file.close();

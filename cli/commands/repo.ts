@@ -11,6 +11,7 @@ import { verifyGeneration } from "#core/verify.ts";
 import { type CliContext, openContext } from "../context.ts";
 import { formatBytes, printJson, table, UsageError } from "../output.ts";
 import { parseNonNegativeInt } from "../parse.ts";
+import { ProgressLine } from "../progress.ts";
 import { loadConfigFile } from "./config.ts";
 
 export class RestoreTargetError extends Error {
@@ -235,9 +236,14 @@ export function restoreCommand(): Command {
           const results = [];
           for (const [i, v] of volumes.entries()) {
             const started = Date.now();
-            if (tty) process.stdout.write(`restoring ${v.volumeId} (${formatBytes(v.sizeBytes)})…`);
-            const stats = await restoreVolume(repo, { volumeId: v.volumeId, path: targets[i]!, manifest });
-            if (tty) process.stdout.write(` done in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+            const line = new ProgressLine(`restoring ${v.volumeId}`, tty);
+            const stats = await restoreVolume(repo, {
+              volumeId: v.volumeId,
+              path: targets[i]!,
+              manifest,
+              onProgress: (p) => line.update(p.entriesDone, p.entriesEstimate, p.bytesWritten),
+            });
+            line.done(`restored ${v.volumeId} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
             results.push({ ...stats, path: targets[i]! });
           }
           if (opts.json)
