@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import type { BlockRef, IndexEntry } from "./block-ref.ts";
 import { equalBytes, sha256, toHex } from "./bytes.ts";
 import { Codec, type CodecId, isKnownCodec } from "./codec.ts";
@@ -609,16 +608,4 @@ export async function writeRun(
     if (p) await p;
   }
   return w.finish();
-}
-
-/** Streaming hash of a run's pages, used by tests to compare runs. */
-export function runDigest(pages: readonly IndexPage[]): string {
-  const h = createHash("sha256");
-  for (const p of pages) {
-    for (let i = 0; i < p.count; i++) {
-      h.update(`${p.blocks[i]}:${p.segmentOf(i)}:${p.offsets[i]}:${p.lengths[i]}:${p.codecs[i]}:`);
-      h.update(p.hashes.subarray(i * 32, i * 32 + 32));
-    }
-  }
-  return h.digest("hex");
 }
