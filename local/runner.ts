@@ -14,17 +14,8 @@ import { S3ObjectStore } from "#adapters/s3-store.ts";
 import type { GroupConfig } from "#core/group-config.ts";
 import type { ObjectStore } from "#core/ports/object-store.ts";
 import { CgmirrorStack } from "#infra/stack.ts";
-import { makeHandler as acquireLock } from "#lambdas/acquire-lock.ts";
-import { makeHandler as checkSnapshots } from "#lambdas/check-snapshots.ts";
-import { makeHandler as commit } from "#lambdas/commit.ts";
-import { makeHandler as plan } from "#lambdas/plan.ts";
-import { makeHandler as prepare } from "#lambdas/prepare.ts";
-import { makeHandler as recover } from "#lambdas/recover.ts";
-import { makeHandler as releaseLock } from "#lambdas/release-lock.ts";
-import { makeHandler as revert } from "#lambdas/revert.ts";
+import { HANDLER_MAKERS } from "#lambdas/makers.ts";
 import type { TaskDeps } from "#lambdas/runtime.ts";
-import { makeHandler as snapshot } from "#lambdas/snapshot.ts";
-import { makeHandler as transfer } from "#lambdas/transfer.ts";
 import { type AslDefinition, type CfnTemplate, definitionFromTemplate } from "#workflows/definition.ts";
 import { Errors } from "#workflows/errors.ts";
 import { findLocalIncompatibilities } from "#workflows/local-compat.ts";
@@ -40,19 +31,6 @@ export class RunnerError extends Error {
 
 type Json = Parameters<StateMachine["run"]>[0];
 type Handler = (event: unknown) => Promise<unknown>;
-
-const MAKERS: Readonly<Record<TaskName, (deps: () => TaskDeps) => Handler>> = {
-  AcquireLock: acquireLock,
-  Recover: recover,
-  Snapshot: snapshot,
-  CheckSnapshots: checkSnapshots,
-  Plan: plan,
-  Transfer: transfer,
-  Prepare: prepare,
-  Commit: commit,
-  Revert: revert,
-  ReleaseLock: releaseLock,
-};
 
 const definitions = new Map<string, AslDefinition>();
 
@@ -240,7 +218,7 @@ export function bindHandlers(
   const handlers: Record<string, (input: Json) => Promise<Json>> = {};
   for (const state of taskStates(def)) {
     const task = byState.get(state)!;
-    let fn: Handler = MAKERS[task](() => deps);
+    let fn: Handler = HANDLER_MAKERS[task](() => deps);
     const inject = options.injectFailure;
     if (inject && inject.task === task) {
       const real = fn;

@@ -14,17 +14,8 @@ import { readCommittedManifest, readHead } from "#core/generation.ts";
 import { parseGroupConfig } from "#core/group-config.ts";
 import { createRepo } from "#core/layout.ts";
 import { restoreVolume } from "#core/restore.ts";
-import { makeHandler as acquireLock } from "#lambdas/acquire-lock.ts";
-import { makeHandler as checkSnapshots } from "#lambdas/check-snapshots.ts";
-import { makeHandler as commit } from "#lambdas/commit.ts";
-import { makeHandler as plan } from "#lambdas/plan.ts";
-import { makeHandler as prepare } from "#lambdas/prepare.ts";
-import { makeHandler as recover } from "#lambdas/recover.ts";
-import { makeHandler as releaseLock } from "#lambdas/release-lock.ts";
-import { makeHandler as revert } from "#lambdas/revert.ts";
+import { HANDLER_MAKERS } from "#lambdas/makers.ts";
 import type { TaskDeps } from "#lambdas/runtime.ts";
-import { makeHandler as snapshot } from "#lambdas/snapshot.ts";
-import { makeHandler as transfer } from "#lambdas/transfer.ts";
 import { type AslDefinition, localDefinition } from "#workflows/definition.ts";
 import { TASK_NAMES, TASKS, type TaskName } from "#workflows/tasks.ts";
 import { memoryDeps } from "./lambda-fixtures.ts";
@@ -49,19 +40,6 @@ const config = parseGroupConfig({
   transfer: { shardBlocks: 64 },
 });
 
-const MAKERS: Record<TaskName, (deps: () => TaskDeps) => (event: unknown) => Promise<unknown>> = {
-  AcquireLock: acquireLock,
-  Recover: recover,
-  Snapshot: snapshot,
-  CheckSnapshots: checkSnapshots,
-  Plan: plan,
-  Transfer: transfer,
-  Prepare: prepare,
-  Commit: commit,
-  Revert: revert,
-  ReleaseLock: releaseLock,
-};
-
 function bind(
   deps: TaskDeps,
   wrap: (task: TaskName, fn: (e: unknown) => Promise<unknown>) => typeof fn = (_t, f) => f,
@@ -70,7 +48,7 @@ function bind(
   for (const task of TASK_NAMES) {
     const fn = wrap(
       task,
-      MAKERS[task](() => deps),
+      HANDLER_MAKERS[task](() => deps),
     );
     for (const state of TASKS[task].states) handlers[state] = async (input) => (await fn(input)) as Json;
   }
@@ -170,7 +148,7 @@ describe("real handlers in the local interpreter (in-memory deps)", () => {
 
   it("GIVEN another run holds the lock WHEN a run starts THEN it is skipped", async () => {
     const deps = memoryDeps(new FakeBlockSource({ volumeBlocks: 8, has: () => true }));
-    const hold = await acquireLock(() => deps)({ config, runId: "run-holder" });
+    const hold = await HANDLER_MAKERS.AcquireLock(() => deps)({ config, runId: "run-holder" });
     expect(hold).toMatchObject({ acquired: true });
     expect(await run("run-late", bind(deps))).toMatchObject({ status: "skipped", heldBy: "run-holder" });
   });

@@ -28,6 +28,17 @@ async function headGeneration(): Promise<number | undefined> {
   return (await readHead(g.repo))?.head.generation;
 }
 
+/** Wraps handlers so that every volume a Prepare task is attempted for is recorded. */
+function recordPrepares(into: string[]) {
+  return (task: string, _state: string, fn: (e: unknown) => Promise<unknown>) =>
+    task === "Prepare"
+      ? async (e: unknown) => {
+          into.push((e as { volumeId: string }).volumeId);
+          return fn(e);
+        }
+      : fn;
+}
+
 /** Deps whose clock runs `offsetMs` ahead (a later run, after a dead run's lock expired). */
 function laterDeps(offsetMs: number): TaskDeps {
   const d = g.deps();
@@ -77,13 +88,7 @@ describe("workflow paths: lock, prepare policies, recovery, throttling", () => {
       config: { ...g.config, prepare: { policy: "failFast" } },
       deps: g.deps(),
       injectFailure: { task: "Prepare", volumeId: VOLUMES.log.id },
-      wrap: (task, _state, fn) =>
-        task === "Prepare"
-          ? async (e) => {
-              prepared.push((e as { volumeId: string }).volumeId);
-              return fn(e);
-            }
-          : fn,
+      wrap: recordPrepares(prepared),
     });
     expect(run.outcome).toBe("reverted");
     expect(await headGeneration()).toBe(before);
@@ -98,13 +103,7 @@ describe("workflow paths: lock, prepare policies, recovery, throttling", () => {
       config: { ...g.config, prepare: { policy: "collectAll" } },
       deps: g.deps(),
       injectFailure: { task: "Prepare", volumeId: VOLUMES.log.id },
-      wrap: (task, _state, fn) =>
-        task === "Prepare"
-          ? async (e) => {
-              prepared.push((e as { volumeId: string }).volumeId);
-              return fn(e);
-            }
-          : fn,
+      wrap: recordPrepares(prepared),
     });
     expect(run.outcome).toBe("reverted");
     expect(run.error).toBe("PrepareFailedError");
