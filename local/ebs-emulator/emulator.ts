@@ -79,6 +79,8 @@ export interface EbsStats {
   /** Block payload bytes received by PutSnapshotBlock / sent by GetSnapshotBlock. */
   readonly blockBytesIn: number;
   readonly blockBytesOut: number;
+  /** Added latency (the latency knobs), summed over all requests, in ms. */
+  readonly injectedLatencyMs: number;
   readonly inFlight: number;
   readonly maxInFlight: number;
 }
@@ -120,6 +122,7 @@ class Stats {
   errors: Record<string, number> = {};
   blockBytesIn = 0;
   blockBytesOut = 0;
+  injectedLatencyMs = 0;
   inFlight = 0;
   maxInFlight = 0;
 
@@ -133,6 +136,7 @@ class Stats {
       errors: { ...this.errors },
       blockBytesIn: this.blockBytesIn,
       blockBytesOut: this.blockBytesOut,
+      injectedLatencyMs: this.injectedLatencyMs,
       inFlight: this.inFlight,
       maxInFlight: this.maxInFlight,
     };
@@ -836,8 +840,11 @@ export async function startEbsEmulator(opts: EbsEmulatorOptions = {}): Promise<E
     if (stats.inFlight > stats.maxInFlight) stats.maxInFlight = stats.inFlight;
     try {
       const f = faults;
-      if (f.latencyMs > 0 || f.latencyJitterMs > 0)
-        await sleep(f.latencyMs + Math.random() * f.latencyJitterMs);
+      if (f.latencyMs > 0 || f.latencyJitterMs > 0) {
+        const delay = f.latencyMs + Math.random() * f.latencyJitterMs;
+        stats.injectedLatencyMs += delay;
+        await sleep(delay);
+      }
       if (f.maxConcurrentRequests > 0 && stats.inFlight > f.maxConcurrentRequests) {
         throw new EbsApiError(
           "ConcurrentLimitExceededException",

@@ -718,11 +718,14 @@ describe("fault knobs and counters", () => {
     }
   });
 
-  it("GIVEN latencyMs 150 THEN a request takes at least 150 ms", async () => {
+  it("GIVEN latencyMs 150 and jitter 20 THEN every request is delayed by 150-170 ms (counted by the emulator)", async () => {
     emu.setFaults({ latencyMs: 150, latencyJitterMs: 20 });
-    const t0 = performance.now();
+    const before = emu.stats().injectedLatencyMs;
     await read(id, 0, token);
-    expect(performance.now() - t0).toBeGreaterThanOrEqual(145);
+    await read(id, 0, token);
+    const added = emu.stats().injectedLatencyMs - before;
+    expect(added).toBeGreaterThanOrEqual(300);
+    expect(added).toBeLessThanOrEqual(340);
   });
 
   it("GIVEN errorRate 1 on GetSnapshotBlock only THEN reads fail with InternalServerException (500) and lists still work", async () => {
