@@ -168,5 +168,5 @@ describe("workflow paths: lock, prepare policies, recovery, throttling", () => {
       emulator.resetFaults();
     }
     expect((await g.checkRestore()).mismatches).toEqual([]);
-  });
+  }, 300_000);
 });
