@@ -51,6 +51,18 @@ import { type EbsAdminClient, type EbsStats, ebsAdmin } from "#local/ebs-emulato
 import { TokenBucket } from "#local/ebs-emulator/token-bucket.ts";
 import { startS3Server } from "#local/s3-server/server.ts";
 
+// Large block buffers come and go by the thousand; with glibc's dynamic mmap threshold they end up
+// in heap arenas that never shrink, inflating RSS by ~100 MB. The transfer Lambda sets
+// MALLOC_MMAP_THRESHOLD_=131072 (docs/transfer.md); the bench measures that configuration.
+if (process.env.MALLOC_MMAP_THRESHOLD_ === undefined && process.platform === "linux") {
+  const { spawnSync } = await import("node:child_process");
+  const child = spawnSync(process.execPath, process.argv.slice(1), {
+    stdio: "inherit",
+    env: { ...process.env, MALLOC_MMAP_THRESHOLD_: "131072" },
+  });
+  process.exit(child.status ?? 1);
+}
+
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
 const gib = Number(process.env.CGM_BENCH_GIB ?? 8);
@@ -541,6 +553,7 @@ async function main(): Promise<void> {
       worker_user_cpu_s_per_gib: raw ? round(perGib(raw.userCpu, raw), 3) : null,
       emulator_cpu_s_per_gib: raw ? round(perGib(raw.emulatorCpu, raw), 3) : null,
       s3_server_cpu_s_per_gib: raw ? round(perGib(raw.s3Cpu, raw), 3) : null,
+      malloc_mmap_threshold: process.env.MALLOC_MMAP_THRESHOLD_ ?? null,
       cpus: (await import("node:os")).availableParallelism(),
       node: process.version,
     };
