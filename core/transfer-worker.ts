@@ -808,3 +808,60 @@ export async function collectShardRuns(
   }
   return out;
 }
+
+/** What a Transfer Lambda should return to the Map (≈ 150 bytes): the full summary stays in S3. */
+export interface ShardResultItem {
+  readonly volumeId: string;
+  readonly shard: number;
+  readonly entries: number;
+  readonly storedBytes: number;
+  readonly reused: boolean;
+}
+
+export function toShardResultItem(summary: ShardResultSummary): ShardResultItem {
+  return {
+    volumeId: summary.volumeId,
+    shard: summary.shard,
+    entries: summary.run.entries,
+    storedBytes: summary.stats.storedBytes,
+    reused: summary.reused,
+  };
+}
+
+export interface RunProgress {
+  readonly blocksDone: number;
+  readonly blocksTotal: number;
+  readonly bytesDone: number;
+  readonly bytesTotal: number;
+  readonly shardsDone: number;
+  readonly shards: readonly TransferProgress[];
+}
+
+/**
+ * Sums the progress objects of a run (for the CLI). Shards that have not started have no object
+ * yet: use the plan's totals for the whole.
+ */
+export async function readRunProgress(repo: Repo, runId: string): Promise<RunProgress> {
+  const shards: TransferProgress[] = [];
+  for await (const o of repo.store.list(planKeys.progressPrefix(repo, runId))) {
+    try {
+      const got = await repo.store.get(o.key);
+      shards.push(JSON.parse(new TextDecoder().decode(got.body)) as TransferProgress);
+    } catch (error) {
+      if (!(error instanceof ObjectNotFoundError)) throw error;
+    }
+  }
+  let blocksDone = 0;
+  let blocksTotal = 0;
+  let bytesDone = 0;
+  let bytesTotal = 0;
+  let shardsDone = 0;
+  for (const p of shards) {
+    blocksDone += p.blocksDone;
+    blocksTotal += p.blocksTotal;
+    bytesDone += p.bytesDone;
+    bytesTotal += p.bytesTotal;
+    if (p.state === "done") shardsDone++;
+  }
+  return { blocksDone, blocksTotal, bytesDone, bytesTotal, shardsDone, shards };
+}

@@ -9,7 +9,13 @@ import { planVolume, type ShardDescriptor } from "#core/planner.ts";
 import { fetchBlocks } from "#core/restore.ts";
 import { planKeys } from "#core/shard-list.ts";
 import { TransferErrors } from "#core/transfer-errors.ts";
-import { type ShardResultSummary, type TransferOptions, transferShard } from "#core/transfer-worker.ts";
+import {
+  readRunProgress,
+  type ShardResultSummary,
+  type TransferOptions,
+  toShardResultItem,
+  transferShard,
+} from "#core/transfer-worker.ts";
 import { FakeBlockSource, type FakeSourceOptions } from "./transfer-fixtures.ts";
 
 const BASE = "snap-0000000000000000a";
@@ -125,6 +131,19 @@ describe("transferShard", () => {
     expect(skipped).toEqual([]);
     expect(s.stats.unchangedBlocks).toBeGreaterThan(0);
     expect(s.run.entries).toBe(d.blocks - s.stats.unchangedBlocks);
+  });
+
+  it("GIVEN finished shards WHEN the run's progress is read THEN it sums them and the Map item stays small", async () => {
+    const { repo, source, shards } = await setup();
+    const results: ShardResultSummary[] = [];
+    for (const d of shards.slice(0, 3))
+      results.push(await transferShard({ repo, source }, { runId: RUN, shard: d, options: FAST }));
+    const p = await readRunProgress(repo, RUN);
+    expect(p.shardsDone).toBe(3);
+    expect(p.blocksDone).toBe(shards.slice(0, 3).reduce((a, d) => a + d.blocks, 0));
+    expect(p.blocksTotal).toBe(p.blocksDone);
+    expect(p.bytesDone).toBe(p.bytesTotal);
+    for (const r of results) expect(JSON.stringify(toShardResultItem(r)).length).toBeLessThan(200);
   });
 
   it("GIVEN throttling and 5xx answers WHEN transferred THEN they are retried, the rate backs off, and the result is exact", async () => {
