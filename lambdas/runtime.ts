@@ -8,6 +8,7 @@ import { type GroupConfig, parseGroupConfig } from "#core/group-config.ts";
 import type { BlockSource } from "#core/ports/block-source.ts";
 import type { ObjectStore } from "#core/ports/object-store.ts";
 import type { Clock, FreezePort, SnapshotPort } from "#core/snapshot-group.ts";
+import type { TransferOptions } from "#core/transfer-worker.ts";
 import { formatProblems, toProblems } from "#core/zod-issues.ts";
 import {
   Errors,
@@ -42,6 +43,8 @@ export interface TaskDeps {
   /** SSM fsfreeze (or the volume simulator's write queue). */
   freeze(): FreezePort;
   readonly clock: Clock;
+  /** Overrides of the transfer worker's defaults (the local runner writes progress more often). */
+  readonly transferOptions?: TransferOptions;
   readonly log: TaskLogger;
   readonly metrics: TaskMetrics;
 }

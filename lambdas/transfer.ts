@@ -39,7 +39,7 @@ export async function transferTask(input: TransferInputT, deps: TaskDeps): Promi
   const dedup = await dedupFor(repo, input.bucket, input.runId);
   const summary = await transferShard(
     { repo, source: deps.blockSource(), dedup },
-    { runId: input.runId, shard },
+    { runId: input.runId, shard, ...(deps.transferOptions ? { options: deps.transferOptions } : {}) },
   );
   deps.log.info("shard transferred", {
     volumeId: input.volumeId,

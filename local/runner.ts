@@ -121,6 +121,8 @@ export function createLocalDeps(options: LocalDepsOptions): LocalDeps {
     snapshots: () => snapshots,
     freeze: () => freeze,
     clock: { now: () => Date.now() },
+    // Local runs are short: report progress every second so `cgmirror backup` can show it.
+    transferOptions: { progressIntervalMs: 1000 },
     log: {
       info: (m, x) => log("info", m, x),
       warn: (m, x) => log("warn", m, x),

@@ -1,15 +1,27 @@
 /** `cgmirror backup`: one run of the consistency-group state machine, locally or in AWS. */
+import { randomBytes } from "node:crypto";
 import { resolve } from "node:path";
 import { EBSClient } from "@aws-sdk/client-ebs";
+import { S3Client } from "@aws-sdk/client-s3";
 import { SFNClient } from "@aws-sdk/client-sfn";
 import { Command, Option } from "commander";
+import { S3ObjectStore } from "#adapters/s3-store.ts";
 import { runExecution } from "#adapters/sfn-execution.ts";
 import type { GroupConfig } from "#core/group-config.ts";
+import { createRepo, type Repo } from "#core/layout.ts";
+import { type RunProgress, readRunProgress } from "#core/run-progress.ts";
 import { createLocalDeps, parseInjectedFailure, runLocalBackup } from "../../local/runner.ts";
 import { attachOrStartLocalStack, defaultStateDir } from "../../local/stack.ts";
 import { VolumeSimulator } from "../../local/volumes/simulator.ts";
-import { printJson, UsageError } from "../output.ts";
+import { formatBytes, printJson, UsageError } from "../output.ts";
+import { ProgressLine } from "../progress.ts";
 import { loadConfigFile } from "./config.ts";
+
+/** Execution names double as run ids: unique, sortable, and valid for Step Functions (≤ 80 chars). */
+export function newExecutionName(group: string): string {
+  const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "");
+  return `${group.slice(0, 40)}-${stamp}-${randomBytes(4).toString("hex")}`;
+}
 
 export interface BackupResult {
   readonly outcome: "committed" | "skipped" | "reverted";
@@ -19,6 +31,30 @@ export interface BackupResult {
   readonly cause?: string;
   readonly execution: string;
   readonly durationMs: number;
+}
+
+/** On a terminal: polls the run's transfer progress objects and shows blocks, bytes and ETA. */
+export function watchProgress(repo: Repo, runId: string, enabled: boolean): () => Promise<void> {
+  if (!enabled) return async () => {};
+  let line: ProgressLine | undefined; // created at the first report, so rate and ETA count from there
+  let stopped = false;
+  let last: RunProgress | undefined;
+  const loop = (async () => {
+    while (!stopped) {
+      await new Promise((r) => setTimeout(r, 500));
+      const p = await readRunProgress(repo, runId).catch(() => undefined);
+      if (p && p.shardsReporting > 0) {
+        last = p;
+        line ??= new ProgressLine("transfer", true);
+        line.update(p.blocksDone, p.blocksTotal, p.bytesDone);
+      }
+    }
+  })();
+  return async () => {
+    stopped = true;
+    await loop;
+    if (line && last) line.done(`transfer: ${last.blocksDone} blocks read (${formatBytes(last.bytesDone)})`);
+  };
 }
 
 /** With --local, the config's volumes must exist in the simulator: checked before anything is written. */
@@ -47,6 +83,7 @@ export async function localBackup(options: {
   stateDir: string;
   injectFailure?: string;
   onState?: (state: string) => void;
+  progress?: boolean;
 }): Promise<BackupResult> {
   const inject = options.injectFailure ? parseInjectedFailure(options.injectFailure) : undefined;
   const stack = await attachOrStartLocalStack({ stateDir: options.stateDir });
@@ -61,12 +98,20 @@ export async function localBackup(options: {
       ...options.config,
       target: { ...options.config.target, bucket: stack.bucket },
     };
+    const executionName = newExecutionName(config.group);
+    const repo = createRepo({
+      store: deps.store(stack.bucket),
+      prefix: config.target.prefix,
+      group: config.group,
+    });
+    const stopProgress = watchProgress(repo, executionName, options.progress === true);
     const run = await runLocalBackup({
       config,
       deps,
+      executionName,
       ...(inject ? { injectFailure: inject } : {}),
       ...(options.onState ? { onState: options.onState } : {}),
-    });
+    }).finally(stopProgress);
     return {
       outcome: run.outcome,
       group: config.group,
@@ -129,7 +174,7 @@ export function backupCommand(): Command {
             config,
             stateDir: resolve(opts.stateDir ?? process.env.CGM_LOCAL_STATE_DIR ?? defaultStateDir()),
             ...(opts.injectFailure ? { injectFailure: opts.injectFailure } : {}),
-            ...(tty ? { onState: (s: string) => process.stdout.write(`  ${s}\n`) } : {}),
+            ...(tty ? { onState: (s: string) => process.stdout.write(`  ${s}\n`), progress: true } : {}),
           });
         } else {
           if (opts.injectFailure) throw new UsageError("--inject-failure works only with --local");
@@ -140,13 +185,21 @@ export function backupCommand(): Command {
             );
           }
           const sfn = new SFNClient({});
+          const s3 = new S3Client({});
           const started = Date.now();
+          const name = newExecutionName(config.group);
+          const repo = createRepo({
+            store: new S3ObjectStore({ client: s3, bucket: config.target.bucket }),
+            prefix: config.target.prefix,
+            group: config.group,
+          });
+          const stopProgress = watchProgress(repo, name, tty === true);
           try {
             const out = await runExecution(sfn, {
               stateMachineArn: arn,
               input: { config },
-              ...(tty ? { onPoll: (s: string) => process.stdout.write(`  ${s}\n`) } : {}),
-            });
+              name,
+            }).finally(stopProgress);
             const o = out.output as { status?: string; generation?: number } | undefined;
             result = {
               outcome:
@@ -160,6 +213,7 @@ export function backupCommand(): Command {
             };
           } finally {
             sfn.destroy();
+            s3.destroy();
           }
         }
         if (opts.json) printJson(result);

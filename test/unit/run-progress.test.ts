@@ -1,0 +1,37 @@
+import { describe, expect, it } from "vitest";
+import { MemoryObjectStore } from "../../adapters/memory-store.ts";
+import { createRepo } from "../../core/layout.ts";
+import { readRunProgress } from "../../core/run-progress.ts";
+import { planKeys } from "../../core/shard-list.ts";
+
+describe("readRunProgress", () => {
+  it("GIVEN progress objects of two shards (one done) and one being rewritten THEN it sums what parses", async () => {
+    const repo = createRepo({ store: new MemoryObjectStore(), prefix: "groups/db", group: "db" });
+    const put = (volumeId: string, shard: number, body: string) =>
+      repo.store.put(planKeys.progress(repo, "run-1", volumeId, shard), new TextEncoder().encode(body));
+    const p = (state: string, done: number, total: number) =>
+      JSON.stringify({
+        runId: "run-1",
+        state,
+        blocksDone: done,
+        blocksTotal: total,
+        bytesDone: done * 10,
+        bytesTotal: total * 10,
+      });
+    await put("vol-a", 0, p("done", 100, 100));
+    await put("vol-b", 0, p("running", 30, 80));
+    await put("vol-b", 1, "{ not json");
+    await repo.store.put(
+      planKeys.progress(repo, "run-2", "vol-a", 0),
+      new TextEncoder().encode(p("running", 1, 9)),
+    );
+    expect(await readRunProgress(repo, "run-1")).toEqual({
+      shardsReporting: 2,
+      shardsDone: 1,
+      blocksDone: 130,
+      blocksTotal: 180,
+      bytesDone: 1300,
+      bytesTotal: 1800,
+    });
+  });
+});
