@@ -288,8 +288,8 @@ export class SegmentWriter {
       codec,
       sha256: hash,
     };
-    // Copy: the caller may reuse its buffer.
-    this.#chunks.push(data === raw ? raw.slice() : data);
+    // Copy: the caller may reuse its buffer. (Not raw.slice(): on a Node Buffer that is a view.)
+    this.#chunks.push(data === raw ? new Uint8Array(raw) : data);
     this.#entries.push({ sha256: hash, offset: ref.offset, length: ref.length, codec });
     this.#size += data.byteLength;
     this.#seen.set(hex, ref);

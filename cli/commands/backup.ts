@@ -9,7 +9,7 @@ import { S3ObjectStore } from "#adapters/s3-store.ts";
 import { runExecution } from "#adapters/sfn-execution.ts";
 import type { GroupConfig } from "#core/group-config.ts";
 import { createRepo, type Repo } from "#core/layout.ts";
-import { type RunProgress, readRunProgress } from "#core/run-progress.ts";
+import { type RunProgress, readRunProgress } from "#core/transfer-worker.ts";
 import { createLocalDeps, parseInjectedFailure, runLocalBackup } from "../../local/runner.ts";
 import { attachOrStartLocalStack, defaultStateDir } from "../../local/stack.ts";
 import { VolumeSimulator } from "../../local/volumes/simulator.ts";
@@ -43,7 +43,7 @@ export function watchProgress(repo: Repo, runId: string, enabled: boolean): () =
     while (!stopped) {
       await new Promise((r) => setTimeout(r, 500));
       const p = await readRunProgress(repo, runId).catch(() => undefined);
-      if (p && p.shardsReporting > 0) {
+      if (p && p.shards.length > 0) {
         last = p;
         line ??= new ProgressLine("transfer", true);
         line.update(p.blocksDone, p.blocksTotal, p.bytesDone);

@@ -113,6 +113,30 @@ describe("SegmentWriter", () => {
     }
   });
 
+  it("GIVEN a caller that reuses one Buffer for every incompressible block THEN each stored block keeps its own bytes", async () => {
+    const r = repo();
+    const w = new SegmentWriter({
+      repo: r,
+      targetBytes: 8 * BLOCK_SIZE,
+      allowSmallSegments: true,
+      compression: "none",
+    });
+    const reused = Buffer.alloc(BLOCK_SIZE);
+    const originals: Buffer[] = [];
+    const refs = [];
+    for (let i = 0; i < 3; i++) {
+      Buffer.from(makeBlock({ kind: "noise", seed: 40 + i })).copy(reused);
+      originals.push(Buffer.from(reused));
+      refs.push(await w.add(reused, sha256(reused)));
+    }
+    await w.close();
+    for (const [i, ref] of refs.entries()) {
+      const key = keys.segment(r, ref.segment!);
+      const got = await r.store.get(key, { range: { start: ref.offset, end: ref.offset + ref.length } });
+      expect(Buffer.from(openStoredBlock(key, ref, got.body, i)).equals(originals[i]!)).toBe(true);
+    }
+  });
+
   it("GIVEN segments larger than the part size WHEN written THEN they go up as multipart and read back", async () => {
     const r = repo();
     const w = new SegmentWriter({
