@@ -171,6 +171,9 @@ export class CgmirrorStack extends Stack {
           POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
           POWERTOOLS_LOG_LEVEL: "INFO",
           NODE_OPTIONS: "--enable-source-maps",
+          // glibc returns big block buffers to the OS at once: bounds the transfer worker's RSS
+          // (docs/transfer.md, "Memory").
+          ...(task === "Transfer" ? { MALLOC_MMAP_THRESHOLD_: "131072" } : {}),
         },
         bundling: {
           forceDockerBundling: false,

@@ -13,6 +13,7 @@ import { S3Client } from "@aws-sdk/client-s3";
 import { SSMClient } from "@aws-sdk/client-ssm";
 import { createEbsClient, EbsBlockSource } from "#adapters/ebs-source.ts";
 import { Ec2Snapshots } from "#adapters/ec2-snapshots.ts";
+import { usePrecomputedPayloadHash } from "#adapters/s3-payload-hash.ts";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
 import { SsmFreeze } from "#adapters/ssm-freeze.ts";
 import type { BlockSource } from "#core/ports/block-source.ts";
@@ -32,12 +33,13 @@ export function createAwsDeps(env: Readonly<Record<string, string | undefined>> 
 
   const logger = new Logger({ serviceName });
   const metrics = new Metrics({ namespace, serviceName });
-  const s3 = once(
-    () =>
+  const s3 = once(() =>
+    usePrecomputedPayloadHash(
       new S3Client({
         region,
         ...(s3Endpoint ? { endpoint: s3Endpoint, forcePathStyle: true } : {}),
       }),
+    ),
   );
   const stores = new Map<string, ObjectStore>();
   const source = once<BlockSource>(

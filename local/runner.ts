@@ -10,6 +10,7 @@ import { S3Client } from "@aws-sdk/client-s3";
 import { App } from "aws-cdk-lib";
 import { ExecutionError, StateMachine } from "aws-local-stepfunctions";
 import { createEbsClient, EbsBlockSource } from "#adapters/ebs-source.ts";
+import { usePrecomputedPayloadHash } from "#adapters/s3-payload-hash.ts";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
 import type { GroupConfig } from "#core/group-config.ts";
 import type { ObjectStore } from "#core/ports/object-store.ts";
@@ -100,7 +101,9 @@ export interface LocalDeps extends TaskDeps {
 export function createLocalDeps(options: LocalDepsOptions): LocalDeps {
   const e = options.endpoints;
   const credentials = { accessKeyId: e.accessKeyId, secretAccessKey: e.secretAccessKey };
-  const s3 = new S3Client({ endpoint: e.s3Endpoint, region: e.region, forcePathStyle: true, credentials });
+  const s3 = usePrecomputedPayloadHash(
+    new S3Client({ endpoint: e.s3Endpoint, region: e.region, forcePathStyle: true, credentials }),
+  );
   const ebs = createEbsClient({ endpoint: e.ebsEndpoint, region: e.region, credentials });
   const source = new EbsBlockSource(ebs);
   const snapshots = new LocalSnapshotPort({ simulator: options.simulator, admin: ebsAdmin(e.ebsEndpoint) });
