@@ -19,7 +19,7 @@ export class RestoreTargetError extends Error {
 }
 
 export interface RepoOptions {
-  readonly group: string;
+  readonly group?: string;
   readonly config?: string;
   readonly bucket?: string;
   readonly prefix?: string;
@@ -30,7 +30,7 @@ export interface RepoOptions {
 
 export function repoOptions(cmd: Command): Command {
   return cmd
-    .requiredOption("--group <name>", "consistency group name")
+    .option("--group <name>", "consistency group name (default: the config's)")
     .option("--config <file>", "group config (names the bucket and prefix)")
     .option(
       "--bucket <name>",
@@ -46,14 +46,18 @@ export function repoOptions(cmd: Command): Command {
 export async function openRepo(opts: RepoOptions): Promise<{ ctx: CliContext; repo: Repo }> {
   let bucket = opts.bucket;
   let prefix = opts.prefix;
+  let group = opts.group;
   if (opts.config) {
     const config = await loadConfigFile(opts.config);
-    if (config.group !== opts.group) {
-      throw new UsageError(`--group ${opts.group} does not match the config's group "${config.group}"`);
+    if (group !== undefined && config.group !== group) {
+      throw new UsageError(`--group ${group} does not match the config's group "${config.group}"`);
     }
+    group = config.group;
     if (!opts.local) bucket ??= config.target.bucket;
     prefix ??= config.target.prefix;
   }
+  if (group === undefined) throw new UsageError("name the group: give --group <name> or --config <file>");
+  const groupName = group;
   const ctx = await openContext({
     ...(opts.local ? { local: true } : {}),
     ...(opts.stateDir ? { stateDir: opts.stateDir } : {}),
@@ -61,7 +65,7 @@ export async function openRepo(opts: RepoOptions): Promise<{ ctx: CliContext; re
   try {
     return {
       ctx,
-      repo: ctx.repo(opts.group, { ...(bucket ? { bucket } : {}), ...(prefix ? { prefix } : {}) }),
+      repo: ctx.repo(groupName, { ...(bucket ? { bucket } : {}), ...(prefix ? { prefix } : {}) }),
     };
   } catch (err) {
     await ctx.close();
