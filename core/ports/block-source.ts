@@ -1,6 +1,6 @@
 /**
  * The block source port: the read side of the EBS direct APIs that the planner and the transfer
- * worker need. `adapters/ebs-source.ts` implements it with `@aws-sdk/client-ebs`; tests may fake it.
+ * worker need. `adapters/ebs-source.ts` implements it with the AWS SDK v3 EBS client; tests may fake it.
  *
  * Errors are mapped to the classes below so that core decides retry / back-off / refresh without
  * knowing the SDK: throttling (back off, retry), transient (5xx, network: back off, retry), an
