@@ -1,26 +1,19 @@
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { ListObjectVersionsCommand, S3Client } from "@aws-sdk/client-s3";
+import { ListObjectVersionsCommand, type S3Client } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { LocalEndpoints } from "#local/stack.ts";
-import { cgmirror } from "../support/cli.ts";
+import { cgmirror, cliLocalStack } from "../support/cli.ts";
 
 let cwd: string;
 let e: LocalEndpoints;
 let s3: S3Client;
 
+let stack: Awaited<ReturnType<typeof cliLocalStack>>;
+
 beforeAll(async () => {
-  cwd = await mkdtemp(join(tmpdir(), "cgm-cli-backup-"));
-  const up = await cgmirror(["local", "up", "--json"], { cwd });
-  expect(up.code).toBe(0);
-  e = JSON.parse(up.stdout) as LocalEndpoints;
-  s3 = new S3Client({
-    endpoint: e.s3Endpoint,
-    region: e.region,
-    forcePathStyle: true,
-    credentials: { accessKeyId: e.accessKeyId, secretAccessKey: e.secretAccessKey },
-  });
+  stack = await cliLocalStack("cgm-cli-backup-");
+  ({ cwd, s3, endpoints: e } = stack);
   for (const [id, inst] of [
     ["vol-a", "i-a"],
     ["vol-b", "i-b"],
@@ -41,9 +34,7 @@ beforeAll(async () => {
   ).toBe(0);
 });
 afterAll(async () => {
-  s3?.destroy();
-  await cgmirror(["local", "down"], { cwd });
-  await rm(cwd, { recursive: true, force: true });
+  await stack?.down();
 });
 
 async function versions(): Promise<string[]> {

@@ -3,16 +3,15 @@
  * local stack's bucket (the whole-workflow path is covered by test/workflow).
  */
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { S3Client } from "@aws-sdk/client-s3";
+import type { S3Client } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { S3ObjectStore } from "../../adapters/s3-store.ts";
 import { createRepo, keys } from "../../core/layout.ts";
 import { writeGeneration } from "../../core/write-generation.ts";
 import type { LocalEndpoints } from "../../local/stack.ts";
-import { cgmirror } from "../support/cli.ts";
+import { cgmirror, cliLocalStack } from "../support/cli.ts";
 
 const BLOCK = 524_288;
 const SIZE = 16 * BLOCK;
@@ -21,17 +20,11 @@ let s3: S3Client;
 let e: LocalEndpoints;
 const images: Record<number, Record<string, Buffer>> = {};
 
+let stack: Awaited<ReturnType<typeof cliLocalStack>>;
+
 beforeAll(async () => {
-  cwd = await mkdtemp(join(tmpdir(), "cgm-cli-repo-"));
-  const up = await cgmirror(["local", "up", "--json"], { cwd });
-  expect(up.code).toBe(0);
-  e = JSON.parse(up.stdout) as LocalEndpoints;
-  s3 = new S3Client({
-    endpoint: e.s3Endpoint,
-    region: e.region,
-    forcePathStyle: true,
-    credentials: { accessKeyId: e.accessKeyId, secretAccessKey: e.secretAccessKey },
-  });
+  stack = await cliLocalStack("cgm-cli-repo-");
+  ({ cwd, s3, endpoints: e } = stack);
   const repo = createRepo({
     store: new S3ObjectStore({ client: s3, bucket: e.bucket }),
     prefix: "groups/db",
@@ -49,9 +42,7 @@ beforeAll(async () => {
   }
 });
 afterAll(async () => {
-  s3?.destroy();
-  await cgmirror(["local", "down"], { cwd });
-  await rm(cwd, { recursive: true, force: true });
+  await stack?.down();
 });
 
 describe("cgmirror status / restore / verify", () => {

@@ -1,6 +1,10 @@
 /** Runs the real `cgmirror` CLI (bin/cgmirror.js) in a child process, as a user would. */
 import { execFile } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { S3Client } from "@aws-sdk/client-s3";
+import type { LocalEndpoints } from "#local/stack.ts";
 
 const bin = join(import.meta.dirname, "..", "..", "bin", "cgmirror.js");
 
@@ -25,4 +29,33 @@ export function cgmirror(
       },
     );
   });
+}
+
+/** `cgmirror local up` in a new temporary directory, and an S3 client on that stack. */
+export async function cliLocalStack(prefix: string): Promise<{
+  cwd: string;
+  endpoints: LocalEndpoints;
+  s3: S3Client;
+  down(): Promise<void>;
+}> {
+  const cwd = await mkdtemp(join(tmpdir(), prefix));
+  const up = await cgmirror(["local", "up", "--json"], { cwd });
+  if (up.code !== 0) throw new Error(`cgmirror local up failed: ${up.stderr}`);
+  const endpoints = JSON.parse(up.stdout) as LocalEndpoints;
+  const s3 = new S3Client({
+    endpoint: endpoints.s3Endpoint,
+    region: endpoints.region,
+    forcePathStyle: true,
+    credentials: { accessKeyId: endpoints.accessKeyId, secretAccessKey: endpoints.secretAccessKey },
+  });
+  return {
+    cwd,
+    endpoints,
+    s3,
+    async down() {
+      s3.destroy();
+      await cgmirror(["local", "down"], { cwd });
+      await rm(cwd, { recursive: true, force: true });
+    },
+  };
 }
