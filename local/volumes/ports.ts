@@ -29,6 +29,13 @@ export class LocalSnapshotPort implements SnapshotPort {
   readonly #admin: EbsAdminClient;
   /** Upload promises of snapshots initiated by this process (a snapshot is pending until done). */
   readonly #uploads = new Map<string, Promise<void>>();
+  /** Snapshots whose block upload failed: they can never complete, so they are reported in error. */
+  readonly #failed = new Map<string, string>();
+
+  #track(snapshotId: string, completed: Promise<void>): void {
+    this.#uploads.set(snapshotId, completed);
+    completed.catch((error: Error) => this.#failed.set(snapshotId, `${error.name}: ${error.message}`));
+  }
 
   constructor(props: { simulator: VolumeSimulator; admin: EbsAdminClient }) {
     this.#sim = props.simulator;
@@ -52,7 +59,7 @@ export class LocalSnapshotPort implements SnapshotPort {
       tags: tagsOf(labels),
       description: `cgmirror ${labels.group} generation ${labels.generation} (${instanceId})`,
     });
-    for (const s of started) this.#uploads.set(s.snapshotId, s.completed);
+    for (const s of started) this.#track(s.snapshotId, s.completed);
     return started.map((s) => ({ volumeId: s.volumeId, snapshotId: s.snapshotId }));
   }
 
@@ -61,7 +68,7 @@ export class LocalSnapshotPort implements SnapshotPort {
       tags: tagsOf(labels),
       description: `cgmirror ${labels.group} generation ${labels.generation}`,
     });
-    this.#uploads.set(s!.snapshotId, s!.completed);
+    this.#track(s!.snapshotId, s!.completed);
     return { volumeId, snapshotId: s!.snapshotId };
   }
 
@@ -75,6 +82,14 @@ export class LocalSnapshotPort implements SnapshotPort {
         const volumeId =
           volumes.find((v) => v.snapshots.some((s) => s.snapshotId === snapshotId))?.id ?? "unknown";
         if (!d) return { volumeId, snapshotId, state: "error", stateMessage: "the snapshot does not exist" };
+        const failed = this.#failed.get(snapshotId);
+        if (failed)
+          return {
+            volumeId,
+            snapshotId,
+            state: "error",
+            stateMessage: `its blocks could not be written: ${failed}`,
+          };
         return { volumeId, snapshotId, state: d.status === "completed" ? "completed" : d.status };
       }),
     );

@@ -69,6 +69,26 @@ function sortedUnion(a: number[], b: Iterable<number>): number[] {
   return [...set].sort((x, y) => x - y);
 }
 
+/** Throttling and 5xx answers (the emulator's fault knobs apply to the simulator's puts too). */
+function retryable(error: unknown): boolean {
+  const e = error as { name?: string; $metadata?: { httpStatusCode?: number } };
+  const status = e.$metadata?.httpStatusCode ?? 0;
+  return /Throttl|ConcurrentLimitExceeded|InternalServer/.test(e.name ?? "") || status >= 500;
+}
+
+/** Retries `fn` with capped exponential backoff and jitter while it fails with a retryable error. */
+async function withRetries<T>(fn: () => Promise<T>, attempts = 30): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (error) {
+      if (attempt >= attempts || !retryable(error)) throw error;
+      const backoff = Math.min(2000, 50 * 2 ** Math.min(attempt, 6));
+      await new Promise((r) => setTimeout(r, backoff / 2 + Math.random() * (backoff / 2)));
+    }
+  }
+}
+
 export class VolumeSimulator {
   readonly #dir: string;
   readonly #ebs: EBSClient | undefined;
@@ -77,8 +97,14 @@ export class VolumeSimulator {
   /** Per-volume serialization of writes and snapshot captures. */
   readonly #locks = new Map<string, Promise<unknown>>();
 
-  /** `ebs` is needed only to take snapshots. */
-  constructor(options: { stateDir: string; ebs?: EBSClient }) {
+  readonly #uploadAttempts: number;
+
+  /**
+   * `ebs` is needed only to take snapshots. `uploadAttempts`: tries per block put on throttling or
+   * 5xx before the snapshot's upload fails. @default 30
+   */
+  constructor(options: { stateDir: string; ebs?: EBSClient; uploadAttempts?: number }) {
+    this.#uploadAttempts = options.uploadAttempts ?? 30;
     this.#dir = options.stateDir;
     this.#ebs = options.ebs;
   }
@@ -380,21 +406,28 @@ export class VolumeSimulator {
     const worker = async (): Promise<void> => {
       while (next < entries.length) {
         const [index, data] = entries[next++]!;
-        await ebs.send(
-          new PutSnapshotBlockCommand({
-            SnapshotId: snapshotId,
-            BlockIndex: index,
-            BlockData: data,
-            DataLength: BLOCK_SIZE,
-            Checksum: createHash("sha256").update(data).digest("base64"),
-            ChecksumAlgorithm: "SHA256",
-          }),
+        const checksum = createHash("sha256").update(data).digest("base64");
+        await withRetries(
+          () =>
+            ebs.send(
+              new PutSnapshotBlockCommand({
+                SnapshotId: snapshotId,
+                BlockIndex: index,
+                BlockData: data,
+                DataLength: BLOCK_SIZE,
+                Checksum: checksum,
+                ChecksumAlgorithm: "SHA256",
+              }),
+            ),
+          this.#uploadAttempts,
         );
       }
     };
     await Promise.all(Array.from({ length: Math.min(8, entries.length) }, worker));
-    await ebs.send(
-      new CompleteSnapshotCommand({ SnapshotId: snapshotId, ChangedBlocksCount: entries.length }),
+    await withRetries(
+      () =>
+        ebs.send(new CompleteSnapshotCommand({ SnapshotId: snapshotId, ChangedBlocksCount: entries.length })),
+      this.#uploadAttempts,
     );
   }
 

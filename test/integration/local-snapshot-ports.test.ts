@@ -5,7 +5,12 @@ import { join } from "node:path";
 import { EBSClient, ListChangedBlocksCommand } from "@aws-sdk/client-ebs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseGroupConfig } from "#core/group-config.ts";
-import { checkSnapshots, deleteRunSnapshots, snapshotGroup } from "#core/snapshot-group.ts";
+import {
+  checkSnapshots,
+  deleteRunSnapshots,
+  SnapshotFailedError,
+  snapshotGroup,
+} from "#core/snapshot-group.ts";
 import { ebsAdmin } from "#local/ebs-emulator/admin-client.ts";
 import { type EbsEmulator, startEbsEmulator } from "#local/ebs-emulator/index.ts";
 import { LocalFreezePort, LocalSnapshotPort } from "#local/volumes/ports.ts";
@@ -54,6 +59,26 @@ afterAll(async () => {
 });
 
 describe("local snapshot and freeze ports", () => {
+  it("GIVEN block puts that keep failing WHEN the group is checked THEN the snapshot is in error, not pending forever", async () => {
+    const fragile = new VolumeSimulator({ stateDir: join(dir, "fragile"), ebs, uploadAttempts: 2 });
+    await fragile.create({ id: "vol-0000000f", sizeGiB: 1 });
+    await fragile.write("vol-0000000f", 0, Buffer.alloc(100, 1));
+    const port = new LocalSnapshotPort({ simulator: fragile, admin: ebsAdmin(emulator.endpoint) });
+    emulator.setFaults({ errorRate: 1, errorOperations: ["PutSnapshotBlock"] });
+    try {
+      const ref = await port.createVolumeSnapshot("vol-0000000f", {
+        group: "other",
+        generation: 1,
+        runId: "run-f",
+      });
+      await expect(
+        checkSnapshots([ref], new Date().toISOString(), 5, { snapshots: port, clock }),
+      ).rejects.toThrow(SnapshotFailedError);
+    } finally {
+      emulator.resetFaults();
+    }
+  });
+
   it("GIVEN a group over two instances WHEN snapshotted with freeze THEN every volume has a completed, tagged snapshot of its own", async () => {
     for (const v of [A, B, C]) await sim.write(v, 0, Buffer.alloc(BLOCK_SIZE, v.charCodeAt(v.length - 1)));
     const result = await snapshotGroup(
