@@ -94,6 +94,7 @@ export async function runDemo(
       freeze: { enabled: true, maxCoordinationSeconds: 10 },
       prepare: { policy: "failFast" },
       transfer: { shardBlocks: 64, maxConcurrency: 4 },
+      snapshots: { keep: 2, completionTimeoutMinutes: 5 },
     });
     const repo = createRepo({
       store: new S3ObjectStore({ client: s3, bucket: stack.bucket }),

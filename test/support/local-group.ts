@@ -60,6 +60,8 @@ export async function localGroup(
     schedule: { expression: "rate(1 hour)" },
     freeze: { enabled: true, maxCoordinationSeconds: 30 },
     transfer: { shardBlocks: 64, maxConcurrency: 4 },
+    // Local snapshots complete in seconds; a stuck one fails the run in minutes, not hours.
+    snapshots: { keep: 2, completionTimeoutMinutes: 5 },
     ...overrides,
   });
   const repo = createRepo({
