@@ -14,6 +14,7 @@ import {
   attachOrStartLocalStack,
   defaultStateDir,
   endpointsFile,
+  isAlive,
   type LocalEndpoints,
   localEnvironment,
   runningStack,
@@ -45,15 +46,6 @@ function ebsClientFor(e: LocalEndpoints): EBSClient {
     region: e.region,
     credentials: { accessKeyId: e.accessKeyId, secretAccessKey: e.secretAccessKey },
   });
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function waitFor(check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {

@@ -122,7 +122,8 @@ export async function startLocalStack(
   };
 }
 
-function alive(pid: number): boolean {
+/** True while a process with this pid exists. */
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -136,7 +137,7 @@ export async function runningStack(stateDir: string): Promise<LocalEndpoints | u
   const file = endpointsFile(stateDir);
   if (!existsSync(file)) return undefined;
   const e = JSON.parse(await readFile(file, "utf8")) as LocalEndpoints;
-  if (e.pid === undefined || !alive(e.pid)) {
+  if (e.pid === undefined || !isAlive(e.pid)) {
     await rm(file, { force: true });
     return undefined;
   }

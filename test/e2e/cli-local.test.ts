@@ -2,6 +2,7 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { isAlive } from "#local/stack.ts";
 import { seededBytes } from "../../cli/main.ts";
 import { cgmirror } from "../support/cli.ts";
 
@@ -14,21 +15,12 @@ afterAll(async () => {
   await rm(cwd, { recursive: true, force: true });
 });
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 describe("cgmirror local", () => {
   it("GIVEN local up WHEN env is printed THEN it names live endpoints, and local down stops them", async () => {
     const up = await cgmirror(["local", "up", "--json"], { cwd });
     expect(up.code).toBe(0);
     const endpoints = JSON.parse(up.stdout) as { pid: number; s3Endpoint: string; ebsEndpoint: string };
-    expect(alive(endpoints.pid)).toBe(true);
+    expect(isAlive(endpoints.pid)).toBe(true);
 
     const env = await cgmirror(["local", "env"], { cwd });
     expect(env.code).toBe(0);
@@ -39,7 +31,7 @@ describe("cgmirror local", () => {
 
     const down = await cgmirror(["local", "down"], { cwd });
     expect(down.code).toBe(0);
-    expect(alive(endpoints.pid)).toBe(false);
+    expect(isAlive(endpoints.pid)).toBe(false);
     const envAfter = await cgmirror(["local", "env"], { cwd });
     expect(envAfter.code).not.toBe(0);
     expect(envAfter.stderr).toMatch(/not running/);

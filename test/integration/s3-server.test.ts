@@ -4,17 +4,9 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { isAlive } from "#local/stack.ts";
 import { ensureS3ServerBinary, PrerequisiteError } from "../../local/s3-server/install.ts";
 import { startS3Server } from "../../local/s3-server/server.ts";
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const saved = { PATH: process.env.PATH, CGM_CACHE_DIR: process.env.CGM_CACHE_DIR };
 afterEach(() => {
@@ -27,10 +19,10 @@ describe("local S3 server launcher", () => {
   it("GIVEN a start WHEN stopped THEN no process is left and the temporary data directory is gone", async () => {
     const server = await startS3Server();
     expect(server.endpoint).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
-    expect(alive(server.pid)).toBe(true);
+    expect(isAlive(server.pid)).toBe(true);
     expect(existsSync(server.dataDir)).toBe(true);
     await server.stop();
-    expect(alive(server.pid)).toBe(false);
+    expect(isAlive(server.pid)).toBe(false);
     expect(existsSync(server.dataDir)).toBe(false);
   });
 
