@@ -8,18 +8,17 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { EBSClient } from "@aws-sdk/client-ebs";
-import { S3Client } from "@aws-sdk/client-s3";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
 import { listGenerations, readHead, readManifest } from "#core/generation.ts";
 import { type GroupConfig, parseGroupConfig } from "#core/group-config.ts";
 import { createRepo } from "#core/layout.ts";
 import { restoreGroup } from "#core/restore.ts";
 import { verifyGeneration } from "#core/verify.ts";
+import { localClients } from "./clients.ts";
 import { firstDifference } from "./compare.ts";
 import { createLocalDeps, type LocalRunResult, runLocalBackup } from "./runner.ts";
 import { startLocalStack } from "./stack.ts";
-import { BLOCK_SIZE, VolumeSimulator } from "./volumes/simulator.ts";
+import { BLOCK_SIZE } from "./volumes/simulator.ts";
 import { checkInvariant, WalWorkload } from "./workload.ts";
 
 export const DEMO_VOLUMES = [
@@ -67,15 +66,8 @@ export async function runDemo(
   const log = options.log ?? (() => {});
   const base = options.stateDir ?? (await mkdtemp(join(tmpdir(), "cgmirror-demo-")));
   const stack = await startLocalStack({ stateDir: join(base, "state"), log });
-  const credentials = { accessKeyId: stack.accessKeyId, secretAccessKey: stack.secretAccessKey };
-  const ebs = new EBSClient({ endpoint: stack.ebsEndpoint, region: stack.region, credentials });
-  const s3 = new S3Client({
-    endpoint: stack.s3Endpoint,
-    region: stack.region,
-    forcePathStyle: true,
-    credentials,
-  });
-  const simulator = new VolumeSimulator({ stateDir: stack.stateDir, ebs });
+  const clients = localClients(stack);
+  const { s3, simulator } = clients;
   const deps = createLocalDeps({ endpoints: stack, simulator });
   const problems: string[] = [];
   try {
@@ -189,8 +181,7 @@ export async function runDemo(
     return { ok: problems.length === 0, backups, restores, headAfterFailure: head, problems, stateDir: base };
   } finally {
     deps.close();
-    ebs.destroy();
-    s3.destroy();
+    clients.destroy();
     await stack.stop();
     if (!options.keep && !options.stateDir) await rm(base, { recursive: true, force: true });
   }

@@ -1,7 +1,6 @@
 /** `cgmirror backup`: one run of the consistency-group state machine, locally or in AWS. */
 import { randomBytes } from "node:crypto";
 import { resolve } from "node:path";
-import { EBSClient } from "@aws-sdk/client-ebs";
 import { S3Client } from "@aws-sdk/client-s3";
 import { SFNClient } from "@aws-sdk/client-sfn";
 import { Command, Option } from "commander";
@@ -10,9 +9,10 @@ import { runExecution } from "#adapters/sfn-execution.ts";
 import type { GroupConfig } from "#core/group-config.ts";
 import { createRepo, type Repo } from "#core/layout.ts";
 import { type RunProgress, readRunProgress } from "#core/transfer-worker.ts";
+import { localClients } from "../../local/clients.ts";
 import { createLocalDeps, parseInjectedFailure, runLocalBackup } from "../../local/runner.ts";
 import { attachOrStartLocalStack, defaultStateDir } from "../../local/stack.ts";
-import { VolumeSimulator } from "../../local/volumes/simulator.ts";
+import type { VolumeSimulator } from "../../local/volumes/simulator.ts";
 import { formatBytes, printJson, UsageError } from "../output.ts";
 import { ProgressLine } from "../progress.ts";
 import { loadConfigFile } from "./config.ts";
@@ -87,9 +87,8 @@ export async function localBackup(options: {
 }): Promise<BackupResult> {
   const inject = options.injectFailure ? parseInjectedFailure(options.injectFailure) : undefined;
   const stack = await attachOrStartLocalStack({ stateDir: options.stateDir });
-  const credentials = { accessKeyId: stack.accessKeyId, secretAccessKey: stack.secretAccessKey };
-  const ebs = new EBSClient({ endpoint: stack.ebsEndpoint, region: stack.region, credentials });
-  const simulator = new VolumeSimulator({ stateDir: stack.stateDir, ebs });
+  const clients = localClients(stack);
+  const { simulator } = clients;
   const deps = createLocalDeps({ endpoints: stack, simulator });
   try {
     await checkLocalVolumes(options.config, simulator);
@@ -123,7 +122,7 @@ export async function localBackup(options: {
     };
   } finally {
     deps.close();
-    ebs.destroy();
+    clients.destroy();
     await stack.stop();
   }
 }

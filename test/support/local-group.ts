@@ -5,17 +5,18 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { EBSClient } from "@aws-sdk/client-ebs";
-import { S3Client } from "@aws-sdk/client-s3";
+import type { EBSClient } from "@aws-sdk/client-ebs";
+import type { S3Client } from "@aws-sdk/client-s3";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
 import { readCommittedManifest } from "#core/generation.ts";
 import { type GroupConfig, parseGroupConfig } from "#core/group-config.ts";
 import { createRepo, type Repo } from "#core/layout.ts";
 import { restoreGroup } from "#core/restore.ts";
+import { localClients } from "#local/clients.ts";
 import { firstDifference } from "#local/compare.ts";
 import { createLocalDeps, type LocalDeps } from "#local/runner.ts";
 import { type LocalStack, startLocalStack } from "#local/stack.ts";
-import { VolumeSimulator } from "#local/volumes/simulator.ts";
+import type { VolumeSimulator } from "#local/volumes/simulator.ts";
 
 export const VOLUMES = {
   data1: { id: "vol-0000000a", instanceId: "i-0000000a", mountPoint: "/data" },
@@ -42,15 +43,8 @@ export async function localGroup(
 ): Promise<LocalGroup> {
   const dir = await mkdtemp(join(tmpdir(), "cgm-group-"));
   const stack = await startLocalStack({ stateDir: join(dir, "state") });
-  const credentials = { accessKeyId: stack.accessKeyId, secretAccessKey: stack.secretAccessKey };
-  const ebs = new EBSClient({ endpoint: stack.ebsEndpoint, region: stack.region, credentials });
-  const s3 = new S3Client({
-    endpoint: stack.s3Endpoint,
-    region: stack.region,
-    forcePathStyle: true,
-    credentials,
-  });
-  const simulator = new VolumeSimulator({ stateDir: stack.stateDir, ebs });
+  const clients = localClients(stack);
+  const { ebs, s3, simulator } = clients;
   for (const v of Object.values(VOLUMES))
     await simulator.create({ id: v.id, sizeGiB: 1, instanceId: v.instanceId });
   const config = parseGroupConfig({
@@ -102,8 +96,7 @@ export async function localGroup(
     },
     async close() {
       for (const d of opened) d.close();
-      ebs.destroy();
-      s3.destroy();
+      clients.destroy();
       await stack.stop();
       await rm(dir, { recursive: true, force: true });
     },
