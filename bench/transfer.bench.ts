@@ -1,29 +1,44 @@
 /**
- * `npm run bench:transfer` — the transfer worker at the EBS direct API quota. Prints ONE JSON line.
+ * `npm run bench:transfer` — the transfer worker against what the machine can feed. Prints ONE JSON line.
  *
  * Set-up in one run: the local S3 server (Versity, own process), the EBS emulator (own process, so
  * its CPU is not counted as the worker's) with 20 ms latency per request, a synthetic changed set of
- * 8 GiB (ListChangedBlocks between two synthetic snapshots). Phases, each on the whole changed set:
- *   default    worker at default settings (zstd)            → mib_s_compressed, cpu_s_per_gib_compressed, peak_rss_mb
- *   (default also gives s3_puts_per_gib and ebs_requests_per_gib: what an operator gets)
- *   raw        worker without compression, in 4 shards     → mib_s, cpu_s_per_gib
- *   baseline   GetSnapshotBlock then PutObject of the raw block, 64 in flight (the worker's maximum
- *              concurrency), run on each raw shard's blocks right after that shard (interleaved, so
- *              both see the same machine load)         → baseline_mib_s, ratio
- *   quota      emulator enforcing 200 GetSnapshotBlock/s per snapshot; default planning (8 GiB is one
- *              shard of ≤ 30,000 blocks, so one worker) → quota_utilization, throttled_fraction, failed_shards
- *   lowquota   the same at 50 requests/s on a 1 GiB changed set: a quota this 2-core machine can
- *              certainly feed, so the controller is measured apart from the CPU bound
- *              → low_quota_utilization, low_throttled_fraction
- *   sim4       no I/O: 4 workers' AIMD limiters sharing one 200 requests/s token bucket (the emulator's
- *              TokenBucket, 20 ms simulated latency), as parallel shards of one snapshot do
- *              → sim4_quota_utilization, sim4_throttled_fraction
- * Environment: CGM_BENCH_GIB (default 8), CGM_BENCH_LATENCY_MS (20), CGM_BENCH_QUOTA_RPS (200),
+ * 8 GiB (ListChangedBlocks between two synthetic snapshots, 30 % of blocks compressible ≈ 4:1).
+ * Phases:
+ *   default    worker at default settings (zstd), the whole set as one shard, as an operator runs it
+ *              → default_mib_s, default_cpu_s_per_gib, peak_rss_mb (process maxRSS after this phase),
+ *                s3_puts_per_gib, ebs_requests_per_gib, compression_ratio
+ *   compare    four loops interleaved quarter by quarter (2 GiB each at 8 GiB), so that all see the
+ *              same machine load; every loop keeps 64 requests in flight (the worker's maximum):
+ *                raw       the worker without compression           → mib_s, cpu_s_per_gib
+ *                zstd      the worker at default settings           → mib_s_compressed, cpu_s_per_gib_compressed
+ *                baseline  GetSnapshotBlock (SDK) then PutObject of the raw block, nothing else
+ *                                                                     → baseline_mib_s, ratio = raw / baseline
+ *                floor     a bare keep-alive GET of each block into one buffer + one SHA-256: what
+ *                          receiving and identifying a block costs here → floor_cpu_s_per_gib,
+ *                          cpu_vs_floor = raw / floor, cpu_vs_floor_compressed = zstd / floor
+ *   quota      the emulator enforces a per-snapshot GetSnapshotBlock quota of CGM_BENCH_QUOTA_FRACTION
+ *              (0.5) × the baseline's block rate measured above, on a 2 GiB set: a quota this machine can
+ *              feed even when loaded → quota_rps, quota_utilization, throttled_fraction
+ *   fixedquota the same at a fixed 200 requests/s (what the machine may not feed when loaded)
+ *              → fixed_quota_utilization, fixed_throttled_fraction
+ *   lowquota   the same at 50 requests/s on a 1 GiB set → low_quota_utilization, low_throttled_fraction
+ *   shared4    four workers (four shards of one snapshot, each its own client and AIMD controller)
+ *              sharing the `quota` rate over real HTTP → shared4_quota_utilization, shared4_throttled_fraction
+ *   sim4       no I/O: four workers' AIMD limiters sharing one 200 requests/s token bucket (the emulator's
+ *              TokenBucket, 20 ms simulated latency) → sim4_quota_utilization, sim4_throttled_fraction
+ * CPU is process CPU (user + system) per GiB moved; the emulator's and the S3 server's CPU are read
+ * from /proc and reported separately. load_avg_start / load_avg_end: the 1-minute load average.
+ * Environment: CGM_BENCH_GIB (default 8), CGM_BENCH_QUOTA_GIB (2), CGM_BENCH_LATENCY_MS (20),
+ * CGM_BENCH_QUOTA_FRACTION (0.5), CGM_BENCH_QUOTA_RPS (overrides the measured quota),
+ * CGM_BENCH_FIXED_QUOTA_RPS (200), CGM_BENCH_LOW_QUOTA_RPS (50),
  * CGM_BENCH_PHASES (comma list, default all).
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { Agent as HttpAgent } from "node:http";
+import { Agent as HttpAgent, request as httpRequest } from "node:http";
+import { availableParallelism, loadavg } from "node:os";
 import { createInterface } from "node:readline";
 import { GetSnapshotBlockCommand, ListChangedBlocksCommand } from "@aws-sdk/client-ebs";
 import {
@@ -47,7 +62,7 @@ import {
   type TransferProgress,
   transferShard,
 } from "#core/transfer-worker.ts";
-import { type EbsAdminClient, type EbsStats, ebsAdmin } from "#local/ebs-emulator/index.ts";
+import { type EbsAdminClient, ebsAdmin } from "#local/ebs-emulator/index.ts";
 import { TokenBucket } from "#local/ebs-emulator/token-bucket.ts";
 import { startS3Server } from "#local/s3-server/server.ts";
 
@@ -66,14 +81,16 @@ if (process.env.MALLOC_MMAP_THRESHOLD_ === undefined && process.platform === "li
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
 const gib = Number(process.env.CGM_BENCH_GIB ?? 8);
+const quotaGib = Number(process.env.CGM_BENCH_QUOTA_GIB ?? 2);
 const latencyMs = Number(process.env.CGM_BENCH_LATENCY_MS ?? 20);
-const quotaRps = Number(process.env.CGM_BENCH_QUOTA_RPS ?? 200);
+const quotaFraction = Number(process.env.CGM_BENCH_QUOTA_FRACTION ?? 0.5);
+const fixedQuotaRps = Number(process.env.CGM_BENCH_FIXED_QUOTA_RPS ?? 200);
 const lowQuotaRps = Number(process.env.CGM_BENCH_LOW_QUOTA_RPS ?? 50);
 const phases = new Set(
-  (process.env.CGM_BENCH_PHASES ?? "default,raw,baseline,quota,lowquota,sim4").split(","),
+  (process.env.CGM_BENCH_PHASES ?? "default,compare,quota,fixedquota,lowquota,shared4,sim4").split(","),
 );
-/** The worker's default maxConcurrency; the baseline loop runs this many requests in flight. */
-const BASELINE_CONCURRENCY = 64;
+/** The worker's default maxConcurrency; the baseline and floor loops run this many requests in flight. */
+const CONCURRENCY = 64;
 const log = (m: string) => process.stderr.write(`[bench:transfer] ${m}\n`);
 
 async function startEmulator(): Promise<{ endpoint: string; child: ChildProcess }> {
@@ -125,10 +142,6 @@ function counting(store: ObjectStore): { store: ObjectStore; puts: () => number 
       },
     },
   };
-}
-
-function ebsRequests(s: EbsStats): number {
-  return Object.values(s.requests).reduce((a, b) => a + b, 0);
 }
 
 function cpuSeconds(): number {
@@ -237,7 +250,40 @@ async function simulateSharedQuota(rps: number, workers: number, each: number, l
   return { utilization: ok / seconds / rps, throttledFraction: throttled / (ok + throttled) };
 }
 
+/** Sums phase results (the compare loops run quarter by quarter). */
+function addPhase(a: PhaseResult | undefined, b: PhaseResult): PhaseResult {
+  if (!a) return b;
+  return {
+    seconds: a.seconds + b.seconds,
+    readSeconds: (a.readSeconds ?? 0) + (b.readSeconds ?? 0),
+    cpu: a.cpu + b.cpu,
+    emulatorCpu: a.emulatorCpu + b.emulatorCpu,
+    s3Cpu: a.s3Cpu + b.s3Cpu,
+    userCpu: a.userCpu + b.userCpu,
+    bytes: a.bytes + b.bytes,
+    blocks: a.blocks + b.blocks,
+    puts: a.puts + b.puts,
+    ebs: a.ebs + b.ebs,
+    throttled: a.throttled + b.throttled,
+    gets: a.gets + b.gets,
+    failedShards: a.failedShards + b.failedShards,
+    maxInFlight: Math.max(a.maxInFlight, b.maxInFlight),
+    storedBytes: a.storedBytes + b.storedBytes,
+  };
+}
+
+interface SnapshotPair {
+  readonly base: string;
+  readonly snap: string;
+}
+
+interface BlockToken {
+  readonly index: number;
+  readonly token: string;
+}
+
 async function main(): Promise<void> {
+  const loadStart = loadavg()[0]!;
   const s3server = await startS3Server({ log });
   const emulator = await startEmulator();
   const admin: EbsAdminClient = ebsAdmin(emulator.endpoint);
@@ -255,44 +301,50 @@ async function main(): Promise<void> {
       requestTimeout: 120_000,
     }),
   });
-  const ebs = createEbsClient({
+  const ebsOptions = {
     endpoint: emulator.endpoint,
     region: "us-east-1",
     maxSockets: 256,
     credentials: { accessKeyId: "AKIDBENCH", secretAccessKey: "x" },
-  });
+  };
+  const ebs = createEbsClient(ebsOptions);
+  const extraClients: { destroy(): void }[] = [];
+  /** The floor loop's own keep-alive agent: a bare HTTP client, nothing of the SDK. */
+  const floorAgent = new HttpAgent({ keepAlive: true, maxSockets: CONCURRENCY, scheduling: "lifo" });
   const bucket = "cgm-bench-transfer";
   try {
     await s3.send(new CreateBucketCommand({ Bucket: bucket }));
     await s3.send(
       new PutBucketVersioningCommand({ Bucket: bucket, VersioningConfiguration: { Status: "Enabled" } }),
     );
-    // The changed set: every block of a `gib` GiB volume rewritten in the child snapshot.
-    const root = await admin.createSyntheticSnapshot({
-      volumeSizeGiB: gib,
-      seed: "bench-transfer",
-      writtenFraction: 0.5,
-    });
-    const child = await admin.createSyntheticSnapshot({
-      parentSnapshotId: root.snapshotId,
-      changedFraction: 1,
-      compressibleFraction: 0.3,
-    });
+    /** A synthetic changed set: every block of a `size` GiB volume rewritten in the child snapshot. */
+    const changedSet = async (
+      size: number,
+      seed: string,
+      compressibleFraction = 0,
+    ): Promise<SnapshotPair> => {
+      const root = await admin.createSyntheticSnapshot({ volumeSizeGiB: size, seed, writtenFraction: 0.5 });
+      const child = await admin.createSyntheticSnapshot({
+        parentSnapshotId: root.snapshotId,
+        changedFraction: 1,
+        compressibleFraction,
+      });
+      return { base: root.snapshotId, snap: child.snapshotId };
+    };
+    const mainSet = await changedSet(gib, "bench-transfer", 0.3);
     const s3store = new S3ObjectStore({ client: usePrecomputedPayloadHash(s3), bucket });
-
     const pids = { emulator: emulator.child.pid, s3: s3server.pid };
 
-    const runWorker = async (
-      name: string,
-      options: TransferOptions,
-      shardBlocks?: number,
-      parallel = false,
-      pair: { base: string; snap: string } = { base: root.snapshotId, snap: child.snapshotId },
-      afterShard?: (shard: ShardDescriptor) => Promise<void>,
-    ): Promise<PhaseResult> => {
+    interface PlannedRun {
+      readonly name: string;
+      readonly repo: Repo;
+      readonly puts: () => number;
+      readonly shards: readonly ShardDescriptor[];
+      readonly listPages: number;
+    }
+    const planRun = async (name: string, pair: SnapshotPair, shardBlocks?: number): Promise<PlannedRun> => {
       const c = counting(s3store);
       const repo: Repo = createRepo({ store: c.store, prefix: `bench/${name}`, group: "bench" });
-      const before = await admin.stats();
       const plan = await planVolume(
         { repo, source: new EbsBlockSource(ebs) },
         {
@@ -303,16 +355,27 @@ async function main(): Promise<void> {
           ...(shardBlocks ? { shardBlocks } : {}),
         },
       );
-      const shards = plan.shards!;
-      const statsAfterPlan = await admin.stats();
+      return { name, repo, puts: c.puts, shards: plan.shards!, listPages: plan.totals.listPages };
+    };
+
+    /**
+     * Runs shards of a planned run (in parallel when several are given and `parallel`), each with its own
+     * EBS client (as separate Lambda workers have), and measures them.
+     */
+    const runShards = async (
+      run: PlannedRun,
+      shards: readonly ShardDescriptor[],
+      options: TransferOptions,
+      parallel = false,
+    ): Promise<PhaseResult> => {
       const meter = new Meter(pids);
-      let gets = 0;
-      let throttled = 0;
-      let readSeconds = 0;
       let readFirst: number | undefined;
       let readLast = 0;
+      let readSeconds = 0;
       const one = async (shard: ShardDescriptor): Promise<ShardResultSummary | undefined> => {
-        const source = new EbsBlockSource(ebs);
+        const client = createEbsClient(ebsOptions);
+        extraClients.push(client);
+        const source = new EbsBlockSource(client);
         const onProgress = (p: TransferProgress) => {
           if (p.state !== "running") return;
           const now = performance.now();
@@ -320,40 +383,38 @@ async function main(): Promise<void> {
           readLast = now;
         };
         try {
-          return await transferShard({ repo, source, onProgress }, { runId: name, shard, options });
+          return await transferShard(
+            { repo: run.repo, source, onProgress },
+            { runId: run.name, shard, options },
+          );
         } catch (error) {
-          log(`${name}: shard ${shard.shard} failed: ${(error as Error).name}: ${(error as Error).message}`);
+          log(
+            `${run.name}: shard ${shard.shard} failed: ${(error as Error).name}: ${(error as Error).message}`,
+          );
           return undefined;
+        } finally {
+          client.destroy();
         }
       };
+      const s0 = await admin.stats();
+      const puts0 = run.puts();
       const results: (ShardResultSummary | undefined)[] = [];
+      meter.start();
       if (parallel) {
-        meter.start();
         results.push(...(await Promise.all(shards.map(one))));
-        meter.stop();
         if (readFirst !== undefined) readSeconds = (readLast - readFirst) / 1000;
-        const after = await admin.stats();
-        gets = after.requests.GetSnapshotBlock - statsAfterPlan.requests.GetSnapshotBlock;
-        throttled = after.throttled - statsAfterPlan.throttled;
       } else {
-        for (const s of shards) {
-          const s0 = await admin.stats();
-          meter.start();
+        for (const shard of shards) {
           readFirst = undefined;
-          results.push(await one(s));
-          meter.stop();
+          results.push(await one(shard));
           if (readFirst !== undefined) readSeconds += (readLast - readFirst) / 1000;
-          const s1 = await admin.stats();
-          gets += s1.requests.GetSnapshotBlock - s0.requests.GetSnapshotBlock;
-          throttled += s1.throttled - s0.throttled;
-          if (afterShard) await afterShard(s);
         }
       }
+      meter.stop();
+      const s1 = await admin.stats();
       const ok = results.filter((r): r is ShardResultSummary => r !== undefined);
       const blocks = ok.reduce((a, r) => a + r.stats.blocks - r.stats.absentBlocks, 0);
-      const ebsCount =
-        ok.reduce((a, r) => a + r.stats.getRequests + r.stats.listRequests, 0) + plan.totals.listPages;
-      const r: PhaseResult = {
+      return {
         seconds: meter.seconds,
         readSeconds,
         cpu: meter.cpu,
@@ -362,33 +423,30 @@ async function main(): Promise<void> {
         userCpu: meter.user,
         bytes: blocks * BLOCK_SIZE,
         blocks,
-        puts: c.puts(),
-        ebs: afterShard ? ebsCount : ebsRequests(await admin.stats()) - ebsRequests(before),
-        throttled,
-        gets,
+        puts: run.puts() - puts0,
+        ebs: ok.reduce((a, r) => a + r.stats.getRequests + r.stats.listRequests, 0),
+        throttled: s1.throttled - s0.throttled,
+        gets: s1.requests.GetSnapshotBlock - s0.requests.GetSnapshotBlock,
         failedShards: results.length - ok.length,
         maxInFlight: Math.max(0, ...ok.map((x) => x.stats.maxInFlight)),
         storedBytes: ok.reduce((a, x) => a + x.stats.storedBytes, 0),
       };
+    };
+    const logPhase = (name: string, r: PhaseResult) =>
       log(
         `${name}: ${JSON.stringify({ ...r, mib_s: r.bytes / MiB / r.seconds, rss_mb: process.memoryUsage().rss / MiB })}`,
       );
-      return r;
-    };
 
-    /** GetSnapshotBlock then PutObject of the raw block for the changed blocks in [first, end). */
-    const baselineMeter = new Meter(pids);
-    let baselineBlocks = 0;
-    const runBaseline = async (concurrency: number, first: number, end: number): Promise<void> => {
-      // Tokens first (not timed), like the worker's listing; then N loops of Get + PutObject.
-      const tokens: { index: number; token: string }[] = [];
+    /** The tokens of the changed blocks in [first, end) (listed before a loop starts; not timed). */
+    const listTokens = async (pair: SnapshotPair, first: number, end: number): Promise<BlockToken[]> => {
+      const tokens: BlockToken[] = [];
       let next: string | undefined;
       let done = false;
       do {
         const page = await ebs.send(
           new ListChangedBlocksCommand({
-            FirstSnapshotId: root.snapshotId,
-            SecondSnapshotId: child.snapshotId,
+            FirstSnapshotId: pair.base,
+            SecondSnapshotId: pair.snap,
             MaxResults: 10_000,
             ...(next ? { NextToken: next } : { StartingBlockIndex: first }),
           }),
@@ -399,29 +457,23 @@ async function main(): Promise<void> {
         }
         next = page.NextToken;
       } while (next && !done);
+      return tokens;
+    };
+
+    /** Runs `each` over the tokens with CONCURRENCY loops in flight and measures it. */
+    const runLoops = async (
+      tokens: readonly BlockToken[],
+      each: (item: BlockToken, slot: number) => Promise<void>,
+    ): Promise<PhaseResult> => {
+      const meter = new Meter(pids);
       let at = 0;
-      const loop = async () => {
+      const loop = async (slot: number) => {
         for (;;) {
           const item = tokens[at++];
           if (!item) return;
           for (let attempt = 1; ; attempt++) {
             try {
-              const got = await ebs.send(
-                new GetSnapshotBlockCommand({
-                  SnapshotId: child.snapshotId,
-                  BlockIndex: item.index,
-                  BlockToken: item.token,
-                }),
-              );
-              const body = await got.BlockData!.transformToByteArray();
-              await s3.send(
-                new PutObjectCommand({
-                  Bucket: bucket,
-                  Key: `baseline/${item.index}`,
-                  Body: body,
-                  ContentLength: body.byteLength,
-                }),
-              );
+              await each(item, slot);
               break;
             } catch (error) {
               if (attempt >= 5) throw error;
@@ -429,136 +481,229 @@ async function main(): Promise<void> {
           }
         }
       };
-      baselineMeter.start();
-      await Promise.all(Array.from({ length: concurrency }, loop));
-      baselineMeter.stop();
-      baselineBlocks += tokens.length;
+      meter.start();
+      await Promise.all(Array.from({ length: CONCURRENCY }, (_, slot) => loop(slot)));
+      meter.stop();
+      const n = tokens.length;
+      return {
+        seconds: meter.seconds,
+        cpu: meter.cpu,
+        emulatorCpu: meter.emulatorCpu,
+        s3Cpu: meter.s3Cpu,
+        userCpu: meter.user,
+        bytes: n * BLOCK_SIZE,
+        blocks: n,
+        puts: 0,
+        ebs: n,
+        throttled: 0,
+        gets: n,
+        failedShards: 0,
+        maxInFlight: CONCURRENCY,
+        storedBytes: n * BLOCK_SIZE,
+      };
     };
-    const baselineResult = (): PhaseResult => ({
-      seconds: baselineMeter.seconds,
-      cpu: baselineMeter.cpu,
-      emulatorCpu: baselineMeter.emulatorCpu,
-      s3Cpu: baselineMeter.s3Cpu,
-      userCpu: baselineMeter.user,
-      bytes: baselineBlocks * BLOCK_SIZE,
-      blocks: baselineBlocks,
-      puts: baselineBlocks,
-      ebs: baselineBlocks,
-      throttled: 0,
-      gets: baselineBlocks,
-      failedShards: 0,
-      maxInFlight: BASELINE_CONCURRENCY,
-      storedBytes: baselineBlocks * BLOCK_SIZE,
-    });
+
+    /** GetSnapshotBlock (SDK) then PutObject of the raw block: the minimal loop of a copy to S3. */
+    const baselineLoop = (pair: SnapshotPair, tokens: readonly BlockToken[]) =>
+      runLoops(tokens, async (item) => {
+        const got = await ebs.send(
+          new GetSnapshotBlockCommand({
+            SnapshotId: pair.snap,
+            BlockIndex: item.index,
+            BlockToken: item.token,
+          }),
+        );
+        const body = await got.BlockData!.transformToByteArray();
+        await s3.send(
+          new PutObjectCommand({
+            Bucket: bucket,
+            Key: `baseline/${item.index}`,
+            Body: body,
+            ContentLength: body.byteLength,
+          }),
+        );
+      });
+
+    /**
+     * The floor: a bare keep-alive GET of each block (node:http, no SDK, no signing) into one buffer per
+     * loop, then one SHA-256 of it — receiving and identifying a block, nothing else.
+     */
+    const endpointUrl = new URL(emulator.endpoint);
+    const floorBuffers = Array.from({ length: CONCURRENCY }, () => Buffer.allocUnsafeSlow(BLOCK_SIZE));
+    const floorLoop = (pair: SnapshotPair, tokens: readonly BlockToken[]) =>
+      runLoops(
+        tokens,
+        (item, slot) =>
+          new Promise<void>((resolve, reject) => {
+            const out = floorBuffers[slot]!;
+            const req = httpRequest(
+              {
+                hostname: endpointUrl.hostname,
+                port: endpointUrl.port,
+                path: `/snapshots/${pair.snap}/blocks/${item.index}?blockToken=${encodeURIComponent(item.token)}`,
+                agent: floorAgent,
+              },
+              (res) => {
+                let at = 0;
+                res.on("data", (chunk: Buffer) => {
+                  chunk.copy(out, at);
+                  at += chunk.byteLength;
+                });
+                res.on("end", () => {
+                  if (res.statusCode !== 200 || at !== BLOCK_SIZE) {
+                    reject(new Error(`floor GET of block ${item.index}: ${res.statusCode}, ${at} bytes`));
+                    return;
+                  }
+                  const sha = createHash("sha256").update(out).digest("base64");
+                  if (sha !== res.headers["x-amz-checksum"])
+                    reject(new Error(`floor: block ${item.index} checksum`));
+                  else resolve();
+                });
+                res.on("error", reject);
+              },
+            );
+            req.on("error", reject);
+            req.end();
+          }),
+      );
 
     let def: PhaseResult | undefined;
+    let defListPages = 0;
     let peakRssMb: number | undefined;
     if (phases.has("default")) {
-      def = await runWorker("default", {});
+      const run = await planRun("default", mainSet);
+      defListPages = run.listPages;
+      def = await runShards(run, run.shards, {});
+      logPhase("default", def);
       peakRssMb = Math.round(process.resourceUsage().maxRSS / 1024);
       const m = process.memoryUsage();
       log(
         `memory after default: ${JSON.stringify({ rss: m.rss / MiB, heapUsed: m.heapUsed / MiB, external: m.external / MiB, arrayBuffers: m.arrayBuffers / MiB, maxRSS: peakRssMb })}`,
       );
     }
-    // raw and baseline interleave shard by shard (2 GiB each at 8 GiB), so that both see the same
-    // load on a shared machine; the baseline runs at the worker's maximum concurrency.
-    const raw = phases.has("raw")
-      ? await runWorker(
-          "raw",
-          { compression: "none" },
-          Math.ceil((gib * 2048) / 4),
-          false,
-          undefined,
-          phases.has("baseline")
-            ? (shard) => runBaseline(BASELINE_CONCURRENCY, shard.first, shard.end)
-            : undefined,
-        )
+
+    // compare: raw, zstd, baseline and floor quarter by quarter, so that all four see the same load.
+    let raw: PhaseResult | undefined;
+    let zstd: PhaseResult | undefined;
+    let base: PhaseResult | undefined;
+    let floor: PhaseResult | undefined;
+    if (phases.has("compare")) {
+      const quarter = Math.ceil((gib * 2048) / 4);
+      const rawRun = await planRun("raw", mainSet, quarter);
+      const zstdRun = await planRun("zstd", mainSet, quarter);
+      for (let q = 0; q < rawRun.shards.length; q++) {
+        const shard = rawRun.shards[q]!;
+        const tokens = await listTokens(mainSet, shard.first, shard.end);
+        raw = addPhase(raw, await runShards(rawRun, [shard], { compression: "none" }));
+        zstd = addPhase(zstd, await runShards(zstdRun, [zstdRun.shards[q]!], {}));
+        base = addPhase(base, await baselineLoop(mainSet, tokens));
+        floor = addPhase(floor, await floorLoop(mainSet, tokens));
+        log(`compare: quarter ${q + 1}/${rawRun.shards.length} done, load ${loadavg()[0]!.toFixed(2)}`);
+      }
+      for (const [n, r] of [
+        ["raw", raw],
+        ["zstd", zstd],
+        ["baseline", base],
+        ["floor", floor],
+      ] as const)
+        if (r) logPhase(n, r);
+    }
+
+    // quota: a per-snapshot quota of a fraction of the rate this machine fed the baseline loop.
+    const baselineRps = base ? base.blocks / base.seconds : undefined;
+    const quotaRps = process.env.CGM_BENCH_QUOTA_RPS
+      ? Number(process.env.CGM_BENCH_QUOTA_RPS)
+      : baselineRps
+        ? Math.max(10, Math.round(quotaFraction * baselineRps))
+        : fixedQuotaRps;
+    const quotaPhase = async (name: string, rps: number, size: number, workers = 1) => {
+      const pair = await changedSet(size, `bench-${name}`);
+      const run = await planRun(name, pair, workers > 1 ? Math.ceil((size * 2048) / workers) : undefined);
+      await admin.setFaults({ dataPlaneRpsPerSnapshot: rps });
+      try {
+        const r = await runShards(run, run.shards, { compression: "none" }, workers > 1);
+        logPhase(name, r);
+        return r;
+      } finally {
+        await admin.setFaults({ dataPlaneRpsPerSnapshot: 0 });
+      }
+    };
+    const quota = phases.has("quota") ? await quotaPhase("quota", quotaRps, quotaGib) : undefined;
+    const fixed = phases.has("fixedquota")
+      ? await quotaPhase("fixedquota", fixedQuotaRps, quotaGib)
       : undefined;
-    const base = phases.has("baseline") && baselineBlocks > 0 ? baselineResult() : undefined;
-    if (base) log(`baseline: ${JSON.stringify({ ...base, mib_s: base.bytes / MiB / base.seconds })}`);
-    const concurrency = BASELINE_CONCURRENCY;
-    let quota: PhaseResult | undefined;
-    if (phases.has("quota")) {
-      await admin.setFaults({ dataPlaneRpsPerSnapshot: quotaRps });
-      try {
-        quota = await runWorker("quota", { compression: "none" });
-      } finally {
-        await admin.setFaults({ dataPlaneRpsPerSnapshot: 0 });
-      }
-    }
+    const low = phases.has("lowquota") ? await quotaPhase("lowquota", lowQuotaRps, 1) : undefined;
+    const shared = phases.has("shared4") ? await quotaPhase("shared4", quotaRps, quotaGib, 4) : undefined;
 
-    let low: PhaseResult | undefined;
-    if (phases.has("lowquota")) {
-      const lowRoot = await admin.createSyntheticSnapshot({
-        volumeSizeGiB: 1,
-        seed: "bench-low",
-        writtenFraction: 0.5,
-      });
-      const lowChild = await admin.createSyntheticSnapshot({
-        parentSnapshotId: lowRoot.snapshotId,
-        changedFraction: 1,
-      });
-      await admin.setFaults({ dataPlaneRpsPerSnapshot: lowQuotaRps });
-      try {
-        low = await runWorker("lowquota", { compression: "none" }, undefined, false, {
-          base: lowRoot.snapshotId,
-          snap: lowChild.snapshotId,
-        });
-      } finally {
-        await admin.setFaults({ dataPlaneRpsPerSnapshot: 0 });
-      }
-    }
-
-    const sim = phases.has("sim4") ? await simulateSharedQuota(quotaRps, 4, 2000, latencyMs) : undefined;
+    const sim = phases.has("sim4") ? await simulateSharedQuota(fixedQuotaRps, 4, 2000, latencyMs) : undefined;
     if (sim) log(`sim4: ${JSON.stringify(sim)}`);
 
     const mibs = (r?: PhaseResult) => (r ? r.bytes / MiB / r.seconds : null);
     const perGib = (v: number, r: PhaseResult) => v / (r.bytes / GiB);
     const round = (v: number | null | undefined, d = 2) =>
-      v === null || v === undefined ? null : Number(v.toFixed(d));
+      v === null || v === undefined || !Number.isFinite(v) ? null : Number(v.toFixed(d));
+    const utilization = (r: PhaseResult | undefined, rps: number) =>
+      r ? round(r.blocks / (r.readSeconds || r.seconds) / rps, 3) : null;
+    const throttledFraction = (r: PhaseResult | undefined) =>
+      r ? round(r.throttled / Math.max(1, r.gets), 4) : null;
+    const floorCpu = floor ? perGib(floor.cpu, floor) : undefined;
     const out = {
       bench: "transfer",
       changed_gib: gib,
       latency_ms: latencyMs,
-      concurrency,
+      concurrency: CONCURRENCY,
       mib_s: round(mibs(raw), 1),
       baseline_mib_s: round(mibs(base), 1),
       ratio: raw && base ? round(mibs(raw)! / mibs(base)!, 3) : null,
-      mib_s_compressed: round(mibs(def), 1),
-      quota_rps: quotaRps,
-      quota_utilization: quota
-        ? round(quota.blocks / (quota.readSeconds || quota.seconds) / quotaRps, 3)
-        : null,
-      throttled_fraction: quota ? round(quota.throttled / Math.max(1, quota.gets), 4) : null,
-      failed_shards: [def, raw, quota, low].reduce((a, r) => a + (r?.failedShards ?? 0), 0),
+      mib_s_compressed: round(mibs(zstd), 1),
+      floor_mib_s: round(mibs(floor), 1),
+      cpu_s_per_gib: raw ? round(perGib(raw.cpu, raw), 3) : null,
+      cpu_s_per_gib_compressed: zstd ? round(perGib(zstd.cpu, zstd), 3) : null,
+      baseline_cpu_s_per_gib: base ? round(perGib(base.cpu, base), 3) : null,
+      floor_cpu_s_per_gib: floorCpu !== undefined ? round(floorCpu, 3) : null,
+      cpu_vs_floor: raw && floorCpu ? round(perGib(raw.cpu, raw) / floorCpu, 3) : null,
+      cpu_vs_floor_compressed: zstd && floorCpu ? round(perGib(zstd.cpu, zstd) / floorCpu, 3) : null,
+      quota_rps: quota || shared ? quotaRps : null,
+      quota_basis: process.env.CGM_BENCH_QUOTA_RPS
+        ? "CGM_BENCH_QUOTA_RPS"
+        : baselineRps
+          ? `${quotaFraction} x baseline ${baselineRps.toFixed(1)} blocks/s`
+          : "fixed (no baseline measured)",
+      quota_utilization: utilization(quota, quotaRps),
+      throttled_fraction: throttledFraction(quota),
+      fixed_quota_rps: fixed ? fixedQuotaRps : null,
+      fixed_quota_utilization: utilization(fixed, fixedQuotaRps),
+      fixed_throttled_fraction: throttledFraction(fixed),
       low_quota_rps: low ? lowQuotaRps : null,
-      low_quota_utilization: low
-        ? round(low.blocks / (low.readSeconds || low.seconds) / lowQuotaRps, 3)
-        : null,
-      low_throttled_fraction: low ? round(low.throttled / Math.max(1, low.gets), 4) : null,
+      low_quota_utilization: utilization(low, lowQuotaRps),
+      low_throttled_fraction: throttledFraction(low),
+      shared4_quota_utilization: utilization(shared, quotaRps),
+      shared4_throttled_fraction: throttledFraction(shared),
       sim4_quota_utilization: sim ? round(sim.utilization, 3) : null,
       sim4_throttled_fraction: sim ? round(sim.throttledFraction, 4) : null,
-      cpu_s_per_gib: raw ? round(perGib(raw.cpu, raw), 3) : null,
-      cpu_s_per_gib_compressed: def ? round(perGib(def.cpu, def), 3) : null,
-      baseline_cpu_s_per_gib: base ? round(perGib(base.cpu, base), 3) : null,
+      failed_shards: [def, raw, zstd, quota, fixed, low, shared].reduce(
+        (a, r) => a + (r?.failedShards ?? 0),
+        0,
+      ),
+      default_mib_s: round(mibs(def), 1),
+      default_cpu_s_per_gib: def ? round(perGib(def.cpu, def), 3) : null,
       compression_ratio: def ? round(def.bytes / Math.max(1, def.storedBytes), 3) : null,
-      s3_puts_per_gib: def ? round(perGib(def.puts, def), 2) : raw ? round(perGib(raw.puts, raw), 2) : null,
-      ebs_requests_per_gib: def
-        ? round(perGib(def.ebs, def), 1)
-        : raw
-          ? round(perGib(raw.ebs, raw), 1)
-          : null,
+      s3_puts_per_gib: def ? round(perGib(def.puts, def), 2) : null,
+      ebs_requests_per_gib: def ? round(perGib(def.ebs + defListPages, def), 1) : null,
       peak_rss_mb: peakRssMb ?? null,
       worker_user_cpu_s_per_gib: raw ? round(perGib(raw.userCpu, raw), 3) : null,
       emulator_cpu_s_per_gib: raw ? round(perGib(raw.emulatorCpu, raw), 3) : null,
       s3_server_cpu_s_per_gib: raw ? round(perGib(raw.s3Cpu, raw), 3) : null,
+      load_avg_start: round(loadStart, 2),
+      load_avg_end: round(loadavg()[0], 2),
       malloc_mmap_threshold: process.env.MALLOC_MMAP_THRESHOLD_ ?? null,
-      cpus: (await import("node:os")).availableParallelism(),
+      cpus: availableParallelism(),
       node: process.version,
     };
     process.stdout.write(`${JSON.stringify(out)}\n`);
   } finally {
+    for (const c of extraClients) c.destroy();
+    floorAgent.destroy();
     ebs.destroy();
     s3.destroy();
     emulator.child.kill("SIGTERM");
