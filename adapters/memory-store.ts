@@ -1,6 +1,7 @@
 import { createHash, randomUUID } from "node:crypto";
 import { appendFileSync, closeSync, openSync, readSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { crc32 } from "node:zlib";
 import {
   type ByteRange,
   type GetOptions,
@@ -154,6 +155,8 @@ export class MemoryObjectStore implements ObjectStore {
       if (!got.equals(Buffer.from(options.checksumSha256)))
         throw new Error(`BadDigest: ${key} checksum mismatch`);
     }
+    if (options.checksumCrc32 && crc32(body) !== Buffer.from(options.checksumCrc32).readUInt32BE(0))
+      throw new Error(`BadDigest: ${key} CRC-32 mismatch`);
     return this.#store(key, body.slice(), options.metadata ?? {});
   }
 

@@ -127,6 +127,7 @@ export class S3ObjectStore implements ObjectStore {
           IfMatch: options.ifMatch,
           IfNoneMatch: options.ifNoneMatch,
           ChecksumSHA256: options.checksumSha256 ? b64(options.checksumSha256) : undefined,
+          ChecksumCRC32: options.checksumCrc32 ? b64(options.checksumCrc32) : undefined,
           Metadata: options.metadata ? { ...options.metadata } : undefined,
           ContentType: options.contentType ?? "application/octet-stream",
         }),

@@ -33,6 +33,11 @@ export interface PutOptions {
   readonly ifNoneMatch?: "*";
   /** SHA-256 of the body; the store verifies it on receipt (S3 x-amz-checksum-sha256). */
   readonly checksumSha256?: Uint8Array;
+  /**
+   * CRC-32 (IEEE, as `zlib.crc32`) of the body, 4 bytes big-endian; the store verifies it on receipt
+   * (S3 x-amz-checksum-crc32, a full-object checksum). Cheaper than a SHA-256 for bulk data.
+   */
+  readonly checksumCrc32?: Uint8Array;
   /** User metadata (lower-case keys, ASCII values). */
   readonly metadata?: Readonly<Record<string, string>>;
   readonly contentType?: string;

@@ -1,3 +1,4 @@
+import { crc32 } from "node:zlib";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { MemoryObjectStore } from "#adapters/memory-store.ts";
@@ -5,6 +6,7 @@ import { ZERO_REF } from "#core/block-ref.ts";
 import { BLOCK_SIZE, sha256 } from "#core/bytes.ts";
 import { Codec } from "#core/codec.ts";
 import { createRepo, keys } from "#core/layout.ts";
+import type { ObjectStore, PutOptions } from "#core/ports/object-store.ts";
 import {
   encodeSegmentTail,
   openStoredBlock,
@@ -177,5 +179,28 @@ describe("SegmentWriter", () => {
     expect(() => openStoredBlock("segments/x.seg", ref, stored, 5)).toThrow(
       /block 5 read from segments\/x\.seg fails its SHA-256/,
     );
+  });
+
+  it("GIVEN a segment WHEN uploaded THEN the PUT carries the CRC-32 of the whole object and no SHA-256", async () => {
+    const store = new MemoryObjectStore();
+    const puts: { body: Uint8Array; options: PutOptions | undefined }[] = [];
+    const recording: ObjectStore = Object.assign(Object.create(store) as ObjectStore, {
+      put: (k: string, b: Uint8Array, o?: PutOptions) => {
+        puts.push({ body: Buffer.from(b), options: o });
+        return store.put(k, b, o);
+      },
+    });
+    const r = createRepo({ store: recording, prefix: "g", group: "g" });
+    const w = new SegmentWriter({ repo: r, targetBytes: 2 * BLOCK_SIZE, allowSmallSegments: true });
+    await w.add(makeBlock({ kind: "text", seed: 3 }));
+    await w.add(makeBlock({ kind: "noise", seed: 4 }));
+    await w.add(makeBlock({ kind: "noise", seed: 5 }));
+    const segments = await w.close();
+    expect(segments.length).toBe(1);
+    expect(puts.length).toBe(1);
+    for (const p of puts) {
+      expect(p.options?.checksumSha256).toBeUndefined();
+      expect(Buffer.from(p.options!.checksumCrc32!).readUInt32BE(0)).toBe(crc32(p.body));
+    }
   });
 });
