@@ -1,7 +1,8 @@
 /**
  * BlockSource over the EBS direct APIs (`@aws-sdk/client-ebs`). The client is passed in; build it
  * with `createEbsClient` so that the SDK does not retry (core's AIMD does) and HTTP connections are
- * kept alive with enough sockets for the worker's concurrency.
+ * kept alive with enough sockets for the worker's concurrency. Block buffers come from a pool and go
+ * back to it when the caller releases them.
  */
 import { Agent as HttpAgent } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
@@ -27,6 +28,7 @@ import {
   type ListBlocksRequest,
   type ListedBlock,
 } from "../core/ports/block-source.ts";
+import { BlockBufferPool } from "./block-buffer-pool.ts";
 
 export interface EbsClientOptions {
   /** @default the SDK's region resolution */
@@ -68,6 +70,9 @@ export function createEbsClient(options: EbsClientOptions = {}): EBSClient {
     }),
   });
 }
+
+/** EBS block size (524,288 bytes): the size of the pooled buffers. */
+const BLOCK_BYTES = 524_288;
 
 const THROTTLE_CODES = new Set([
   "ThrottlingException",
@@ -126,11 +131,10 @@ export function mapEbsError(operation: string, error: unknown): BlockSourceError
 }
 
 /**
- * Reads a response stream into one new buffer of the announced length (the only copy from the
- * socket's chunks; no intermediate list + concat). The caller owns the buffer.
+ * Reads a response stream into `out` (the announced length; the only copy from the socket's chunks,
+ * no intermediate list + concat).
  */
-async function readBody(stream: Readable, length: number): Promise<Buffer> {
-  const out = Buffer.allocUnsafe(length);
+async function readBody(stream: Readable, length: number, out: Buffer): Promise<Buffer> {
   let at = 0;
   for await (const chunk of stream as AsyncIterable<Buffer>) {
     if (at + chunk.byteLength > length) {
@@ -153,12 +157,24 @@ async function readBody(stream: Readable, length: number): Promise<Buffer> {
   return out;
 }
 
+export interface EbsBlockSourceOptions {
+  /** Free block buffers kept for reuse. @default 128 (64 MiB) */
+  readonly maxFreeBuffers?: number;
+}
+
 /** BlockSource backed by an EBSClient (see createEbsClient). */
 export class EbsBlockSource implements BlockSource {
   readonly #client: EBSClient;
+  readonly #pool: BlockBufferPool;
 
-  constructor(client: EBSClient) {
+  constructor(client: EBSClient, options: EbsBlockSourceOptions = {}) {
     this.#client = client;
+    this.#pool = new BlockBufferPool(BLOCK_BYTES, options.maxFreeBuffers ?? 128);
+  }
+
+  /** The block buffer pool (stats, tests). */
+  get pool(): BlockBufferPool {
+    return this.#pool;
   }
 
   async listBlocks(request: ListBlocksRequest): Promise<ListBlocksPage> {
@@ -226,12 +242,21 @@ export class EbsBlockSource implements BlockSource {
           "no BlockData or DataLength in the response",
         );
       }
-      const data = await readBody(out.BlockData as Readable, length);
+      const pooled = length === this.#pool.size;
+      const buffer = pooled ? this.#pool.take() : Buffer.allocUnsafe(length);
+      let data: Buffer;
+      try {
+        data = await readBody(out.BlockData as Readable, length, buffer);
+      } catch (error) {
+        if (pooled) this.#pool.give(buffer);
+        throw error;
+      }
       return {
         data,
         checksum: out.Checksum ?? "",
         checksumAlgorithm: out.ChecksumAlgorithm ?? "",
         dataLength: length,
+        ...(pooled ? { release: this.#pool.releaser(buffer) } : {}),
       };
     } catch (error) {
       throw mapEbsError(op, error);

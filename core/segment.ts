@@ -209,10 +209,21 @@ export interface SegmentWriterStats {
   segments: number;
 }
 
+/** Room kept after target + one block for the footer and trailer (≈ 6,300 footer entries). */
+const TAIL_RESERVE = 256 * 1024;
+
 /**
  * Packs verified 512 KiB blocks into immutable segments and uploads them. Holds at most two segments
  * in memory (one filling, one uploading). Refs returned by `add` are durable only after `close()`.
  * Blocks with the same SHA-256 are stored once per writer (and not at all if `dedup` knows them).
+ *
+ * Buffers: each segment is assembled in one preallocated buffer (target + one block + footer room),
+ * written in place and uploaded as it is (no chunk list, no concatenation); the writer owns two such
+ * buffers and reuses them, so segment memory is allocated (and page-faulted) once per writer. `add`
+ * copies what it stores before it resolves: the caller may reuse or recycle its block buffer as soon
+ * as `add` has resolved. The segment's CRC-32 is accumulated block by block while the bytes are hot
+ * and sent as the PUT's full-object checksum (S3 verifies it); the per-block SHA-256 (the block's
+ * identity) is the only SHA-256 pass.
  */
 export class SegmentWriter {
   readonly #repo: Repo;
@@ -222,8 +233,13 @@ export class SegmentWriter {
   readonly #dedup: DedupLookup | undefined;
   readonly #seen = new Map<string, BlockRef>();
   readonly #written: SegmentInfo[] = [];
+  readonly #capacity: number;
   #id = randomId();
-  #chunks: Uint8Array[] = [];
+  /** The segment being filled (allocated on the first stored block). */
+  #buf: Buffer | undefined;
+  /** A buffer whose upload finished, ready for the next segment. */
+  #spare: Buffer | undefined;
+  #crc = 0;
   #entries: SegmentFooterEntry[] = [];
   #size = 0;
   #uploading: Promise<void> | undefined;
@@ -246,6 +262,7 @@ export class SegmentWriter {
     }
     this.#repo = options.repo;
     this.#target = target;
+    this.#capacity = target + BLOCK_SIZE + TAIL_RESERVE;
     this.#compression = options.compression ?? "zstd";
     this.#partBytes = options.partBytes ?? 8 * MiB;
     this.#dedup = options.dedup;
@@ -253,7 +270,8 @@ export class SegmentWriter {
 
   /**
    * Adds one raw block. `expectedSha256` (e.g. the checksum GetSnapshotBlock returned) is verified.
-   * Returns where the block will live once `close()` resolves.
+   * Returns where the block will live once `close()` resolves. The writer keeps no reference to
+   * `raw` once this resolves.
    */
   async add(raw: Uint8Array, expectedSha256?: Uint8Array): Promise<BlockRef> {
     if (this.#closed) throw new InvalidArgumentError("SegmentWriter.add after close()");
@@ -289,8 +307,10 @@ export class SegmentWriter {
       codec,
       sha256: hash,
     };
-    // Copy: the caller may reuse its buffer. (Not raw.slice(): on a Node Buffer that is a view.)
-    this.#chunks.push(data === raw ? new Uint8Array(raw) : data);
+    // Copy into the segment buffer: the caller may reuse its buffer once add() resolves.
+    this.#buf ??= this.#takeBuffer();
+    this.#buf.set(data, this.#size);
+    this.#crc = crc32(this.#buf.subarray(this.#size, this.#size + data.byteLength), this.#crc);
     this.#entries.push({ sha256: hash, offset: ref.offset, length: ref.length, codec });
     this.#size += data.byteLength;
     this.#seen.set(hex, ref);
@@ -307,40 +327,56 @@ export class SegmentWriter {
       this.#closed = true;
       if (this.#entries.length > 0) await this.#seal();
       await this.#uploading;
+      this.#spare = undefined;
     }
     return this.#written;
+  }
+
+  #takeBuffer(): Buffer {
+    const b = this.#spare ?? Buffer.allocUnsafeSlow(this.#capacity);
+    this.#spare = undefined;
+    return b;
   }
 
   async #seal(): Promise<void> {
     const id = this.#id;
     const tail = encodeSegmentTail(id, this.#size, this.#entries);
-    const chunks = [...this.#chunks, tail];
+    let buf = this.#buf ?? this.#takeBuffer();
     const bytes = this.#size + tail.byteLength;
+    if (bytes > buf.byteLength) {
+      // A footer beyond the reserve (thousands of tiny compressed blocks): one bigger buffer, once.
+      const bigger = Buffer.allocUnsafeSlow(bytes);
+      buf.copy(bigger, 0, 0, this.#size);
+      buf = bigger;
+    }
+    buf.set(tail, this.#size);
+    const crc = crc32(tail, this.#crc);
     const blocks = this.#entries.length;
     this.#id = randomId();
-    this.#chunks = [];
+    this.#buf = undefined;
+    this.#crc = 0;
     this.#entries = [];
     this.#size = 0;
     await this.#uploading; // at most one segment uploading while the next one fills
     const key = keys.segment(this.#repo, id);
-    this.#uploading = this.#upload(key, chunks, bytes).then(() => {
+    // A plain Uint8Array view: a store that keeps `body.slice()` then copies (on a Buffer it would be
+    // a view of a buffer this writer reuses).
+    const body = new Uint8Array(buf.buffer, buf.byteOffset, bytes);
+    this.#uploading = this.#upload(key, body, crc).then(() => {
       this.#written.push({ segmentId: id, key, bytes, blocks });
       this.stats.segments++;
+      if (buf.byteLength === this.#capacity && !this.#closed) this.#spare = buf;
     });
     // Surface an upload failure on the next add/close rather than as an unhandled rejection.
     this.#uploading.catch(() => {});
   }
 
-  async #upload(key: string, chunks: readonly Uint8Array[], bytes: number): Promise<void> {
+  async #upload(key: string, body: Uint8Array, crc: number): Promise<void> {
     const store = this.#repo.store;
     const metadata = { "cgmirror-kind": "segment" };
-    if (bytes <= this.#partBytes) {
-      const body = Buffer.concat(chunks);
-      // S3's full-object CRC-32 (x-amz-checksum-crc32): the store verifies the body against it. The
-      // block SHA-256s are the blocks' identities; a second SHA-256 over the segment would only
-      // protect the transfer, which a CRC does at twice the speed (native zlib.crc32).
+    if (body.byteLength <= this.#partBytes) {
       const checksumCrc32 = new Uint8Array(4);
-      new DataView(checksumCrc32.buffer).setUint32(0, crc32(body), false);
+      new DataView(checksumCrc32.buffer).setUint32(0, crc >>> 0, false);
       // No If-None-Match: the key is a fresh random id, and an SDK retry of a PUT that did land
       // would otherwise fail with 412.
       await store.put(key, body, { checksumCrc32, metadata });
@@ -349,18 +385,10 @@ export class SegmentWriter {
     const upload = await store.createMultipartUpload(key, { metadata, checksumSha256: true });
     try {
       let part = 1;
-      let pending: Uint8Array[] = [];
-      let pendingBytes = 0;
-      for (const c of chunks) {
-        pending.push(c);
-        pendingBytes += c.byteLength;
-        if (pendingBytes >= this.#partBytes) {
-          await upload.uploadPart(part++, Buffer.concat(pending));
-          pending = [];
-          pendingBytes = 0;
-        }
+      for (let at = 0; at < body.byteLength; at += this.#partBytes) {
+        // Parts are views of the segment buffer (all of partBytes but the last); nothing is copied.
+        await upload.uploadPart(part++, body.subarray(at, Math.min(body.byteLength, at + this.#partBytes)));
       }
-      if (pendingBytes > 0) await upload.uploadPart(part++, Buffer.concat(pending));
       await upload.complete();
     } catch (error) {
       await upload.abort().catch(() => {});

@@ -593,6 +593,44 @@ export async function transferShard(
     return p;
   };
 
+  /**
+   * Checks a block that was read and packs it (or skips it when `previous` holds the same content).
+   * Returns undefined when the block is done, or what was wrong with the read (it is read again).
+   * `writer.add` copies what it stores before it resolves, so `got.data` is free afterwards.
+   */
+  const useBlock = async (pos: number, index: number, got: BlockData): Promise<string | undefined> => {
+    if (got.dataLength !== BLOCK_SIZE || got.data.byteLength !== BLOCK_SIZE) {
+      return `length ${got.data.byteLength} (DataLength ${got.dataLength}), expected ${BLOCK_SIZE}`;
+    }
+    if (got.checksumAlgorithm !== "SHA256") {
+      return `checksum algorithm ${JSON.stringify(got.checksumAlgorithm)}, expected SHA256`;
+    }
+    const expected = Buffer.from(got.checksum, "base64");
+    if (expected.byteLength !== 32) return `checksum ${JSON.stringify(got.checksum)} is not a base64 SHA-256`;
+    if (deps.previous) {
+      const prev = await deps.previous.lookup(index);
+      if (prev && equalBytes(prev.sha256, expected)) {
+        refs.skip(pos);
+        stats.unchangedBlocks++;
+        tokens.release(pos);
+        progress.add(1, BLOCK_SIZE);
+        return undefined;
+      }
+    }
+    let ref: BlockRef;
+    try {
+      ref = await pack(got.data, expected);
+    } catch (error) {
+      if (!(error instanceof BlockIntegrityError)) throw error;
+      return "SHA-256 of the data does not match the returned checksum";
+    }
+    refs.put(pos, ref);
+    if (ref.codec === Codec.zero) stats.zeroBlocks++;
+    tokens.release(pos);
+    progress.add(1, BLOCK_SIZE);
+    return undefined;
+  };
+
   const readBlock = async (pos: number): Promise<void> => {
     const index = list.blocks[pos]!;
     let attempts = 0;
@@ -651,40 +689,12 @@ export async function transferShard(
       }
       limiter.release("ok", now() - started);
       let problem: string | undefined;
-      let expected: Uint8Array | undefined;
-      if (got.dataLength !== BLOCK_SIZE || got.data.byteLength !== BLOCK_SIZE) {
-        problem = `length ${got.data.byteLength} (DataLength ${got.dataLength}), expected ${BLOCK_SIZE}`;
-      } else if (got.checksumAlgorithm !== "SHA256") {
-        problem = `checksum algorithm ${JSON.stringify(got.checksumAlgorithm)}, expected SHA256`;
-      } else {
-        expected = Buffer.from(got.checksum, "base64");
-        if (expected.byteLength !== 32)
-          problem = `checksum ${JSON.stringify(got.checksum)} is not a base64 SHA-256`;
-      }
-      if (problem === undefined && deps.previous) {
-        const prev = await deps.previous.lookup(index);
-        if (prev && equalBytes(prev.sha256, expected!)) {
-          refs.skip(pos);
-          stats.unchangedBlocks++;
-          tokens.release(pos);
-          progress.add(1, BLOCK_SIZE);
-          return;
-        }
-      }
-      if (problem === undefined) {
-        try {
-          // The block buffer is handed over, never reused: the writer may keep it (or a view of it)
-          // until its segment is uploaded, so no 512 KiB copy is needed here.
-          const ref = await pack(got.data, expected!);
-          refs.put(pos, ref);
-          if (ref.codec === Codec.zero) stats.zeroBlocks++;
-          tokens.release(pos);
-          progress.add(1, BLOCK_SIZE);
-          return;
-        } catch (error) {
-          if (!(error instanceof BlockIntegrityError)) throw error;
-          problem = "SHA-256 of the data does not match the returned checksum";
-        }
+      try {
+        problem = await useBlock(pos, index, got);
+        if (problem === undefined) return;
+      } finally {
+        // The writer copied what it keeps (or nothing was kept): the source may reuse the buffer.
+        got.release?.();
       }
       badReads++;
       stats.checksumRetries++;

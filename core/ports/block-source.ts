@@ -55,6 +55,11 @@ export interface BlockData {
   readonly checksumAlgorithm: string;
   /** DataLength the service announced. */
   readonly dataLength: number;
+  /**
+   * Gives `data` back to the source for reuse (it is a pooled buffer). Call it once, after the last
+   * use of `data`, and never touch `data` again. Absent when the source does not pool buffers.
+   */
+  readonly release?: () => void;
 }
 
 export interface BlockSource {

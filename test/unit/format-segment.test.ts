@@ -203,4 +203,34 @@ describe("SegmentWriter", () => {
       expect(Buffer.from(p.options!.checksumCrc32!).readUInt32BE(0)).toBe(crc32(p.body));
     }
   });
+  it("GIVEN a store that reads bodies only when the PUT completes THEN reused segment buffers never mix segments", async () => {
+    const store = new MemoryObjectStore();
+    const slow: ObjectStore = Object.assign(Object.create(store) as ObjectStore, {
+      put: async (k: string, b: Uint8Array, o?: PutOptions) => {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        return store.put(k, b, o);
+      },
+    });
+    const r = createRepo({ store: slow, prefix: "g", group: "g" });
+    const w = new SegmentWriter({
+      repo: r,
+      targetBytes: 2 * BLOCK_SIZE,
+      allowSmallSegments: true,
+      compression: "zstd",
+    });
+    const blocks = Array.from({ length: 11 }, (_, i) =>
+      makeBlock({ kind: i % 3 === 0 ? "text" : "noise", seed: 200 + i }),
+    );
+    const refs = [];
+    for (const b of blocks) refs.push(await w.add(b, sha256(b)));
+    const segments = await w.close();
+    expect(segments.length).toBe(4);
+    for (const [i, ref] of refs.entries()) {
+      const key = keys.segment(r, ref.segment!);
+      const got = await store.get(key, { range: { start: ref.offset, end: ref.offset + ref.length } });
+      expect(Buffer.from(openStoredBlock(key, ref, got.body, i)).equals(Buffer.from(blocks[i]!))).toBe(true);
+    }
+    for (const seg of segments)
+      expect((await readSegmentFooter(store, seg.key)).entries.length).toBe(seg.blocks);
+  });
 });

@@ -146,6 +146,34 @@ describe("transferShard", () => {
     for (const r of results) expect(JSON.stringify(toShardResultItem(r)).length).toBeLessThan(200);
   });
 
+  it("GIVEN a source that recycles block buffers THEN each is released once, only after the writer copied it", async () => {
+    const { repo, source, shards } = await setup({}, 1000);
+    const d = shards[0]!;
+    source.getFault = (index, call) => (index === 5 && call === 1 ? "corrupt" : undefined);
+    const real = source.getBlock.bind(source);
+    let reads = 0;
+    let releases = 0;
+    source.getBlock = async (r) => {
+      const got = await real(r);
+      reads++;
+      let released = false;
+      return {
+        ...got,
+        release: () => {
+          expect(released).toBe(false);
+          released = true;
+          releases++;
+          // The source reuses the buffer at once: any later use of these bytes would corrupt a block.
+          (got.data as Buffer).fill(0xee);
+        },
+      };
+    };
+    const s = await transferShard({ repo, source }, { runId: RUN, shard: d, options: FAST });
+    expect(releases).toBe(reads);
+    expect(s.stats.checksumRetries).toBe(1);
+    await expectRestoresExactly(repo, source, d, s);
+  });
+
   it("GIVEN throttling and 5xx answers WHEN transferred THEN they are retried, the rate backs off, and the result is exact", async () => {
     const { repo, source, shards } = await setup();
     source.getFault = (index, call) =>
