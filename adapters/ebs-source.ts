@@ -1,8 +1,9 @@
 /**
  * BlockSource over the EBS direct APIs (`@aws-sdk/client-ebs`). The client is passed in; build it
- * with `createEbsClient` so that the SDK does not retry (core's AIMD does) and HTTP connections are
- * kept alive with enough sockets for the worker's concurrency. Block buffers come from a pool and go
- * back to it when the caller releases them.
+ * with `createEbsClient` so that the SDK does not retry (core's AIMD does), HTTP connections are
+ * kept alive with enough sockets for the worker's concurrency, and GetSnapshotBlock takes the lean
+ * signed GET (adapters/ebs-get-block.ts) over the same agents instead of the SDK's middleware stack.
+ * Block buffers come from a pool and go back to it when the caller releases them.
  */
 import { Agent as HttpAgent } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
@@ -29,6 +30,7 @@ import {
   type ListedBlock,
 } from "../core/ports/block-source.ts";
 import { BlockBufferPool } from "./block-buffer-pool.ts";
+import { LeanBlockGetter, type LeanGetSettings } from "./ebs-get-block.ts";
 
 export interface EbsClientOptions {
   /** @default the SDK's region resolution */
@@ -57,19 +59,32 @@ export function createEbsClient(options: EbsClientOptions = {}): EBSClient {
     maxFreeSockets: maxSockets,
     scheduling: "lifo" as const,
   };
-  return new EBSClient({
+  const settings: LeanGetSettings = {
+    httpAgent: new HttpAgent(agentOptions),
+    httpsAgent: new HttpsAgent(agentOptions),
+    connectionTimeoutMs: options.connectionTimeoutMs ?? 5000,
+    requestTimeoutMs: options.requestTimeoutMs ?? 30_000,
+  };
+  const client = new EBSClient({
     ...(options.region ? { region: options.region } : {}),
     ...(options.endpoint ? { endpoint: options.endpoint } : {}),
     ...(options.credentials ? { credentials: options.credentials } : {}),
     maxAttempts: 1,
     requestHandler: new NodeHttpHandler({
-      httpAgent: new HttpAgent(agentOptions),
-      httpsAgent: new HttpsAgent(agentOptions),
-      connectionTimeout: options.connectionTimeoutMs ?? 5000,
-      requestTimeout: options.requestTimeoutMs ?? 30_000,
+      httpAgent: settings.httpAgent,
+      httpsAgent: settings.httpsAgent,
+      connectionTimeout: settings.connectionTimeoutMs,
+      requestTimeout: settings.requestTimeoutMs,
+      // Without it the handler only logs a warning when requestTimeout passes and waits on.
+      throwOnRequestTimeout: true,
     }),
   });
+  leanSettings.set(client, settings);
+  return client;
 }
+
+/** Agents and timeouts of the clients `createEbsClient` built (the lean GET shares them). */
+const leanSettings = new WeakMap<EBSClient, LeanGetSettings>();
 
 /** EBS block size (524,288 bytes): the size of the pooled buffers. */
 const BLOCK_BYTES = 524_288;
@@ -158,6 +173,11 @@ async function readBody(stream: Readable, length: number, out: Buffer): Promise<
 }
 
 export interface EbsBlockSourceOptions {
+  /**
+   * GetSnapshotBlock through the lean signed GET (adapters/ebs-get-block.ts) rather than the SDK.
+   * @default true when the client comes from `createEbsClient` (the lean path needs its agents)
+   */
+  readonly leanGet?: boolean;
   /** Free block buffers kept for reuse. @default 128 (64 MiB) */
   readonly maxFreeBuffers?: number;
 }
@@ -166,10 +186,17 @@ export interface EbsBlockSourceOptions {
 export class EbsBlockSource implements BlockSource {
   readonly #client: EBSClient;
   readonly #pool: BlockBufferPool;
+  readonly #lean: LeanBlockGetter | undefined;
 
   constructor(client: EBSClient, options: EbsBlockSourceOptions = {}) {
     this.#client = client;
     this.#pool = new BlockBufferPool(BLOCK_BYTES, options.maxFreeBuffers ?? 128);
+    const settings = leanSettings.get(client);
+    if (options.leanGet === true && !settings) {
+      throw new TypeError("EbsBlockSource leanGet needs a client built by createEbsClient");
+    }
+    this.#lean =
+      settings && options.leanGet !== false ? new LeanBlockGetter(client, settings, this.#pool) : undefined;
   }
 
   /** The block buffer pool (stats, tests). */
@@ -226,6 +253,13 @@ export class EbsBlockSource implements BlockSource {
 
   async getBlock(request: GetBlockRequest): Promise<BlockData> {
     const op = "GetSnapshotBlock";
+    if (this.#lean) {
+      try {
+        return await this.#lean.get(request);
+      } catch (error) {
+        throw mapEbsError(op, error);
+      }
+    }
     try {
       const out = await this.#client.send(
         new GetSnapshotBlockCommand({
