@@ -234,6 +234,8 @@ class ShardTokens {
   readonly #d: ShardDescriptor;
   readonly #list: ShardList;
   readonly #tokens: (string | undefined)[];
+  /** When each token expires (ms since the epoch, the listing's ExpiryTime; Infinity if not given). */
+  readonly #expires: Float64Array;
   readonly #done: Uint8Array;
   readonly #pageSize: number;
   readonly #retry: RetryOptions | undefined;
@@ -257,6 +259,7 @@ class ShardTokens {
     this.#d = d;
     this.#list = list;
     this.#tokens = new Array(list.blocks.length);
+    this.#expires = new Float64Array(list.blocks.length).fill(Number.POSITIVE_INFINITY);
     this.#done = new Uint8Array(list.blocks.length);
     this.#pageSize = pageSize;
     this.#stats = stats;
@@ -265,6 +268,11 @@ class ShardTokens {
 
   get(pos: number): string | undefined {
     return this.#tokens[pos];
+  }
+
+  /** When the token at `pos` expires, as its listing announced (ms since the epoch; Infinity if unknown). */
+  expiresAt(pos: number): number {
+    return this.#expires[pos]!;
   }
 
   release(pos: number): void {
@@ -348,6 +356,7 @@ class ShardTokens {
         );
       }
       this.#tokens[p] = b.token;
+      this.#expires[p] = expiry(page);
       this.#listed++;
     }
     this.#nextToken = page.nextToken;
@@ -382,7 +391,10 @@ class ShardTokens {
         while (p < until && blocks[p]! < b.index) p++;
         if (p >= until || b.index >= this.#d.end) break;
         if (blocks[p] === b.index) {
-          if (!this.#done[p]) this.#tokens[p] = b.token;
+          if (!this.#done[p]) {
+            this.#tokens[p] = b.token;
+            this.#expires[p] = expiry(page);
+          }
           p++;
         }
       }
@@ -390,6 +402,11 @@ class ShardTokens {
       if (!nextToken) break;
     }
   }
+}
+
+function expiry(page: { readonly expiresAt: Date | undefined }): number {
+  const t = page.expiresAt?.getTime();
+  return t !== undefined && Number.isFinite(t) ? t : Number.POSITIVE_INFINITY;
 }
 
 type ProgressBase = Omit<TransferProgress, "state" | "blocksDone" | "bytesDone" | "updatedAt">;
@@ -635,12 +652,14 @@ export async function transferShard(
     const index = list.blocks[pos]!;
     let attempts = 0;
     let refreshes = 0;
+    let staleRefreshes = 0;
     let badReads = 0;
     let holding = true;
     for (;;) {
       if (!holding) await limiter.acquire();
       holding = false;
       const token = tokens.get(pos);
+      const tokenExpiresAt = tokens.expiresAt(pos);
       const started = now();
       let got: BlockData;
       stats.getRequests++;
@@ -672,11 +691,17 @@ export async function transferShard(
         }
         limiter.release("failed", latency);
         if (error.kind === "token-expired") {
-          refreshes++;
-          if (refreshes > maxRefreshes) {
+          // A token refused once the ExpiryTime its listing announced has passed expired while this
+          // block waited (back-off after throttling, pacing, a loaded machine, the request itself):
+          // re-list without counting it against maxTokenRefreshes, which bounds tokens refused while
+          // they should still be valid. maxAttempts bounds those stale refreshes.
+          const stale = Date.now() >= tokenExpiresAt;
+          if (stale) staleRefreshes++;
+          else refreshes++;
+          if (refreshes > maxRefreshes || staleRefreshes >= maxAttempts) {
             throw new TransferRetriesExhaustedError(
               `refreshing the token of ${d.snapshotId} block ${index}`,
-              refreshes,
+              refreshes + staleRefreshes,
               {
                 cause: error,
               },

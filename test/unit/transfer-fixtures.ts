@@ -31,6 +31,8 @@ export interface FakeSourceOptions {
   readonly emptyPageEvery?: number;
   /** Listing scans at most this many indices per call (then returns a short page + NextToken). @default ∞ */
   readonly scanWindow?: number;
+  /** Tokens expire this long after their listing, which announces it as ExpiryTime. @default never */
+  readonly tokenTtlMs?: number;
 }
 
 export class FakeBlockSource implements BlockSource {
@@ -77,10 +79,12 @@ export class FakeBlockSource implements BlockSource {
       throw new BlockSourceTransientError("ListChangedBlocks", "InternalServerException", "oops");
     const max = r.maxResults ?? 10_000;
     let start = r.nextToken ? Number(r.nextToken.slice(1)) : (r.startingBlockIndex ?? 0);
+    const ttl = this.o.tokenTtlMs;
+    const expires = ttl === undefined ? undefined : Date.now() + ttl;
     const page = {
       volumeSizeBytes: this.o.volumeBlocks * BLOCK_SIZE,
       blockSize: BLOCK_SIZE,
-      expiresAt: undefined,
+      expiresAt: expires === undefined ? undefined : new Date(expires),
     };
     this.#pages++;
     if (this.o.emptyPageEvery && this.#pages % this.o.emptyPageEvery === 0 && start < this.o.volumeBlocks) {
@@ -92,7 +96,9 @@ export class FakeBlockSource implements BlockSource {
       if (!this.o.has(start)) continue;
       blocks.push({
         index: start,
-        token: this.o.absent?.(start) ? undefined : `t${this.tokenGeneration}.${start}`,
+        token: this.o.absent?.(start)
+          ? undefined
+          : `t${this.tokenGeneration}.${start}${expires === undefined ? "" : `.${expires}`}`,
       });
     }
     return { ...page, blocks, nextToken: start < this.o.volumeBlocks ? `n${start}` : undefined };
@@ -104,10 +110,10 @@ export class FakeBlockSource implements BlockSource {
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
     try {
       await new Promise((res) => setImmediate(res));
-      const [gen, idx] = r.blockToken.slice(1).split(".").map(Number);
+      const [gen, idx, expires] = r.blockToken.slice(1).split(".").map(Number);
       if (idx !== r.blockIndex)
         throw new BlockSourceFatalError("GetSnapshotBlock", "ValidationException", "wrong token");
-      if (gen !== this.tokenGeneration) {
+      if (gen !== this.tokenGeneration || (expires !== undefined && Date.now() >= expires)) {
         throw new BlockTokenExpiredError("GetSnapshotBlock", "ValidationException", "token expired");
       }
       const n = (this.reads.get(r.blockIndex) ?? 0) + 1;

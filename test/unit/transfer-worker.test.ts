@@ -204,6 +204,36 @@ describe("transferShard", () => {
     await expectRestoresExactly(repo, source, d, s);
   });
 
+  it("GIVEN throttling back-offs longer than the tokens live WHEN transferred THEN blocks are re-listed as often as needed and the result is exact", async () => {
+    const { repo, source, shards } = await setup({ tokenTtlMs: 100 }, 1000);
+    const d = shards[0]!;
+    // Block 5 is throttled four times; every back-off (150 ms) outlives its token (100 ms).
+    source.getFault = (index, call) => (index === 5 && call <= 4 ? "throttle" : undefined);
+    const sleep = (ms: number) => new Promise<void>((res) => setTimeout(res, ms > 0 ? 150 : 0));
+    const s = await transferShard(
+      { repo, source, sleep },
+      { runId: RUN, shard: d, options: { ...FAST, maxTokenRefreshes: 1 } },
+    );
+    expect(s.stats.throttled).toBe(4);
+    expect(s.stats.tokenRefreshes).toBeGreaterThanOrEqual(3);
+    await expectRestoresExactly(repo, source, d, s);
+  });
+
+  it("fails with TransferRetriesExhaustedError when fresh tokens keep failing while still valid", async () => {
+    const { repo, source, shards } = await setup({ tokenTtlMs: 60_000 }, 1000);
+    const real = source.getBlock.bind(source);
+    source.getBlock = async (r) => {
+      if (r.blockIndex === 5) source.tokenGeneration++; // every token of block 5 is refused at once
+      return real(r);
+    };
+    await expect(
+      transferShard(
+        { repo, source },
+        { runId: RUN, shard: shards[0]!, options: { ...FAST, maxTokenRefreshes: 2 } },
+      ),
+    ).rejects.toMatchObject({ name: TransferErrors.RetriesExhausted });
+  });
+
   it("GIVEN a read whose data fails its checksum once WHEN transferred THEN the block is read again", async () => {
     const { repo, source, shards } = await setup();
     source.getFault = (index, call) => (index === 2 && call === 1 ? "corrupt" : undefined);
