@@ -87,3 +87,57 @@ export function decodeBlock(codec: number, data: Uint8Array, rawLength: number):
 function toU8(b: Buffer): Uint8Array {
   return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 }
+
+export interface CompressionProbeOptions {
+  /** Consecutive blocks that did not shrink before compression attempts are thinned. @default 16 */
+  readonly streak?: number;
+  /** Then only every `every`-th block is tried, until one shrinks again. @default 8 */
+  readonly every?: number;
+}
+
+/**
+ * Decides block by block whether a compression attempt is worth its CPU. zstd on an incompressible
+ * block (encrypted, already compressed) is pure cost (≈ 0.7 CPU-s per GiB at level 1), and such data
+ * comes in runs (a file, a region of a database). After `streak` consecutive blocks that did not
+ * shrink, only every `every`-th block is tried; the first one that shrinks restores attempts on every
+ * block. Deterministic: the decisions depend only on the sequence of outcomes (no clock, no randomness).
+ *
+ * Usage per block: `if (probe.shouldTry()) { …compress…; probe.record(shrank) }`.
+ */
+export class CompressionProbe {
+  readonly #streak: number;
+  readonly #every: number;
+  /** Consecutive attempts whose block did not shrink. */
+  #misses = 0;
+  /** Blocks passed over since the last attempt (while thinning). */
+  #skipped = 0;
+  /** Attempts skipped in total (stats). */
+  skippedTotal = 0;
+
+  constructor(options: CompressionProbeOptions = {}) {
+    const streak = options.streak ?? 16;
+    const every = options.every ?? 8;
+    if (!Number.isInteger(streak) || streak < 1) {
+      throw new InvalidArgumentError(`expected compression probe streak as an integer >= 1, got ${streak}`);
+    }
+    if (!Number.isInteger(every) || every < 1) {
+      throw new InvalidArgumentError(`expected compression probe every as an integer >= 1, got ${every}`);
+    }
+    this.#streak = streak;
+    this.#every = every;
+  }
+
+  /** True when this block should be compressed; a false counts the block as skipped. */
+  shouldTry(): boolean {
+    if (this.#misses < this.#streak || this.#skipped + 1 >= this.#every) return true;
+    this.#skipped++;
+    this.skippedTotal++;
+    return false;
+  }
+
+  /** The outcome of an attempt that `shouldTry` allowed. */
+  record(shrank: boolean): void {
+    this.#skipped = 0;
+    this.#misses = shrank ? 0 : this.#misses + 1;
+  }
+}

@@ -2,7 +2,16 @@ import { crc32 } from "node:zlib";
 import type { BlockRef } from "./block-ref.ts";
 import { ZERO_REF } from "./block-ref.ts";
 import { BLOCK_SIZE, equalBytes, isAllZero, randomId, sha256, toHex } from "./bytes.ts";
-import { type CodecId, type CompressionChoice, decodeBlock, encodeBlock, isKnownCodec } from "./codec.ts";
+import {
+  Codec,
+  type CodecId,
+  type CompressionChoice,
+  CompressionProbe,
+  type CompressionProbeOptions,
+  decodeBlock,
+  encodeBlock,
+  isKnownCodec,
+} from "./codec.ts";
 import {
   BlockIntegrityError,
   CorruptObjectError,
@@ -190,6 +199,8 @@ export interface SegmentWriterOptions {
   readonly partBytes?: number;
   /** Blocks the group already stores, consulted before storing a block. @default none */
   readonly dedup?: DedupLookup;
+  /** When to stop trying to compress runs of incompressible blocks (core/codec.ts). */
+  readonly compressionProbe?: CompressionProbeOptions;
 }
 
 export interface SegmentInfo {
@@ -207,6 +218,8 @@ export interface SegmentWriterStats {
   rawBytes: number;
   storedBytes: number;
   segments: number;
+  /** Stored blocks written raw without a compression attempt (CompressionProbe). */
+  compressionSkipped: number;
 }
 
 /** Room kept after target + one block for the footer and trailer (≈ 6,300 footer entries). */
@@ -229,6 +242,7 @@ export class SegmentWriter {
   readonly #repo: Repo;
   readonly #target: number;
   readonly #compression: CompressionChoice;
+  readonly #probe: CompressionProbe;
   readonly #partBytes: number;
   readonly #dedup: DedupLookup | undefined;
   readonly #seen = new Map<string, BlockRef>();
@@ -252,6 +266,7 @@ export class SegmentWriter {
     rawBytes: 0,
     storedBytes: 0,
     segments: 0,
+    compressionSkipped: 0,
   };
 
   constructor(options: SegmentWriterOptions) {
@@ -264,6 +279,7 @@ export class SegmentWriter {
     this.#target = target;
     this.#capacity = target + BLOCK_SIZE + TAIL_RESERVE;
     this.#compression = options.compression ?? "zstd";
+    this.#probe = new CompressionProbe(options.compressionProbe);
     this.#partBytes = options.partBytes ?? 8 * MiB;
     this.#dedup = options.dedup;
   }
@@ -299,7 +315,7 @@ export class SegmentWriter {
       this.stats.dedupedBlocks++;
       return known;
     }
-    const { codec, data } = encodeBlock(raw, this.#compression);
+    const { codec, data } = this.#encode(raw);
     const ref: BlockRef = {
       segment: this.#id,
       offset: this.#size,
@@ -330,6 +346,17 @@ export class SegmentWriter {
       this.#spare = undefined;
     }
     return this.#written;
+  }
+
+  #encode(raw: Uint8Array): { codec: CodecId; data: Uint8Array } {
+    if (this.#compression === "none") return { codec: Codec.raw, data: raw };
+    if (!this.#probe.shouldTry()) {
+      this.stats.compressionSkipped++;
+      return { codec: Codec.raw, data: raw };
+    }
+    const out = encodeBlock(raw, this.#compression);
+    this.#probe.record(out.codec !== Codec.raw);
+    return out;
   }
 
   #takeBuffer(): Buffer {

@@ -11,7 +11,7 @@
 import { AimdLimiter, type AimdOptions, backoffMs } from "./aimd.ts";
 import { type BlockRef, ZERO_REF } from "./block-ref.ts";
 import { BLOCK_SIZE, equalBytes } from "./bytes.ts";
-import { Codec, type CompressionChoice } from "./codec.ts";
+import { Codec, type CompressionChoice, type CompressionProbeOptions } from "./codec.ts";
 import { BlockIntegrityError, InvalidArgumentError } from "./errors.ts";
 import { IndexRunWriter, type RunInfo } from "./index-run.ts";
 import { assertName, assertRunId, keys, type Repo } from "./layout.ts";
@@ -33,6 +33,8 @@ import {
 export interface TransferOptions {
   /** @default "zstd" */
   readonly compression?: CompressionChoice;
+  /** When runs of incompressible blocks stop being compressed (core/codec.ts `CompressionProbe`). */
+  readonly compressionProbe?: CompressionProbeOptions;
   /** Segment size; one PUT per segment. @default 64 MiB */
   readonly segmentBytes?: number;
   /** Allow segments under 8 MiB (tests). @default false */
@@ -106,6 +108,8 @@ export interface ShardStats {
   rawBytes: number;
   storedBytes: number;
   segments: number;
+  /** Stored blocks written raw without a compression attempt (a run of incompressible blocks). */
+  compressionSkipped: number;
   getRequests: number;
   listRequests: number;
   throttled: number;
@@ -496,6 +500,7 @@ function newStats(): ShardStats {
     rawBytes: 0,
     storedBytes: 0,
     segments: 0,
+    compressionSkipped: 0,
     getRequests: 0,
     listRequests: 0,
     throttled: 0,
@@ -571,6 +576,7 @@ export async function transferShard(
     targetBytes: segmentBytes,
     allowSmallSegments: o.allowSmallSegments ?? false,
     compression: o.compression ?? "zstd",
+    ...(o.compressionProbe ? { compressionProbe: o.compressionProbe } : {}),
     // One PUT per segment: a segment is target + one block + footer at most.
     partBytes: segmentBytes + 2 * BLOCK_SIZE + 4 * MiB,
     ...(deps.dedup ? { dedup: deps.dedup } : {}),
@@ -798,6 +804,7 @@ export async function transferShard(
   stats.rawBytes = ws.rawBytes;
   stats.storedBytes = ws.storedBytes;
   stats.segments = segments.length;
+  stats.compressionSkipped = ws.compressionSkipped;
   stats.maxInFlight = limiter.stats.maxInFlight;
   stats.finalRate = Math.round(limiter.state.rate);
   const summaryKey = planKeys.shardSummary(repo, input.runId, d.volumeId, d.shard);

@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { BLOCK_SIZE, isAllZero } from "#core/bytes.ts";
-import { Codec, decodeBlock, encodeBlock } from "#core/codec.ts";
+import { Codec, CompressionProbe, decodeBlock, encodeBlock } from "#core/codec.ts";
 import { makeBlock } from "../support/blocks.ts";
 
 describe("block codecs", () => {
@@ -36,5 +36,69 @@ describe("block codecs", () => {
     expect(isAllZero(b)).toBe(true);
     b[BLOCK_SIZE - 1] = 1;
     expect(isAllZero(b)).toBe(false);
+  });
+});
+
+describe("CompressionProbe", () => {
+  /** Runs the probe over outcomes (true = the block would shrink); returns which blocks were tried. */
+  function tried(probe: CompressionProbe, shrinks: readonly boolean[]): boolean[] {
+    return shrinks.map((s) => {
+      if (!probe.shouldTry()) return false;
+      probe.record(s);
+      return true;
+    });
+  }
+
+  it("GIVEN compressible blocks THEN every block is tried", () => {
+    expect(tried(new CompressionProbe({ streak: 2, every: 3 }), Array(10).fill(true))).toEqual(
+      Array(10).fill(true),
+    );
+  });
+
+  it("GIVEN a run of incompressible blocks THEN after the streak only every k-th block is tried", () => {
+    const probe = new CompressionProbe({ streak: 3, every: 4 });
+    const t = tried(probe, Array(14).fill(false));
+    // 3 tries make the streak; then blocks 3..5 skipped, 6 tried, 7..9 skipped, 10 tried, …
+    expect(t).toEqual([
+      true,
+      true,
+      true,
+      false,
+      false,
+      false,
+      true,
+      false,
+      false,
+      false,
+      true,
+      false,
+      false,
+      false,
+    ]);
+    expect(probe.skippedTotal).toBe(9);
+  });
+
+  it("GIVEN thinning WHEN a probed block shrinks THEN every block is tried again", () => {
+    const probe = new CompressionProbe({ streak: 2, every: 3 });
+    const outcomes = [false, false, false, false, true, false, false, false];
+    //                 try    try    skip   skip   try(shrinks) try try(2nd miss: streak) skip
+    expect(tried(probe, outcomes)).toEqual([true, true, false, false, true, true, true, false]);
+  });
+
+  it("GIVEN the same outcomes THEN the decisions are the same (deterministic)", () => {
+    fc.assert(
+      fc.property(fc.array(fc.boolean(), { maxLength: 200 }), (outcomes) => {
+        const a = tried(new CompressionProbe(), outcomes);
+        const b = tried(new CompressionProbe(), outcomes);
+        expect(a).toEqual(b);
+        // Never more than `every - 1` blocks in a row go untried.
+        expect(a.join("").includes("false".repeat(8))).toBe(false);
+      }),
+    );
+  });
+
+  it("fails for a streak or period below 1", () => {
+    expect(() => new CompressionProbe({ streak: 0 })).toThrow(/streak/);
+    expect(() => new CompressionProbe({ every: 0.5 })).toThrow(/every/);
   });
 });

@@ -233,4 +233,28 @@ describe("SegmentWriter", () => {
     for (const seg of segments)
       expect((await readSegmentFooter(store, seg.key)).entries.length).toBe(seg.blocks);
   });
+  it("GIVEN a run of incompressible blocks THEN compression attempts thin out and resume when a probed block shrinks", async () => {
+    const r = repo();
+    const w = new SegmentWriter({
+      repo: r,
+      targetBytes: 8 * 1024 * 1024,
+      compression: "zstd",
+      compressionProbe: { streak: 2, every: 3 },
+    });
+    const kinds = ["noise", "noise", "text", "text", "text", "noise", "text"] as const;
+    const refs = [];
+    for (const [i, kind] of kinds.entries()) refs.push(await w.add(makeBlock({ kind, seed: 300 + i })));
+    await w.close();
+    // noise, noise (streak) → text skipped, text skipped → text probed and compressed → all tried again.
+    expect(refs.map((x) => x.codec)).toEqual([
+      Codec.raw,
+      Codec.raw,
+      Codec.raw,
+      Codec.raw,
+      Codec.zstd,
+      Codec.raw,
+      Codec.zstd,
+    ]);
+    expect(w.stats.compressionSkipped).toBe(2);
+  });
 });
