@@ -11,7 +11,7 @@
  * port errors and retries them the same way. test/integration/ebs-get-block.test.ts runs both paths
  * against the EBS emulator side by side.
  */
-import { createHash, createHmac } from "node:crypto";
+import { createHash, createHmac, createSecretKey, type KeyObject } from "node:crypto";
 import {
   type ClientRequest,
   type Agent as HttpAgent,
@@ -79,7 +79,7 @@ export interface SignedGet {
 export class GetSigner {
   readonly #region: string;
   #keyFor = "";
-  #key: Buffer = Buffer.alloc(0);
+  #key: KeyObject | undefined;
 
   constructor(region: string) {
     this.#region = region;
@@ -120,10 +120,11 @@ export class GetSigner {
       const kDate = createHmac("sha256", `AWS4${credentials.secretAccessKey}`).update(day).digest();
       const kRegion = createHmac("sha256", kDate).update(this.#region).digest();
       const kService = createHmac("sha256", kRegion).update(SERVICE).digest();
-      this.#key = createHmac("sha256", kService).update("aws4_request").digest();
+      // A KeyObject: createHmac converts a Buffer key into one on every call otherwise.
+      this.#key = createSecretKey(createHmac("sha256", kService).update("aws4_request").digest());
       this.#keyFor = keyFor;
     }
-    const signature = createHmac("sha256", this.#key).update(stringToSign).digest("hex");
+    const signature = createHmac("sha256", this.#key!).update(stringToSign).digest("hex");
     headers.authorization = `AWS4-HMAC-SHA256 Credential=${credentials.accessKeyId}/${scope}, SignedHeaders=${signedHeaders}, Signature=${signature}`;
     return { path: queryString ? `${path}?${queryString}` : path, headers };
   }
@@ -302,7 +303,9 @@ export class LeanBlockGetter {
           });
           res.on("end", () => fail(serviceError(status, res.headers, Buffer.concat(chunks))));
           res.on("error", fail);
-          res.on("close", () => fail(prematureClose()));
+          res.on("close", () => {
+            if (!settled) fail(prematureClose());
+          });
           return;
         }
         const lengthHeader = res.headers["x-amz-data-length"];
@@ -351,7 +354,9 @@ export class LeanBlockGetter {
           });
         });
         res.on("error", fail);
-        res.on("close", () => fail(prematureClose()));
+        res.on("close", () => {
+          if (!settled) fail(prematureClose());
+        });
       });
       req.on("error", fail);
       // The whole request, as the SDK's requestTimeout (with throwOnRequestTimeout) counts it.
