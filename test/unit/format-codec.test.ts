@@ -27,6 +27,20 @@ describe("block codecs", () => {
     expect(codec).toBe(Codec.raw);
   });
 
+  it("GIVEN incompressible noise WHEN compressed THEN the give-up leaves Error.stackTraceLimit as it was", () => {
+    const before = Error.stackTraceLimit;
+    for (const choice of ["zstd", "brotli", "gzip"] as const) {
+      expect(encodeBlock(makeBlock({ kind: "noise", seed: 8 }), choice).codec).toBe(Codec.raw);
+    }
+    expect(Error.stackTraceLimit).toBe(before);
+  });
+
+  it("fails to encode with an unknown compression, naming it", () => {
+    expect(() => encodeBlock(new Uint8Array(16), "lz4" as never)).toThrow(
+      /none\|zstd\|brotli\|gzip, got lz4/,
+    );
+  });
+
   it("fails to decode an unknown codec", () => {
     expect(() => decodeBlock(9, new Uint8Array(4), BLOCK_SIZE)).toThrow(/unknown block codec 9/);
   });
