@@ -32,7 +32,10 @@
  * Environment: CGM_BENCH_GIB (default 8), CGM_BENCH_QUOTA_GIB (2), CGM_BENCH_LATENCY_MS (20),
  * CGM_BENCH_QUOTA_FRACTION (0.5), CGM_BENCH_QUOTA_RPS (overrides the measured quota),
  * CGM_BENCH_FIXED_QUOTA_RPS (200), CGM_BENCH_LOW_QUOTA_RPS (50),
- * CGM_BENCH_PHASES (comma list, default all).
+ * CGM_BENCH_PHASES (comma list, default all), CGM_BENCH_COMPRESSION (the default phase's compression;
+ * with CGM_BENCH_PHASES=default and `node --cpu-prof` it profiles the worker alone).
+ * The bench re-executes itself with MALLOC_MMAP_THRESHOLD_=131072 (as the transfer Lambda runs)
+ * unless that variable is set; set it yourself to keep node flags such as --cpu-prof.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -86,6 +89,10 @@ const latencyMs = Number(process.env.CGM_BENCH_LATENCY_MS ?? 20);
 const quotaFraction = Number(process.env.CGM_BENCH_QUOTA_FRACTION ?? 0.5);
 const fixedQuotaRps = Number(process.env.CGM_BENCH_FIXED_QUOTA_RPS ?? 200);
 const lowQuotaRps = Number(process.env.CGM_BENCH_LOW_QUOTA_RPS ?? 50);
+/** The default phase's worker options (profiling the worker alone: CGM_BENCH_COMPRESSION=none). */
+const defaultOptions: TransferOptions = process.env.CGM_BENCH_COMPRESSION
+  ? { compression: process.env.CGM_BENCH_COMPRESSION as TransferOptions["compression"] & string }
+  : {};
 const phases = new Set(
   (process.env.CGM_BENCH_PHASES ?? "default,compare,quota,fixedquota,lowquota,shared4,sim4").split(","),
 );
@@ -573,7 +580,7 @@ async function main(): Promise<void> {
     if (phases.has("default")) {
       const run = await planRun("default", mainSet);
       defListPages = run.listPages;
-      def = await runShards(run, run.shards, {});
+      def = await runShards(run, run.shards, defaultOptions);
       logPhase("default", def);
       peakRssMb = Math.round(process.resourceUsage().maxRSS / 1024);
       const m = process.memoryUsage();
