@@ -31,7 +31,11 @@ export interface AimdOptions {
   readonly additiveFraction?: number;
   /** Before the first decrease (slow start) each success adds this many requests/s. @default 0.5 */
   readonly slowStartGain?: number;
-  /** Decreases are at most one per this many ms (answers to requests sent before a decrease do not count twice). @default 300 */
+  /**
+   * Decreases are at most one per this many ms (answers to requests sent before a decrease do not
+   * count twice). @default 300 in AimdState; 50 in AimdLimiter, which also ignores answers to
+   * requests sent before the last decrease (known from the latency passed to `release`)
+   */
   readonly holdMs?: number;
   /** After this long without congestion the additive growth starts to accelerate. @default 2000 */
   readonly probeAfterMs?: number;
@@ -164,10 +168,15 @@ export class AimdLimiter {
   /** Completion times of the last second (ring), to cap growth at twice the achieved rate. */
   #completions: number[] = [];
   #firstOkAt: number | undefined;
+  /** Time of the last decrease, and the successes answered since (the rate the quota grants now). */
+  #decreasedAt: number | undefined;
+  #okSinceDecrease = 0;
   readonly stats: AimdStats;
 
   constructor(options: AimdOptions = {}) {
-    this.state = new AimdState(options);
+    // Answers to requests sent before a decrease are recognized by their send time (release's
+    // latency), so the hold between decreases only needs to cover releases without a latency.
+    this.state = new AimdState({ ...options, holdMs: options.holdMs ?? 50 });
     this.maxConcurrency = check("maxConcurrency", options.maxConcurrency ?? 64, 1, 100_000);
     this.minConcurrency = check("minConcurrency", options.minConcurrency ?? 2, 1, this.maxConcurrency);
     this.#burstMs = check("burstMs", options.burstMs ?? 50, 0, 10_000);
@@ -211,6 +220,7 @@ export class AimdLimiter {
     if (outcome === "ok") {
       this.stats.ok++;
       this.#firstOkAt ??= now;
+      this.#okSinceDecrease++;
       const c = this.#completions;
       c.push(now);
       while (c.length > 0 && c[0]! < now - 1000) c.shift();
@@ -219,8 +229,13 @@ export class AimdLimiter {
       this.state.onSuccess(ceiling, now);
     } else if (outcome === "throttled" || outcome === "transient") {
       this.stats[outcome]++;
-      if (this.state.onCongestion(outcome, now, this.#achieved(now))) {
+      // An answer to a request sent before the last decrease says nothing about the new rate.
+      const sentBeforeDecrease =
+        latencyMs !== undefined && this.#decreasedAt !== undefined && now - latencyMs < this.#decreasedAt;
+      if (!sentBeforeDecrease && this.state.onCongestion(outcome, now, this.#achieved(now))) {
         this.stats.decreases++;
+        this.#decreasedAt = now;
+        this.#okSinceDecrease = 0;
         // Do not keep sending at the old pace: restart pacing from now.
         this.#nextAt = Math.max(this.#nextAt, now + 1000 / this.state.rate);
       }
@@ -233,13 +248,21 @@ export class AimdLimiter {
     this.#pump();
   }
 
-  /** Successful requests per second over the last second (or since the first success, if sooner). */
+  /**
+   * Successful requests per second over the last second (or since the first success, if sooner), not
+   * counting what came before a decrease within that second: those answers can still hold a burst
+   * allowance the quota no longer grants (at the start). Without it several workers that start above
+   * a low quota stay above it for several decreases, throttled on most requests.
+   */
   #achieved(now: number): number | undefined {
     const c = this.#completions;
     while (c.length > 0 && c[0]! < now - 1000) c.shift();
     if (this.#firstOkAt === undefined || c.length < 4) return undefined;
     const span = Math.min(1000, Math.max(100, now - this.#firstOkAt));
-    return (c.length * 1000) / span;
+    const lastSecond = (c.length * 1000) / span;
+    const since = this.#decreasedAt === undefined ? 0 : now - this.#decreasedAt;
+    if (since < 100 || since > 1000) return lastSecond;
+    return Math.min(lastSecond, (this.#okSinceDecrease * 1000) / since);
   }
 
   #pump(): void {

@@ -101,6 +101,49 @@ describe("AimdLimiter", () => {
     expect(limiter.stats.decreases).toBeGreaterThan(0);
   });
 
+  it("GIVEN a burst allowance then a quota far below the rate THEN the second decrease lands at the success rate since the first", () => {
+    let t = 0;
+    const limiter = new AimdLimiter({ initialRate: 100, maxConcurrency: 64, holdMs: 300, now: () => t });
+    const answer = (outcome: "ok" | "throttled") => {
+      void limiter.acquire();
+      limiter.release(outcome, 20);
+    };
+    // 150 ms of burst: 15 successes at 100/s, then the first throttle.
+    for (; t < 150; t += 10) answer("ok");
+    answer("throttled");
+    expect(limiter.state.rate).toBeGreaterThan(50); // the first decrease only × 0.8
+    // The quota grants 10/s: over the next 300 ms 3 successes, 21 throttles.
+    for (let i = 0; i < 24; i++) {
+      t += 12.5;
+      answer(i % 8 === 0 ? "ok" : "throttled");
+    }
+    // The last second's successes (18 in 450 ms ≈ 40/s) would give 36/s; since the decrease: 10/s → 9/s.
+    expect(limiter.state.rate).toBeGreaterThan(6);
+    expect(limiter.state.rate).toBeLessThan(12);
+    limiter.close();
+  });
+
+  it("GIVEN throttles for requests sent before a decrease THEN only a throttle for a later request decreases again", () => {
+    let t = 1000;
+    const limiter = new AimdLimiter({ initialRate: 500, maxConcurrency: 64, now: () => t });
+    const throttle = (latencyMs: number) => {
+      void limiter.acquire();
+      limiter.release("throttled", latencyMs);
+    };
+    throttle(20);
+    expect(limiter.stats.decreases).toBe(1);
+    // 200 ms later, answers to requests sent 250 ms ago (before the decrease): ignored.
+    t += 200;
+    throttle(250);
+    throttle(210);
+    expect(limiter.stats.decreases).toBe(1);
+    // A request sent after the decrease (latency 20 ms) is throttled: the rate goes down again.
+    throttle(20);
+    expect(limiter.stats.decreases).toBe(2);
+    expect(limiter.stats.throttled).toBe(4);
+    limiter.close();
+  });
+
   it("GIVEN a throttle THEN the window shrinks with the rate", () => {
     let t = 0;
     const limiter = new AimdLimiter({ initialRate: 1000, maxConcurrency: 64, now: () => t });
