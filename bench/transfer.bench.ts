@@ -6,7 +6,8 @@
  * 8 GiB (ListChangedBlocks between two synthetic snapshots, 30 % of blocks compressible ≈ 4:1).
  * Phases:
  *   default    worker at default settings (zstd), the whole set as one shard, as an operator runs it
- *              → default_mib_s, default_cpu_s_per_gib, peak_rss_mb (process maxRSS after this phase),
+ *              → default_mib_s, default_cpu_s_per_gib, peak_rss_mb (process maxRSS after this phase;
+ *                rss_before_mb: the process before any transfer),
  *                s3_puts_per_gib, ebs_requests_per_gib, compression_ratio
  *   compare    four loops interleaved quarter by quarter (2 GiB each at 8 GiB), so that all see the
  *              same machine load; every loop keeps 64 requests in flight (the worker's maximum):
@@ -577,6 +578,8 @@ async function main(): Promise<void> {
     let def: PhaseResult | undefined;
     let defListPages = 0;
     let peakRssMb: number | undefined;
+    /** The process before any transfer: Node, the SDKs, the bench (the worker's memory is on top). */
+    const rssBeforeMb = Math.round(process.memoryUsage().rss / MiB);
     if (phases.has("default")) {
       const run = await planRun("default", mainSet);
       defListPages = run.listPages;
@@ -698,6 +701,7 @@ async function main(): Promise<void> {
       s3_puts_per_gib: def ? round(perGib(def.puts, def), 2) : null,
       ebs_requests_per_gib: def ? round(perGib(def.ebs + defListPages, def), 1) : null,
       peak_rss_mb: peakRssMb ?? null,
+      rss_before_mb: rssBeforeMb,
       worker_user_cpu_s_per_gib: raw ? round(perGib(raw.userCpu, raw), 3) : null,
       emulator_cpu_s_per_gib: raw ? round(perGib(raw.emulatorCpu, raw), 3) : null,
       s3_server_cpu_s_per_gib: raw ? round(perGib(raw.s3Cpu, raw), 3) : null,
