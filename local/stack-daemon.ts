@@ -3,7 +3,7 @@
  * SIGTERM/SIGINT, recording its endpoints in `<stateDir>/endpoints.json` (removed on stop).
  * Usage: node local/stack-daemon.ts <stateDir>
  */
-import { rm, writeFile } from "node:fs/promises";
+import { rename, rm, writeFile } from "node:fs/promises";
 import { endpointsFile, startLocalStack } from "./stack.ts";
 
 const stateDir = process.argv[2];
@@ -14,7 +14,10 @@ if (!stateDir) {
 try {
   const stack = await startLocalStack({ stateDir, log: (l) => console.error(l) });
   const { emulator: _e, stop: _s, ...endpoints } = stack;
-  await writeFile(endpointsFile(stateDir), JSON.stringify({ ...endpoints, pid: process.pid }, null, 2));
+  // Written whole, then renamed into place: `local up` polls for the file and must never read half of it.
+  const file = endpointsFile(stateDir);
+  await writeFile(`${file}.tmp`, JSON.stringify({ ...endpoints, pid: process.pid }, null, 2));
+  await rename(`${file}.tmp`, file);
   const stop = async (): Promise<void> => {
     await rm(endpointsFile(stateDir), { force: true });
     await stack.stop();
