@@ -6,11 +6,13 @@ import {
   type GetOptions,
   type GetResult,
   type HeadResult,
+  type ListOptions,
   type MultipartUpload,
   type MultipartUploadOptions,
   ObjectNotFoundError,
   type ObjectStore,
   type ObjectSummary,
+  type ObjectVersionRef,
   type ObjectVersionSummary,
   PreconditionFailedError,
   type PutOptions,
@@ -32,7 +34,8 @@ class MemoryBody implements Body {
     return this.#bytes.byteLength;
   }
   read(start: number, end: number): Uint8Array {
-    return this.#bytes.slice(start, end);
+    // A copy (never a view, even when the stored bytes are a Node Buffer): callers own what they get.
+    return new Uint8Array(this.#bytes.subarray(start, end));
   }
 }
 
@@ -154,7 +157,8 @@ export class MemoryObjectStore implements ObjectStore {
       if (!got.equals(Buffer.from(options.checksumSha256)))
         throw new Error(`BadDigest: ${key} checksum mismatch`);
     }
-    return this.#store(key, body.slice(), options.metadata ?? {});
+    // A copy: a caller that mutates its buffer after put must not change the stored object.
+    return this.#store(key, new Uint8Array(body), options.metadata ?? {});
   }
 
   #store(key: string, bytes: Uint8Array | null, metadata: Readonly<Record<string, string>>): PutResult {
@@ -231,9 +235,12 @@ export class MemoryObjectStore implements ObjectStore {
     }
   }
 
-  async *list(prefix: string): AsyncIterable<ObjectSummary> {
+  async *list(prefix: string, options: ListOptions = {}): AsyncIterable<ObjectSummary> {
     this.beforeOperation?.("list", prefix);
-    for (const key of [...this.#objects.keys()].filter((k) => k.startsWith(prefix)).sort()) {
+    const after = options.startAfter;
+    for (const key of [...this.#objects.keys()]
+      .filter((k) => k.startsWith(prefix) && (after === undefined || k > after))
+      .sort()) {
       const v = this.#current(key);
       if (v) yield { key, size: v.body!.byteLength, etag: v.etag, lastModified: v.lastModified };
     }
@@ -269,7 +276,7 @@ export class MemoryObjectStore implements ObjectStore {
       uploadPart: async (partNumber, body) => {
         if (done) throw new Error(`multipart upload ${id} of ${key} is finished`);
         this.beforeOperation?.("uploadPart", key);
-        parts.set(partNumber, this.#keep(`mpu-${id}-${partNumber}`, body.slice()));
+        parts.set(partNumber, this.#keep(`mpu-${id}-${partNumber}`, new Uint8Array(body)));
       },
       complete: async () => {
         if (done) throw new Error(`multipart upload ${id} of ${key} is finished`);
@@ -293,12 +300,20 @@ export class MemoryObjectStore implements ObjectStore {
     };
   }
 
-  /** Test helper: replaces the bytes of the current version in place (simulates bit rot). */
-  corrupt(key: string, mutate: (body: Uint8Array) => Uint8Array): void {
-    const v = this.#current(key);
-    if (!v) throw new ObjectNotFoundError(key);
-    const versions = this.#objects.get(key)!;
-    versions[0] = { ...v, body: new MemoryBody(mutate(v.body!.read(0, v.body!.byteLength))) };
+  async deleteVersions(objects: readonly ObjectVersionRef[]): Promise<void> {
+    for (const o of objects) await this.delete(o.key, { versionId: o.versionId });
+  }
+
+  /**
+   * Test helper: replaces the bytes of a version in place (simulates bit rot or tampering).
+   * @param versionId @default the current version
+   */
+  corrupt(key: string, mutate: (body: Uint8Array) => Uint8Array, versionId?: string): void {
+    const versions = this.#objects.get(key);
+    const i = versionId === undefined ? 0 : (versions?.findIndex((x) => x.versionId === versionId) ?? -1);
+    const v = versions?.[i];
+    if (!versions || !v || v.body === null) throw new ObjectNotFoundError(key, versionId);
+    versions[i] = { ...v, body: new MemoryBody(mutate(v.body.read(0, v.body.byteLength))) };
   }
 }
 
