@@ -23,7 +23,7 @@ import { VolumeSimulator } from "../local/volumes/simulator.ts";
 import { backupCommand } from "./commands/backup.ts";
 import { configCommands } from "./commands/config.ts";
 import { demoCommand } from "./commands/demo.ts";
-import { restoreCommand, statusCommand, verifyCommand } from "./commands/repo.ts";
+import { repairCommand, restoreCommand, statusCommand, verifyCommand } from "./commands/repo.ts";
 import { formatBytes, isUserFacing, printJson, table, UsageError } from "./output.ts";
 import { parseNonNegativeInt } from "./parse.ts";
 
@@ -267,6 +267,7 @@ export function buildProgram(): Command {
   program.addCommand(statusCommand());
   program.addCommand(restoreCommand());
   program.addCommand(verifyCommand());
+  program.addCommand(repairCommand());
   const override = (c: Command): void => {
     c.exitOverride();
     c.commands.forEach(override);

@@ -1,5 +1,6 @@
 import { z } from "zod";
-import { InvalidArgumentError, LockLostError } from "./errors.ts";
+import { InvalidArgumentError, LockLostError, RunIdReusedError } from "./errors.ts";
+import { readHead } from "./generation.ts";
 import { assertRunId, keys, type Repo } from "./layout.ts";
 import { decodeMetadata, encodeMetadata } from "./metadata.ts";
 import { ObjectNotFoundError, PreconditionFailedError } from "./ports/object-store.ts";
@@ -33,7 +34,8 @@ export type AcquireResult =
     }
   | { readonly acquired: false; readonly holderRunId: string; readonly expiresAt: string };
 
-async function readLock(repo: Repo): Promise<{ record: LockRecord; etag: string } | undefined> {
+/** The group's lock object (checked), or undefined when there is none. */
+export async function readLock(repo: Repo): Promise<{ record: LockRecord; etag: string } | undefined> {
   const key = keys.lock(repo);
   try {
     const got = await repo.store.get(key);
@@ -44,6 +46,15 @@ async function readLock(repo: Repo): Promise<{ record: LockRecord; etag: string 
   } catch (error) {
     if (error instanceof ObjectNotFoundError) return undefined;
     throw error;
+  }
+}
+
+/** The fencing number HEAD carries, or 0 (HEAD absent or unreadable: Recover will stop on that). */
+async function headFencing(repo: Repo): Promise<number> {
+  try {
+    return (await readHead(repo))?.head.fence.fencing ?? 0;
+  } catch {
+    return 0;
   }
 }
 
@@ -64,6 +75,9 @@ export async function acquireLock(
   const expiresAt = new Date(now.getTime() + options.ttlMs).toISOString();
   for (let attempt = 0; attempt < 5; attempt++) {
     const current = await readLock(repo);
+    if (current?.record.released && current.record.runId === options.runId) {
+      throw new RunIdReusedError(options.runId, "the group's lock was taken and released under it");
+    }
     if (current && !current.record.released && current.record.runId === options.runId) {
       const { fencing, runId } = current.record;
       return {
@@ -75,7 +89,8 @@ export async function acquireLock(
     if (current && !current.record.released && Date.parse(current.record.expiresAt) > now.getTime()) {
       return { acquired: false, holderRunId: current.record.runId, expiresAt: current.record.expiresAt };
     }
-    const fencing = (current?.record.fencing ?? 0) + 1;
+    // Fencing numbers only grow, even if the lock object was deleted: HEAD carries the newest one.
+    const fencing = Math.max(current?.record.fencing ?? 0, await headFencing(repo)) + 1;
     const body = encodeMetadata("cgmirror.lock", {
       group: repo.group,
       runId: options.runId,

@@ -1,18 +1,19 @@
-import { mkdir, open } from "node:fs/promises";
-import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import { mkdir, open, rename, rm } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
 import type { BlockRef, IndexEntry } from "./block-ref.ts";
-import { BLOCK_SIZE } from "./bytes.ts";
+import { BLOCK_SIZE, equalBytes, toHex } from "./bytes.ts";
 import { Codec } from "./codec.ts";
 import { CorruptObjectError, InvalidArgumentError } from "./errors.ts";
 import {
   type GenerationManifest,
   type ManifestVolume,
   readCommittedManifest,
-  readManifest,
+  readGeneration,
 } from "./generation.ts";
 import { keys, type Repo } from "./layout.ts";
 import { TaskPool } from "./pool.ts";
-import { openStoredBlock } from "./segment.ts";
+import { openStoredBlock, readSegmentFooter, type SegmentFooterEntry } from "./segment.ts";
 import { openVolumeIndex } from "./volume-index.ts";
 
 export interface FetchOptions {
@@ -31,6 +32,57 @@ export interface FetchStats {
 }
 
 /**
+ * Segment footers (checked trailer + footer, one ranged GET each), cached per segment for a while:
+ * restore checks every ref it uses against its segment's own record of the block.
+ */
+export class SegmentFooters {
+  readonly #repo: Repo;
+  readonly #cache = new Map<string, Promise<Map<number, SegmentFooterEntry>>>();
+  readonly #max: number;
+  requests = 0;
+
+  constructor(repo: Repo, max = 256) {
+    this.#repo = repo;
+    this.#max = max;
+  }
+
+  get(segmentId: string): Promise<Map<number, SegmentFooterEntry>> {
+    let p = this.#cache.get(segmentId);
+    if (p) {
+      this.#cache.delete(segmentId); // most recently used last
+      this.#cache.set(segmentId, p);
+      return p;
+    }
+    const key = keys.segment(this.#repo, segmentId);
+    this.requests++;
+    p = readSegmentFooter(this.#repo.store, key).then((footer) => {
+      if (footer.segmentId !== segmentId) {
+        throw new CorruptObjectError(key, undefined, `its footer names segment ${footer.segmentId}`);
+      }
+      return new Map(footer.entries.map((e) => [e.offset, e]));
+    });
+    p.catch(() => this.#cache.delete(segmentId));
+    this.#cache.set(segmentId, p);
+    if (this.#cache.size > this.#max) this.#cache.delete(this.#cache.keys().next().value!);
+    return p;
+  }
+
+  /** Throws unless the segment's footer records exactly this ref at its offset. */
+  async check(ref: BlockRef, block: number | undefined): Promise<void> {
+    const entries = await this.get(ref.segment!);
+    const f = entries.get(ref.offset);
+    if (!f || f.length !== ref.length || f.codec !== ref.codec || !equalBytes(f.sha256, ref.sha256)) {
+      throw new CorruptObjectError(
+        keys.segment(this.#repo, ref.segment!),
+        undefined,
+        `its footer has no block at offset ${ref.offset} with length ${ref.length} and sha256 ${toHex(ref.sha256)}` +
+          (block === undefined ? "" : ` (block ${block} of the index)`),
+      );
+    }
+  }
+}
+
+/**
  * Reads stored blocks with coalesced ranged GETs, checks each block's SHA-256 and hands the raw
  * block to `onBlock`. Zero refs are skipped. Memory: `concurrency` × `maxRangeBytes`.
  * @throws BlockIntegrityError / CorruptObjectError / ObjectNotFoundError naming the segment key
@@ -41,6 +93,7 @@ export async function fetchBlocks(
   onBlock: (block: number, raw: Uint8Array, ref: BlockRef) => Promise<void> | void,
   options: FetchOptions = {},
   stats: FetchStats = { requests: 0, bytesRead: 0, blocks: 0 },
+  footers?: SegmentFooters,
 ): Promise<FetchStats> {
   const maxRange = options.maxRangeBytes ?? 8 * 1024 * 1024;
   const gap = options.gapBytes ?? 256 * 1024;
@@ -71,6 +124,7 @@ export async function fetchBlocks(
     i = j;
     await pool.run(async () => {
       const key = keys.segment(repo, segment);
+      if (footers) for (const e of group) await footers.check(e.ref, e.block);
       const got = await repo.store.get(key, { range: { start, end } });
       stats.requests++;
       stats.bytesRead += got.body.byteLength;
@@ -128,7 +182,7 @@ export interface RestoreStats {
 }
 
 async function resolveManifest(repo: Repo, generation: number | undefined): Promise<GenerationManifest> {
-  if (generation !== undefined) return readManifest(repo, generation);
+  if (generation !== undefined) return readGeneration(repo, generation);
   const m = await readCommittedManifest(repo);
   if (!m)
     throw new InvalidArgumentError(
@@ -148,31 +202,46 @@ function findVolume(manifest: GenerationManifest, volumeId: string): ManifestVol
 }
 
 /**
- * Restores one volume of a generation to a sparse raw image: the file is sized first (holes), then
- * every stored block is read (ranged, coalesced, parallel), SHA-256-checked and written in place.
- * Unwritten and zero blocks stay holes.
+ * Restores one volume of a generation to a sparse raw image: a temporary file next to `path` is sized
+ * first (holes), every stored block is read (ranged, coalesced, parallel), checked against its
+ * segment's footer and its SHA-256, and written in place; only when every block checked out is the
+ * file renamed to `path`. On any failure the temporary file is removed and `path` is untouched.
  */
 export async function restoreVolume(repo: Repo, options: RestoreVolumeOptions): Promise<RestoreStats> {
   const manifest = options.manifest ?? (await resolveManifest(repo, options.generation));
   const volume = findVolume(manifest, options.volumeId);
-  const index = await openVolumeIndex(repo, volume.volumeId, volume.indexVersionId ?? undefined);
+  const index = await openVolumeIndex(repo, volume.volumeId, volume.index);
+  const rootKey = keys.volumeIndex(repo, volume.volumeId);
+  if (index.root.sizeBytes !== volume.sizeBytes) {
+    throw new CorruptObjectError(
+      rootKey,
+      index.versionId,
+      `it describes ${index.root.sizeBytes} bytes but generation ${manifest.generation} says ${volume.sizeBytes}`,
+    );
+  }
   const blockCount = Math.ceil(volume.sizeBytes / BLOCK_SIZE);
-  const file = await open(options.path, "w");
+  const temp = join(
+    dirname(options.path),
+    `.${basename(options.path)}.${randomBytes(6).toString("hex")}.partial`,
+  );
+  const file = await open(temp, "wx");
   const fetchStats: FetchStats = { requests: 0, bytesRead: 0, blocks: 0 };
+  const footers = new SegmentFooters(repo);
   let zeroBlocks = 0;
   let entries = 0;
   let entriesDone = 0;
   let bytesWritten = 0;
   const entriesEstimate =
     (index.root.base?.entries ?? 0) + index.root.deltas.reduce((acc, d) => acc + d.entries, 0);
+  let ok = false;
   try {
     await file.truncate(volume.sizeBytes);
     entries = await index.scan(async (batch) => {
       for (const e of batch) {
         if (e.block >= blockCount) {
           throw new CorruptObjectError(
-            index.root.base?.key ?? keys.volumeIndex(repo, volume.volumeId),
-            volume.indexVersionId ?? undefined,
+            rootKey,
+            index.versionId,
             `block ${e.block} is beyond the volume size of ${blockCount} blocks`,
           );
         }
@@ -187,13 +256,18 @@ export async function restoreVolume(repo: Repo, options: RestoreVolumeOptions): 
         },
         options,
         fetchStats,
+        footers,
       );
       entriesDone += batch.length;
       options.onProgress?.({ volumeId: volume.volumeId, entriesDone, entriesEstimate, bytesWritten });
     });
+    await file.sync();
+    ok = true;
   } finally {
     await file.close();
+    if (!ok) await rm(temp, { force: true });
   }
+  await rename(temp, options.path);
   return {
     volumeId: volume.volumeId,
     generation: manifest.generation,
@@ -201,12 +275,15 @@ export async function restoreVolume(repo: Repo, options: RestoreVolumeOptions): 
     indexEntries: entries,
     dataBlocks: fetchStats.blocks,
     zeroBlocks,
-    segmentRequests: fetchStats.requests,
+    segmentRequests: fetchStats.requests + footers.requests,
     segmentBytesRead: fetchStats.bytesRead,
   };
 }
 
-/** Restores every volume (or `volumeIds`) of a generation to `<directory>/<volumeId>.img`. */
+/**
+ * Restores every volume (or `volumeIds`) of a generation to `<directory>/<volumeId>.img`. All-or-nothing:
+ * every image is written under a temporary name and renamed only after every volume checked out.
+ */
 export async function restoreGroup(
   repo: Repo,
   options: FetchOptions & { directory: string; generation?: number; volumeIds?: readonly string[] },
@@ -215,15 +292,19 @@ export async function restoreGroup(
   await mkdir(options.directory, { recursive: true });
   const ids = options.volumeIds ?? manifest.volumes.map((v) => v.volumeId);
   const out: RestoreStats[] = [];
-  for (const volumeId of ids) {
-    out.push(
-      await restoreVolume(repo, {
-        ...options,
-        manifest,
-        volumeId,
-        path: join(options.directory, `${volumeId}.img`),
-      }),
-    );
+  const tag = randomBytes(6).toString("hex");
+  const staged: Array<{ temp: string; path: string }> = [];
+  try {
+    for (const volumeId of ids) {
+      const path = join(options.directory, `${volumeId}.img`);
+      const temp = join(options.directory, `.${volumeId}.img.${tag}.partial`);
+      staged.push({ temp, path });
+      out.push(await restoreVolume(repo, { ...options, manifest, volumeId, path: temp }));
+    }
+  } catch (error) {
+    for (const s of staged) await rm(s.temp, { force: true });
+    throw error;
   }
+  for (const s of staged) await rename(s.temp, s.path);
   return out;
 }

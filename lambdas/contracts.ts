@@ -128,8 +128,11 @@ export const VolumeTransferStats = z.strictObject({
 export const PrepareOutput = z.strictObject({
   ok: z.literal(true),
   volumeId,
-  /** The index root version this run wrote (revertible), or the previous one when nothing changed. */
-  indexVersionId: z.string().nullable(),
+  /** The index root version this run wrote (revertible), or the previous one when nothing changed: pinned by SHA-256. */
+  index: z.strictObject({
+    versionId: z.string().nullable(),
+    sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  }),
   sizeBytes: count,
   /** True when no new version was written. */
   reused: z.boolean(),
@@ -168,6 +171,8 @@ export const RevertInput = z.strictObject({
 export const RevertOutput = z.strictObject({
   /** HEAD names this run: it committed, nothing was reverted. */
   alreadyCommitted: z.boolean(),
+  /** The repository is ambiguous (RepositoryStateError): nothing in it was deleted; run `cgmirror repair`. */
+  needsRepair: z.boolean(),
   revertedVersions: count,
   deletedObjects: count,
   deletedSnapshots: count,

@@ -22,10 +22,10 @@ export async function releaseLockTask(input: ReleaseLockInputT, deps: TaskDeps):
   let prunedSnapshots = 0;
   let cleanedObjects = 0;
   if (input.outcome === "committed") {
-    const head = await readHead(repo);
-    if (head?.head.runId === input.runId) {
-      // Housekeeping must not keep the lock: a failure here is logged and retried by the next run.
-      try {
+    // Housekeeping must not keep the lock: a failure here is logged and retried by the next run.
+    try {
+      const head = await readHead(repo);
+      if (head?.head.commit?.runId === input.runId && head.head.commit.fencing === input.fencing) {
         cleanedObjects = await cleanupRun(repo, input.runId);
         prunedSnapshots = (
           await pruneBaseSnapshots(
@@ -35,12 +35,12 @@ export async function releaseLockTask(input: ReleaseLockInputT, deps: TaskDeps):
             deps.snapshots(),
           )
         ).length;
-      } catch (error) {
-        deps.log.warn("cleanup after commit failed; the next run retries it", {
-          error: (error as Error).name,
-          message: (error as Error).message,
-        });
       }
+    } catch (error) {
+      deps.log.warn("cleanup after commit failed; the next run retries it", {
+        error: (error as Error).name,
+        message: (error as Error).message,
+      });
     }
   }
   const released = await releaseLock(repo, { runId: input.runId, fencing: input.fencing });

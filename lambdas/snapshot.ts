@@ -1,5 +1,5 @@
 /** Snapshot (DESIGN.md section 4, step 3): freeze, initiate every snapshot, thaw, measure. */
-import { assertLockHeld } from "#core/lock.ts";
+import { assertFenced } from "#core/commit.ts";
 import { snapshotGroup } from "#core/snapshot-group.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { SnapshotInput, type SnapshotInputT, SnapshotOutput, type SnapshotOutputT } from "./contracts.ts";
@@ -8,7 +8,7 @@ import { leaseOf, repoOf } from "./shared.ts";
 
 export async function snapshotTask(input: SnapshotInputT, deps: TaskDeps): Promise<SnapshotOutputT> {
   const config = groupConfig(input.config);
-  await assertLockHeld(repoOf(config, deps), leaseOf(input.runId, input.fencing), new Date(deps.clock.now()));
+  await assertFenced(repoOf(config, deps), leaseOf(input.runId, input.fencing));
   const result = await snapshotGroup(
     config,
     { group: config.group, generation: input.generation, runId: input.runId },

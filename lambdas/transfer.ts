@@ -11,8 +11,9 @@ import { awsDeps } from "./aws-deps.ts";
 import { TransferInput, type TransferInputT, TransferOutput, type TransferOutputT } from "./contracts.ts";
 import { defineTask, type TaskDeps } from "./runtime.ts";
 
-// Group-wide dedup index of the committed generation, opened once per run per container (the
-// committed generation cannot change during a run: the run holds the group lock).
+// Group-wide dedup index of the COMMITTED generation, opened once per run per container (the committed
+// generation cannot change during a run: the run holds the group). It is read-only: what one attempt
+// uploads is known only to that attempt's session, so a retry never dedups against a failed attempt.
 let dedupCache: { key: string; dedup: Promise<GroupDedup> } | undefined;
 
 function dedupFor(repo: Repo, bucket: string, runId: string): Promise<GroupDedup> {
@@ -36,7 +37,7 @@ export async function transferTask(input: TransferInputT, deps: TaskDeps): Promi
       `the plan of run ${input.runId} has no shard ${input.shard} for ${input.volumeId} (it has ${descriptors.length})`,
     );
   }
-  const dedup = await dedupFor(repo, input.bucket, input.runId);
+  const dedup = (await dedupFor(repo, input.bucket, input.runId)).session();
   const summary = await transferShard(
     { repo, source: deps.blockSource(), dedup },
     { runId: input.runId, shard, ...(deps.transferOptions ? { options: deps.transferOptions } : {}) },

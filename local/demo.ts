@@ -9,7 +9,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
-import { listGenerations, readHead, readManifest } from "#core/generation.ts";
+import { listGenerations, readGeneration, readHead } from "#core/generation.ts";
 import { type GroupConfig, parseGroupConfig } from "#core/group-config.ts";
 import { createRepo } from "#core/layout.ts";
 import { restoreGroup } from "#core/restore.ts";
@@ -122,7 +122,7 @@ export async function runDemo(
         recordsWritten: workload.records - before,
       };
       if (run.outcome === "committed" && run.generation !== undefined) {
-        const m = await readManifest(repo, run.generation);
+        const m = await readGeneration(repo, run.generation);
         Object.assign(row, {
           changedBlocks: m.volumes.reduce((a, v) => a + (v.stats.changedBlocks ?? 0), 0),
           storedBytes: m.volumes.reduce((a, v) => a + (v.stats.storedBytes ?? 0), 0),
@@ -146,7 +146,7 @@ export async function runDemo(
       const dir = join(base, `restore-gen-${gen}`);
       log(`restore generation ${gen} and compare…`);
       await restoreGroup(repo, { directory: dir, generation: gen });
-      const m = await readManifest(repo, gen);
+      const m = await readGeneration(repo, gen);
       const mismatches: string[] = [];
       for (const v of m.volumes) {
         const at = await firstDifference(

@@ -22,6 +22,15 @@ export const Errors = {
   LockLost: "LockLostError",
   /** HEAD moved under this run: must revert. */
   CommitConflict: "CommitConflictError",
+  /**
+   * The repository is ambiguous (HEAD missing, delete-marked, rolled back or unreadable): the run
+   * stopped before changing anything; `cgmirror repair` explains. Not retried; alarmed.
+   */
+  RepositoryState: "RepositoryStateError",
+  /** The run id (execution name) was used before. Not retried. */
+  RunIdReused: "RunIdReusedError",
+  /** A volume is smaller than in the committed generation. Not retried. */
+  VolumeShrunk: "VolumeShrunkError",
   /** The file systems could not be frozen (or thawed) on every instance. */
   FreezeFailed: "FreezeFailedError",
   /** A snapshot could not be created, or ended in state `error`. */

@@ -3,9 +3,17 @@ import { existsSync, statSync } from "node:fs";
 import { mkdir, readdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { Command, Option } from "commander";
-import { type GenerationManifest, listGenerations, readHead, readManifest } from "#core/generation.ts";
-import { keys, type Repo } from "#core/layout.ts";
-import { ObjectNotFoundError } from "#core/ports/object-store.ts";
+import { GenerationNotFoundError } from "#core/errors.ts";
+import {
+  type GenerationManifest,
+  listGenerations,
+  readCommittedManifest,
+  readGeneration,
+  readHead,
+} from "#core/generation.ts";
+import type { Repo } from "#core/layout.ts";
+import { acquireLock, readLock, releaseLock } from "#core/lock.ts";
+import { applyRepair, planRepair, type RepairPlan } from "#core/repair.ts";
 import { restoreVolume } from "#core/restore.ts";
 import { verifyGeneration } from "#core/verify.ts";
 import { type CliContext, openContext } from "../context.ts";
@@ -82,24 +90,17 @@ async function withRepo<T>(opts: RepoOptions, fn: (repo: Repo, ctx: CliContext) 
   }
 }
 
-/** The manifest of generation `n`, or a clear error naming the generations that exist. */
+/** The manifest of generation `n` (default HEAD's), or a clear error naming the generations that exist. */
 export async function manifestOrExplain(repo: Repo, n: number | undefined): Promise<GenerationManifest> {
-  const head = await readHead(repo);
   if (n === undefined) {
-    if (!head)
-      throw new UsageError(`group ${repo.group} has no committed generation yet; run a backup first`);
-    return readManifest(repo, head.head.generation, head.head.manifestVersionId ?? undefined);
+    const m = await readCommittedManifest(repo);
+    if (!m) throw new UsageError(`group ${repo.group} has no committed generation yet; run a backup first`);
+    return m;
   }
   try {
-    return await readManifest(repo, n);
+    return await readGeneration(repo, n);
   } catch (err) {
-    if (err instanceof ObjectNotFoundError) {
-      const all = await listGenerations(repo);
-      throw new UsageError(
-        `generation ${n} does not exist in group ${repo.group}; ` +
-          (all.length ? `it has generations ${all.join(", ")}` : "it has no generations yet"),
-      );
-    }
+    if (err instanceof GenerationNotFoundError) throw new UsageError(err.message);
     throw err;
   }
 }
@@ -113,14 +114,16 @@ interface LockView {
 }
 
 async function readLockView(repo: Repo): Promise<LockView | undefined> {
-  try {
-    const got = await repo.store.get(keys.lock(repo));
-    const rec = JSON.parse(new TextDecoder().decode(got.body)) as Omit<LockView, "live">;
-    return { ...rec, live: !rec.released && Date.parse(rec.expiresAt) > Date.now() };
-  } catch (err) {
-    if (err instanceof ObjectNotFoundError) return undefined;
-    throw err;
-  }
+  const lock = await readLock(repo);
+  if (!lock) return undefined;
+  const rec = lock.record;
+  return {
+    runId: rec.runId,
+    fencing: rec.fencing,
+    expiresAt: rec.expiresAt,
+    released: rec.released,
+    live: !rec.released && Date.parse(rec.expiresAt) > Date.now(),
+  };
 }
 
 function sum(manifest: GenerationManifest, field: "changedBlocks" | "storedBytes"): number {
@@ -135,17 +138,18 @@ export function statusCommand(): Command {
     .action(async (opts: RepoOptions & { limit: number }) => {
       await withRepo(opts, async (repo) => {
         const head = await readHead(repo);
+        const commit = head?.head.commit ?? null;
         const numbers = await listGenerations(repo);
         const shown = numbers.slice(-opts.limit);
-        const manifests = await Promise.all(shown.map((n) => readManifest(repo, n)));
+        const manifests = await Promise.all(shown.map((n) => readGeneration(repo, n)));
         const lock = await readLockView(repo);
-        const newest = head ? manifests.find((m) => m.generation === head.head.generation) : undefined;
-        const ageSeconds = head ? Math.round((Date.now() - Date.parse(head.head.committedAt)) / 1000) : null;
+        const newest = commit ? manifests.find((m) => m.generation === head?.head.generation) : undefined;
+        const ageSeconds = commit ? Math.round((Date.now() - Date.parse(commit.committedAt)) / 1000) : null;
         const generations = manifests.map((m) => ({
           generation: m.generation,
-          committed: m.generation === head?.head.generation,
+          isHead: m.generation === head?.head.generation,
           pointInTime: m.pointInTime,
-          committedAt: m.committedAt,
+          committedAt: m.createdAt,
           volumes: m.volumes.length,
           changedBytes: sum(m, "changedBlocks") * 524_288,
           storedBytes: sum(m, "storedBytes"),
@@ -154,8 +158,8 @@ export function statusCommand(): Command {
         }));
         const out = {
           group: repo.group,
-          head: head
-            ? { generation: head.head.generation, committedAt: head.head.committedAt, runId: head.head.runId }
+          head: commit
+            ? { generation: head!.head.generation, committedAt: commit.committedAt, runId: commit.runId }
             : null,
           newestCommittedAgeSeconds: ageSeconds,
           pointInTime: newest?.pointInTime ?? null,
@@ -166,14 +170,14 @@ export function statusCommand(): Command {
           printJson(out);
           return;
         }
-        if (!head) console.log(`group ${repo.group}: no committed generation yet`);
+        if (!commit) console.log(`group ${repo.group}: no committed generation yet`);
         else
           console.log(
-            `group ${repo.group}: HEAD is generation ${head.head.generation}, committed ${head.head.committedAt} (${ageSeconds} s ago)`,
+            `group ${repo.group}: HEAD is generation ${head!.head.generation}, committed ${commit.committedAt} (${ageSeconds} s ago)`,
           );
         console.log(
           lock
-            ? `lock: ${lock.live ? "held" : lock.released ? "free" : "expired"} (run ${lock.runId}, fencing ${lock.fencing}, expires ${lock.expiresAt})`
+            ? `lock: ${lock.live ? "held" : lock.released ? "free" : "expired"} (run ${lock.runId}, fencing ${lock.fencing}${lock.live ? `, expires ${lock.expiresAt}` : ""})`
             : "lock: free (never taken)",
         );
         if (generations.length) {
@@ -188,7 +192,7 @@ export function statusCommand(): Command {
                 formatBytes(g.storedBytes),
                 g.durationMs === null ? "-" : `${(g.durationMs / 1000).toFixed(1)} s`,
                 g.coordinationMs === null ? "-" : `${g.coordinationMs} ms`,
-                g.committed ? "HEAD" : "",
+                g.isHead ? "HEAD" : "",
               ]),
             ),
           );
@@ -302,5 +306,96 @@ export function verifyCommand(): Command {
         console.log(report.ok ? "OK" : `FAILED: ${report.problems.length} problems`);
       }
       if (!report.ok) process.exitCode = 1;
+    });
+}
+
+async function confirm(question: string): Promise<boolean> {
+  const { createInterface } = await import("node:readline/promises");
+  const rl = createInterface({ input: process.stdin, output: process.stdout });
+  try {
+    return /^y(es)?$/i.test((await rl.question(`${question} [y/N] `)).trim());
+  } finally {
+    rl.close();
+  }
+}
+
+function explainRepair(plan: RepairPlan): void {
+  if (plan.state === "ok") {
+    console.log(`the repository is consistent: HEAD is generation ${plan.headGeneration}; nothing to repair`);
+    return;
+  }
+  console.log(`the repository needs repair: ${plan.problem}`);
+  console.log(
+    `HEAD now: ${plan.headGeneration === null ? "missing or unreadable" : `generation ${plan.headGeneration}`}`,
+  );
+  if (plan.candidates.length === 0) {
+    console.log("no committed generation was found (no commit record, no readable HEAD version)");
+    return;
+  }
+  console.log(
+    table(
+      ["GEN", "COMMITTED AT", "RUN", "FOUND IN", "VERIFY"],
+      plan.candidates.map((c) => [
+        c.generation,
+        c.commit.committedAt,
+        c.commit.runId,
+        c.sources.join(", "),
+        c.problems.length === 0 ? "OK" : `${c.problems.length} problem(s): ${c.problems[0]}`,
+      ]),
+    ),
+  );
+  if (plan.chosen) {
+    console.log(`repair would point HEAD at generation ${plan.chosen.generation} (the newest that verifies)`);
+    if (plan.quarantine.length > 0) {
+      console.log(
+        `and move the commit records of generations ${plan.quarantine.join(", ")} (which do not verify) to commits/quarantine/`,
+      );
+    }
+  } else console.log("no generation verifies: repair cannot choose one; restore from another copy");
+}
+
+export function repairCommand(): Command {
+  return repoOptions(
+    new Command("repair").description(
+      "explain why runs stop on this repository (HEAD missing, deleted or rolled back) and, with confirmation, point HEAD at the newest committed generation that verifies",
+    ),
+  )
+    .option("--yes", "apply without asking")
+    .option("--read-data", "also re-hash every block of each candidate (slower, stronger)")
+    .action(async (opts: RepoOptions & { yes?: boolean; readData?: boolean }) => {
+      await withRepo(opts, async (repo) => {
+        const plan = await planRepair(repo, { readData: opts.readData ? 1 : 0 });
+        if (opts.json && (plan.state === "ok" || !opts.yes)) {
+          printJson(plan);
+        } else if (!opts.json) explainRepair(plan);
+        if (plan.state === "ok") return;
+        if (!plan.chosen) {
+          process.exitCode = 1;
+          return;
+        }
+        const go = opts.yes || (process.stdin.isTTY && !opts.json && (await confirm("apply this repair?")));
+        if (!go) {
+          if (!opts.json) console.log("nothing changed; re-run with --yes to apply");
+          process.exitCode = 1;
+          return;
+        }
+        const runId = `repair-${Date.now()}`;
+        const lock = await acquireLock(repo, { runId, ttlMs: 15 * 60_000 });
+        if (!lock.acquired) {
+          throw new UsageError(
+            `run ${lock.holderRunId} holds the group's lock until ${lock.expiresAt}; repair again after it ends`,
+          );
+        }
+        try {
+          await applyRepair(repo, plan, { runId, fencing: lock.lease.fencing });
+        } finally {
+          await releaseLock(repo, lock.lease);
+        }
+        const after = await planRepair(repo);
+        if (opts.json)
+          printJson({ repaired: true, plan, after: after.state, headGeneration: after.headGeneration });
+        else console.log(`repaired: HEAD is generation ${after.headGeneration} (${after.state})`);
+        if (after.state !== "ok") process.exitCode = 1;
+      });
     });
 }

@@ -121,7 +121,7 @@ describe("real handlers in the local interpreter (in-memory deps)", () => {
     expect(error).toBeInstanceOf(ExecutionError);
     expect(((error as ExecutionError).cause as Error).name).toBe("SourceAccessError");
     const head = await readHead(repo);
-    expect(head?.head).toMatchObject({ generation: 2, runId: "run-2" });
+    expect(head?.head).toMatchObject({ generation: 2, commit: { runId: "run-2" } });
     // The failed run's snapshots were deleted by Revert; the lock was released.
     expect([...deps.snapshotPort.snaps.values()].some((s) => s.runId === "run-3")).toBe(false);
 

@@ -76,7 +76,7 @@ function fakes(overrides: Partial<Record<TaskName, Handler>> = {}) {
     Prepare: (input) => ({
       ok: true,
       volumeId: input.volumeId,
-      indexVersionId: `v-${String(input.volumeId)}`,
+      index: { versionId: `v-${String(input.volumeId)}`, sha256: "a".repeat(64) },
       sizeBytes: 8 * 2 ** 30,
       reused: false,
     }),
@@ -85,7 +85,13 @@ function fakes(overrides: Partial<Record<TaskName, Handler>> = {}) {
       committedAt: "2026-01-01T00:05:00.000Z",
       alreadyCommitted: false,
     }),
-    Revert: () => ({ alreadyCommitted: false, revertedVersions: 1, deletedObjects: 3, deletedSnapshots: 2 }),
+    Revert: () => ({
+      alreadyCommitted: false,
+      needsRepair: false,
+      revertedVersions: 1,
+      deletedObjects: 3,
+      deletedSnapshots: 2,
+    }),
     ReleaseLock: () => ({ released: true, prunedSnapshots: 0, cleanedObjects: 0 }),
   };
   const handlers: Record<string, (input: Json) => Promise<Json>> = {};
@@ -218,7 +224,13 @@ describe("the synthesized workflow run by aws-local-stepfunctions", () => {
         if (input.volumeId === "vol-0123456789abcdef0") {
           throw Object.assign(new Error("index write refused"), { name: "CommitConflictError" });
         }
-        return { ok: true, volumeId: input.volumeId, indexVersionId: "v", sizeBytes: 0, reused: false };
+        return {
+          ok: true,
+          volumeId: input.volumeId,
+          index: { versionId: "v", sha256: "b".repeat(64) },
+          sizeBytes: 0,
+          reused: false,
+        };
       },
     });
     const collectAll = { ...config, prepare: { policy: "collectAll" } };

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { readHead, readManifest } from "#core/generation.ts";
+import { readGeneration, readHead } from "#core/generation.ts";
 import { acquireLock, releaseLock } from "#core/lock.ts";
 import type { TaskDeps } from "#lambdas/runtime.ts";
 import { runLocalBackup } from "#local/runner.ts";
@@ -50,7 +50,7 @@ describe("workflow paths: lock, prepare policies, recovery, throttling", () => {
     const before = await headGeneration();
     const run = await runLocalBackup({ config: g.config, deps: g.deps() });
     expect(run).toMatchObject({ outcome: "committed", generation: before! + 1 });
-    const manifest = await readManifest(g.repo, before! + 1);
+    const manifest = await readGeneration(g.repo, before! + 1);
     expect(manifest.volumes.map((v) => v.stats.changedBlocks ?? 0)).toEqual([0, 0, 0]);
     const status = await g.checkRestore();
     expect(status.mismatches).toEqual([]);
