@@ -201,13 +201,29 @@ function findVolume(manifest: GenerationManifest, volumeId: string): ManifestVol
   return v;
 }
 
+export interface ReadVolumeOptions extends FetchOptions {
+  readonly volumeId: string;
+  /** @default the committed generation (HEAD) */
+  readonly generation?: number;
+  /** Use this manifest instead of reading one. */
+  readonly manifest?: GenerationManifest;
+  /** Called after every batch of index entries is read (for progress displays). */
+  readonly onProgress?: (progress: RestoreProgress) => void;
+}
+
 /**
- * Restores one volume of a generation to a sparse raw image: a temporary file next to `path` is sized
- * first (holes), every stored block is read (ranged, coalesced, parallel), checked against its
- * segment's footer and its SHA-256, and written in place; only when every block checked out is the
- * file renamed to `path`. On any failure the temporary file is removed and `path` is untouched.
+ * Reads one volume of a generation the way restore does and hands every stored block to `onBlock`
+ * (in no particular order; unwritten and zero blocks are not handed over: they read as zeros): the
+ * manifest through HEAD or its commit record, the index root and runs checked against their pins, the
+ * root's size against the manifest's, every block number against the volume size, every ref against
+ * its segment's sealed footer, every block against its SHA-256. Throws on the first problem, naming
+ * the object; never hands over a byte that did not check out.
  */
-export async function restoreVolume(repo: Repo, options: RestoreVolumeOptions): Promise<RestoreStats> {
+export async function readVolume(
+  repo: Repo,
+  options: ReadVolumeOptions,
+  onBlock: (block: number, raw: Uint8Array) => Promise<void> | void,
+): Promise<RestoreStats> {
   const manifest = options.manifest ?? (await resolveManifest(repo, options.generation));
   const volume = findVolume(manifest, options.volumeId);
   const index = await openVolumeIndex(repo, volume.volumeId, volume.index);
@@ -220,54 +236,38 @@ export async function restoreVolume(repo: Repo, options: RestoreVolumeOptions): 
     );
   }
   const blockCount = Math.ceil(volume.sizeBytes / BLOCK_SIZE);
-  const temp = join(
-    dirname(options.path),
-    `.${basename(options.path)}.${randomBytes(6).toString("hex")}.partial`,
-  );
-  const file = await open(temp, "wx");
   const fetchStats: FetchStats = { requests: 0, bytesRead: 0, blocks: 0 };
   const footers = new SegmentFooters(repo);
   let zeroBlocks = 0;
-  let entries = 0;
   let entriesDone = 0;
   let bytesWritten = 0;
   const entriesEstimate =
     (index.root.base?.entries ?? 0) + index.root.deltas.reduce((acc, d) => acc + d.entries, 0);
-  let ok = false;
-  try {
-    await file.truncate(volume.sizeBytes);
-    entries = await index.scan(async (batch) => {
-      for (const e of batch) {
-        if (e.block >= blockCount) {
-          throw new CorruptObjectError(
-            rootKey,
-            index.versionId,
-            `block ${e.block} is beyond the volume size of ${blockCount} blocks`,
-          );
-        }
-        if (e.ref.codec === Codec.zero) zeroBlocks++;
+  const entries = await index.scan(async (batch) => {
+    for (const e of batch) {
+      if (e.block >= blockCount) {
+        throw new CorruptObjectError(
+          rootKey,
+          index.versionId,
+          `block ${e.block} is beyond the volume size of ${blockCount} blocks`,
+        );
       }
-      await fetchBlocks(
-        repo,
-        batch,
-        async (block, raw) => {
-          await file.write(raw, 0, raw.byteLength, block * BLOCK_SIZE);
-          bytesWritten += raw.byteLength;
-        },
-        options,
-        fetchStats,
-        footers,
-      );
-      entriesDone += batch.length;
-      options.onProgress?.({ volumeId: volume.volumeId, entriesDone, entriesEstimate, bytesWritten });
-    });
-    await file.sync();
-    ok = true;
-  } finally {
-    await file.close();
-    if (!ok) await rm(temp, { force: true });
-  }
-  await rename(temp, options.path);
+      if (e.ref.codec === Codec.zero) zeroBlocks++;
+    }
+    await fetchBlocks(
+      repo,
+      batch,
+      async (block, raw) => {
+        await onBlock(block, raw);
+        bytesWritten += raw.byteLength;
+      },
+      options,
+      fetchStats,
+      footers,
+    );
+    entriesDone += batch.length;
+    options.onProgress?.({ volumeId: volume.volumeId, entriesDone, entriesEstimate, bytesWritten });
+  });
   return {
     volumeId: volume.volumeId,
     generation: manifest.generation,
@@ -278,6 +278,37 @@ export async function restoreVolume(repo: Repo, options: RestoreVolumeOptions): 
     segmentRequests: fetchStats.requests + footers.requests,
     segmentBytesRead: fetchStats.bytesRead,
   };
+}
+
+/**
+ * Restores one volume of a generation to a sparse raw image (`readVolume` into a file): a temporary
+ * file next to `path` is sized first (holes), every checked block is written in place, and only when
+ * every block checked out is the file renamed to `path`. On any failure the temporary file is
+ * removed and `path` is untouched.
+ */
+export async function restoreVolume(repo: Repo, options: RestoreVolumeOptions): Promise<RestoreStats> {
+  const manifest = options.manifest ?? (await resolveManifest(repo, options.generation));
+  const volume = findVolume(manifest, options.volumeId);
+  const temp = join(
+    dirname(options.path),
+    `.${basename(options.path)}.${randomBytes(6).toString("hex")}.partial`,
+  );
+  const file = await open(temp, "wx");
+  let ok = false;
+  let stats: RestoreStats;
+  try {
+    await file.truncate(volume.sizeBytes);
+    stats = await readVolume(repo, { ...options, manifest }, async (block, raw) => {
+      await file.write(raw, 0, raw.byteLength, block * BLOCK_SIZE);
+    });
+    await file.sync();
+    ok = true;
+  } finally {
+    await file.close();
+    if (!ok) await rm(temp, { force: true });
+  }
+  await rename(temp, options.path);
+  return stats;
 }
 
 /**

@@ -8,10 +8,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { MemoryObjectStore } from "#adapters/memory-store.ts";
 import { BLOCK_SIZE } from "#core/bytes.ts";
-import { listGenerations, readGeneration } from "#core/generation.ts";
+import { listGenerations, readCommittedManifest, readGeneration } from "#core/generation.ts";
 import { type GroupConfig, parseGroupConfig } from "#core/group-config.ts";
 import { createRepo, type Repo } from "#core/layout.ts";
-import { restoreGroup } from "#core/restore.ts";
+import { readVolume, restoreGroup } from "#core/restore.ts";
 import type { TaskDeps } from "#lambdas/runtime.ts";
 import { RecordingFreeze } from "../unit/lambda-fixtures.ts";
 import { blockBytes, MemoryEbs } from "./mem-ebs.ts";
@@ -115,6 +115,36 @@ export async function restoreMatches(g: MemGroup, generation?: number): Promise<
     await rm(dir, { recursive: true, force: true });
   }
 }
+
+/**
+ * Reads generation `n` (default HEAD) through `readVolume` (every check restore makes, no file) and
+ * compares every block with the volumes' images at that generation's snapshots. Returns the
+ * differences; throws what readVolume throws (a refused read).
+ */
+export async function readMatches(g: MemGroup, generation?: number): Promise<string[]> {
+  const m =
+    generation === undefined ? await readCommittedManifest(g.repo) : await readGeneration(g.repo, generation);
+  if (!m) return ["no committed generation"];
+  const problems: string[] = [];
+  for (const v of m.volumes) {
+    const image = g.ebs.image(v.sourceSnapshotId!);
+    const got = new Map<number, Buffer>();
+    await readVolume(g.repo, { manifest: m, volumeId: v.volumeId }, (block, raw) => {
+      got.set(block, Buffer.from(raw));
+    });
+    if (v.sizeBytes !== image.sizeBlocks * BLOCK_SIZE) problems.push(`${v.volumeId}: size ${v.sizeBytes}`);
+    for (let b = 0; b < image.sizeBlocks; b++) {
+      const want = blockBytes(image.blocks.get(b) ?? null);
+      const have = got.get(b) ?? ZERO;
+      if (!have.equals(want)) problems.push(`${v.volumeId} block ${b} differs in generation ${m.generation}`);
+    }
+    for (const b of got.keys())
+      if (b >= image.sizeBlocks) problems.push(`${v.volumeId} block ${b} beyond the volume`);
+  }
+  return problems;
+}
+
+const ZERO = Buffer.alloc(BLOCK_SIZE);
 
 /** Every committed generation restores to its images; returns the problems (empty when all match). */
 export async function allGenerationsRestore(g: MemGroup): Promise<string[]> {
