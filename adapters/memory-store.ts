@@ -300,6 +300,17 @@ export class MemoryObjectStore implements ObjectStore {
     };
   }
 
+  /**
+   * Test helper: an independent copy of every object and version (bodies are immutable and shared),
+   * so one prepared repository can be the starting point of many test cases.
+   */
+  clone(): MemoryObjectStore {
+    const c = new MemoryObjectStore({ ...(this.#spillDir ? { spillDir: this.#spillDir } : {}), spillBytes: this.#spillBytes });
+    for (const [key, versions] of this.#objects) c.#objects.set(key, versions.map((v) => ({ ...v })));
+    c.#seq = this.#seq;
+    return c;
+  }
+
   async deleteVersions(objects: readonly ObjectVersionRef[]): Promise<void> {
     for (const o of objects) await this.delete(o.key, { versionId: o.versionId });
   }

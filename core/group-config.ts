@@ -286,3 +286,49 @@ export function groupConfigJsonSchema(): Record<string, unknown> {
     title: "cgmirror consistency group config",
   };
 }
+
+/** Minutes the group lock outlives the run timeout, so a live run never loses it to the next one. */
+export const LOCK_MARGIN_MINUTES = 30;
+
+/** The group lock's lease of a group: its run timeout plus a margin. */
+export function lockLeaseMinutes(config: Pick<GroupConfig, "runTimeoutMinutes">): number {
+  return config.runTimeoutMinutes + LOCK_MARGIN_MINUTES;
+}
+
+/**
+ * Rules across the groups deployed together: one repository per bucket and prefix (two groups on one
+ * prefix would be two locks over one HEAD), and every group's lock lease longer than the execution
+ * timeout its runs get (one state machine serves every group of a stack: its timeout is the longest
+ * run timeout). Returns the problems; empty when the set is consistent.
+ */
+export function groupSetProblems(
+  groups: readonly GroupConfig[],
+  timeoutMinutes?: number,
+): ValidationProblem[] {
+  const problems: ValidationProblem[] = [];
+  const byTarget = new Map<string, string>();
+  for (const g of groups) {
+    const target = `s3://${g.target.bucket}/${g.target.prefix}`;
+    const other = byTarget.get(target);
+    if (other !== undefined) {
+      problems.push({
+        path: `${g.group}.target`,
+        message: `expected each group in its own repository, got ${target} for both ${JSON.stringify(other)} and ${JSON.stringify(g.group)}; give one of them another target.prefix`,
+      });
+    } else byTarget.set(target, g.group);
+  }
+  const timeout = timeoutMinutes ?? Math.max(...groups.map((g) => g.runTimeoutMinutes));
+  const longest = groups.find((g) => g.runTimeoutMinutes === timeout)?.group;
+  for (const g of groups) {
+    if (lockLeaseMinutes(g) <= timeout) {
+      problems.push({
+        path: `${g.group}.runTimeoutMinutes`,
+        message:
+          `expected a lock lease (runTimeoutMinutes ${g.runTimeoutMinutes} + ${LOCK_MARGIN_MINUTES}) longer than the ${timeout}-minute execution timeout its runs get` +
+          `${longest && longest !== g.group ? ` (set by group ${JSON.stringify(longest)})` : ""}, got ${lockLeaseMinutes(g)} minutes; ` +
+          "give the groups of one deployment run timeouts within 30 minutes of each other, or deploy them in separate stacks",
+      });
+    }
+  }
+  return problems;
+}

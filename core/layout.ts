@@ -80,8 +80,15 @@ export const keys = {
   segment: (repo: Repo, segmentId: string) =>
     join(repo, `segments/${segmentId.slice(0, 2)}/${segmentId}.seg`),
   runPrefix: (repo: Repo, runId: string) => join(repo, `runs/${runId}/`),
-  shardResult: (repo: Repo, runId: string, volumeId: string, shard: number) =>
-    join(repo, `runs/${runId}/shards/${volumeId}/${String(shard).padStart(6, "0")}.run`),
+  /**
+   * A shard's result run. `attempt` (a random id) keeps two deliveries of one shard from writing the
+   * same key: the shard's summary names the attempt whose result it describes.
+   */
+  shardResult: (repo: Repo, runId: string, volumeId: string, shard: number, attempt?: string) =>
+    join(
+      repo,
+      `runs/${runId}/shards/${volumeId}/${String(shard).padStart(6, "0")}${attempt ? `-${attempt}` : ""}.run`,
+    ),
   /** The key relative to the repository prefix, as a pointer stores it. */
   relative(repo: Repo, key: string): string {
     const base = repo.prefix === "" ? "" : `${repo.prefix}/`;

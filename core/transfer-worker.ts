@@ -4,15 +4,17 @@
  * (an index run of block → ref) and, last, its summary (docs/transfer.md, "Transfer worker").
  *
  * Idempotence: the summary object (`planKeys.shardSummary`) is written last and names exactly the
- * result run and the segments it references. When it exists a re-run returns it unchanged. When a
- * crash happened before it, a re-run transfers the shard again into fresh segments and overwrites
- * the result run; segments of the crashed attempt are referenced by nothing (GC removes them).
+ * result run (pinned by its checksum) and the segments it references. When it exists a re-run returns
+ * it unchanged. When a crash happened before it, a re-run transfers the shard again into fresh
+ * segments and a fresh result run (each attempt writes its own keys, so two deliveries running at once
+ * never mix); what the other attempt wrote is referenced by nothing (GC removes it). An attempt dedups
+ * only against committed blocks and blocks it uploaded itself.
  */
 
 import { z } from "zod";
 import { AimdLimiter, type AimdOptions, backoffMs } from "./aimd.ts";
 import { type BlockRef, ZERO_REF } from "./block-ref.ts";
-import { BLOCK_SIZE, equalBytes } from "./bytes.ts";
+import { BLOCK_SIZE, equalBytes, randomId } from "./bytes.ts";
 import { Codec, type CompressionChoice } from "./codec.ts";
 import { BlockIntegrityError, CorruptObjectError, InvalidArgumentError } from "./errors.ts";
 import { IndexRunWriter, type RunInfo } from "./index-run.ts";
@@ -753,7 +755,8 @@ export async function transferShard(
   }
 
   const segments = await writer.close();
-  const w = new IndexRunWriter(repo.store, keys.shardResult(repo, input.runId, d.volumeId, d.shard), {
+  const attempt = randomId().slice(0, 12);
+  const w = new IndexRunWriter(repo.store, keys.shardResult(repo, input.runId, d.volumeId, d.shard, attempt), {
     metadata: { "cgmirror-run-id": input.runId, "cgmirror-shard": String(d.shard) },
   });
   let run: RunInfo;

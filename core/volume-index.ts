@@ -25,7 +25,7 @@ import {
 } from "./index-run.ts";
 import { assertName, assertRunId, generationName, keys, type Repo } from "./layout.ts";
 import { openMetadata, Sha256Hex, sealMetadata } from "./metadata.ts";
-import { ObjectNotFoundError } from "./ports/object-store.ts";
+import { ObjectNotFoundError, PreconditionFailedError } from "./ports/object-store.ts";
 
 const RunRefSchema = z.object({
   /** Relative to the repository prefix. */
@@ -460,23 +460,54 @@ export async function prepareVolume(repo: Repo, options: PrepareVolumeOptions): 
   const probe = sealMetadata("cgmirror.volume-index", rootBody);
   rootBody.writtenBytes = written + probe.bytes.byteLength;
   const sealed = sealMetadata("cgmirror.volume-index", rootBody);
-  const put = await repo.store.put(key, sealed.bytes, {
-    metadata: {
-      "cgmirror-run-id": options.runId,
-      "cgmirror-fencing": String(options.fencing),
-      "cgmirror-generation": String(options.generation),
-    },
-    contentType: "application/json",
-  });
-  const root = openRoot(sealed.bytes, key, options.volumeId, put.versionId, sealed.sha256).root;
-  return {
-    volumeId: options.volumeId,
-    key,
-    versionId: put.versionId,
-    sha256: sealed.sha256,
-    root,
-    reused: false,
-  };
+  // The new version is written conditionally on the version current a moment ago, so two deliveries of
+  // this Prepare running at once cannot both add a version: the loser finds the winner's and uses it.
+  for (let attempt = 0; attempt < 8; attempt++) {
+    const current = await repo.store.head(key);
+    if (attempt > 0) {
+      const mine = await findOwnVersion(repo, options, previousState?.versionId ?? null);
+      if (mine) return mine;
+    }
+    try {
+      const put = await repo.store.put(key, sealed.bytes, {
+        ...(current ? { ifMatch: current.etag } : { ifNoneMatch: "*" as const }),
+        metadata: {
+          "cgmirror-run-id": options.runId,
+          "cgmirror-fencing": String(options.fencing),
+          "cgmirror-generation": String(options.generation),
+        },
+        contentType: "application/json",
+      });
+      const root = openRoot(sealed.bytes, key, options.volumeId, put.versionId, sealed.sha256).root;
+      return { volumeId: options.volumeId, key, versionId: put.versionId, sha256: sealed.sha256, root, reused: false };
+    } catch (error) {
+      if (!(error instanceof PreconditionFailedError)) throw error;
+    }
+  }
+  throw new PreconditionFailedError(key, "the index root kept changing while this run prepared it");
+}
+
+/** The version of the index this run (run id + fencing) already wrote for this generation, if any. */
+async function findOwnVersion(
+  repo: Repo,
+  options: PrepareVolumeOptions,
+  since: string | null,
+): Promise<PreparedVolume | undefined> {
+  for (const v of await newerRootVersions(repo, options.volumeId, since)) {
+    const r = v.root;
+    if (r && r.runId === options.runId && r.fencing === options.fencing && r.generation === options.generation) {
+      const state = await readVolumeIndexRoot(repo, options.volumeId, { versionId: v.versionId });
+      return {
+        volumeId: options.volumeId,
+        key: keys.volumeIndex(repo, options.volumeId),
+        versionId: v.versionId,
+        sha256: state.sha256,
+        root: r,
+        reused: true,
+      };
+    }
+  }
+  return undefined;
 }
 
 /** Adds this generation's dedup delta to the volume's dedup runs and compacts them (same policy). */

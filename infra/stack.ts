@@ -30,9 +30,10 @@ import * as schedulerTargets from "aws-cdk-lib/aws-scheduler-targets";
 import * as sns from "aws-cdk-lib/aws-sns";
 import * as sfn from "aws-cdk-lib/aws-stepfunctions";
 import type { Construct } from "constructs";
-import type { GroupConfig } from "#core/group-config.ts";
+import { type GroupConfig, groupSetProblems } from "#core/group-config.ts";
 import { SNAPSHOT_TAGS } from "#core/snapshot-group.ts";
 import { COMMITTED_METRIC } from "#lambdas/commit.ts";
+import { NEEDS_REPAIR_METRIC } from "#lambdas/recover.ts";
 import { ConsistencyGroupWorkflow } from "#workflows/consistency-group.ts";
 import { TASK_NAMES, TASKS, type TaskName } from "#workflows/tasks.ts";
 
@@ -103,6 +104,12 @@ export class CgmirrorStack extends Stack {
     const names = groups.map((g) => g.group);
     const dup = names.find((n, i) => names.indexOf(n) !== i);
     if (dup) throw new StackPropsError(`expected each group name once, got ${JSON.stringify(dup)} twice`);
+    const set = groupSetProblems(groups);
+    if (set.length > 0) {
+      throw new StackPropsError(
+        `the group configs do not fit one deployment:\n${set.map((p) => `  - ${p.path}: ${p.message}`).join("\n")}`,
+      );
+    }
 
     // ---------------------------------------------------------------- storage
     const key = new kms.Key(this, "RepositoryKey", {
@@ -315,6 +322,27 @@ export class CgmirrorStack extends Stack {
       });
       rpoAlarm.addAlarmAction(action);
       rpoAlarm.addOkAction(action);
+      // A run stopped on an ambiguous repository (HEAD missing, deleted or rolled back): nothing was
+      // changed, and no run will commit until `cgmirror repair` is run. Page at once.
+      const needsRepair = new cloudwatch.Alarm(this, `RepairAlarm-${g.group}`, {
+        alarmDescription:
+          `The repository of ${g.group} needs repair (RepositoryStateError): runs stop without changing anything. ` +
+          "Run `cgmirror repair --group " +
+          `${g.group}` +
+          "` (docs/operations.md, Repair).",
+        metric: new cloudwatch.Metric({
+          namespace: METRICS_NAMESPACE,
+          metricName: NEEDS_REPAIR_METRIC,
+          dimensionsMap: dims,
+          statistic: "Sum",
+          period: Duration.minutes(5),
+        }),
+        threshold: 1,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      });
+      needsRepair.addAlarmAction(action);
       dashboard.addWidgets(
         new cloudwatch.GraphWidget({
           title: `${g.group}: commits and coordination time`,
@@ -343,7 +371,7 @@ export class CgmirrorStack extends Stack {
         }),
         new cloudwatch.AlarmStatusWidget({
           title: `${g.group}: alarms`,
-          alarms: [rpoAlarm, runFailed],
+          alarms: [rpoAlarm, needsRepair, runFailed],
           width: 24,
         }),
       );

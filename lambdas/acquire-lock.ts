@@ -1,4 +1,5 @@
 /** AcquireLock: take the group's lock (DESIGN.md section 4, step 1). A live lock skips the run. */
+import { lockLeaseMinutes } from "#core/group-config.ts";
 import { acquireLock } from "#core/lock.ts";
 import { awsDeps } from "./aws-deps.ts";
 import {
@@ -8,14 +9,14 @@ import {
   type AcquireLockOutputT,
 } from "./contracts.ts";
 import { defineTask, groupConfig, type TaskDeps } from "./runtime.ts";
-import { LOCK_MARGIN_MINUTES, repoOf } from "./shared.ts";
+import { repoOf } from "./shared.ts";
 
 export async function acquireLockTask(input: AcquireLockInputT, deps: TaskDeps): Promise<AcquireLockOutputT> {
   const config = groupConfig(input.config);
   const repo = repoOf(config, deps);
   const result = await acquireLock(repo, {
     runId: input.runId,
-    ttlMs: (config.runTimeoutMinutes + LOCK_MARGIN_MINUTES) * 60_000,
+    ttlMs: lockLeaseMinutes(config) * 60_000,
     now: new Date(deps.clock.now()),
   });
   if (!result.acquired) {

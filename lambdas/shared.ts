@@ -20,9 +20,6 @@ export function leaseOf(runId: string, fencing: number): Lease {
   return { runId, fencing };
 }
 
-/** Minutes the group lock outlives the run timeout, so a live run never loses it to the next one. */
-export const LOCK_MARGIN_MINUTES = 30;
-
 export const RunPlanSchema = z.object({
   runId: z.string(),
   generation: z.number().int().positive(),

@@ -3,6 +3,7 @@
  * Re-running a shard is safe (the core worker returns a finished shard's summary).
  */
 import { GroupDedup } from "#core/dedup-index.ts";
+import { readHead } from "#core/generation.ts";
 import { createRepo, type Repo } from "#core/layout.ts";
 import { readShardIndex } from "#core/planner.ts";
 import { transferShard } from "#core/transfer-worker.ts";
@@ -11,13 +12,15 @@ import { awsDeps } from "./aws-deps.ts";
 import { TransferInput, type TransferInputT, TransferOutput, type TransferOutputT } from "./contracts.ts";
 import { defineTask, type TaskDeps } from "./runtime.ts";
 
-// Group-wide dedup index of the COMMITTED generation, opened once per run per container (the committed
-// generation cannot change during a run: the run holds the group). It is read-only: what one attempt
-// uploads is known only to that attempt's session, so a retry never dedups against a failed attempt.
+// Group-wide dedup index of the COMMITTED generation, kept per container and keyed by the committed
+// manifest's SHA-256 (HEAD cannot move while this run holds the group; a container that serves
+// another repository or generation opens it again). It is read-only: what one attempt uploads is known
+// only to that attempt's session, so a retry never dedups against a failed attempt.
 let dedupCache: { key: string; dedup: Promise<GroupDedup> } | undefined;
 
-function dedupFor(repo: Repo, bucket: string, runId: string): Promise<GroupDedup> {
-  const key = `${bucket}/${repo.prefix}/${runId}`;
+async function dedupFor(repo: Repo, bucket: string): Promise<GroupDedup> {
+  const head = await readHead(repo);
+  const key = `${bucket}/${repo.prefix}/${head?.head.commit?.manifest.sha256 ?? "none"}`;
   if (dedupCache?.key !== key) {
     const dedup = GroupDedup.open(repo);
     dedup.catch(() => {
@@ -37,7 +40,7 @@ export async function transferTask(input: TransferInputT, deps: TaskDeps): Promi
       `the plan of run ${input.runId} has no shard ${input.shard} for ${input.volumeId} (it has ${descriptors.length})`,
     );
   }
-  const dedup = (await dedupFor(repo, input.bucket, input.runId)).session();
+  const dedup = (await dedupFor(repo, input.bucket)).session();
   const summary = await transferShard(
     { repo, source: deps.blockSource(), dedup },
     { runId: input.runId, shard, ...(deps.transferOptions ? { options: deps.transferOptions } : {}) },

@@ -63,6 +63,17 @@ export class MemoryEbs implements SnapshotPort, BlockSource {
   #next = 1;
   gets = 0;
 
+  /** An independent copy (volumes, snapshots, archive). */
+  clone(): MemoryEbs {
+    const c = new MemoryEbs();
+    for (const [id, v] of this.volumes)
+      c.volumes.set(id, { sizeBlocks: v.sizeBlocks, blocks: new Map(v.blocks) });
+    for (const [id, s] of this.snaps) c.snaps.set(id, { ...s });
+    for (const [id, a] of this.archive) c.archive.set(id, a);
+    c.#next = this.#next;
+    return c;
+  }
+
   addVolume(volumeId: string, sizeBlocks: number): void {
     this.volumes.set(volumeId, { sizeBlocks, blocks: new Map() });
   }

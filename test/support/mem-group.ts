@@ -34,12 +34,21 @@ export const MEM_VOLUMES = [
 ] as const;
 
 export function memGroup(
-  options: { group?: string; volumes?: readonly { id: string; instanceId?: string; blocks: number }[] } = {},
+  options: {
+    group?: string;
+    volumes?: readonly { id: string; instanceId?: string; blocks: number }[];
+    /** Start from copies of another group's parts (its volumes must match `volumes`). */
+    from?: MemGroup;
+  } = {},
 ): MemGroup {
   const volumes = options.volumes ?? MEM_VOLUMES;
-  const ebs = new MemoryEbs();
-  for (const v of volumes) ebs.addVolume(v.id, v.blocks);
-  const store = new MemoryObjectStore();
+  let ebs: MemoryEbs;
+  if (options.from) ebs = options.from.ebs.clone();
+  else {
+    ebs = new MemoryEbs();
+    for (const v of volumes) ebs.addVolume(v.id, v.blocks);
+  }
+  const store = options.from ? options.from.store.clone() : new MemoryObjectStore();
   const config = parseGroupConfig({
     group: options.group ?? "db",
     volumes: volumes.map((v) => ({ id: v.id, ...(v.instanceId ? { instanceId: v.instanceId } : {}) })),

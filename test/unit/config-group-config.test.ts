@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import {
   GroupConfigError,
   groupConfigJsonSchema,
+  groupSetProblems,
   parseGroupConfig,
   rateIntervalSeconds,
 } from "#core/group-config.ts";
@@ -168,5 +169,44 @@ describe("group config JSON Schema", () => {
     const schema = groupConfigJsonSchema() as { required: string[]; additionalProperties: boolean };
     expect(schema.required).toEqual(["group", "volumes", "target", "schedule"]);
     expect(schema.additionalProperties).toBe(false);
+  });
+});
+
+describe("groups deployed together", () => {
+  const group = (name: string, extra: Record<string, unknown> = {}) =>
+    parseGroupConfig({ ...valid, group: name, ...extra });
+
+  it("GIVEN groups with their own prefixes and similar run timeouts THEN the set is consistent", () => {
+    expect(groupSetProblems([group("a"), group("b", { runTimeoutMinutes: 700 })])).toEqual([]);
+  });
+
+  it("fails when two groups share a bucket and prefix (two locks over one HEAD)", () => {
+    const problems = groupSetProblems([
+      group("a", { target: { bucket: "my-backups", prefix: "shared" } }),
+      group("b", { target: { bucket: "my-backups", prefix: "shared" } }),
+    ]);
+    expect(problems).toEqual([
+      {
+        path: "b.target",
+        message: expect.stringMatching(
+          /s3:\/\/my-backups\/shared for both "a" and "b"; give one of them another target\.prefix/,
+        ),
+      },
+    ]);
+  });
+
+  it("fails when a group's lock lease is shorter than the execution timeout another group sets", () => {
+    const problems = groupSetProblems([
+      group("fast", { runTimeoutMinutes: 30 }),
+      group("slow", { runTimeoutMinutes: 1440 }),
+    ]);
+    expect(problems).toEqual([
+      {
+        path: "fast.runTimeoutMinutes",
+        message: expect.stringMatching(
+          /lock lease \(runTimeoutMinutes 30 \+ 30\) longer than the 1440-minute execution timeout.*group "slow".*got 60 minutes/,
+        ),
+      },
+    ]);
   });
 });

@@ -249,6 +249,28 @@ describe("alarms", () => {
     });
   });
 
+  it("GIVEN each group THEN a repair alarm fires on the first run stopped by an ambiguous repository", () => {
+    for (const group of ["orders", "billing"]) {
+      template.hasResourceProperties("AWS::CloudWatch::Alarm", {
+        MetricName: "RepositoryNeedsRepair",
+        Namespace: "cgmirror",
+        Dimensions: Match.arrayWith([{ Name: "Group", Value: group }]),
+        ComparisonOperator: "GreaterThanOrEqualToThreshold",
+        Threshold: 1,
+        TreatMissingData: "notBreaching",
+        AlarmActions: [{ Ref: Match.stringLikeRegexp("^AlarmTopic") }],
+      });
+    }
+  });
+
+  it("fails before synthesis when two groups share a repository or a lease is shorter than the execution timeout", () => {
+    const shared = { ...billing, group: "billing2", target: billing.target };
+    expect(() => synth([billing, shared])).toThrow(/groups\/billing for both "billing" and "billing2"/);
+    expect(() => synth([orders, { ...billing, runTimeoutMinutes: 1440 }])).toThrow(
+      /orders\.runTimeoutMinutes: expected a lock lease/,
+    );
+  });
+
   it("GIVEN a failed, timed-out or aborted run THEN the run-failed alarm notifies the encrypted topic", () => {
     template.hasResourceProperties("AWS::CloudWatch::Alarm", {
       Metrics: Match.arrayWith([Match.objectLike({ Expression: "failed + timedOut + aborted" })]),
