@@ -305,8 +305,15 @@ export class MemoryObjectStore implements ObjectStore {
    * so one prepared repository can be the starting point of many test cases.
    */
   clone(): MemoryObjectStore {
-    const c = new MemoryObjectStore({ ...(this.#spillDir ? { spillDir: this.#spillDir } : {}), spillBytes: this.#spillBytes });
-    for (const [key, versions] of this.#objects) c.#objects.set(key, versions.map((v) => ({ ...v })));
+    const c = new MemoryObjectStore({
+      ...(this.#spillDir ? { spillDir: this.#spillDir } : {}),
+      spillBytes: this.#spillBytes,
+    });
+    for (const [key, versions] of this.#objects)
+      c.#objects.set(
+        key,
+        versions.map((v) => ({ ...v })),
+      );
     c.#seq = this.#seq;
     return c;
   }

@@ -756,9 +756,13 @@ export async function transferShard(
 
   const segments = await writer.close();
   const attempt = randomId().slice(0, 12);
-  const w = new IndexRunWriter(repo.store, keys.shardResult(repo, input.runId, d.volumeId, d.shard, attempt), {
-    metadata: { "cgmirror-run-id": input.runId, "cgmirror-shard": String(d.shard) },
-  });
+  const w = new IndexRunWriter(
+    repo.store,
+    keys.shardResult(repo, input.runId, d.volumeId, d.shard, attempt),
+    {
+      metadata: { "cgmirror-run-id": input.runId, "cgmirror-shard": String(d.shard) },
+    },
+  );
   let run: RunInfo;
   try {
     for (let pos = 0; pos < n; pos++) {

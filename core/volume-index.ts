@@ -479,7 +479,14 @@ export async function prepareVolume(repo: Repo, options: PrepareVolumeOptions): 
         contentType: "application/json",
       });
       const root = openRoot(sealed.bytes, key, options.volumeId, put.versionId, sealed.sha256).root;
-      return { volumeId: options.volumeId, key, versionId: put.versionId, sha256: sealed.sha256, root, reused: false };
+      return {
+        volumeId: options.volumeId,
+        key,
+        versionId: put.versionId,
+        sha256: sealed.sha256,
+        root,
+        reused: false,
+      };
     } catch (error) {
       if (!(error instanceof PreconditionFailedError)) throw error;
     }
@@ -495,7 +502,12 @@ async function findOwnVersion(
 ): Promise<PreparedVolume | undefined> {
   for (const v of await newerRootVersions(repo, options.volumeId, since)) {
     const r = v.root;
-    if (r && r.runId === options.runId && r.fencing === options.fencing && r.generation === options.generation) {
+    if (
+      r &&
+      r.runId === options.runId &&
+      r.fencing === options.fencing &&
+      r.generation === options.generation
+    ) {
       const state = await readVolumeIndexRoot(repo, options.volumeId, { versionId: v.versionId });
       return {
         volumeId: options.volumeId,

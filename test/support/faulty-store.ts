@@ -63,7 +63,12 @@ export class FaultyStore implements ObjectStore {
     this.#alive();
     const n = ++this.#count;
     this.ops.push({ n, task: this.task, op, key });
-    const f = this.fault?.at === n ? this.fault : this.faults.has(n) ? { at: n, mode: this.faults.get(n)! } : undefined;
+    const f =
+      this.fault?.at === n
+        ? this.fault
+        : this.faults.has(n)
+          ? { at: n, mode: this.faults.get(n)! }
+          : undefined;
     if (!f) return fn();
     this.fired = true;
     if (f.mode === "before-revert") throw crash();

@@ -31,12 +31,18 @@ const runArb = fc.record({
   /** Hours ahead of real time: the default lease is 12.5 h, so 13 and 26 take over expired leases. */
   clockHours: fc.constantFrom(0, 0, 13, 26, 39),
   fault: fc.option(
-    fc.record({ at: fc.integer({ min: 1, max: 70 }), mode: fc.constantFrom<FaultMode>("before-die", "after-die") }),
+    fc.record({
+      at: fc.integer({ min: 1, max: 70 }),
+      mode: fc.constantFrom<FaultMode>("before-die", "after-die"),
+    }),
   ),
   ambiguousAt: fc.option(fc.integer({ min: 1, max: 70 })),
   /** A long pause inside the run (a slow Lambda): other runs take the group meanwhile. */
   stall: fc.option(
-    fc.record({ task: fc.constantFrom<TaskName>("Prepare", "Commit", "Commit", "Recover", "Transfer"), ms: fc.integer({ min: 1, max: 250 }) }),
+    fc.record({
+      task: fc.constantFrom<TaskName>("Prepare", "Commit", "Commit", "Recover", "Transfer"),
+      ms: fc.integer({ min: 1, max: 250 }),
+    }),
     { freq: 2 },
   ),
   duplicate: fc.option(fc.record({ task: fc.constantFrom(...TASKS), concurrent: fc.boolean() })),
@@ -63,12 +69,17 @@ describe("randomized concurrent masters", () => {
             churn(g, r.churnSeed, 2);
             const store = new FaultyStore(g.store);
             if (r.fault) store.faults.set(r.fault.at, r.fault.mode);
-            if (r.ambiguousAt && !store.faults.has(r.ambiguousAt)) store.faults.set(r.ambiguousAt, "ambiguous");
-            const deps = g.deps({ store: () => store, clock: { now: () => Date.now() + r.clockHours * HOUR } });
+            if (r.ambiguousAt && !store.faults.has(r.ambiguousAt))
+              store.faults.set(r.ambiguousAt, "ambiguous");
+            const deps = g.deps({
+              store: () => store,
+              clock: { now: () => Date.now() + r.clockHours * HOUR },
+            });
             let duplicated = false;
             return runPipeline(deps, g.config, `run-${i}`, {
               call: async (task, input, invoke) => {
-                if (store.dead) throw Object.assign(new Error("the execution is dead"), { name: "InjectedCrash" });
+                if (store.dead)
+                  throw Object.assign(new Error("the execution is dead"), { name: "InjectedCrash" });
                 store.task = task;
                 if (r.delayEveryTaskMs > 0) await sleep(r.delayEveryTaskMs);
                 if (r.stall?.task === task) await sleep(r.stall.ms);
@@ -98,17 +109,24 @@ describe("randomized concurrent masters", () => {
         for (const [i, o] of outcomes.entries()) {
           if (o.outcome !== "committed") continue;
           committedRuns++;
-          const record = o.generation === head.generation ? head.commit : await readCommitRecord(g.repo, o.generation);
+          const record =
+            o.generation === head.generation ? head.commit : await readCommitRecord(g.repo, o.generation);
           expect(record, `run-${i} reported generation ${o.generation} committed`).toMatchObject({
             runId: `run-${i}`,
             fencing: o.fencing,
           });
           expect(await readMatches(g, o.generation), `run-${i}'s generation ${o.generation}`).toEqual([]);
         }
-        expect(await listGenerations(g.repo)).toEqual(Array.from({ length: head.generation }, (_, k) => k + 1));
+        expect(await listGenerations(g.repo)).toEqual(
+          Array.from({ length: head.generation }, (_, k) => k + 1),
+        );
         // A clean run afterwards commits, and every generation still reads back and verifies.
         churn(g, 4242, 2);
-        const final = await runPipeline(g.deps({ clock: { now: () => Date.now() + 100 * HOUR } }), g.config, "final");
+        const final = await runPipeline(
+          g.deps({ clock: { now: () => Date.now() + 100 * HOUR } }),
+          g.config,
+          "final",
+        );
         expect(final).toMatchObject({ outcome: "committed", generation: head.generation + 1 });
         for (const n of await listGenerations(g.repo)) {
           expect(await readMatches(g, n), `generation ${n}`).toEqual([]);

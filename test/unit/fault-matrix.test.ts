@@ -99,7 +99,11 @@ async function faultedRun(
 
 /** The invariants after a fault point and the next run. */
 async function checkAfter(g: MemGroup, label: string, fileRestore: boolean): Promise<void> {
-  const next = await runPipeline(g.deps({ clock: { now: () => Date.now() + 2 * DAY } }), g.config, "run-next");
+  const next = await runPipeline(
+    g.deps({ clock: { now: () => Date.now() + 2 * DAY } }),
+    g.config,
+    "run-next",
+  );
   expect(next, `${label}: the next run commits`).toMatchObject({ outcome: "committed" });
   const head = (await readHead(g.repo))!.head;
   const generations = await listGenerations(g.repo);
