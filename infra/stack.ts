@@ -315,14 +315,9 @@ export class CgmirrorStack extends Stack {
 
     // ---------------------------------------------------------------- schedules
     // Invocations the Scheduler could not deliver (after its retries) land here, with an alarm below.
-    const dlqKey = new kms.Key(this, "ScheduleDeadLetterKey", {
-      description: "cgmirror: encrypts the schedule dead-letter queue",
-      enableKeyRotation: true,
-      removalPolicy: RemovalPolicy.DESTROY,
-    });
+    // SSE-SQS: the Scheduler's role can send without a KMS grant (a customer key would need one).
     this.scheduleDeadLetters = new sqs.Queue(this, "ScheduleDeadLetters", {
-      encryption: sqs.QueueEncryption.KMS,
-      encryptionMasterKey: dlqKey,
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
       enforceSSL: true,
       retentionPeriod: Duration.days(14),
     });

@@ -371,7 +371,12 @@ describe("operations", () => {
     const queues = template.findResources("AWS::SQS::Queue");
     const [queueId] = Object.keys(queues);
     expect(Object.keys(queues)).toHaveLength(1);
-    expect(queues[queueId as string]?.Properties.KmsMasterKeyId).toBeDefined();
+    // SSE-SQS: the Scheduler's role needs no KMS grant to deliver to it.
+    expect(queues[queueId as string]?.Properties.SqsManagedSseEnabled).toBe(true);
+    const schedulerPolicy = Object.entries(json.Resources).find(
+      ([id, r]) => r.Type === "AWS::IAM::Policy" && id.startsWith("SchedulerRoleForTarget"),
+    )?.[1];
+    expect(JSON.stringify(schedulerPolicy?.Properties)).toContain('"Action":"sqs:SendMessage"');
     for (const schedule of Object.values(template.findResources("AWS::Scheduler::Schedule"))) {
       expect(schedule.Properties.Target.DeadLetterConfig).toEqual({
         Arn: { "Fn::GetAtt": [queueId, "Arn"] },
