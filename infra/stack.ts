@@ -107,7 +107,7 @@ export const TASK_S3_ACCESS: Readonly<Record<TaskName, S3Access>> = {
     deleteVersion: ["volumes", "generations", "runs", "segments"],
   },
   ReleaseLock: {
-    read: ["locks", "HEAD", "runs"],
+    read: ["locks", "HEAD"],
     write: ["locks"],
     deleteMarker: [],
     deleteVersion: ["runs"],

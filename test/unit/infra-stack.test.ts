@@ -190,7 +190,7 @@ describe("least-privilege IAM", () => {
       Prepare: { write: ["runs", "volumes"], deleteVersion: [], read: ALL },
       Commit: { write: ["HEAD", "commits", "generations"], deleteVersion: [], read: ALL },
       Revert: { write: [], deleteVersion: ["generations", "runs", "segments", "volumes"], read: ALL },
-      ReleaseLock: { write: ["locks"], deleteVersion: ["runs"], read: ["HEAD", "locks", "runs"] },
+      ReleaseLock: { write: ["locks"], deleteVersion: ["runs"], read: ["HEAD", "locks"] },
     };
     for (const [task, want] of Object.entries(expected)) {
       expect(areasOf(task, "s3:PutObject"), `${task} writes`).toEqual(want.write);
