@@ -29,10 +29,11 @@ export function localstackDir(): string {
   return join(cacheDir(), `localstack-${LOCALSTACK_VERSION}`);
 }
 
-function pythonVersion(python: string): [number, number] | undefined {
+function pythonVersion(python: string, env: NodeJS.ProcessEnv): [number, number] | undefined {
   const r = spawnSync(python, ["-c", "import sys; print(sys.version_info[0], sys.version_info[1])"], {
     encoding: "utf8",
     timeout: 20_000,
+    env,
   });
   if (r.status !== 0) return undefined;
   const [major, minor] = r.stdout.trim().split(" ").map(Number);
@@ -57,7 +58,7 @@ export function findPython(env: NodeJS.ProcessEnv = process.env): string {
   }
   const tried: string[] = [];
   for (const c of candidates) {
-    const v = pythonVersion(c);
+    const v = pythonVersion(c, env);
     tried.push(`${c} (${v ? v.join(".") : "not found"})`);
     if (v && atLeast(v, MIN_PYTHON)) return c;
   }
