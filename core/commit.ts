@@ -245,18 +245,29 @@ export async function fenceHead(
  * that must not land for a stale run call it first; the commit itself is fenced by If-Match.
  */
 export async function assertFenced(repo: Repo, lease: Lease): Promise<HeadState> {
-  const state = await inspectRepository(repo);
-  if (state.kind === "fresh") {
-    throw new LockLostError(keys.lock(repo), "HEAD carries no fence (the run did not fence the group)");
+  // HEAD alone: Recover inspected the whole repository when it fenced, and Commit re-inspects.
+  let state: HeadState | undefined;
+  try {
+    state = await readHead(repo);
+  } catch (error) {
+    if (error instanceof CorruptObjectError || error instanceof UnsupportedFormatError) {
+      throw new RepositoryStateError(keys.head(repo), `HEAD cannot be read (${error.message})`, {
+        cause: error,
+      });
+    }
+    throw error;
   }
-  const f = state.head.head.fence;
+  if (!state) {
+    throw new RepositoryStateError(keys.head(repo), "HEAD disappeared while this run held the group");
+  }
+  const f = state.head.fence;
   if (!sameRun(f, lease)) {
     throw new LockLostError(
       keys.lock(repo),
       `HEAD is fenced by run ${f.runId} (fencing ${f.fencing}), not by this run (fencing ${lease.fencing})`,
     );
   }
-  return state.head;
+  return state;
 }
 
 // ---------------------------------------------------------------------------------------- commit

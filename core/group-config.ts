@@ -17,6 +17,11 @@ const GROUP_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$/;
 const MOUNT_POINT = /^\/[A-Za-z0-9._/-]*$/;
 const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 const PREFIX = /^[A-Za-z0-9!_.*'()-]+(?:\/[A-Za-z0-9!_.*'()-]+)*$/;
+// A KMS key ARN (not an alias: IAM grants and the key policy name keys). Multi-Region keys start mrk-.
+const KMS_KEY_ARN =
+  /^arn:aws[a-z-]*:kms:[a-z]{2}(?:-[a-z]+)+-\d+:\d{12}:key\/(?:mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/;
+/** CloudWatch evaluates an alarm over at most 7 days (Period x EvaluationPeriods <= 604,800 s). */
+export const MAX_RPO_MINUTES = 7 * 24 * 60;
 const RATE = /^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$/;
 const CRON = /^cron\(\S+ \S+ \S+ \S+ \S+ \S+\)$/;
 
@@ -70,6 +75,17 @@ export const VolumeSchema = z
       })
       .optional()
       .describe("Where the volume's file system is mounted on the instance; needed when freeze is on."),
+    kmsKeyArn: pattern(
+      KMS_KEY_ARN,
+      'a KMS key ARN like "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab" (a key, not an alias)',
+    )
+      .optional()
+      .describe(
+        "The customer-managed KMS key the volume (and so its snapshots) is encrypted with. Plan and Transfer " +
+          "get kms:Decrypt/kms:DescribeKey on it through EBS only; the key policy must allow them " +
+          "(docs/operations.md). `cgmirror config init` fills it from DescribeVolumes. Omit for unencrypted " +
+          "volumes and for the AWS managed key aws/ebs.",
+      ),
   })
   .describe("One EBS volume of the group.");
 
@@ -157,9 +173,15 @@ export const GroupConfigSchema = z.strictObject({
     .describe("A run that takes longer is stopped; the group lock lease is this plus a margin."),
   alarms: z
     .strictObject({
-      rpoMinutes: int(2, 100_000, "the RPO in minutes")
+      rpoMinutes: int(
+        2,
+        MAX_RPO_MINUTES,
+        "the RPO in minutes (at most 7 days: a CloudWatch alarm spans at most 7 days)",
+      )
         .optional()
-        .describe("Alarm when the newest committed group is older than this. @default 2 x the rate interval"),
+        .describe(
+          "Alarm when the newest committed group is older than this; at most 10080 (7 days). @default 2 x the rate interval",
+        ),
     })
     .default({}),
 });
@@ -217,6 +239,22 @@ function crossFieldProblems(raw: unknown): ValidationProblem[] {
     problems.push({
       path: "alarms.rpoMinutes",
       message: `expected alarms.rpoMinutes because schedule ${JSON.stringify(expression)} is a cron expression (its interval cannot be derived), got nothing`,
+    });
+  }
+  const interval = typeof expression === "string" ? rateIntervalSeconds(expression) : undefined;
+  if (interval !== undefined && rpo === undefined && Math.ceil((2 * interval) / 60) > MAX_RPO_MINUTES) {
+    problems.push({
+      path: "alarms.rpoMinutes",
+      message:
+        `expected alarms.rpoMinutes of at most ${MAX_RPO_MINUTES} (7 days, the longest span of a CloudWatch alarm) because ` +
+        `the default, 2 x the interval of ${JSON.stringify(expression)}, is ${Math.ceil((2 * interval) / 60)} minutes; got nothing. ` +
+        "Set alarms.rpoMinutes (and a schedule no longer than that)",
+    });
+  }
+  if (interval !== undefined && typeof rpo === "number" && rpo * 60 <= interval) {
+    problems.push({
+      path: "alarms.rpoMinutes",
+      message: `expected alarms.rpoMinutes above the schedule's interval (${interval / 60} minutes for ${JSON.stringify(expression)}), else the alarm fires between every two runs; got ${rpo}`,
     });
   }
   return problems;

@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url";
 import {
   Aws,
   type CfnElement,
+  CfnOutput,
   Duration,
   RemovalPolicy,
   Stack,
@@ -28,6 +29,8 @@ import * as s3 from "aws-cdk-lib/aws-s3";
 import * as scheduler from "aws-cdk-lib/aws-scheduler";
 import * as schedulerTargets from "aws-cdk-lib/aws-scheduler-targets";
 import * as sns from "aws-cdk-lib/aws-sns";
+import * as sqs from "aws-cdk-lib/aws-sqs";
+import type * as ssm from "aws-cdk-lib/aws-ssm";
 import * as sfn from "aws-cdk-lib/aws-stepfunctions";
 import type { Construct } from "constructs";
 import { type GroupConfig, groupSetProblems } from "#core/group-config.ts";
@@ -36,12 +39,95 @@ import { COMMITTED_METRIC } from "#lambdas/commit.ts";
 import { NEEDS_REPAIR_METRIC } from "#lambdas/recover.ts";
 import { ConsistencyGroupWorkflow } from "#workflows/consistency-group.ts";
 import { TASK_NAMES, TASKS, type TaskName } from "#workflows/tasks.ts";
+import { FreezeDocuments } from "./freeze-documents.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
+
+/**
+ * The areas of a group's repository under its prefix (docs/format.md, "Key layout"): the HEAD object,
+ * and one folder each for the lock, committed-generation records, manifests, volume index roots and
+ * runs, segments, and per-run scratch (plans, shard lists and results).
+ */
+export const REPOSITORY_AREAS = [
+  "HEAD",
+  "locks",
+  "commits",
+  "generations",
+  "volumes",
+  "segments",
+  "runs",
+] as const;
+export type RepositoryArea = (typeof REPOSITORY_AREAS)[number];
+
+/** The key pattern of an area below the group prefix, as used in IAM resource ARNs. */
+export function areaPattern(area: RepositoryArea): string {
+  return area === "HEAD" ? "HEAD" : `${area}/*`;
+}
+
+export interface S3Access {
+  /** GetObject / GetObjectVersion (and listing the group prefix). */
+  readonly read: readonly RepositoryArea[];
+  /** PutObject and multipart uploads. */
+  readonly write: readonly RepositoryArea[];
+  /** DeleteObject without a version id: only a delete marker (scratch objects of the run). */
+  readonly deleteMarker: readonly RepositoryArea[];
+  /** DeleteObjectVersion: destroys a version; only where a task must undo or clean up. */
+  readonly deleteVersion: readonly RepositoryArea[];
+}
+
+const ALL_AREAS = REPOSITORY_AREAS;
+
+/**
+ * What each task may do in the repository. Only Commit, Recover (which fences HEAD with its token) and
+ * the lock tasks touch HEAD and locks/ (the lock tasks read HEAD only); Transfer writes only segments/
+ * and runs/. docs/operations.md, "Permissions", has this table.
+ */
+export const TASK_S3_ACCESS: Readonly<Record<TaskName, S3Access>> = {
+  // AcquireLock reads HEAD's fence: a new lock's fencing number starts above it.
+  AcquireLock: { read: ["locks", "HEAD"], write: ["locks"], deleteMarker: [], deleteVersion: [] },
+  Recover: {
+    read: ALL_AREAS,
+    write: ["HEAD", "commits"],
+    deleteMarker: [],
+    deleteVersion: ["volumes", "generations", "runs"],
+  },
+  Snapshot: { read: ["locks", "HEAD"], write: [], deleteMarker: [], deleteVersion: [] },
+  CheckSnapshots: { read: ["locks", "HEAD"], write: [], deleteMarker: [], deleteVersion: [] },
+  Plan: { read: ALL_AREAS, write: ["runs"], deleteMarker: ["runs"], deleteVersion: [] },
+  Transfer: {
+    read: ["volumes", "segments", "runs", "commits", "generations", "HEAD"],
+    write: ["segments", "runs"],
+    deleteMarker: ["runs"],
+    deleteVersion: [],
+  },
+  Prepare: { read: ALL_AREAS, write: ["volumes", "runs"], deleteMarker: ["runs"], deleteVersion: [] },
+  Commit: { read: ALL_AREAS, write: ["generations", "HEAD", "commits"], deleteMarker: [], deleteVersion: [] },
+  Revert: {
+    read: ALL_AREAS,
+    write: [],
+    deleteMarker: [],
+    deleteVersion: ["volumes", "generations", "runs", "segments"],
+  },
+  ReleaseLock: {
+    read: ["locks", "HEAD"],
+    write: ["locks"],
+    deleteMarker: [],
+    deleteVersion: ["runs"],
+  },
+};
 
 /** CloudWatch namespace and Powertools service name of every function. */
 export const METRICS_NAMESPACE = "cgmirror";
 export const SERVICE_NAME = "cgmirror";
+
+/** Tasks that create, find or delete snapshots (they need the stack tag). */
+const SNAPSHOT_TASKS: ReadonlySet<TaskName> = new Set([
+  "Recover",
+  "Snapshot",
+  "CheckSnapshots",
+  "Revert",
+  "ReleaseLock",
+]);
 
 export interface CgmirrorStackProps extends StackProps {
   /** Parsed group configs (core/group-config.ts); at least one. */
@@ -68,11 +154,13 @@ const REASONS = {
   basicExecution:
     "AWSLambdaBasicExecutionRole only allows writing this function's CloudWatch Logs; it is the AWS-managed minimum for Lambda logging.",
   describeStar:
-    "ec2:DescribeSnapshots, ec2:DescribeInstances and ssm:GetCommandInvocation do not support resource-level permissions; they are read-only.",
+    "ec2:DescribeSnapshots, ec2:DescribeInstances, ssm:GetCommandInvocation and ssm:CancelCommand do not support resource-level permissions; CancelCommand only stops a command this role sent to an instance it may target.",
   snapshotStar:
     "Snapshot ids are created at run time, so snapshot ARNs end in /*; every such statement is conditioned on the cgmirror:group tag (aws:ResourceTag or aws:RequestTag) of this deployment's groups.",
   prefixStar:
-    "Objects are created at run time under each group's key prefix; access is limited to <bucket>/<group prefix>/* and list access to that prefix.",
+    "Objects are created at run time under each group's key prefix; each task gets only the areas of <bucket>/<group prefix>/ its step needs (TASK_S3_ACCESS) and list access to that prefix.",
+  deadLetterQueue:
+    "This queue is itself the dead-letter queue of the EventBridge Scheduler schedules; a dead-letter queue of a dead-letter queue adds nothing (its depth is alarmed).",
   kmsStar:
     "kms:GenerateDataKey* / kms:ReEncrypt* are the actions S3 needs for SSE-KMS; the statement names the one bucket key and is limited to calls via S3 (kms:ViaService).",
   xray: "X-Ray PutTraceSegments/PutTelemetryRecords do not support resource-level permissions (added by Tracing.ACTIVE).",
@@ -96,6 +184,10 @@ export class CgmirrorStack extends Stack {
   readonly functions: Readonly<Record<TaskName, nodejs.NodejsFunction>>;
   readonly workflow: ConsistencyGroupWorkflow;
   readonly alarmTopic: sns.Topic;
+  /** The freeze/thaw SSM documents; only when a group has `freeze.enabled`. */
+  readonly freezeDocuments: FreezeDocuments | undefined;
+  /** Receives schedule invocations that EventBridge Scheduler could not deliver. */
+  readonly scheduleDeadLetters: sqs.Queue;
 
   constructor(scope: Construct, id: string, props: CgmirrorStackProps) {
     super(scope, id, props);
@@ -153,6 +245,11 @@ export class CgmirrorStack extends Stack {
     }
     this.buckets = buckets;
 
+    // ---------------------------------------------------------------- freeze documents
+    this.freezeDocuments = groups.some((g) => g.freeze.enabled)
+      ? new FreezeDocuments(this, "FreezeDocuments")
+      : undefined;
+
     // ---------------------------------------------------------------- functions
     const functions = {} as Record<TaskName, nodejs.NodejsFunction>;
     for (const task of TASK_NAMES) {
@@ -181,6 +278,14 @@ export class CgmirrorStack extends Stack {
           // glibc returns big block buffers to the OS at once: bounds the transfer worker's RSS
           // (docs/transfer.md, "Memory").
           ...(task === "Transfer" ? { MALLOC_MMAP_THRESHOLD_: "131072" } : {}),
+          // Snapshots are tagged with the stack: IAM lets it delete only its own (docs/operations.md).
+          ...(SNAPSHOT_TASKS.has(task) ? { CGM_STACK_NAME: this.stackName } : {}),
+          ...(task === "Snapshot" && this.freezeDocuments
+            ? {
+                CGM_FREEZE_DOCUMENT: this.freezeDocuments.freeze.ref,
+                CGM_THAW_DOCUMENT: this.freezeDocuments.thaw.ref,
+              }
+            : {}),
         },
         bundling: {
           forceDockerBundling: false,
@@ -217,6 +322,13 @@ export class CgmirrorStack extends Stack {
     const stateMachine = this.workflow.stateMachine;
 
     // ---------------------------------------------------------------- schedules
+    // Invocations the Scheduler could not deliver (after its retries) land here, with an alarm below.
+    // SSE-SQS: the Scheduler's role can send without a KMS grant (a customer key would need one).
+    this.scheduleDeadLetters = new sqs.Queue(this, "ScheduleDeadLetters", {
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      retentionPeriod: Duration.days(14),
+    });
     for (const g of groups) {
       new scheduler.Schedule(this, `Schedule-${g.group}`, {
         description: `cgmirror: back up consistency group ${g.group}`,
@@ -229,6 +341,7 @@ export class CgmirrorStack extends Stack {
           input: scheduler.ScheduleTargetInput.fromObject({ config: g }),
           retryAttempts: 3,
           maxEventAge: Duration.hours(1),
+          deadLetterQueue: this.scheduleDeadLetters,
         }),
       });
     }
@@ -277,6 +390,20 @@ export class CgmirrorStack extends Stack {
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
     runFailed.addAlarmAction(action);
+
+    const undelivered = new cloudwatch.Alarm(this, "ScheduleDeadLetterAlarm", {
+      alarmDescription:
+        "EventBridge Scheduler could not start a cgmirror run (the invocation is in the dead-letter queue). See docs/operations.md, Alarms.",
+      metric: this.scheduleDeadLetters.metricApproximateNumberOfMessagesVisible({
+        statistic: "Maximum",
+        period: Duration.minutes(5),
+      }),
+      threshold: 1,
+      evaluationPeriods: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    undelivered.addAlarmAction(action);
 
     const dashboard = new cloudwatch.Dashboard(this, "Dashboard", {
       dashboardName: `${this.stackName}-cgmirror`,
@@ -377,57 +504,140 @@ export class CgmirrorStack extends Stack {
       );
     }
 
+    // ---------------------------------------------------------------- outputs (README, docs/operations.md)
+    new CfnOutput(this, "StateMachineArn", {
+      description: "cgmirror backup --state-machine-arn <this> (or CGM_STATE_MACHINE_ARN)",
+      value: stateMachine.stateMachineArn,
+    });
+    let bucketIndex = 0;
+    for (const [bucketName, bucket] of buckets) {
+      new CfnOutput(this, bucketIndex === 0 ? "BucketName" : `BucketName${bucketIndex}`, {
+        description: `Repository bucket ${bucketName} (CGM_BUCKET for cgmirror status/restore/verify)`,
+        value: bucket.bucketName,
+      });
+      bucketIndex++;
+    }
+    new CfnOutput(this, "DashboardName", {
+      description: "The CloudWatch dashboard of this deployment",
+      value: dashboard.dashboardName,
+    });
+    new CfnOutput(this, "DashboardUrl", {
+      description: "Console link to the dashboard",
+      value: `https://console.aws.amazon.com/cloudwatch/home?region=${Aws.REGION}#dashboards:name=${dashboard.dashboardName}`,
+    });
+    // The roles a customer-managed volume key's policy must allow (docs/operations.md, "Encrypted volumes").
+    new CfnOutput(this, "PlanRoleArn", {
+      description: "Role of the Plan task (needs kms:Decrypt/DescribeKey via EBS on encrypted volumes' keys)",
+      value: functions.Plan.role?.roleArn ?? "",
+    });
+    new CfnOutput(this, "TransferRoleArn", {
+      description:
+        "Role of the Transfer task (needs kms:Decrypt/DescribeKey via EBS on encrypted volumes' keys)",
+      value: functions.Transfer.role?.roleArn ?? "",
+    });
+    new CfnOutput(this, "ScheduleDeadLetterQueueUrl", {
+      description: "Schedule invocations that could not be delivered",
+      value: this.scheduleDeadLetters.queueUrl,
+    });
+
     this.suppressAcceptedFindings(groups);
   }
 
-  /** Least privilege per task (DESIGN.md section 2; docs/operations.md, "Permissions"). */
+  /**
+   * Least privilege per task (DESIGN.md section 2; docs/operations.md, "Permissions"). S3 access is
+   * granted per repository area (`REPOSITORY_AREAS`) as `TASK_S3_ACCESS` says.
+   */
   private grantTaskPermissions(groups: readonly GroupConfig[], key: kms.IKey): void {
     const f = this.functions;
     const p = Aws.PARTITION;
     const snapshotArn = `arn:${p}:ec2:${Aws.REGION}::snapshot/*`;
     const groupNames = groups.map((g) => g.group);
     const taggedForGroups = { StringEquals: { [`aws:ResourceTag/${SNAPSHOT_TAGS.group}`]: groupNames } };
-    const objectArns = groups.map((g) => `arn:${p}:s3:::${g.target.bucket}/${g.target.prefix}/*`);
     const bucketsOf = [...new Set(groups.map((g) => g.target.bucket))];
     const prefixes = groups.flatMap((g) => [g.target.prefix, `${g.target.prefix}/*`]);
+    const areaArns = (areas: readonly RepositoryArea[]) =>
+      groups.flatMap((g) =>
+        areas.map((a) => `arn:${p}:s3:::${g.target.bucket}/${g.target.prefix}/${areaPattern(a)}`),
+      );
+    const ec2Arn = (type: string, id: string) => `arn:${p}:ec2:${Aws.REGION}:${Aws.ACCOUNT_ID}:${type}/${id}`;
+    const volumes = groups.flatMap((g) => g.volumes);
 
-    const s3Read = new iam.PolicyStatement({
-      sid: "RepositoryRead",
-      actions: ["s3:GetObject", "s3:GetObjectVersion"],
-      resources: objectArns,
-    });
-    const s3Write = new iam.PolicyStatement({
-      sid: "RepositoryWrite",
-      actions: ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
-      resources: objectArns,
-    });
-    const s3Delete = new iam.PolicyStatement({
-      sid: "RepositoryDeleteVersion",
-      actions: ["s3:DeleteObjectVersion"],
-      resources: objectArns,
-    });
     const s3List = new iam.PolicyStatement({
       sid: "RepositoryList",
       actions: ["s3:ListBucket", "s3:ListBucketVersions"],
       resources: bucketsOf.map((b) => `arn:${p}:s3:::${b}`),
       conditions: { StringLike: { "s3:prefix": prefixes } },
     });
-    const kmsUse = new iam.PolicyStatement({
-      sid: "RepositoryKey",
-      actions: ["kms:Decrypt", "kms:GenerateDataKey*"],
-      resources: [key.keyArn],
-      conditions: { StringEquals: { "kms:ViaService": `s3.${Aws.REGION}.amazonaws.com` } },
-    });
+    const viaS3 = { StringEquals: { "kms:ViaService": `s3.${Aws.REGION}.amazonaws.com` } };
+    const s3Statements = (task: TaskName): iam.PolicyStatement[] => {
+      const access = TASK_S3_ACCESS[task];
+      const out: iam.PolicyStatement[] = [];
+      if (access.read.length > 0) {
+        out.push(
+          new iam.PolicyStatement({
+            sid: "RepositoryRead",
+            actions: ["s3:GetObject", "s3:GetObjectVersion"],
+            resources: areaArns(access.read),
+          }),
+          s3List,
+        );
+      }
+      if (access.write.length > 0) {
+        out.push(
+          new iam.PolicyStatement({
+            sid: "RepositoryWrite",
+            actions: ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+            resources: areaArns(access.write),
+          }),
+        );
+      }
+      if (access.deleteMarker.length > 0) {
+        out.push(
+          new iam.PolicyStatement({
+            sid: "RepositoryDeleteScratch",
+            actions: ["s3:DeleteObject"],
+            resources: areaArns(access.deleteMarker),
+          }),
+        );
+      }
+      if (access.deleteVersion.length > 0) {
+        out.push(
+          new iam.PolicyStatement({
+            sid: "RepositoryDeleteVersion",
+            actions: ["s3:DeleteObjectVersion"],
+            resources: areaArns(access.deleteVersion),
+          }),
+        );
+      }
+      out.push(
+        new iam.PolicyStatement({
+          sid: "RepositoryKey",
+          actions: access.write.length > 0 ? ["kms:Decrypt", "kms:GenerateDataKey*"] : ["kms:Decrypt"],
+          resources: [key.keyArn],
+          conditions: viaS3,
+        }),
+      );
+      return out;
+    };
+
     const describeSnapshots = new iam.PolicyStatement({
       sid: "DescribeSnapshots",
       actions: ["ec2:DescribeSnapshots"],
       resources: ["*"],
     });
+    // Only snapshots this stack created (its stack tag) of the configured volumes, for these groups:
+    // never a snapshot that merely carries a group tag.
     const deleteSnapshots = new iam.PolicyStatement({
-      sid: "DeleteGroupSnapshots",
+      sid: "DeleteOwnGroupSnapshots",
       actions: ["ec2:DeleteSnapshot"],
       resources: [snapshotArn],
-      conditions: taggedForGroups,
+      conditions: {
+        StringEquals: {
+          [`aws:ResourceTag/${SNAPSHOT_TAGS.group}`]: groupNames,
+          [`aws:ResourceTag/${SNAPSHOT_TAGS.stack}`]: this.stackName,
+        },
+        ArnEquals: { "ec2:ParentVolume": volumes.map((v) => ec2Arn("volume", v.id)) },
+      },
     });
     const ebsList = new iam.PolicyStatement({
       sid: "EbsDirectList",
@@ -441,29 +651,42 @@ export class CgmirrorStack extends Stack {
       resources: [snapshotArn],
       conditions: taggedForGroups,
     });
+    // Encrypted volumes: their snapshots can be read only with their KMS key, and only through EBS.
+    const volumeKeys = [...new Set(volumes.flatMap((v) => (v.kmsKeyArn ? [v.kmsKeyArn] : [])))].sort();
+    const ebsKeys =
+      volumeKeys.length > 0
+        ? [
+            new iam.PolicyStatement({
+              sid: "EncryptedVolumeKeys",
+              actions: ["kms:Decrypt", "kms:DescribeKey"],
+              resources: volumeKeys,
+              conditions: { StringEquals: { "kms:ViaService": `ebs.${Aws.REGION}.amazonaws.com` } },
+            }),
+          ]
+        : [];
 
-    const s3Full = [s3Read, s3Write, s3List, kmsUse];
     const grant = (task: TaskName, statements: iam.PolicyStatement[]) => {
-      for (const s of statements) f[task].addToRolePolicy(s);
+      for (const s of [...s3Statements(task), ...statements]) f[task].addToRolePolicy(s);
     };
-    grant("AcquireLock", s3Full);
-    grant("Recover", [...s3Full, s3Delete, describeSnapshots, deleteSnapshots]);
+    grant("AcquireLock", []);
+    grant("Recover", [describeSnapshots, deleteSnapshots]);
     grant("CheckSnapshots", [describeSnapshots]);
-    grant("Plan", [...s3Full, describeSnapshots, ebsList]);
-    grant("Transfer", [...s3Full, ebsList, ebsRead]);
-    grant("Prepare", s3Full);
-    grant("Commit", s3Full);
-    grant("Revert", [...s3Full, s3Delete, describeSnapshots, deleteSnapshots]);
-    grant("ReleaseLock", [...s3Full, s3Delete, describeSnapshots, deleteSnapshots]);
+    grant("Plan", [describeSnapshots, ebsList, ...ebsKeys]);
+    grant("Transfer", [ebsList, ebsRead, ...ebsKeys]);
+    grant("Prepare", []);
+    grant("Commit", []);
+    grant("Revert", [describeSnapshots, deleteSnapshots]);
+    grant("ReleaseLock", [describeSnapshots, deleteSnapshots]);
 
     // Snapshot: create snapshots of exactly the group's volumes / instances, tagged for the group.
-    const volumes = groups.flatMap((g) => g.volumes);
     const instances = [...new Set(volumes.flatMap((v) => (v.instanceId ? [v.instanceId] : [])))];
-    const ec2Arn = (type: string, id: string) => `arn:${p}:ec2:${Aws.REGION}:${Aws.ACCOUNT_ID}:${type}/${id}`;
-    const requestTagged = { StringEquals: { [`aws:RequestTag/${SNAPSHOT_TAGS.group}`]: groupNames } };
+    const requestTagged = {
+      StringEquals: {
+        [`aws:RequestTag/${SNAPSHOT_TAGS.group}`]: groupNames,
+        [`aws:RequestTag/${SNAPSHOT_TAGS.stack}`]: this.stackName,
+      },
+    };
     const snapshotStatements = [
-      s3Read, // the lock check before snapshotting
-      kmsUse,
       describeSnapshots,
       deleteSnapshots,
       new iam.PolicyStatement({
@@ -492,25 +715,29 @@ export class CgmirrorStack extends Stack {
         conditions: { StringEquals: { "ec2:CreateAction": ["CreateSnapshot", "CreateSnapshots"] } },
       }),
     ];
-    const frozen = groups.filter((g) => g.freeze.enabled);
-    const freezeInstances = [
-      ...new Set(
-        frozen.flatMap((g) => g.volumes.flatMap((v) => (v.instanceId && v.mountPoint ? [v.instanceId] : []))),
-      ),
-    ];
-    if (freezeInstances.length > 0) {
+    if (this.freezeDocuments) {
+      const frozen = groups.filter((g) => g.freeze.enabled);
+      const freezeInstances = [
+        ...new Set(
+          frozen.flatMap((g) =>
+            g.volumes.flatMap((v) => (v.instanceId && v.mountPoint ? [v.instanceId] : [])),
+          ),
+        ),
+      ];
+      const docArn = (d: ssm.CfnDocument) => `arn:${p}:ssm:${Aws.REGION}:${Aws.ACCOUNT_ID}:document/${d.ref}`;
       snapshotStatements.push(
         new iam.PolicyStatement({
-          sid: "FreezeViaRunShellScript",
+          sid: "FreezeWithOwnDocuments",
           actions: ["ssm:SendCommand"],
           resources: [
-            `arn:${p}:ssm:${Aws.REGION}::document/AWS-RunShellScript`,
+            docArn(this.freezeDocuments.freeze),
+            docArn(this.freezeDocuments.thaw),
             ...freezeInstances.map((i) => ec2Arn("instance", i)),
           ],
         }),
         new iam.PolicyStatement({
           sid: "FreezeCommandStatus",
-          actions: ["ssm:GetCommandInvocation"],
+          actions: ["ssm:GetCommandInvocation", "ssm:CancelCommand"],
           resources: ["*"],
         }),
       );
@@ -538,12 +765,20 @@ export class CgmirrorStack extends Stack {
         reason: REASONS.snapshotStar,
       });
       for (const g of groups) {
-        v.acknowledge({
-          id: nag(`IAM5[Resource::arn:<AWS::Partition>:s3:::${g.target.bucket}/${g.target.prefix}/*]`),
-          reason: REASONS.prefixStar,
-        });
+        for (const area of REPOSITORY_AREAS.filter((a) => a !== "HEAD")) {
+          v.acknowledge({
+            id: nag(
+              `IAM5[Resource::arn:<AWS::Partition>:s3:::${g.target.bucket}/${g.target.prefix}/${areaPattern(area)}]`,
+            ),
+            reason: REASONS.prefixStar,
+          });
+        }
       }
     }
+    Validations.of(this.scheduleDeadLetters).acknowledge({
+      id: "AwsSolutions-SQS3",
+      reason: REASONS.deadLetterQueue,
+    });
     const machine = this.workflow.stateMachine;
     const v = Validations.of(machine);
     v.acknowledge({ id: nag("IAM5[Resource::*]"), reason: `${REASONS.logDelivery} ${REASONS.xray}` });

@@ -3,8 +3,10 @@
  * invocation, which is the cold start), adapters wired around them.
  *
  * Environment: AWS_REGION (set by Lambda), POWERTOOLS_SERVICE_NAME, POWERTOOLS_METRICS_NAMESPACE
- * (set by the stack). Optional endpoint overrides for local runs: S3_ENDPOINT (path-style),
- * EBS_ENDPOINT, EC2_ENDPOINT, SSM_ENDPOINT.
+ * (set by the stack). CGM_STACK_NAME (the snapshot tasks: tags and finds only the stack's own
+ * snapshots), CGM_FREEZE_DOCUMENT / CGM_THAW_DOCUMENT (Snapshot, when a group freezes: the stack's SSM
+ * documents). Optional endpoint overrides for local runs: S3_ENDPOINT (path-style), EBS_ENDPOINT,
+ * EC2_ENDPOINT, SSM_ENDPOINT.
  */
 import { Logger } from "@aws-lambda-powertools/logger";
 import { Metrics, MetricUnit } from "@aws-lambda-powertools/metrics";
@@ -30,6 +32,9 @@ export function createAwsDeps(env: Readonly<Record<string, string | undefined>> 
   const ebsEndpoint = optionalEnv(env, "EBS_ENDPOINT");
   const ec2Endpoint = optionalEnv(env, "EC2_ENDPOINT");
   const ssmEndpoint = optionalEnv(env, "SSM_ENDPOINT");
+  const stackName = optionalEnv(env, "CGM_STACK_NAME");
+  const freezeDocument = optionalEnv(env, "CGM_FREEZE_DOCUMENT");
+  const thawDocument = optionalEnv(env, "CGM_THAW_DOCUMENT");
 
   const logger = new Logger({ serviceName });
   const metrics = new Metrics({ namespace, serviceName });
@@ -49,12 +54,22 @@ export function createAwsDeps(env: Readonly<Record<string, string | undefined>> 
     () =>
       new Ec2Snapshots({
         client: new EC2Client({ region, ...(ec2Endpoint ? { endpoint: ec2Endpoint } : {}) }),
+        ...(stackName ? { stackName } : {}),
       }),
   );
-  const freeze = once<FreezePort>(
-    () =>
-      new SsmFreeze({ client: new SSMClient({ region, ...(ssmEndpoint ? { endpoint: ssmEndpoint } : {}) }) }),
-  );
+  const freeze = once<FreezePort>(() => {
+    if (!freezeDocument || !thawDocument) {
+      throw new Error(
+        "CGM_FREEZE_DOCUMENT and CGM_THAW_DOCUMENT are not set: the stack creates its freeze documents only " +
+          "for groups with freeze.enabled; deploy again after enabling freeze in the config",
+      );
+    }
+    return new SsmFreeze({
+      client: new SSMClient({ region, ...(ssmEndpoint ? { endpoint: ssmEndpoint } : {}) }),
+      freezeDocument,
+      thawDocument,
+    });
+  });
   const units = {
     Count: MetricUnit.Count,
     Milliseconds: MetricUnit.Milliseconds,

@@ -195,7 +195,12 @@ export interface LocalRunOptions {
 }
 
 export interface LocalRunResult {
-  readonly outcome: "committed" | "skipped" | "reverted";
+  /**
+   * `releaseFailed`: the group IS committed, only the lock release failed (ReleaseLockFailedError);
+   * `revertFailed`: the run failed and its revert did not finish (RevertFailedError; the next run's
+   * Recover finishes it); `reverted`: any other failure (the run reverted).
+   */
+  readonly outcome: "committed" | "skipped" | "reverted" | "releaseFailed" | "revertFailed";
   readonly executionName: string;
   readonly generation?: number;
   /** The error that sent the run to Revert. */
@@ -283,7 +288,12 @@ export async function runLocalBackup(options: LocalRunOptions): Promise<LocalRun
     if (err instanceof ExecutionError) {
       const cause = err.cause as { name?: string; message?: string } | undefined;
       return {
-        outcome: "reverted",
+        outcome:
+          cause?.name === Errors.ReleaseLockFailed
+            ? "releaseFailed"
+            : cause?.name === Errors.RevertFailed
+              ? "revertFailed"
+              : "reverted",
         executionName,
         error: cause?.name ?? "Error",
         cause: cause?.message ?? String(err.message),

@@ -15,7 +15,7 @@
  *
  * State names are a contract (the local runner binds handlers by state name, see tasks.ts).
  */
-import { Duration } from "aws-cdk-lib";
+import { Duration, Lazy, Stack, Token } from "aws-cdk-lib";
 import type * as lambda from "aws-cdk-lib/aws-lambda";
 import * as sfn from "aws-cdk-lib/aws-stepfunctions";
 import * as tasks from "aws-cdk-lib/aws-stepfunctions-tasks";
@@ -54,8 +54,9 @@ export interface ConsistencyGroupWorkflowProps {
 }
 
 /**
- * A distributed Map that always renders `ToleratedFailurePercentage: 0` (CDK omits a zero): the Map
- * fails unless every item succeeds, and the definition says so explicitly.
+ * A distributed Map that always renders `ToleratedFailurePercentage` (CDK omits a zero): the Map
+ * fails unless every item succeeds, and the definition says so explicitly. The workflow writes the
+ * value as `0.0` in the definition text (see `floatFailureThreshold`).
  */
 class AllMustSucceedDistributedMap extends sfn.DistributedMap {
   override toStateJson(stateMachineQueryLanguage?: sfn.QueryLanguage): object {
@@ -70,6 +71,24 @@ const BASE = {
 };
 
 const CAUGHT = "$.error";
+
+const ZERO_THRESHOLD = /"ToleratedFailurePercentage":0(?=[,}])/g;
+
+/**
+ * Writes `"ToleratedFailurePercentage":0` as `0.0` in a resolved definition string (a plain string
+ * or an `Fn::Join` of string parts and references). Same value for AWS, whose API models the field as
+ * a float and accepts `0.0`; LocalStack's ASL parser (2026.3) rejects the integer form and accepts
+ * the float one. JSON.stringify cannot write `0.0`, hence the text rewrite (docs/localstack.md).
+ */
+export function floatFailureThreshold(resolved: unknown): unknown {
+  if (typeof resolved === "string")
+    return resolved.replace(ZERO_THRESHOLD, '"ToleratedFailurePercentage":0.0');
+  if (resolved && typeof resolved === "object" && "Fn::Join" in resolved) {
+    const [sep, parts] = (resolved as { "Fn::Join": [string, unknown[]] })["Fn::Join"];
+    return { "Fn::Join": [sep, parts.map((p) => (typeof p === "string" ? floatFailureThreshold(p) : p))] };
+  }
+  return resolved;
+}
 
 export class ConsistencyGroupWorkflow extends Construct {
   readonly stateMachine: sfn.StateMachine;
@@ -292,11 +311,21 @@ export class ConsistencyGroupWorkflow extends Construct {
       },
       "$.commit",
     ).addCatch(revert, onFailure);
-    const releaseFailed = new sfn.Fail(this, "ReleaseLockFailed", {
-      comment: "The group IS committed; only the lock release failed. The lock expires at its lease end.",
-      errorPath: "$.releaseError.Error",
-      causePath: "$.releaseError.Cause",
-    });
+    const releaseFailed = new sfn.Pass(this, "ReleaseFailureAsError", {
+      comment: "The group IS committed: say so in the error, keep the release error in the cause.",
+      parameters: {
+        Error: Errors.ReleaseLockFailed,
+        "Cause.$":
+          "States.Format('generation {} of group {} IS committed; only releasing the lock failed and it expires at its lease end. {}: {}', $.commit.generation, $.config.group, $.releaseError.Error, $.releaseError.Cause)",
+      },
+      resultPath: "$.releaseFailure",
+    }).next(
+      new sfn.Fail(this, "ReleaseLockFailed", {
+        comment: "The group IS committed; only the lock release failed. The lock expires at its lease end.",
+        errorPath: "$.releaseFailure.Error",
+        causePath: "$.releaseFailure.Cause",
+      }),
+    );
     const release = invoke(
       "ReleaseLock",
       "ReleaseLock",
@@ -351,5 +380,10 @@ export class ConsistencyGroupWorkflow extends Construct {
       tracingEnabled: props.tracingEnabled ?? false,
       comment: "cgmirror: form a consistency group, copy changed blocks to S3, commit or revert atomically.",
     });
+    const cfn = this.stateMachine.node.defaultChild as sfn.CfnStateMachine;
+    const rendered = cfn.definitionString;
+    cfn.definitionString = Token.asString(
+      Lazy.any({ produce: () => floatFailureThreshold(Stack.of(this).resolve(rendered)) }),
+    );
   }
 }

@@ -58,12 +58,25 @@ export type CfnTemplate = {
   Resources: Record<string, { Type: string; Properties?: Record<string, unknown> }>;
 };
 
+const defaultPlaceholder = (id: string) => `arn:aws:lambda:${LOCAL_REGION}:${LOCAL_ACCOUNT}:function:${id}`;
+
 /** The (only) state machine definition of a synthesized template (`Template.fromStack(s).toJSON()`). */
 export function definitionFromTemplate(
   template: CfnTemplate,
-  placeholder: (logicalId: string) => string = (id) =>
-    `arn:aws:lambda:${LOCAL_REGION}:${LOCAL_ACCOUNT}:function:${id}`,
+  placeholder: (logicalId: string) => string = defaultPlaceholder,
 ): AslDefinition {
+  return JSON.parse(definitionTextFromTemplate(template, placeholder)) as AslDefinition;
+}
+
+/**
+ * The definition exactly as the template writes it (text, references replaced by placeholders): what
+ * a Step Functions service parses. It differs from `JSON.stringify(definitionFromTemplate(...))`
+ * in number formatting (`0.0`), which some parsers care about.
+ */
+export function definitionTextFromTemplate(
+  template: CfnTemplate,
+  placeholder: (logicalId: string) => string = defaultPlaceholder,
+): string {
   const machines = Object.values(template.Resources).filter(
     (r) => r.Type === "AWS::StepFunctions::StateMachine",
   );
@@ -72,11 +85,16 @@ export function definitionFromTemplate(
   }
   const body = (machines[0] as unknown as { Properties: { DefinitionString: CfnValue } }).Properties
     .DefinitionString;
-  return JSON.parse(resolveCfn(body, placeholder)) as AslDefinition;
+  return resolveCfn(body, placeholder);
 }
 
 /** The workflow's definition with placeholder function ARNs, for local execution. */
 export function localDefinition(options: { snapshotPollSeconds?: number } = {}): AslDefinition {
+  return JSON.parse(localDefinitionText(options)) as AslDefinition;
+}
+
+/** The text of `localDefinition()`, exactly as synthesized (for services that parse it themselves). */
+export function localDefinitionText(options: { snapshotPollSeconds?: number } = {}): string {
   const app = new App();
   const stack = new Stack(app, "CgmirrorLocalWorkflow", {
     env: { account: LOCAL_ACCOUNT, region: LOCAL_REGION },
@@ -89,5 +107,5 @@ export function localDefinition(options: { snapshotPollSeconds?: number } = {}):
     snapshotPollInterval: Duration.seconds(options.snapshotPollSeconds ?? 30),
   });
   const template = app.synth().getStackByName(stack.stackName).template as CfnTemplate;
-  return definitionFromTemplate(template);
+  return definitionTextFromTemplate(template);
 }

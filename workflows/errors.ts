@@ -41,6 +41,8 @@ export const Errors = {
   TransferFailed: "TransferFailedError",
   /** At least one volume failed to prepare (collectAll policy decision). */
   PrepareFailed: "PrepareFailedError",
+  /** The group IS committed, but releasing the lock failed (it expires at its lease end). */
+  ReleaseLockFailed: "ReleaseLockFailedError",
   /** The revert itself failed; the next run's Recover finishes it. */
   RevertFailed: "RevertFailedError",
   /** Stored data failed an integrity check (from core). Not retried. */

@@ -5,10 +5,11 @@ import { S3Client } from "@aws-sdk/client-s3";
 import { SFNClient } from "@aws-sdk/client-sfn";
 import { Command, Option } from "commander";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
-import { runExecution } from "#adapters/sfn-execution.ts";
+import { type ExecutionOutcome, runExecution } from "#adapters/sfn-execution.ts";
 import type { GroupConfig } from "#core/group-config.ts";
 import { createRepo, type Repo } from "#core/layout.ts";
 import { type RunProgress, readRunProgress } from "#core/transfer-worker.ts";
+import { Errors } from "#workflows/errors.ts";
 import { localClients } from "../../local/clients.ts";
 import { createLocalDeps, parseInjectedFailure, runLocalBackup } from "../../local/runner.ts";
 import { attachOrStartLocalStack, defaultStateDir } from "../../local/stack.ts";
@@ -23,8 +24,73 @@ export function newExecutionName(group: string): string {
   return `${group.slice(0, 40)}-${stamp}-${randomBytes(4).toString("hex")}`;
 }
 
+/**
+ * How a backup run ended (docs/operations.md, "Outcomes and exit codes"):
+ * - committed / skipped: success (another live run held the lock);
+ * - reverted: the run failed and reverted, the previous group is current;
+ * - revertFailed: the run failed and its revert did not finish (the next run's Recover finishes it);
+ * - releaseFailed: the group IS committed, only releasing the lock failed (it expires by itself);
+ * - timedOut / aborted: the execution was stopped (run timeout, StopExecution) without reverting;
+ *   the lock expires and the next run's Recover finishes or reverts what it wrote.
+ */
+export type BackupOutcome =
+  | "committed"
+  | "skipped"
+  | "reverted"
+  | "revertFailed"
+  | "releaseFailed"
+  | "timedOut"
+  | "aborted";
+
+/** The CLI's exit code for each outcome; 2 is a usage or input error (cli/main.ts). */
+export const BACKUP_EXIT_CODES: Readonly<Record<BackupOutcome, number>> = {
+  committed: 0,
+  skipped: 0,
+  reverted: 1,
+  revertFailed: 1,
+  releaseFailed: 3,
+  timedOut: 4,
+  aborted: 5,
+};
+
+const STATE_MACHINE_ARN =
+  /^arn:(aws[a-z-]*):states:([a-z]{2}(?:-[a-z]+)+-\d+):(\d{12}):stateMachine:([A-Za-z0-9_-]{1,80})$/;
+
+/** The Region of a state machine ARN; the CLI calls Step Functions (and the bucket) there. */
+export function regionOfStateMachineArn(arn: string): string {
+  const m = STATE_MACHINE_ARN.exec(arn);
+  if (!m) {
+    throw new UsageError(
+      `expected a state machine ARN like arn:aws:states:eu-west-1:123456789012:stateMachine:Name (the StateMachineArn output of cdk deploy), got ${JSON.stringify(arn)}`,
+    );
+  }
+  return m[2] as string;
+}
+
+/** Maps a finished execution of the deployed state machine to the backup's outcome. */
+export function outcomeOfExecution(out: Pick<ExecutionOutcome, "status" | "output" | "error" | "cause">): {
+  outcome: BackupOutcome;
+  generation?: number;
+} {
+  if (out.status === "SUCCEEDED") {
+    const o = out.output as { status?: string; generation?: number } | undefined;
+    return {
+      outcome: o?.status === "skipped" ? "skipped" : "committed",
+      ...(typeof o?.generation === "number" ? { generation: o.generation } : {}),
+    };
+  }
+  if (out.status === "TIMED_OUT") return { outcome: "timedOut" };
+  if (out.status === "ABORTED") return { outcome: "aborted" };
+  if (out.error === Errors.ReleaseLockFailed) {
+    const g = /generation (\d+) of group/.exec(out.cause ?? "");
+    return { outcome: "releaseFailed", ...(g ? { generation: Number(g[1]) } : {}) };
+  }
+  if (out.error === Errors.RevertFailed) return { outcome: "revertFailed" };
+  return { outcome: "reverted" };
+}
+
 export interface BackupResult {
-  readonly outcome: "committed" | "skipped" | "reverted";
+  readonly outcome: BackupOutcome;
   readonly group: string;
   readonly generation?: number;
   readonly error?: string;
@@ -128,12 +194,36 @@ export async function localBackup(options: {
 }
 
 export function printOutcome(r: BackupResult): void {
-  if (r.outcome === "committed")
-    console.log(
-      `committed: group ${r.group} generation ${r.generation} (${(r.durationMs / 1000).toFixed(1)} s)`,
-    );
-  else if (r.outcome === "skipped") console.log(`skipped: another run of group ${r.group} holds the lock`);
-  else console.log(`reverted: group ${r.group} is unchanged; cause: ${r.error}: ${r.cause}`);
+  const why = `${r.error ?? "?"}: ${r.cause ?? "(no cause)"}`;
+  switch (r.outcome) {
+    case "committed":
+      console.log(
+        `committed: group ${r.group} generation ${r.generation} (${(r.durationMs / 1000).toFixed(1)} s)`,
+      );
+      return;
+    case "skipped":
+      console.log(`skipped: another run of group ${r.group} holds the lock`);
+      return;
+    case "reverted":
+      console.log(`reverted: group ${r.group} is unchanged; cause: ${why}`);
+      return;
+    case "revertFailed":
+      console.log(
+        `failed: the run failed and its revert did not finish; the previous group stays committed and the next run's Recover finishes the revert once the lock expires; cause: ${why}`,
+      );
+      return;
+    case "releaseFailed":
+      console.log(
+        `committed, but the lock release failed: group ${r.group} generation ${r.generation ?? "?"} IS committed; the lock expires at its lease end (runTimeoutMinutes + 30 min), until then runs are skipped; cause: ${why}`,
+      );
+      return;
+    case "timedOut":
+    case "aborted":
+      console.log(
+        `${r.outcome === "timedOut" ? "timed out" : "aborted"}: execution ${r.execution} stopped without reverting; HEAD names the last committed group, and the next run's Recover finishes or reverts this run once its lock expires (runTimeoutMinutes + 30 min)`,
+      );
+      return;
+  }
 }
 
 export function backupCommand(): Command {
@@ -183,8 +273,10 @@ export function backupCommand(): Command {
               "give --state-machine-arn (the StateMachineArn output of `cdk deploy`) or set CGM_STATE_MACHINE_ARN; or use --local",
             );
           }
-          const sfn = new SFNClient({});
-          const s3 = new S3Client({});
+          // The stack (state machine and bucket) lives in one Region: the ARN's.
+          const region = regionOfStateMachineArn(arn);
+          const sfn = new SFNClient({ region });
+          const s3 = new S3Client({ region });
           const started = Date.now();
           const name = newExecutionName(config.group);
           const repo = createRepo({
@@ -199,12 +291,11 @@ export function backupCommand(): Command {
               input: { config },
               name,
             }).finally(stopProgress);
-            const o = out.output as { status?: string; generation?: number } | undefined;
+            const { outcome, generation } = outcomeOfExecution(out);
             result = {
-              outcome:
-                out.status === "SUCCEEDED" ? (o?.status === "skipped" ? "skipped" : "committed") : "reverted",
+              outcome,
               group: config.group,
-              ...(typeof o?.generation === "number" ? { generation: o.generation } : {}),
+              ...(generation !== undefined ? { generation } : {}),
               ...(out.error ? { error: out.error } : {}),
               ...(out.cause ? { cause: out.cause } : {}),
               execution: out.executionArn,
@@ -217,7 +308,7 @@ export function backupCommand(): Command {
         }
         if (opts.json) printJson(result);
         else printOutcome(result);
-        if (result.outcome === "reverted") process.exitCode = 1;
+        process.exitCode = BACKUP_EXIT_CODES[result.outcome];
       },
     );
 }

@@ -58,7 +58,7 @@ export function configCommands(): Command {
         if (existsSync(opts.out) && !opts.force) {
           throw new UsageError(`${opts.out} already exists; add --force to overwrite it`);
         }
-        let volumes: { id: string; instanceId?: string }[];
+        let volumes: { id: string; instanceId?: string; kmsKeyArn?: string }[];
         let bucket: string;
         if (opts.local) {
           const sim = new VolumeSimulator({
@@ -105,10 +105,19 @@ export function configCommands(): Command {
         parseGroupConfig(doc, opts.out); // a starter config must itself be valid
         await writeFile(opts.out, `${JSON.stringify(doc, null, 2)}\n`);
         if (opts.json) printJson(doc);
-        else
+        else {
           console.log(
             `wrote ${opts.out}: group ${opts.group} with ${volumes.length} volumes → s3://${bucket}/groups/${opts.group}`,
           );
+          const keys = [...new Set(volumes.flatMap((v) => (v.kmsKeyArn ? [v.kmsKeyArn] : [])))];
+          if (keys.length > 0) {
+            console.log(
+              `${keys.length} KMS key(s) encrypt these volumes (volumes[].kmsKeyArn): ${keys.join(", ")}. ` +
+                "A customer-managed key's policy must let the stack's Plan and Transfer roles decrypt through EBS: " +
+                'see docs/operations.md, "Encrypted volumes".',
+            );
+          }
+        }
       },
     );
 

@@ -5,6 +5,7 @@ import {
   GroupConfigError,
   groupConfigJsonSchema,
   groupSetProblems,
+  MAX_RPO_MINUTES,
   parseGroupConfig,
   rateIntervalSeconds,
 } from "#core/group-config.ts";
@@ -141,7 +142,7 @@ describe("parseGroupConfig", () => {
     expect(problemsOf("{not json")[0]?.message).toContain("expected JSON text");
   });
 
-  it("GIVEN any rate expression WHEN the RPO is derived THEN it is twice the interval", () => {
+  it("GIVEN any rate expression WHEN the RPO is derived THEN it is twice the interval, or a clear error beyond 7 days", () => {
     fc.assert(
       fc.property(
         fc.integer({ min: 1, max: 1000 }),
@@ -149,11 +150,62 @@ describe("parseGroupConfig", () => {
         (n, unit) => {
           const expression = `rate(${n} ${unit})`;
           const seconds = rateIntervalSeconds(expression) as number;
-          const cfg = parseGroupConfig({ ...valid, schedule: { expression } });
-          expect(cfg.alarms.rpoMinutes).toBe(Math.max(2, Math.ceil((2 * seconds) / 60)));
+          const derived = Math.max(2, Math.ceil((2 * seconds) / 60));
+          if (derived <= MAX_RPO_MINUTES) {
+            expect(parseGroupConfig({ ...valid, schedule: { expression } }).alarms.rpoMinutes).toBe(derived);
+          } else {
+            expect(problemsOf({ ...valid, schedule: { expression } }).map((p) => p.path)).toEqual([
+              "alarms.rpoMinutes",
+            ]);
+          }
         },
       ),
     );
+  });
+
+  it("fails on a rate(4 days) schedule without an RPO: its default (8 days) is longer than a CloudWatch alarm can span", () => {
+    const problems = problemsOf({ ...valid, schedule: { expression: "rate(4 days)" } });
+    expect(problems).toEqual([
+      {
+        path: "alarms.rpoMinutes",
+        message: expect.stringContaining("at most 10080 (7 days, the longest span of a CloudWatch alarm)"),
+      },
+    ]);
+    expect(
+      parseGroupConfig({ ...valid, schedule: { expression: "rate(4 days)" }, alarms: { rpoMinutes: 10080 } })
+        .alarms.rpoMinutes,
+    ).toBe(10080);
+  });
+
+  it("fails on an RPO above 7 days, or not above the schedule's interval", () => {
+    expect(problemsOf({ ...valid, alarms: { rpoMinutes: 10081 } }).map((p) => p.message)).toEqual([
+      expect.stringContaining("from 2 to 10080"),
+    ]);
+    expect(problemsOf({ ...valid, alarms: { rpoMinutes: 60 } }).map((p) => p.message)).toEqual([
+      expect.stringContaining("above the schedule's interval (60 minutes"),
+    ]);
+  });
+
+  it("GIVEN a volume encrypted with a customer-managed key THEN its key ARN is kept; an alias or a bad ARN fails", () => {
+    const key = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    const mrk = "arn:aws:kms:eu-west-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab";
+    const cfg = parseGroupConfig({
+      ...valid,
+      volumes: [
+        { id: "vol-0123456789abcdef0", kmsKeyArn: key },
+        { id: "vol-0123456789abcdef1", kmsKeyArn: mrk },
+      ],
+    });
+    expect(cfg.volumes.map((v) => v.kmsKeyArn)).toEqual([key, mrk]);
+    const problems = problemsOf({
+      ...valid,
+      volumes: [
+        { id: "vol-0123456789abcdef0", kmsKeyArn: "arn:aws:kms:eu-west-1:123456789012:alias/aws/ebs" },
+        { id: "vol-0123456789abcdef1", kmsKeyArn: "1234abcd-12ab-34cd-56ef-1234567890ab" },
+      ],
+    });
+    expect(problems.map((p) => p.path)).toEqual(["volumes[0].kmsKeyArn", "volumes[1].kmsKeyArn"]);
+    expect(problems[0]?.message).toContain("a key, not an alias");
   });
 });
 

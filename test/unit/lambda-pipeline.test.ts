@@ -146,6 +146,33 @@ describe("real handlers in the local interpreter (in-memory deps)", () => {
     }
   });
 
+  it("fails with PrepareFailedError and reverts when a shard's Map item 'succeeded' without transferring (LocalStack's Map ignores failed items): Prepare's missing-shard defence", async () => {
+    const source = new FakeBlockSource({ volumeBlocks: 200, has: (i) => i % 4 !== 3 });
+    const deps = memoryDeps(source);
+    const repo = createRepo({ store: deps.store("my-backups"), prefix: "groups/orders", group: "orders" });
+    expect(await run("run-1", bind(deps))).toMatchObject({ status: "committed", generation: 1 });
+    // Shard 1 of the second volume reports ok without having run: no shard summary is written.
+    const lossy = bind(deps, (task, fn) =>
+      task === "Transfer"
+        ? async (event) => {
+            const item = event as { volumeId: string; shard: number };
+            if (item.volumeId === "vol-0123456789abcdef1" && item.shard === 1) {
+              return { ok: true, blocks: 0, storedBytes: 0 };
+            }
+            return fn(event);
+          }
+        : fn,
+    );
+    const error = await run("run-2", lossy).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    const cause = (error as ExecutionError).cause as Error;
+    expect(cause.name).toBe("PrepareFailedError");
+    expect(cause.message).toContain("shard 1 of vol-0123456789abcdef1 was not transferred by run run-2");
+    expect((await readHead(repo))?.head).toMatchObject({ generation: 1, runId: "run-1" });
+  });
+
   it("GIVEN another run holds the lock WHEN a run starts THEN it is skipped", async () => {
     const deps = memoryDeps(new FakeBlockSource({ volumeBlocks: 8, has: () => true }));
     const hold = await HANDLER_MAKERS.AcquireLock(() => deps)({ config, runId: "run-holder" });

@@ -218,6 +218,24 @@ describe("the synthesized workflow run by aws-local-stepfunctions", () => {
     expect(f.contractViolations).toEqual([]);
   });
 
+  it("fails as ReleaseLockFailedError, naming the committed generation, when only the lock release fails after the commit", async () => {
+    const f = fakes({
+      ReleaseLock: () => {
+        throw Object.assign(new Error("lock object is gone"), { name: "LockLostError" });
+      },
+    });
+    const error = await run({ config } as unknown as Json, f.handlers).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    const cause = (error as ExecutionError).cause as { name: string; message: string };
+    expect(cause.name).toBe(Errors.ReleaseLockFailed);
+    expect(cause.message).toContain("generation 5 of group orders IS committed");
+    expect(cause.message).toContain("LockLostError: lock object is gone");
+    expect(f.states()).toContain("Commit");
+    expect(f.states()).not.toContain("Revert");
+  });
+
   it("fails with PrepareFailedError after attempting every volume under the collectAll policy", async () => {
     const f = fakes({
       Prepare: (input) => {
