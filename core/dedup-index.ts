@@ -4,6 +4,7 @@ import { BloomFilter } from "./bloom.ts";
 import { toHex } from "./bytes.ts";
 import { Codec } from "./codec.ts";
 import { CorruptObjectError } from "./errors.ts";
+import { type RetiredSegments, readRetiredSegments } from "./gc-state.ts";
 import { type GenerationManifest, readCommittedManifest } from "./generation.ts";
 import { compareAt, type HashPage, HashRunReader, HashRunWriter, mergeHashRuns } from "./hash-run.ts";
 import { type IndexPage, IndexRunReader, mergeRuns, type RunInfo } from "./index-run.ts";
@@ -99,11 +100,14 @@ export async function readBloomRef(repo: Repo, ref: HashRunRef, from: string): P
   return BloomFilter.decode(bytes, key, ref.bloomSha256);
 }
 
-function mergeInto(readers: readonly HashRunReader[]) {
+function mergeInto(readers: readonly HashRunReader[], retired?: RetiredSegments) {
   return (emit: Emit) =>
-    mergeHashRuns(readers, (p, i) =>
-      emit(p.key(i), p.segTable[p.seg[i]!]!, p.offsets[i]!, p.lengths[i]!, p.codecs[i]!),
-    );
+    mergeHashRuns(readers, (p, i) => {
+      const segment = p.segTable[p.seg[i]!]!;
+      // Entries into segments prune retired are dropped (§10.2): the set can shrink again.
+      if (retired?.has(segment)) return undefined;
+      return emit(p.key(i), segment, p.offsets[i]!, p.lengths[i]!, p.codecs[i]!);
+    });
 }
 
 /** One chunk of stored refs, column-wise, sorted by hash through a permutation. */
@@ -213,15 +217,19 @@ export async function buildDedupDelta(
   return merged;
 }
 
-/** Merges dedup runs (oldest → newest) into one new run with its Bloom filter. */
+/**
+ * Merges dedup runs (oldest → newest) into one new run with its Bloom filter, leaving out entries
+ * into `retired` segments.
+ */
 export async function mergeDedupRuns(
   repo: Repo,
   runs: readonly HashRunRef[],
   key: string,
+  retired?: RetiredSegments,
 ): Promise<HashRunRef> {
   const readers = await Promise.all(runs.map((r) => openHashRunRef(repo, r, key)));
   const total = runs.reduce((s, r) => s + r.entries, 0);
-  return writeSorted(repo, key, mergeInto(readers), total);
+  return writeSorted(repo, key, mergeInto(readers, retired), total);
 }
 
 interface OpenRun {
@@ -245,17 +253,24 @@ export interface GroupDedupStats {
  */
 export class GroupDedup implements DedupLookup {
   readonly #runs: readonly OpenRun[];
+  readonly #retired: RetiredSegments;
   readonly #cache = new Map<string, Promise<HashPage>>();
   readonly stats: GroupDedupStats = { lookups: 0, hits: 0, bloomPositives: 0, pagesRead: 0 };
 
-  private constructor(runs: readonly OpenRun[]) {
+  private constructor(runs: readonly OpenRun[], retired: RetiredSegments) {
     this.#runs = runs;
+    this.#retired = retired;
   }
 
-  /** Opens the dedup runs of every volume of `manifest` (default: the committed generation). */
+  /**
+   * Opens the dedup runs of every volume of `manifest` (default: the committed generation) and the
+   * retired-segment set (blocks in retired segments are never dedup targets: prune deleted or repacked
+   * them, §10.2).
+   */
   static async open(repo: Repo, manifest?: GenerationManifest): Promise<GroupDedup> {
+    const { retired } = await readRetiredSegments(repo);
     const m = manifest ?? (await readCommittedManifest(repo));
-    if (!m) return new GroupDedup([]);
+    if (!m) return new GroupDedup([], retired);
     const { readVolumeIndexRoot } = await import("./volume-index.ts");
     const runs: OpenRun[] = [];
     for (const v of m.volumes) {
@@ -267,7 +282,7 @@ export class GroupDedup implements DedupLookup {
         runs.push({ reader, bloom: await readBloomRef(repo, r, from) });
       }
     }
-    return new GroupDedup(runs);
+    return new GroupDedup(runs, retired);
   }
 
   get runCount(): number {
@@ -304,8 +319,10 @@ export class GroupDedup implements DedupLookup {
       const loaded = await page;
       const i = loaded.find(hash);
       if (i >= 0) {
+        const ref = loaded.ref(i);
+        if (this.#retired.has(ref.segment)) continue; // an older run may name a live copy
         this.stats.hits++;
-        return loaded.ref(i);
+        return ref;
       }
     }
     return undefined;

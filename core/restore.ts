@@ -5,6 +5,7 @@ import type { BlockRef, IndexEntry } from "./block-ref.ts";
 import { BLOCK_SIZE, equalBytes, toHex } from "./bytes.ts";
 import { Codec } from "./codec.ts";
 import { CorruptObjectError, InvalidArgumentError } from "./errors.ts";
+import { readRelocation, relocationKey } from "./gc-state.ts";
 import {
   type GenerationManifest,
   type ManifestVolume,
@@ -13,6 +14,7 @@ import {
 } from "./generation.ts";
 import { keys, type Repo } from "./layout.ts";
 import { TaskPool } from "./pool.ts";
+import { ObjectNotFoundError } from "./ports/object-store.ts";
 import { openStoredBlock, readSegmentFooter, type SegmentFooterEntry } from "./segment.ts";
 import { openVolumeIndex } from "./volume-index.ts";
 
@@ -31,13 +33,23 @@ export interface FetchStats {
   blocks: number;
 }
 
+/** A block's footer entry, and where its bytes are now (another segment after a repack, §10.2). */
+export interface LocatedBlock extends SegmentFooterEntry {
+  /** The segment that holds the bytes (the ref's own segment unless it was repacked). */
+  readonly segment: string;
+  /** Offset of the bytes in `segment`. */
+  readonly at: number;
+}
+
 /**
  * Segment footers (checked trailer + footer, one ranged GET each), cached per segment for a while:
- * restore checks every ref it uses against its segment's own record of the block.
+ * restore checks every ref it uses against its segment's own record of the block. A segment that
+ * prune repacked has no `.seg` any more but a relocation record (`.moved`, core/gc-state.ts): its
+ * entries are checked against the footer of the segment that holds each block now.
  */
 export class SegmentFooters {
   readonly #repo: Repo;
-  readonly #cache = new Map<string, Promise<Map<number, SegmentFooterEntry>>>();
+  readonly #cache = new Map<string, Promise<Map<number, LocatedBlock>>>();
   readonly #max: number;
   requests = 0;
 
@@ -46,40 +58,116 @@ export class SegmentFooters {
     this.#max = max;
   }
 
-  get(segmentId: string): Promise<Map<number, SegmentFooterEntry>> {
+  get(segmentId: string): Promise<Map<number, LocatedBlock>> {
     let p = this.#cache.get(segmentId);
     if (p) {
       this.#cache.delete(segmentId); // most recently used last
       this.#cache.set(segmentId, p);
       return p;
     }
-    const key = keys.segment(this.#repo, segmentId);
-    this.requests++;
-    p = readSegmentFooter(this.#repo.store, key).then((footer) => {
-      if (footer.segmentId !== segmentId) {
-        throw new CorruptObjectError(key, undefined, `its footer names segment ${footer.segmentId}`);
-      }
-      return new Map(footer.entries.map((e) => [e.offset, e]));
-    });
+    p = this.#load(segmentId, true);
     p.catch(() => this.#cache.delete(segmentId));
     this.#cache.set(segmentId, p);
     if (this.#cache.size > this.#max) this.#cache.delete(this.#cache.keys().next().value!);
     return p;
   }
 
-  /** Throws unless the segment's footer records exactly this ref at its offset. */
-  async check(ref: BlockRef, block: number | undefined): Promise<void> {
-    const entries = await this.get(ref.segment!);
-    const f = entries.get(ref.offset);
-    if (!f || f.length !== ref.length || f.codec !== ref.codec || !equalBytes(f.sha256, ref.sha256)) {
-      throw new CorruptObjectError(
-        keys.segment(this.#repo, ref.segment!),
-        undefined,
-        `its footer has no block at offset ${ref.offset} with length ${ref.length} and sha256 ${toHex(ref.sha256)}` +
-          (block === undefined ? "" : ` (block ${block} of the index)`),
-      );
+  async #footer(segmentId: string): Promise<Map<number, LocatedBlock>> {
+    const key = keys.segment(this.#repo, segmentId);
+    this.requests++;
+    const footer = await readSegmentFooter(this.#repo.store, key);
+    if (footer.segmentId !== segmentId) {
+      throw new CorruptObjectError(key, undefined, `its footer names segment ${footer.segmentId}`);
+    }
+    return new Map(footer.entries.map((e) => [e.offset, { ...e, segment: segmentId, at: e.offset }]));
+  }
+
+  async #load(segmentId: string, follow: boolean): Promise<Map<number, LocatedBlock>> {
+    try {
+      return await this.#footer(segmentId);
+    } catch (error) {
+      if (!(error instanceof ObjectNotFoundError) || !follow) throw error;
+      this.requests++;
+      const moved = await readRelocation(this.#repo, segmentId);
+      if (!moved) throw error;
+      const out = new Map<number, LocatedBlock>();
+      const targets = new Map<string, Map<number, LocatedBlock>>();
+      const key = relocationKey(this.#repo, segmentId);
+      for (const b of moved.record.blocks) {
+        let target = targets.get(b.segment);
+        if (!target) {
+          // One hop only: a relocation target is a segment prune wrote, never relocated itself.
+          target = await this.#load(b.segment, false);
+          targets.set(b.segment, target);
+        }
+        const f = target.get(b.at);
+        if (!f || f.length !== b.length || f.codec !== b.codec || toHex(f.sha256) !== b.sha256) {
+          throw new CorruptObjectError(
+            key,
+            undefined,
+            `it moves the block at offset ${b.offset} to ${b.segment} offset ${b.at}, whose footer does not record it`,
+          );
+        }
+        out.set(b.offset, { ...f, offset: b.offset, segment: b.segment, at: b.at });
+      }
+      return out;
     }
   }
+
+  /** Throws unless the segment's footer records exactly this ref at its offset. */
+  async check(ref: BlockRef, block: number | undefined): Promise<void> {
+    await this.locate(ref, block);
+  }
+
+  /** Where this ref's bytes are (checked against the footer that records them). */
+  async locate(ref: BlockRef, block: number | undefined): Promise<BlockRef> {
+    return locateIn(this.#repo, await this.get(ref.segment!), ref, block);
+  }
+}
+
+function locateIn(
+  repo: Repo,
+  entries: Map<number, LocatedBlock>,
+  ref: BlockRef,
+  block: number | undefined,
+): BlockRef {
+  const f = entries.get(ref.offset);
+  if (!f || f.length !== ref.length || f.codec !== ref.codec || !equalBytes(f.sha256, ref.sha256)) {
+    throw new CorruptObjectError(
+      keys.segment(repo, ref.segment!),
+      undefined,
+      `its footer has no block at offset ${ref.offset} with length ${ref.length} and sha256 ${toHex(ref.sha256)}` +
+        (block === undefined ? "" : ` (block ${block} of the index)`),
+    );
+  }
+  return f.segment === ref.segment && f.at === ref.offset
+    ? ref
+    : { ...ref, segment: f.segment, offset: f.at };
+}
+
+/**
+ * The entries with every stored ref replaced by where its bytes are now (checked against footers;
+ * repacked segments followed through their relocation records). Zero refs pass through.
+ */
+export async function locateEntries(
+  repo: Repo,
+  entries: readonly IndexEntry[],
+  footers: SegmentFooters,
+  concurrency = 8,
+): Promise<IndexEntry[]> {
+  const maps = new Map<string, Map<number, LocatedBlock>>();
+  const pool = new TaskPool(concurrency);
+  for (const id of new Set(entries.flatMap((e) => (e.ref.codec === Codec.zero ? [] : [e.ref.segment!])))) {
+    await pool.run(async () => {
+      maps.set(id, await footers.get(id));
+    });
+  }
+  await pool.drain();
+  return entries.map((e) =>
+    e.ref.codec === Codec.zero
+      ? e
+      : { block: e.block, ref: locateIn(repo, maps.get(e.ref.segment!)!, e.ref, e.block) },
+  );
 }
 
 /**
@@ -97,7 +185,10 @@ export async function fetchBlocks(
 ): Promise<FetchStats> {
   const maxRange = options.maxRangeBytes ?? 8 * 1024 * 1024;
   const gap = options.gapBytes ?? 256 * 1024;
-  const stored = entries.filter((e) => e.ref.codec !== Codec.zero);
+  // Every ref is checked against its segment's footer (and a repacked segment's block found where it
+  // is now) before any data is read.
+  const located = footers ? await locateEntries(repo, entries, footers, options.concurrency ?? 8) : entries;
+  const stored = located.filter((e) => e.ref.codec !== Codec.zero);
   stored.sort((a, b) =>
     a.ref.segment === b.ref.segment ? a.ref.offset - b.ref.offset : a.ref.segment! < b.ref.segment! ? -1 : 1,
   );
@@ -124,7 +215,6 @@ export async function fetchBlocks(
     i = j;
     await pool.run(async () => {
       const key = keys.segment(repo, segment);
-      if (footers) for (const e of group) await footers.check(e.ref, e.block);
       const got = await repo.store.get(key, { range: { start, end } });
       stats.requests++;
       stats.bytesRead += got.body.byteLength;

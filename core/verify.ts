@@ -3,12 +3,12 @@ import type { IndexEntry } from "./block-ref.ts";
 import { BLOCK_SIZE, equalBytes, toHex } from "./bytes.ts";
 import { Codec } from "./codec.ts";
 import { openHashRunRef, readBloomRef } from "./dedup-index.ts";
+import { RetiredSegments, readRetiredSegments, retiredSegmentsKey } from "./gc-state.ts";
 import { type GenerationManifest, readCommittedManifest, readGeneration } from "./generation.ts";
 import { keys, type Repo } from "./layout.ts";
 import { TaskPool } from "./pool.ts";
 import { ObjectNotFoundError } from "./ports/object-store.ts";
-import { fetchBlocks } from "./restore.ts";
-import { readSegmentFooter } from "./segment.ts";
+import { fetchBlocks, type LocatedBlock, SegmentFooters } from "./restore.ts";
 import { openVolumeIndex, type VolumeIndex, type VolumeIndexRoot } from "./volume-index.ts";
 
 export type VerifyProblemKind =
@@ -56,6 +56,8 @@ export interface VerifyReport {
   readonly segments: number;
   readonly segmentsReadData: number;
   readonly blocksReHashed: number;
+  /** Dedup refs into segments prune retired (not used by backups any more; not problems). */
+  readonly dedupRefsRetired?: number;
   readonly problems: readonly VerifyProblem[];
 }
 
@@ -104,6 +106,15 @@ export async function verifyGeneration(repo: Repo, options: VerifyOptions = {}):
   }
   const fraction = options.readData ?? 0;
   const salt = options.salt ?? "";
+  const footers = new SegmentFooters(repo, 64);
+  let dedupRefsRetired = 0;
+  let retired: RetiredSegments;
+  try {
+    retired = (await readRetiredSegments(repo)).retired;
+  } catch (error) {
+    retired = new RetiredSegments();
+    problems.push({ kind: "dedup", key: retiredSegmentsKey(repo), message: message(error) });
+  }
   let segmentsReadData = 0;
   let blocksReHashed = 0;
   let indexEntries = 0;
@@ -220,6 +231,7 @@ export async function verifyGeneration(repo: Repo, options: VerifyOptions = {}):
     segments: segmentCount,
     segmentsReadData,
     blocksReHashed,
+    dedupRefsRetired,
     problems,
   };
 
@@ -227,20 +239,18 @@ export async function verifyGeneration(repo: Repo, options: VerifyOptions = {}):
     bySegment: Map<string, Array<IndexEntry & { volumeId: string }>>,
   ): Promise<void> {
     const pool = new TaskPool(options.concurrency ?? 8);
-    for (const [segmentId, refs] of bySegment) {
+    for (const [segmentId, all] of bySegment) {
       await pool.run(async () => {
         const key = keys.segment(repo, segmentId);
-        let footerOk = false;
+        // A dedup ref into a segment prune retired is not used by any backup (§10.2): not damage.
+        const refs = retired.has(segmentId) ? all.filter((e) => e.block >= 0) : all;
+        dedupRefsRetired += all.length - refs.length;
+        if (refs.length === 0) return;
+        let located: Map<number, LocatedBlock> | undefined;
         try {
-          const footer = await readSegmentFooter(repo.store, key);
-          const byOffset = new Map(footer.entries.map((f) => [f.offset, f]));
-          footerOk = true;
-          if (footer.segmentId !== segmentId) {
-            problems.push({ kind: "segment", key, message: `footer names segment ${footer.segmentId}` });
-            footerOk = false;
-          }
+          located = await footers.get(segmentId);
           for (const e of refs) {
-            const f = byOffset.get(e.ref.offset);
+            const f = located.get(e.ref.offset);
             if (
               !f ||
               f.length !== e.ref.length ||
@@ -257,18 +267,22 @@ export async function verifyGeneration(repo: Repo, options: VerifyOptions = {}):
             }
           }
         } catch (error) {
+          located = undefined;
           problems.push({
             kind: error instanceof ObjectNotFoundError ? "missing-segment" : "segment",
-            key,
+            key: (error as { key?: string }).key ?? key,
             volumeId: refs[0]?.volumeId,
             ...(refs[0] && refs[0].block >= 0 ? { block: refs[0].block } : {}),
             message: `${message(error)} (referenced by ${refs.length} ref(s))`,
           } as VerifyProblem);
         }
-        if (footerOk && selected(segmentId, fraction, salt)) {
+        if (located && selected(segmentId, fraction, salt)) {
           segmentsReadData++;
           try {
-            const unique = [...new Map(refs.map((r) => [r.ref.offset, r])).values()];
+            const unique = [...new Map(refs.map((r) => [r.ref.offset, r])).values()].flatMap((e) => {
+              const f = located.get(e.ref.offset);
+              return f ? [{ block: e.block, ref: { ...e.ref, segment: f.segment, offset: f.at } }] : [];
+            });
             await fetchBlocks(
               repo,
               unique,

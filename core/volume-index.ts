@@ -14,6 +14,7 @@ import {
   UnsupportedFormatError,
   VolumeShrunkError,
 } from "./errors.ts";
+import { readRetiredSegments } from "./gc-state.ts";
 import { getPinned } from "./generation.ts";
 import {
   type IndexPage,
@@ -538,15 +539,22 @@ async function updateDedupRuns(
   let base = current.base;
   let deltas = [...current.deltas, fresh];
   const plan = planCompaction(base, deltas, options.policy);
+  // Merges leave out entries into segments prune retired (docs/format.md §10.2).
+  const retired = () => readRetiredSegments(repo).then((r) => r.retired);
   if (plan.kind === "full" && base === null && deltas.length === 1) {
     base = fresh;
     deltas = [];
   } else if (plan.kind === "full") {
-    base = await mergeDedupRuns(repo, [...(base ? [base] : []), ...deltas], name("dedup-base"));
+    base = await mergeDedupRuns(
+      repo,
+      [...(base ? [base] : []), ...deltas],
+      name("dedup-base"),
+      await retired(),
+    );
     written += size(base);
     deltas = [];
   } else if (plan.from < deltas.length - 1) {
-    const merged = await mergeDedupRuns(repo, deltas.slice(plan.from), name("dedup-merge"));
+    const merged = await mergeDedupRuns(repo, deltas.slice(plan.from), name("dedup-merge"), await retired());
     written += size(merged);
     deltas = [...deltas.slice(0, plan.from), merged];
   }

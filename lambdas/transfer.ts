@@ -3,6 +3,7 @@
  * Re-running a shard is safe (the core worker returns a finished shard's summary).
  */
 import { GroupDedup } from "#core/dedup-index.ts";
+import { retiredSegmentsVersion } from "#core/gc-state.ts";
 import { readHead } from "#core/generation.ts";
 import { createRepo, type Repo } from "#core/layout.ts";
 import { readShardIndex } from "#core/planner.ts";
@@ -19,8 +20,9 @@ import { defineTask, type TaskDeps } from "./runtime.ts";
 let dedupCache: { key: string; dedup: Promise<GroupDedup> } | undefined;
 
 async function dedupFor(repo: Repo, bucket: string): Promise<GroupDedup> {
-  const head = await readHead(repo);
-  const key = `${bucket}/${repo.prefix}/${head?.head.commit?.manifest.sha256 ?? "none"}`;
+  const [head, retired] = await Promise.all([readHead(repo), retiredSegmentsVersion(repo)]);
+  // Also keyed by the retired-segment set: prune may retire segments while HEAD stays (§10.2).
+  const key = `${bucket}/${repo.prefix}/${head?.head.commit?.manifest.sha256 ?? "none"}/${retired}`;
   if (dedupCache?.key !== key) {
     const dedup = GroupDedup.open(repo);
     dedup.catch(() => {
