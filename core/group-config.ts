@@ -53,6 +53,22 @@ function int(min: number, max: number, what: string) {
   return z.number({ error: msg }).int({ error: msg }).min(min, { error: msg }).max(max, { error: msg });
 }
 
+/** A keep-within duration (core/retention.ts). */
+const RETENTION_DURATION = /^(?=\d)(?:\d+y)?(?:\d+m)?(?:\d+w)?(?:\d+d)?(?:\d+h)?$/;
+
+function keepCount(field: string, what: string) {
+  return int(1, 1_000_000, `${field}, a count of generations`).optional().describe(`Keep ${what}.`);
+}
+
+function scheduleExpression() {
+  return z
+    .string({ error: (iss) => `expected a schedule expression, got ${describeValue(iss.input)}` })
+    .refine((s) => (RATE.test(s) && Number(RATE.exec(s)?.[1]) >= 1) || CRON.test(s), {
+      error: (iss) =>
+        `expected "rate(<n> minutes|hours|days)" or "cron(<6 fields>)" (EventBridge Scheduler syntax), got ${describeValue(iss.input)}`,
+    });
+}
+
 export const VolumeSchema = z
   .strictObject({
     id: pattern(
@@ -151,13 +167,16 @@ export const GroupConfigSchema = z.strictObject({
   snapshots: z
     .strictObject({
       keep: int(1, 100, "the number of base snapshots to keep per volume")
-        .default(2)
-        .describe("Committed snapshots kept per volume as bases for the next incremental run."),
+        .default(1)
+        .describe(
+          "Committed generations whose EBS snapshots are kept per volume. 1 keeps only what the next run needs " +
+            "(HEAD's snapshot, the ListChangedBlocks base); more keep the newest generations' snapshots too.",
+        ),
       completionTimeoutMinutes: int(5, 1440, "the snapshot completion timeout in minutes")
         .default(240)
         .describe("How long to wait for all snapshots to become completed before reverting."),
     })
-    .default({ keep: 2, completionTimeoutMinutes: 240 }),
+    .default({ keep: 1, completionTimeoutMinutes: 240 }),
   transfer: z
     .strictObject({
       shardBlocks: int(64, 1_000_000, "the shard size in 512 KiB blocks")
@@ -168,6 +187,69 @@ export const GroupConfigSchema = z.strictObject({
         .describe("Transfer tasks running at once (distributed Map MaxConcurrency)."),
     })
     .default({ shardBlocks: 30_000, maxConcurrency: 100 }),
+  retention: z
+    .strictObject({
+      keepLast: keepCount("keepLast", "the newest n generations"),
+      keepHourly: keepCount(
+        "keepHourly",
+        "the newest generation of each of the n newest hours that have one",
+      ),
+      keepDaily: keepCount("keepDaily", "the newest generation of each of the n newest days that have one"),
+      keepWeekly: keepCount(
+        "keepWeekly",
+        "the newest generation of each of the n newest ISO weeks that have one",
+      ),
+      keepMonthly: keepCount(
+        "keepMonthly",
+        "the newest generation of each of the n newest months that have one",
+      ),
+      keepYearly: keepCount(
+        "keepYearly",
+        "the newest generation of each of the n newest years that have one",
+      ),
+      keepWithin: z
+        .string({ error: (iss) => `expected a duration such as "7d", got ${describeValue(iss.input)}` })
+        .regex(RETENTION_DURATION, {
+          error: (iss) =>
+            `expected a duration such as "7d", "36h", "2w" or "1y6m" (units y, m, w, d, h in that order), got ${describeValue(iss.input)}`,
+        })
+        .optional()
+        .describe(
+          "Keep every generation whose point in time is within this duration of the newest generation's.",
+        ),
+      timezone: z.string().min(1).default("UTC").describe("IANA time zone of the hourly/daily/... buckets."),
+    })
+    .optional()
+    .describe(
+      "Which committed generations `forget` keeps (restic/DLM vocabulary); HEAD is always kept. Absent: every generation is kept.",
+    ),
+  prune: z
+    .strictObject({
+      schedule: z
+        .strictObject({
+          expression: scheduleExpression().default("rate(1 day)"),
+          timezone: z.string().min(1).default("UTC"),
+          enabled: z.boolean().default(true),
+        })
+        .default({ expression: "rate(1 day)", timezone: "UTC", enabled: true })
+        .describe("When forget + prune run in AWS (their own state machine, with the group lock)."),
+      repackGarbagePercent: int(1, 100, "the garbage percentage at which a segment is repacked")
+        .default(50)
+        .describe(
+          "Repack a segment still in use when at least this share of its bytes is garbage (100: never repack).",
+        ),
+      maxRepackGiB: int(0, 1_000_000, "the most GiB one prune repacks")
+        .default(16)
+        .describe("Bytes of live blocks one prune copies at most; the rest waits for the next prune."),
+    })
+    .default({
+      schedule: { expression: "rate(1 day)", timezone: "UTC", enabled: true },
+      repackGarbagePercent: 50,
+      maxRepackGiB: 16,
+    })
+    .describe(
+      "Garbage collection: deletes what no retained generation reaches, repacks mostly-garbage segments.",
+    ),
   runTimeoutMinutes: int(15, 1440, "the run timeout in minutes")
     .default(720)
     .describe("A run that takes longer is stopped; the group lock lease is this plus a margin."),
@@ -232,6 +314,24 @@ function crossFieldProblems(raw: unknown): ValidationProblem[] {
       path: "freeze.enabled",
       message: "expected at least one volume with an instanceId when freeze.enabled is true, got none",
     });
+  }
+  if (isObject(raw.retention)) {
+    const r = raw.retention;
+    const rules = [
+      "keepLast",
+      "keepHourly",
+      "keepDaily",
+      "keepWeekly",
+      "keepMonthly",
+      "keepYearly",
+      "keepWithin",
+    ];
+    if (!rules.some((k) => r[k] !== undefined)) {
+      problems.push({
+        path: "retention",
+        message: `expected at least one rule (${rules.join(", ")}); omit retention to keep every generation, got none`,
+      });
+    }
   }
   const expression = isObject(raw.schedule) ? raw.schedule.expression : undefined;
   const rpo = isObject(raw.alarms) ? raw.alarms.rpoMinutes : undefined;

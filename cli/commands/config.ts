@@ -100,7 +100,8 @@ export function configCommands(): Command {
           schedule: { expression: "rate(1 hour)" },
           freeze: { enabled: false, maxCoordinationSeconds: 10 },
           prepare: { policy: "failFast" },
-          snapshots: { keep: 2 },
+          snapshots: { keep: 1 },
+          retention: { keepLast: 24, keepDaily: 7, keepWeekly: 4, keepMonthly: 6 },
         };
         parseGroupConfig(doc, opts.out); // a starter config must itself be valid
         await writeFile(opts.out, `${JSON.stringify(doc, null, 2)}\n`);

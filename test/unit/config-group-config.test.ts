@@ -37,7 +37,13 @@ describe("parseGroupConfig", () => {
     expect(cfg.target.prefix).toBe("groups/orders");
     expect(cfg.prepare.policy).toBe("failFast");
     expect(cfg.freeze).toEqual({ enabled: false, maxCoordinationSeconds: 30 });
-    expect(cfg.snapshots.keep).toBe(2);
+    expect(cfg.snapshots.keep).toBe(1);
+    expect(cfg.retention).toBeUndefined();
+    expect(cfg.prune).toEqual({
+      schedule: { expression: "rate(1 day)", timezone: "UTC", enabled: true },
+      repackGarbagePercent: 50,
+      maxRepackGiB: 16,
+    });
     expect(cfg.transfer.maxConcurrency).toBe(100);
     expect(cfg.schedule.timezone).toBe("UTC");
     expect(cfg.alarms.rpoMinutes).toBe(120);

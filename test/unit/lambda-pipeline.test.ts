@@ -38,6 +38,8 @@ const config = parseGroupConfig({
   schedule: { expression: "rate(1 hour)" },
   freeze: { enabled: true },
   transfer: { shardBlocks: 64 },
+  // Two generations' snapshots per volume (the default, 1, keeps only the next run's base).
+  snapshots: { keep: 2 },
 });
 
 function bind(
