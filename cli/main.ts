@@ -23,6 +23,7 @@ import { VolumeSimulator } from "../local/volumes/simulator.ts";
 import { backupCommand } from "./commands/backup.ts";
 import { configCommands } from "./commands/config.ts";
 import { demoCommand } from "./commands/demo.ts";
+import { forgetCommand, pruneCommand } from "./commands/lifecycle.ts";
 import { repairCommand, restoreCommand, statusCommand, verifyCommand } from "./commands/repo.ts";
 import { formatBytes, isUserFacing, printJson, table, UsageError } from "./output.ts";
 import { parseNonNegativeInt } from "./parse.ts";
@@ -268,6 +269,8 @@ export function buildProgram(): Command {
   program.addCommand(restoreCommand());
   program.addCommand(verifyCommand());
   program.addCommand(repairCommand());
+  program.addCommand(forgetCommand());
+  program.addCommand(pruneCommand());
   const override = (c: Command): void => {
     c.exitOverride();
     c.commands.forEach(override);

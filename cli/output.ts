@@ -5,7 +5,7 @@ export class UsageError extends Error {
 
 /** Error names whose message is written for the user (bad input, missing prerequisite, failed run). */
 const USER_FACING =
-  /(Usage|Prerequisite|VolumeSimulator|GroupConfig|InvalidArgument|Format|Corrupt|NotFound|Restore|Verify|EbsAdmin|EbsFaultConfig|Repo|Lock|BlockIntegrity|UnsupportedFormat|CommitConflict|Backup|Demo|Runner|Generation|RunIdReused|VolumeShrunk)\w*Error$/;
+  /(Usage|Prerequisite|VolumeSimulator|GroupConfig|InvalidArgument|Format|Corrupt|NotFound|Restore|Verify|EbsAdmin|EbsFaultConfig|Repo|Lock|BlockIntegrity|UnsupportedFormat|CommitConflict|Backup|Demo|Runner|Generation|RunIdReused|VolumeShrunk|Prune)\w*Error$/;
 
 export function isUserFacing(err: unknown): err is Error {
   return err instanceof Error && (USER_FACING.test(err.name) || USER_FACING.test(err.constructor.name));

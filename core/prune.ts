@@ -27,7 +27,7 @@ import { BloomFilter } from "./bloom.ts";
 import { concatBytes, randomId, sha256, toHex } from "./bytes.ts";
 import { Codec, type CodecId } from "./codec.ts";
 import { assertFenced, type Lease } from "./commit.ts";
-import { CorruptObjectError, RepositoryStateError } from "./errors.ts";
+import { CorruptObjectError, InvalidArgumentError, RepositoryStateError } from "./errors.ts";
 import {
   type RelocatedBlock,
   type Relocation,
@@ -37,7 +37,7 @@ import {
   writeRelocation,
   writeRetiredSegments,
 } from "./gc-state.ts";
-import { type GenerationManifest, listGenerations, readGeneration } from "./generation.ts";
+import { type GenerationManifest, listGenerations, readGeneration, readHead } from "./generation.ts";
 import { keys, parseManifestName, type Repo } from "./layout.ts";
 import { TaskPool } from "./pool.ts";
 import { ObjectNotFoundError, type ObjectVersionRef, PreconditionFailedError } from "./ports/object-store.ts";
@@ -51,8 +51,8 @@ import {
 } from "./volume-index.ts";
 
 export interface PruneOptions {
-  /** The lease this run holds (lock + fenced HEAD). */
-  readonly lease: Lease;
+  /** The lease this run holds (lock + fenced HEAD). Only a dry run may go without (it writes nothing). */
+  readonly lease?: Lease | undefined;
   /** Report what would be deleted and repacked; write and delete nothing. @default false */
   readonly dryRun?: boolean;
   /** Repack a live segment when at least this share (0–1] of its bytes is garbage. @default 0.5 */
@@ -279,8 +279,14 @@ const emptyTally = (): Record<PruneKind, ObjectTally> => ({
 
 /** Garbage collection. The caller holds the group (`withGroupHeld`). */
 export async function pruneRepository(repo: Repo, options: PruneOptions): Promise<PruneReport> {
-  const { lease } = options;
   const dryRun = options.dryRun ?? false;
+  if (!options.lease && !dryRun) {
+    throw new InvalidArgumentError(
+      "prune needs the group held (a lease from withGroupHeld) unless it is a dry run",
+    );
+  }
+  // A dry run without a lease reads only; it treats every run as older than itself.
+  const lease: Lease = options.lease ?? { runId: "dry-run", fencing: Number.MAX_SAFE_INTEGER };
   const threshold = options.repackThreshold ?? 0.5;
   const maxRepack = options.maxRepackBytes ?? 16 * 2 ** 30;
   const concurrency = options.concurrency ?? 8;
@@ -288,7 +294,8 @@ export async function pruneRepository(repo: Repo, options: PruneOptions): Promis
   const stop = options.shouldStop ?? (() => false);
 
   // ------------------------------------------------------------------ mark: retained generations
-  const head = (await assertFenced(repo, lease)).head;
+  const head = options.lease ? (await assertFenced(repo, lease)).head : (await readHead(repo))?.head;
+  if (!head) throw new InvalidArgumentError(`group ${repo.group} has no HEAD: nothing to prune`);
   const retainedGenerations = await listGenerations(repo);
   const manifests: GenerationManifest[] = [];
   for (const n of retainedGenerations) manifests.push(await readGeneration(repo, n));

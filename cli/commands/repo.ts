@@ -21,6 +21,7 @@ import { formatBytes, printJson, table, UsageError } from "../output.ts";
 import { parseNonNegativeInt } from "../parse.ts";
 import { ProgressLine } from "../progress.ts";
 import { loadConfigFile } from "./config.ts";
+import { restoreToSnapshotsAction } from "./restore-snapshots.ts";
 
 export class RestoreTargetError extends Error {
   override readonly name = "RestoreTargetError";
@@ -204,20 +205,46 @@ export function statusCommand(): Command {
 export function restoreCommand(): Command {
   return repoOptions(
     new Command("restore").description(
-      "restore a generation to raw image files (one per volume, named by volume id), every block verified",
+      "restore a generation to raw image files (one per volume, named by volume id) or into new EBS snapshots (--to-snapshots), every block verified",
     ),
   )
     .option("--generation <n>", "generation to restore (default: HEAD)", parseNonNegativeInt)
-    .requiredOption("--to-dir <dir>", "directory for the images")
+    .option("--to-dir <dir>", "directory for the images")
+    .option("--to-snapshots", "write one new EBS snapshot per volume (all or nothing)")
+    .option(
+      "--parent-snapshot <vol=snap>",
+      "with --to-snapshots: incremental on this snapshot of the volume (repeatable)",
+      (v: string, acc: string[] = []) => [...acc, v],
+    )
+    .option("--full", "with --to-snapshots: write every block, never on a parent snapshot")
     .option("--volume <vol-id>", "restore only this volume")
     .option("--force", "overwrite existing image files")
     .action(
       async (
-        opts: RepoOptions & { generation?: number; toDir: string; volume?: string; force?: boolean },
+        opts: RepoOptions & {
+          generation?: number;
+          toDir?: string;
+          toSnapshots?: boolean;
+          parentSnapshot?: string[];
+          full?: boolean;
+          volume?: string;
+          force?: boolean;
+        },
       ) => {
-        const dir = resolve(opts.toDir);
+        if (!opts.toDir === !opts.toSnapshots) {
+          throw new UsageError("give exactly one of --to-dir <dir> or --to-snapshots");
+        }
+        if (opts.toSnapshots) {
+          await withRepo(opts, (repo, ctx) => restoreToSnapshotsAction(repo, ctx, opts));
+          return;
+        }
+        if (opts.parentSnapshot || opts.full) {
+          throw new UsageError("--parent-snapshot and --full go with --to-snapshots");
+        }
+        const toDir = opts.toDir!;
+        const dir = resolve(toDir);
         if (existsSync(dir) && !statSync(dir).isDirectory()) {
-          throw new UsageError(`--to-dir ${opts.toDir} is a file, not a directory; name a directory`);
+          throw new UsageError(`--to-dir ${toDir} is a file, not a directory; name a directory`);
         }
         await withRepo(opts, async (repo) => {
           const manifest = await manifestOrExplain(repo, opts.generation);
@@ -236,7 +263,7 @@ export function restoreCommand(): Command {
             .map((v) => `${v.volumeId}.img`);
           if (clash.length && !opts.force) {
             throw new RestoreTargetError(
-              `${clash.join(", ")} already exist in ${opts.toDir}; add --force to overwrite or pick another --to-dir`,
+              `${clash.join(", ")} already exist in ${toDir}; add --force to overwrite or pick another --to-dir`,
             );
           }
           await mkdir(dir, { recursive: true });
