@@ -50,6 +50,19 @@ export function demoCommand(): Command {
             ]),
           ),
         );
+        console.log("\nRestores into EBS snapshots (read back through GetSnapshotBlock):");
+        console.log(
+          table(
+            ["GEN", "BYTE-IDENTICAL", "BLOCKS WRITTEN", "ON PARENT", "SNAPSHOTS"],
+            report.snapshotRestores.map((r) => [
+              r.generation,
+              `${r.volumesIdentical}/${r.volumes}`,
+              r.blocksWritten,
+              Object.keys(r.parents).length ? Object.values(r.parents).join(", ") : "-",
+              r.snapshots.join(", "),
+            ]),
+          ),
+        );
         console.log(report.ok ? "\ndemo OK" : `\ndemo FAILED:\n- ${report.problems.join("\n- ")}`);
       }
       if (!report.ok) process.exitCode = 1;
