@@ -40,6 +40,7 @@ import { NEEDS_REPAIR_METRIC } from "#lambdas/recover.ts";
 import { ConsistencyGroupWorkflow } from "#workflows/consistency-group.ts";
 import { TASK_NAMES, TASKS, type TaskName } from "#workflows/tasks.ts";
 import { FreezeDocuments } from "./freeze-documents.ts";
+import { GroupMaintenance } from "./maintenance.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
@@ -56,6 +57,7 @@ export const REPOSITORY_AREAS = [
   "volumes",
   "segments",
   "runs",
+  "gc",
 ] as const;
 export type RepositoryArea = (typeof REPOSITORY_AREAS)[number];
 
@@ -95,7 +97,8 @@ export const TASK_S3_ACCESS: Readonly<Record<TaskName, S3Access>> = {
   CheckSnapshots: { read: ["locks", "HEAD"], write: [], deleteMarker: [], deleteVersion: [] },
   Plan: { read: ALL_AREAS, write: ["runs"], deleteMarker: ["runs"], deleteVersion: [] },
   Transfer: {
-    read: ["volumes", "segments", "runs", "commits", "generations", "HEAD"],
+    // gc/: the retired-segment set (Transfer never dedups into a segment prune retired).
+    read: ["volumes", "segments", "runs", "commits", "generations", "HEAD", "gc"],
     write: ["segments", "runs"],
     deleteMarker: ["runs"],
     deleteVersion: [],
@@ -188,6 +191,8 @@ export class CgmirrorStack extends Stack {
   readonly freezeDocuments: FreezeDocuments | undefined;
   /** Receives schedule invocations that EventBridge Scheduler could not deliver. */
   readonly scheduleDeadLetters: sqs.Queue;
+  /** Forget + prune on their own schedule (infra/maintenance.ts). */
+  readonly maintenance: GroupMaintenance;
 
   constructor(scope: Construct, id: string, props: CgmirrorStackProps) {
     super(scope, id, props);
@@ -404,6 +409,15 @@ export class CgmirrorStack extends Stack {
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
     undelivered.addAlarmAction(action);
+
+    this.maintenance = new GroupMaintenance(this, "Maintenance", {
+      groups,
+      repositoryKey: key,
+      alarmAction: action,
+      scheduleDeadLetters: this.scheduleDeadLetters,
+      serviceName: SERVICE_NAME,
+      metricsNamespace: METRICS_NAMESPACE,
+    });
 
     const dashboard = new cloudwatch.Dashboard(this, "Dashboard", {
       dashboardName: `${this.stackName}-cgmirror`,

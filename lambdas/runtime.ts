@@ -18,6 +18,7 @@ import {
   TransferFailedError,
   TransientError,
 } from "#workflows/errors.ts";
+import type { LifecycleTaskName } from "#workflows/lifecycle-tasks.ts";
 import type { TaskName } from "#workflows/tasks.ts";
 
 export interface TaskLogger {
@@ -122,7 +123,11 @@ export function toContractError(error: unknown): Error {
 }
 
 /** Validates `event` against a task's input contract; InvalidInputError lists every problem. */
-export function parseTaskInput<S extends z.ZodType>(task: TaskName, schema: S, event: unknown): z.infer<S> {
+export function parseTaskInput<S extends z.ZodType>(
+  task: TaskName | LifecycleTaskName,
+  schema: S,
+  event: unknown,
+): z.infer<S> {
   const result = schema.safeParse(event, { reportInput: true });
   if (!result.success) {
     throw new InvalidInputError(
@@ -140,7 +145,7 @@ export type TaskHandler<O> = (event: unknown) => Promise<O>;
  * @param deps called on every invocation; pass a memoized factory so clients are created once.
  */
 export function defineTask<I extends z.ZodType, O extends z.ZodType>(
-  task: TaskName,
+  task: TaskName | LifecycleTaskName,
   input: I,
   output: O,
   run: (input: z.infer<I>, deps: TaskDeps) => Promise<z.infer<O>>,

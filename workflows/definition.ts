@@ -77,11 +77,18 @@ export function definitionTextFromTemplate(
   template: CfnTemplate,
   placeholder: (logicalId: string) => string = defaultPlaceholder,
 ): string {
-  const machines = Object.values(template.Resources).filter(
-    (r) => r.Type === "AWS::StepFunctions::StateMachine",
+  // The consistency-group workflow's (construct id "Workflow"); the stack's other state machines (the
+  // maintenance workflow, infra/maintenance.ts) have other logical ids.
+  const all = Object.entries(template.Resources).filter(
+    ([, r]) => r.Type === "AWS::StepFunctions::StateMachine",
+  );
+  const machines = (all.length > 1 ? all.filter(([id]) => id.startsWith("WorkflowStateMachine")) : all).map(
+    ([, r]) => r,
   );
   if (machines.length !== 1) {
-    throw new TypeError(`expected exactly one state machine in the template, got ${machines.length}`);
+    throw new TypeError(
+      `expected exactly one consistency-group state machine in the template, got ${machines.length}`,
+    );
   }
   const body = (machines[0] as unknown as { Properties: { DefinitionString: CfnValue } }).Properties
     .DefinitionString;

@@ -75,7 +75,7 @@ function actions(statements: ReturnType<typeof policiesOf>): string[] {
   return statements.flatMap((s) => (Array.isArray(s.Action) ? s.Action : [s.Action]));
 }
 
-const ALL = ["HEAD", "commits", "generations", "locks", "runs", "segments", "volumes"];
+const ALL = ["HEAD", "commits", "gc", "generations", "locks", "runs", "segments", "volumes"];
 
 /** The repository areas of group orders on which `task` is allowed `action` (sorted). */
 function areasOf(task: string, action: string): string[] {
@@ -137,7 +137,8 @@ describe("the repository bucket", () => {
 
 describe("the functions", () => {
   it("GIVEN every task THEN Node 24 on arm64 with X-Ray and the Powertools environment", () => {
-    template.resourceCountIs("AWS::Lambda::Function", 10);
+    // One per backup task, and the maintenance workflow's Prune (infra/maintenance.ts).
+    template.resourceCountIs("AWS::Lambda::Function", 11);
     template.allResourcesProperties("AWS::Lambda::Function", {
       Runtime: "nodejs24.x",
       Architectures: ["arm64"],
@@ -185,7 +186,7 @@ describe("least-privilege IAM", () => {
       Transfer: {
         write: ["runs", "segments"],
         deleteVersion: [],
-        read: ["HEAD", "commits", "generations", "runs", "segments", "volumes"],
+        read: ["HEAD", "commits", "gc", "generations", "runs", "segments", "volumes"],
       },
       Prepare: { write: ["runs", "volumes"], deleteVersion: [], read: ALL },
       Commit: { write: ["HEAD", "commits", "generations"], deleteVersion: [], read: ALL },
@@ -335,8 +336,14 @@ describe("the state machine and the schedules", () => {
   });
 
   it("GIVEN two groups THEN one schedule each, targeting the state machine with the parsed config as input", () => {
-    template.resourceCountIs("AWS::Scheduler::Schedule", 2);
-    const schedules = template.findResources("AWS::Scheduler::Schedule");
+    // Two backup schedules and two maintenance (forget + prune) schedules (infra-maintenance.test.ts).
+    template.resourceCountIs("AWS::Scheduler::Schedule", 4);
+    const schedules = Object.fromEntries(
+      Object.entries(template.findResources("AWS::Scheduler::Schedule")).filter(([id]) =>
+        id.startsWith("Schedule"),
+      ),
+    );
+    expect(Object.keys(schedules)).toHaveLength(2);
     const byExpr = Object.fromEntries(
       Object.values(schedules).map((r) => [r.Properties.ScheduleExpression, r.Properties]),
     );
