@@ -509,12 +509,11 @@ export async function pruneRepository(repo: Repo, options: PruneOptions): Promis
   for (const { kind, versions } of doomed.values()) {
     if (kind !== "segments") continue;
     const id = SEGMENTS.exec(versions.key.slice(segmentsPrefix.length))?.[2];
-    if (id && !retiredNext.has(id))
-      retiredNext.set(id, retiredState.retired.retiredAt(id) ?? head.generation);
+    // Deleted now: retired as of now, so it stays retired until every retained dedup run is newer.
+    if (id) retiredNext.set(id, Math.max(head.generation, retiredNext.get(id) ?? 0));
   }
   for (const c of chosen) {
-    if (!retiredNext.has(c.id))
-      retiredNext.set(c.id, retiredState.retired.retiredAt(c.id) ?? head.generation);
+    retiredNext.set(c.id, Math.max(head.generation, retiredNext.get(c.id) ?? 0));
   }
 
   const deleted = emptyTally();
@@ -564,7 +563,8 @@ export async function pruneRepository(repo: Repo, options: PruneOptions): Promis
   }
 
   // ------------------------------------------------------------------ sweep: retire, then repack
-  await assertFenced(repo, lease);
+  // The retired set first (If-Match), then the fence check: a backup that can still commit fenced
+  // after this check, so it reads the new set before it dedups (§10.2). Every delete follows a check.
   const retired = new RetiredSegments(retiredNext);
   const sameSet =
     retired.size === retiredState.retired.size &&
@@ -583,6 +583,7 @@ export async function pruneRepository(repo: Repo, options: PruneOptions): Promis
       throw error;
     }
   }
+  await assertFenced(repo, lease);
 
   const repacked = { segments: 0, copied: 0, newSegments: 0 };
   const builder = new SegmentBuilder(repo, options.segmentBytes ?? 32 * 2 ** 20);

@@ -87,7 +87,7 @@ export interface VolumeToSnapshotOptions {
   readonly resume?: VolumeRestoreState | undefined;
   /** Checked between batches: stop and return the cursor (`done: false`). */
   readonly shouldStop?: () => boolean;
-  /** Pacing of PutSnapshotBlock. @default initialRate 100, maxRate 1000 (the per-snapshot quota), maxConcurrency 64 */
+  /** Pacing of PutSnapshotBlock. @default initialRate and maxRate 1000 (the per-snapshot quota), maxConcurrency 64 */
   readonly aimd?: AimdOptions;
   /** Segment reads in flight. @default 8 */
   readonly readConcurrency?: number;
@@ -237,7 +237,8 @@ class BlockPutter {
   constructor(writer: SnapshotWriter, snapshotId: string, o: VolumeToSnapshotOptions) {
     this.#writer = writer;
     this.#snapshotId = snapshotId;
-    this.#limiter = new AimdLimiter({ initialRate: 100, maxRate: 1000, maxConcurrency: 64, ...o.aimd });
+    // Starts at the per-snapshot quota (volumes are restored one at a time): throttling backs it off.
+    this.#limiter = new AimdLimiter({ initialRate: 1000, maxRate: 1000, maxConcurrency: 64, ...o.aimd });
     this.#maxAttempts = o.maxAttempts ?? 20;
     this.#base = o.backoffBaseMs ?? 100;
     this.#cap = o.backoffCapMs ?? 5000;
@@ -247,15 +248,19 @@ class BlockPutter {
     return this.#limiter.stats;
   }
 
-  /** Waits for the limiter, then sends in the background. Throws the first failure of an earlier put. */
-  async put(block: number, data: Uint8Array, checksum: string): Promise<void> {
+  /**
+   * Waits for the limiter, then sends in the background; resolves to the send's completion (which
+   * never rejects: a failure is kept and thrown by the next `put` or `drain`). Throws the first
+   * failure of an earlier put.
+   */
+  async put(block: number, data: Uint8Array, checksum: string): Promise<{ sent: Promise<void> }> {
     if (this.#failed) throw this.#failure;
     await this.#limiter.acquire();
     if (this.#failed) {
       this.#limiter.release("failed");
       throw this.#failure;
     }
-    const p = this.#send(block, data, checksum)
+    const p: Promise<void> = this.#send(block, data, checksum)
       .catch((error: unknown) => {
         if (!this.#failed) {
           this.#failed = true;
@@ -264,6 +269,12 @@ class BlockPutter {
       })
       .finally(() => this.#inFlight.delete(p));
     this.#inFlight.add(p);
+    return { sent: p };
+  }
+
+  /** Throws the first failure of any put so far. */
+  check(): void {
+    if (this.#failed) throw this.#failure;
   }
 
   async #send(block: number, data: Uint8Array, checksum: string): Promise<void> {
@@ -357,7 +368,8 @@ export async function restoreVolumeToSnapshot(
       `restore ${options.restoreId} of ${volumeId} resumes snapshot ${options.resume.snapshotId}, but StartSnapshot gave ${snapshotId}`,
     );
   }
-  let cursor = options.resume?.cursor ?? 0;
+  const resumeFrom = options.resume?.cursor ?? 0;
+  let cursor = resumeFrom;
   let blocksWritten = options.resume?.blocksWritten ?? 0;
   let bytesWritten = options.resume?.bytesWritten ?? 0;
   let dataBlocks = 0;
@@ -369,30 +381,40 @@ export async function restoreVolumeToSnapshot(
   let done = true;
   try {
     let batch: Write[] = [];
+    // Batches are pipelined: the next batch is read while the previous one's puts finish; the cursor
+    // (and the checkpoint) moves only once every put of a batch has completed, in order.
+    let previous: Promise<void> = Promise.resolve();
     const flush = async () => {
-      const data = batch.filter((w) => w.entry !== null).map((w) => w.entry!);
-      for (const w of batch) {
+      const mine = batch;
+      batch = [];
+      const sends: Promise<void>[] = [];
+      for (const w of mine) {
         if (w.entry !== null) continue;
-        await putter.put(w.block, ZERO_BLOCK, ZERO_CHECKSUM);
+        sends.push((await putter.put(w.block, ZERO_BLOCK, ZERO_CHECKSUM)).sent);
         zeroBlocks++;
       }
       await fetchBlocks(
         repo,
-        data,
+        mine.flatMap((w) => (w.entry === null ? [] : [w.entry])),
         async (block, raw, ref) => {
-          await putter.put(block, raw, Buffer.from(ref.sha256).toString("base64"));
+          sends.push((await putter.put(block, raw, Buffer.from(ref.sha256).toString("base64"))).sent);
           dataBlocks++;
-          bytesWritten += raw.byteLength;
         },
         { concurrency: options.readConcurrency ?? 8 },
         undefined,
         footers,
       );
-      await putter.drain();
-      blocksWritten += batch.length;
-      cursor = batch.at(-1)!.block + 1;
-      batch = [];
-      await options.onProgress?.(state());
+      const before = previous;
+      previous = (async () => {
+        await before;
+        await Promise.all(sends);
+        putter.check();
+        blocksWritten += mine.length;
+        bytesWritten += (mine.length - mine.filter((w) => w.entry === null).length) * BLOCK_SIZE;
+        cursor = mine.at(-1)!.block + 1;
+        await options.onProgress?.(state());
+      })();
+      previous.catch(() => {});
     };
     for await (const w of differences(entriesOf(parentIndex), entriesOf(index))) {
       if (w.block >= blockCount) {
@@ -402,7 +424,7 @@ export async function restoreVolumeToSnapshot(
           `block ${w.block} is beyond the volume's ${blockCount} blocks`,
         );
       }
-      if (w.block < cursor) continue; // written by an earlier invocation
+      if (w.block < resumeFrom) continue; // written by an earlier invocation
       batch.push(w);
       if (batch.length >= (options.batchBlocks ?? 1024)) {
         await flush();
@@ -413,6 +435,8 @@ export async function restoreVolumeToSnapshot(
       }
     }
     if (done && batch.length > 0) await flush();
+    await previous;
+    await putter.drain();
   } finally {
     putter.close();
   }

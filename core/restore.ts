@@ -1,6 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, open, rename, rm } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
+import { promisify } from "node:util";
+import { brotliDecompress, gunzip, zstdDecompress } from "node:zlib";
 import type { BlockRef, IndexEntry } from "./block-ref.ts";
 import { BLOCK_SIZE, equalBytes, toHex } from "./bytes.ts";
 import { Codec } from "./codec.ts";
@@ -171,6 +173,71 @@ export async function locateEntries(
 }
 
 /**
+ * `openStoredBlock` with the SHA-256 computed off the main thread (WebCrypto runs the digest in the
+ * libuv thread pool), so the ranges in flight hash in parallel on every core while the event loop
+ * keeps reading and writing. Same checks, same errors.
+ */
+async function openStoredBlockAsync(
+  key: string,
+  ref: BlockRef,
+  stored: Uint8Array,
+  blockIndex: number,
+): Promise<Uint8Array> {
+  let raw: Uint8Array = stored;
+  const inflate = INFLATE[ref.codec];
+  if (inflate) {
+    try {
+      const out = await inflate(stored, { maxOutputLength: BLOCK_SIZE });
+      raw = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+    } catch {
+      return openStoredBlock(key, ref, stored, blockIndex); // throws BlockIntegrityError naming it
+    }
+  } else if (ref.codec !== Codec.raw) return openStoredBlock(key, ref, stored, blockIndex);
+  if (raw.byteLength !== BLOCK_SIZE) return openStoredBlock(key, ref, stored, blockIndex);
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", raw));
+  if (!equalBytes(digest, ref.sha256)) return openStoredBlock(key, ref, stored, blockIndex);
+  return raw;
+}
+
+type Inflate = (data: Uint8Array, options: { maxOutputLength: number }) => Promise<Buffer>;
+/** Asynchronous (thread-pool) decoders of the stored codecs (docs/format.md §3). */
+const INFLATE: Readonly<Record<number, Inflate>> = {
+  [Codec.zstd]: promisify(zstdDecompress) as Inflate,
+  [Codec.brotli]: promisify(brotliDecompress) as Inflate,
+  [Codec.gzip]: promisify(gunzip) as Inflate,
+};
+
+/** One ranged GET: a segment's bytes [start, end) holding `entries`. */
+interface Range {
+  readonly segment: string;
+  readonly start: number;
+  end: number;
+  readonly entries: IndexEntry[];
+}
+
+/** Sorts stored refs by segment and offset and coalesces neighbours into ranges (≤ maxRange, gaps ≤ gap). */
+function coalesce(stored: readonly IndexEntry[], maxRange: number, gap: number): Range[] {
+  const sorted = [...stored].sort((a, b) =>
+    a.ref.segment === b.ref.segment ? a.ref.offset - b.ref.offset : a.ref.segment! < b.ref.segment! ? -1 : 1,
+  );
+  const out: Range[] = [];
+  for (const e of sorted) {
+    const r = e.ref;
+    const last = out.at(-1);
+    if (
+      last &&
+      last.segment === r.segment &&
+      r.offset <= last.end + gap &&
+      Math.max(last.end, r.offset + r.length) - last.start <= maxRange
+    ) {
+      last.end = Math.max(last.end, r.offset + r.length);
+      last.entries.push(e);
+    } else out.push({ segment: r.segment!, start: r.offset, end: r.offset + r.length, entries: [e] });
+  }
+  return out;
+}
+
+/**
  * Reads stored blocks with coalesced ranged GETs, checks each block's SHA-256 and hands the raw
  * block to `onBlock`. Zero refs are skipped. Memory: `concurrency` × `maxRangeBytes`.
  * @throws BlockIntegrityError / CorruptObjectError / ObjectNotFoundError naming the segment key
@@ -185,53 +252,40 @@ export async function fetchBlocks(
 ): Promise<FetchStats> {
   const maxRange = options.maxRangeBytes ?? 8 * 1024 * 1024;
   const gap = options.gapBytes ?? 256 * 1024;
-  // Every ref is checked against its segment's footer (and a repacked segment's block found where it
-  // is now) before any data is read.
-  const located = footers ? await locateEntries(repo, entries, footers, options.concurrency ?? 8) : entries;
-  const stored = located.filter((e) => e.ref.codec !== Codec.zero);
-  stored.sort((a, b) =>
-    a.ref.segment === b.ref.segment ? a.ref.offset - b.ref.offset : a.ref.segment! < b.ref.segment! ? -1 : 1,
-  );
-  const pool = new TaskPool(options.concurrency ?? 8);
-  let i = 0;
-  while (i < stored.length) {
-    const first = stored[i]!;
-    const segment = first.ref.segment!;
-    const start = first.ref.offset;
-    let end = start + first.ref.length;
-    let j = i + 1;
-    while (j < stored.length) {
-      const r = stored[j]!.ref;
-      if (
-        r.segment !== segment ||
-        r.offset > end + gap ||
-        Math.max(end, r.offset + r.length) - start > maxRange
-      )
-        break;
-      end = Math.max(end, r.offset + r.length);
-      j++;
+  const stored = entries.filter((e) => e.ref.codec !== Codec.zero);
+  const read = async (r: Range) => {
+    const key = keys.segment(repo, r.segment);
+    const got = await repo.store.get(key, { range: { start: r.start, end: r.end } });
+    stats.requests++;
+    stats.bytesRead += got.body.byteLength;
+    if (got.body.byteLength !== r.end - r.start) {
+      throw new CorruptObjectError(
+        key,
+        got.versionId,
+        `expected bytes ${r.start}-${r.end - 1}, the segment is ${got.size} bytes`,
+      );
     }
-    const group = stored.slice(i, j);
-    i = j;
+    for (const e of r.entries) {
+      const slice = got.body.subarray(e.ref.offset - r.start, e.ref.offset - r.start + e.ref.length);
+      const raw = await openStoredBlockAsync(key, e.ref, slice, e.block);
+      stats.blocks++;
+      const p = onBlock(e.block, raw, e.ref);
+      if (p) await p;
+    }
+  };
+  const pool = new TaskPool(options.concurrency ?? 8);
+  for (const range of coalesce(stored, maxRange, gap)) {
     await pool.run(async () => {
-      const key = keys.segment(repo, segment);
-      const got = await repo.store.get(key, { range: { start, end } });
-      stats.requests++;
-      stats.bytesRead += got.body.byteLength;
-      if (got.body.byteLength !== end - start) {
-        throw new CorruptObjectError(
-          key,
-          got.versionId,
-          `expected bytes ${start}-${end - 1}, the segment is ${got.size} bytes`,
-        );
-      }
-      for (const e of group) {
-        const slice = got.body.subarray(e.ref.offset - start, e.ref.offset - start + e.ref.length);
-        const raw = openStoredBlock(key, e.ref, slice, e.block);
-        stats.blocks++;
-        const r = onBlock(e.block, raw, e.ref);
-        if (r) await r;
-      }
+      if (!footers) return read(range);
+      // Every ref is checked against its segment's footer before its data is read; a repacked
+      // segment's blocks are read where its relocation record says they are now.
+      const map = await footers.get(range.segment);
+      const located = range.entries.map((e) => ({
+        block: e.block,
+        ref: locateIn(repo, map, e.ref, e.block),
+      }));
+      if (located.every((e, k) => e.ref === range.entries[k]!.ref)) return read(range);
+      for (const moved of coalesce(located, maxRange, gap)) await read(moved);
     });
   }
   await pool.drain();
