@@ -1,8 +1,7 @@
-/** `cgmirror status`, `restore`, `verify`: read-only commands over a group's repository. */
+/** The work behind `cgmirror status`, `restore`, `verify`, `repair` (imported when one of them runs). */
 import { existsSync, statSync } from "node:fs";
 import { mkdir, readdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { Command, Option } from "commander";
 import { GenerationNotFoundError } from "#core/errors.ts";
 import {
   type GenerationManifest,
@@ -15,39 +14,18 @@ import type { Repo } from "#core/layout.ts";
 import { acquireLock, readLock, releaseLock } from "#core/lock.ts";
 import { applyRepair, planRepair, type RepairPlan } from "#core/repair.ts";
 import { restoreVolume } from "#core/restore.ts";
+import { listRunRecords, type RunRecord } from "#core/run-history.ts";
 import { verifyGeneration } from "#core/verify.ts";
 import { type CliContext, openContext } from "../context.ts";
+import { BusyError } from "../errors.ts";
 import { formatBytes, printJson, table, UsageError } from "../output.ts";
-import { parseNonNegativeInt } from "../parse.ts";
 import { ProgressLine } from "../progress.ts";
+import { applyAwsOptions } from "../state.ts";
 import { loadConfigFile } from "./config.ts";
+import type { RepoOptions } from "./repo.ts";
 
 export class RestoreTargetError extends Error {
   override readonly name = "RestoreTargetError";
-}
-
-export interface RepoOptions {
-  readonly group?: string;
-  readonly config?: string;
-  readonly bucket?: string;
-  readonly prefix?: string;
-  readonly local?: boolean;
-  readonly stateDir?: string;
-  readonly json?: boolean;
-}
-
-export function repoOptions(cmd: Command): Command {
-  return cmd
-    .option("--group <name>", "consistency group name (default: the config's)")
-    .option("--config <file>", "group config (names the bucket and prefix)")
-    .option(
-      "--bucket <name>",
-      "bucket (default: the config's, the local stack's with --local, or $CGM_BUCKET)",
-    )
-    .option("--prefix <prefix>", "repository key prefix (default: the config's, else groups/<group>)")
-    .option("--local", "use the embedded local stack (.cgmirror/)")
-    .addOption(new Option("--state-dir <dir>", "local state directory").hideHelp())
-    .option("--json", "print JSON");
 }
 
 /** Opens the context and the group's repository; the caller closes the context. */
@@ -66,6 +44,7 @@ export async function openRepo(opts: RepoOptions): Promise<{ ctx: CliContext; re
   }
   if (group === undefined) throw new UsageError("name the group: give --group <name> or --config <file>");
   const groupName = group;
+  applyAwsOptions(opts);
   const ctx = await openContext({
     ...(opts.local ? { local: true } : {}),
     ...(opts.stateDir ? { stateDir: opts.stateDir } : {}),
@@ -81,7 +60,10 @@ export async function openRepo(opts: RepoOptions): Promise<{ ctx: CliContext; re
   }
 }
 
-async function withRepo<T>(opts: RepoOptions, fn: (repo: Repo, ctx: CliContext) => Promise<T>): Promise<T> {
+export async function withRepo<T>(
+  opts: RepoOptions,
+  fn: (repo: Repo, ctx: CliContext) => Promise<T>,
+): Promise<T> {
   const { ctx, repo } = await openRepo(opts);
   try {
     return await fn(repo, ctx);
@@ -105,208 +87,212 @@ export async function manifestOrExplain(repo: Repo, n: number | undefined): Prom
   }
 }
 
-interface LockView {
+/** The group lock as users see it: held (by a live run), expired (its run died), or free. */
+export interface LockView {
+  readonly state: "held" | "expired" | "free";
+  /** The run that holds it, or held it last. */
   readonly runId: string;
   readonly fencing: number;
-  readonly expiresAt: string;
+  readonly acquiredAt: string;
+  /** Only while the lock is held or expired: a released lock has no expiry. */
+  readonly expiresAt?: string;
   readonly released: boolean;
   readonly live: boolean;
 }
 
-async function readLockView(repo: Repo): Promise<LockView | undefined> {
+export async function readLockView(repo: Repo): Promise<LockView | undefined> {
   const lock = await readLock(repo);
   if (!lock) return undefined;
   const rec = lock.record;
+  const live = !rec.released && Date.parse(rec.expiresAt) > Date.now();
   return {
+    state: rec.released ? "free" : live ? "held" : "expired",
     runId: rec.runId,
     fencing: rec.fencing,
-    expiresAt: rec.expiresAt,
+    acquiredAt: rec.acquiredAt,
+    ...(rec.released ? {} : { expiresAt: rec.expiresAt }),
     released: rec.released,
-    live: !rec.released && Date.parse(rec.expiresAt) > Date.now(),
+    live,
   };
 }
+
+export function describeLock(lock: LockView | undefined): string {
+  if (!lock) return "lock: free (never taken)";
+  if (lock.state === "held")
+    return `lock: held by run ${lock.runId} (fencing ${lock.fencing}) since ${lock.acquiredAt}, expires ${lock.expiresAt}`;
+  if (lock.state === "expired")
+    return `lock: expired (run ${lock.runId}, fencing ${lock.fencing}, expired ${lock.expiresAt}); the next run takes it over and recovers what it left`;
+  return `lock: free (last run ${lock.runId}, fencing ${lock.fencing})`;
+}
+
+/** One line per run record (runs, status). */
+export function runRow(r: RunRecord): (string | number)[] {
+  const outcome = r.outcome === "recovered" ? `recovered (${r.recoveredAs})` : r.outcome;
+  return [
+    r.startedAt ?? "-",
+    outcome,
+    r.generation ?? (r.headGeneration !== null ? `(${r.headGeneration})` : "-"),
+    r.durationMs === null ? "-" : `${(r.durationMs / 1000).toFixed(1)} s`,
+    r.changedBlocks === null ? "-" : formatBytes(r.changedBlocks * 524_288),
+    r.storedBytes === null ? "-" : formatBytes(r.storedBytes),
+    r.error ? `${r.error}: ${(r.cause ?? "").replace(/\s+/g, " ").slice(0, 120)}` : "",
+  ];
+}
+export const RUN_HEADERS = ["STARTED", "OUTCOME", "GEN", "DURATION", "CHANGED", "STORED", "CAUSE"];
 
 function sum(manifest: GenerationManifest, field: "changedBlocks" | "storedBytes"): number {
   return manifest.volumes.reduce((acc, v) => acc + (v.stats[field] ?? 0), 0);
 }
 
-export function statusCommand(): Command {
-  return repoOptions(
-    new Command("status").description("the committed generation, the generations, the lock and the RPO age"),
-  )
-    .option("--limit <n>", "show at most the newest n generations", parseNonNegativeInt, 20)
-    .action(async (opts: RepoOptions & { limit: number }) => {
-      await withRepo(opts, async (repo) => {
-        const head = await readHead(repo);
-        const commit = head?.head.commit ?? null;
-        const numbers = await listGenerations(repo);
-        const shown = numbers.slice(-opts.limit);
-        const manifests = await Promise.all(shown.map((n) => readGeneration(repo, n)));
-        const lock = await readLockView(repo);
-        const newest = commit ? manifests.find((m) => m.generation === head?.head.generation) : undefined;
-        const ageSeconds = commit ? Math.round((Date.now() - Date.parse(commit.committedAt)) / 1000) : null;
-        const generations = manifests.map((m) => ({
-          generation: m.generation,
-          isHead: m.generation === head?.head.generation,
-          pointInTime: m.pointInTime,
-          committedAt: m.createdAt,
-          volumes: m.volumes.length,
-          changedBytes: sum(m, "changedBlocks") * 524_288,
-          storedBytes: sum(m, "storedBytes"),
-          durationMs: m.stats.durationMs ?? null,
-          coordinationMs: m.stats.coordinationMs ?? null,
-        }));
-        const out = {
-          group: repo.group,
-          head: commit
-            ? { generation: head!.head.generation, committedAt: commit.committedAt, runId: commit.runId }
-            : null,
-          newestCommittedAgeSeconds: ageSeconds,
-          pointInTime: newest?.pointInTime ?? null,
-          lock: lock ?? null,
-          generations,
-        };
-        if (opts.json) {
-          printJson(out);
-          return;
-        }
-        if (!commit) console.log(`group ${repo.group}: no committed generation yet`);
-        else
-          console.log(
-            `group ${repo.group}: HEAD is generation ${head!.head.generation}, committed ${commit.committedAt} (${ageSeconds} s ago)`,
-          );
-        console.log(
-          lock
-            ? `lock: ${lock.live ? "held" : lock.released ? "free" : "expired"} (run ${lock.runId}, fencing ${lock.fencing}${lock.live ? `, expires ${lock.expiresAt}` : ""})`
-            : "lock: free (never taken)",
-        );
-        if (generations.length) {
-          console.log(
-            table(
-              ["GEN", "POINT IN TIME", "VOLUMES", "CHANGED", "STORED", "DURATION", "COORDINATION", ""],
-              generations.map((g) => [
-                g.generation,
-                g.pointInTime,
-                g.volumes,
-                formatBytes(g.changedBytes),
-                formatBytes(g.storedBytes),
-                g.durationMs === null ? "-" : `${(g.durationMs / 1000).toFixed(1)} s`,
-                g.coordinationMs === null ? "-" : `${g.coordinationMs} ms`,
-                g.isHead ? "HEAD" : "",
-              ]),
-            ),
-          );
-        }
-      });
-    });
+export async function statusAction(opts: RepoOptions & { limit: number }): Promise<void> {
+  await withRepo(opts, async (repo) => {
+    const head = await readHead(repo);
+    const commit = head?.head.commit ?? null;
+    const numbers = await listGenerations(repo);
+    const shown = numbers.slice(-opts.limit);
+    const manifests = await Promise.all(shown.map((n) => readGeneration(repo, n)));
+    const lock = await readLockView(repo);
+    const { records: recentRuns } = await listRunRecords(repo, { limit: 5 });
+    const newest = commit ? manifests.find((m) => m.generation === head?.head.generation) : undefined;
+    const ageSeconds = commit ? Math.round((Date.now() - Date.parse(commit.committedAt)) / 1000) : null;
+    const generations = manifests.map((m) => ({
+      generation: m.generation,
+      isHead: m.generation === head?.head.generation,
+      pointInTime: m.pointInTime,
+      committedAt: m.createdAt,
+      volumes: m.volumes.length,
+      changedBytes: sum(m, "changedBlocks") * 524_288,
+      storedBytes: sum(m, "storedBytes"),
+      durationMs: m.stats.durationMs ?? null,
+      coordinationMs: m.stats.coordinationMs ?? null,
+    }));
+    const out = {
+      group: repo.group,
+      head: commit
+        ? { generation: head!.head.generation, committedAt: commit.committedAt, runId: commit.runId }
+        : null,
+      newestCommittedAgeSeconds: ageSeconds,
+      pointInTime: newest?.pointInTime ?? null,
+      lock: lock ?? null,
+      generations,
+      /** The newest runs (committed, reverted, recovered), oldest first; `cgmirror runs` has them all. */
+      recentRuns,
+    };
+    if (opts.json) {
+      printJson(out);
+      return;
+    }
+    if (!commit) console.log(`group ${repo.group}: no committed generation yet`);
+    else
+      console.log(
+        `group ${repo.group}: HEAD is generation ${head!.head.generation}, committed ${commit.committedAt} (${ageSeconds} s ago)`,
+      );
+    console.log(describeLock(lock));
+    if (generations.length) {
+      console.log(
+        table(
+          ["GEN", "POINT IN TIME", "VOLUMES", "CHANGED", "STORED", "DURATION", "COORDINATION", ""],
+          generations.map((g) => [
+            g.generation,
+            g.pointInTime,
+            g.volumes,
+            formatBytes(g.changedBytes),
+            formatBytes(g.storedBytes),
+            g.durationMs === null ? "-" : `${(g.durationMs / 1000).toFixed(1)} s`,
+            g.coordinationMs === null ? "-" : `${g.coordinationMs} ms`,
+            g.isHead ? "HEAD" : "",
+          ]),
+        ),
+      );
+    }
+    if (recentRuns.length > 0) {
+      console.log(`\nrecent runs (all of them: cgmirror runs --group ${repo.group}):`);
+      console.log(table(RUN_HEADERS, recentRuns.map(runRow)));
+    }
+  });
 }
 
-export function restoreCommand(): Command {
-  return repoOptions(
-    new Command("restore").description(
-      "restore a generation to raw image files (one per volume, named by volume id), every block verified",
-    ),
-  )
-    .option("--generation <n>", "generation to restore (default: HEAD)", parseNonNegativeInt)
-    .requiredOption("--to-dir <dir>", "directory for the images")
-    .option("--volume <vol-id>", "restore only this volume")
-    .option("--force", "overwrite existing image files")
-    .action(
-      async (
-        opts: RepoOptions & { generation?: number; toDir: string; volume?: string; force?: boolean },
-      ) => {
-        const dir = resolve(opts.toDir);
-        if (existsSync(dir) && !statSync(dir).isDirectory()) {
-          throw new UsageError(`--to-dir ${opts.toDir} is a file, not a directory; name a directory`);
-        }
-        await withRepo(opts, async (repo) => {
-          const manifest = await manifestOrExplain(repo, opts.generation);
-          const volumes = opts.volume
-            ? manifest.volumes.filter((v) => v.volumeId === opts.volume)
-            : manifest.volumes;
-          if (volumes.length === 0) {
-            throw new UsageError(
-              `generation ${manifest.generation} has no volume ${opts.volume}; it has ${manifest.volumes.map((v) => v.volumeId).join(", ")}`,
-            );
-          }
-          const targets = volumes.map((v) => join(dir, `${v.volumeId}.img`));
-          const existing = existsSync(dir) ? new Set(await readdir(dir)) : new Set<string>();
-          const clash = volumes
-            .filter((v) => existing.has(`${v.volumeId}.img`))
-            .map((v) => `${v.volumeId}.img`);
-          if (clash.length && !opts.force) {
-            throw new RestoreTargetError(
-              `${clash.join(", ")} already exist in ${opts.toDir}; add --force to overwrite or pick another --to-dir`,
-            );
-          }
-          await mkdir(dir, { recursive: true });
-          const tty = process.stdout.isTTY && !opts.json;
-          const results = [];
-          for (const [i, v] of volumes.entries()) {
-            const started = Date.now();
-            const line = new ProgressLine(`restoring ${v.volumeId}`, tty);
-            const stats = await restoreVolume(repo, {
-              volumeId: v.volumeId,
-              path: targets[i]!,
-              manifest,
-              onProgress: (p) => line.update(p.entriesDone, p.entriesEstimate, p.bytesWritten),
-            });
-            line.done(`restored ${v.volumeId} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-            results.push({ ...stats, path: targets[i]! });
-          }
-          if (opts.json)
-            printJson({
-              generation: manifest.generation,
-              pointInTime: manifest.pointInTime,
-              volumes: results,
-            });
-          else
-            for (const r of results)
-              console.log(
-                `restored ${r.volumeId} of generation ${r.generation} to ${r.path}: ${r.dataBlocks} blocks verified, ${r.zeroBlocks} zero blocks`,
-              );
-        });
-      },
+export async function restoreAction(
+  opts: RepoOptions & { generation?: number; toDir: string; volume?: string; force?: boolean },
+): Promise<void> {
+  const dir = resolve(opts.toDir);
+  if (existsSync(dir) && !statSync(dir).isDirectory()) {
+    throw new UsageError(`--to-dir ${opts.toDir} is a file, not a directory; name a directory`);
+  }
+  await withRepo(opts, async (repo) => {
+    const manifest = await manifestOrExplain(repo, opts.generation);
+    const volumes = opts.volume
+      ? manifest.volumes.filter((v) => v.volumeId === opts.volume)
+      : manifest.volumes;
+    if (volumes.length === 0) {
+      throw new UsageError(
+        `generation ${manifest.generation} has no volume ${opts.volume}; it has ${manifest.volumes.map((v) => v.volumeId).join(", ")}`,
+      );
+    }
+    const targets = volumes.map((v) => join(dir, `${v.volumeId}.img`));
+    const existing = existsSync(dir) ? new Set(await readdir(dir)) : new Set<string>();
+    const clash = volumes.filter((v) => existing.has(`${v.volumeId}.img`)).map((v) => `${v.volumeId}.img`);
+    if (clash.length && !opts.force) {
+      throw new RestoreTargetError(
+        `${clash.join(", ")} already exist in ${opts.toDir}; add --force to overwrite or pick another --to-dir`,
+      );
+    }
+    await mkdir(dir, { recursive: true });
+    const tty = process.stdout.isTTY && !opts.json;
+    const results = [];
+    for (const [i, v] of volumes.entries()) {
+      const started = Date.now();
+      const line = new ProgressLine(`restoring ${v.volumeId}`, tty);
+      const stats = await restoreVolume(repo, {
+        volumeId: v.volumeId,
+        path: targets[i]!,
+        manifest,
+        onProgress: (p) => line.update(p.entriesDone, p.entriesEstimate, p.bytesWritten),
+      });
+      line.done(`restored ${v.volumeId} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      results.push({ ...stats, path: targets[i]! });
+    }
+    if (opts.json)
+      printJson({
+        generation: manifest.generation,
+        pointInTime: manifest.pointInTime,
+        volumes: results,
+      });
+    else
+      for (const r of results)
+        console.log(
+          `restored ${r.volumeId} of generation ${r.generation} to ${r.path}: ${r.dataBlocks} blocks verified, ${r.zeroBlocks} zero blocks`,
+        );
+  });
+}
+
+export async function verifyAction(
+  opts: RepoOptions & { generation?: number; readData?: boolean | string },
+): Promise<void> {
+  let fraction = 0;
+  if (opts.readData === true) fraction = 1;
+  else if (typeof opts.readData === "string") {
+    fraction = Number(opts.readData);
+    if (!(fraction > 0 && fraction <= 1)) {
+      throw new UsageError(`--read-data takes a fraction above 0 and at most 1, got "${opts.readData}"`);
+    }
+  }
+  const report = await withRepo(opts, async (repo) => {
+    const manifest = await manifestOrExplain(repo, opts.generation);
+    return verifyGeneration(repo, { generation: manifest.generation, readData: fraction });
+  });
+  if (opts.json) printJson(report);
+  else {
+    console.log(
+      `generation ${report.generation}: ${report.volumes} volumes, ${report.indexEntries} index entries, ${report.segments} segments` +
+        (fraction > 0
+          ? `, ${report.blocksReHashed} blocks re-hashed in ${report.segmentsReadData} segments`
+          : ""),
     );
-}
-
-export function verifyCommand(): Command {
-  return repoOptions(
-    new Command("verify").description(
-      "check a generation: every reference resolves and agrees with its segment; with --read-data, re-hash the data",
-    ),
-  )
-    .option("--generation <n>", "generation to verify (default: HEAD)", parseNonNegativeInt)
-    .option(
-      "--read-data [fraction]",
-      "also re-read and re-hash block data: all of it, or a fraction of the segments (0-1)",
-    )
-    .action(async (opts: RepoOptions & { generation?: number; readData?: boolean | string }) => {
-      let fraction = 0;
-      if (opts.readData === true) fraction = 1;
-      else if (typeof opts.readData === "string") {
-        fraction = Number(opts.readData);
-        if (!(fraction > 0 && fraction <= 1)) {
-          throw new UsageError(`--read-data takes a fraction above 0 and at most 1, got "${opts.readData}"`);
-        }
-      }
-      const report = await withRepo(opts, async (repo) => {
-        const manifest = await manifestOrExplain(repo, opts.generation);
-        return verifyGeneration(repo, { generation: manifest.generation, readData: fraction });
-      });
-      if (opts.json) printJson(report);
-      else {
-        console.log(
-          `generation ${report.generation}: ${report.volumes} volumes, ${report.indexEntries} index entries, ${report.segments} segments` +
-            (fraction > 0
-              ? `, ${report.blocksReHashed} blocks re-hashed in ${report.segmentsReadData} segments`
-              : ""),
-        );
-        for (const p of report.problems) console.log(`PROBLEM ${p.kind} ${p.key}: ${p.message}`);
-        console.log(report.ok ? "OK" : `FAILED: ${report.problems.length} problems`);
-      }
-      if (!report.ok) process.exitCode = 1;
-    });
+    for (const p of report.problems) console.log(`PROBLEM ${p.kind} ${p.key}: ${p.message}`);
+    console.log(report.ok ? "OK" : `FAILED: ${report.problems.length} problems`);
+  }
+  if (!report.ok) process.exitCode = 1;
 }
 
 async function confirm(question: string): Promise<boolean> {
@@ -354,48 +340,39 @@ function explainRepair(plan: RepairPlan): void {
   } else console.log("no generation verifies: repair cannot choose one; restore from another copy");
 }
 
-export function repairCommand(): Command {
-  return repoOptions(
-    new Command("repair").description(
-      "explain why runs stop on this repository (HEAD missing, deleted or rolled back) and, with confirmation, point HEAD at the newest committed generation that verifies",
-    ),
-  )
-    .option("--yes", "apply without asking")
-    .option("--read-data", "also re-hash every block of each candidate (slower, stronger)")
-    .action(async (opts: RepoOptions & { yes?: boolean; readData?: boolean }) => {
-      await withRepo(opts, async (repo) => {
-        const plan = await planRepair(repo, { readData: opts.readData ? 1 : 0 });
-        if (opts.json && (plan.state === "ok" || !opts.yes)) {
-          printJson(plan);
-        } else if (!opts.json) explainRepair(plan);
-        if (plan.state === "ok") return;
-        if (!plan.chosen) {
-          process.exitCode = 1;
-          return;
-        }
-        const go = opts.yes || (process.stdin.isTTY && !opts.json && (await confirm("apply this repair?")));
-        if (!go) {
-          if (!opts.json) console.log("nothing changed; re-run with --yes to apply");
-          process.exitCode = 1;
-          return;
-        }
-        const runId = `repair-${Date.now()}`;
-        const lock = await acquireLock(repo, { runId, ttlMs: 15 * 60_000 });
-        if (!lock.acquired) {
-          throw new UsageError(
-            `run ${lock.holderRunId} holds the group's lock until ${lock.expiresAt}; repair again after it ends`,
-          );
-        }
-        try {
-          await applyRepair(repo, plan, { runId, fencing: lock.lease.fencing });
-        } finally {
-          await releaseLock(repo, lock.lease);
-        }
-        const after = await planRepair(repo);
-        if (opts.json)
-          printJson({ repaired: true, plan, after: after.state, headGeneration: after.headGeneration });
-        else console.log(`repaired: HEAD is generation ${after.headGeneration} (${after.state})`);
-        if (after.state !== "ok") process.exitCode = 1;
-      });
-    });
+export async function repairAction(opts: RepoOptions & { yes?: boolean; readData?: boolean }): Promise<void> {
+  await withRepo(opts, async (repo) => {
+    const plan = await planRepair(repo, { readData: opts.readData ? 1 : 0 });
+    if (opts.json && (plan.state === "ok" || !opts.yes)) {
+      printJson(plan);
+    } else if (!opts.json) explainRepair(plan);
+    if (plan.state === "ok") return;
+    if (!plan.chosen) {
+      process.exitCode = 1;
+      return;
+    }
+    const go = opts.yes || (process.stdin.isTTY && !opts.json && (await confirm("apply this repair?")));
+    if (!go) {
+      if (!opts.json) console.log("nothing changed; re-run with --yes to apply");
+      process.exitCode = 1;
+      return;
+    }
+    const runId = `repair-${Date.now()}`;
+    const lock = await acquireLock(repo, { runId, ttlMs: 15 * 60_000 });
+    if (!lock.acquired) {
+      throw new BusyError(
+        `run ${lock.holderRunId} holds the group's lock until ${lock.expiresAt}; repair again after it ends`,
+      );
+    }
+    try {
+      await applyRepair(repo, plan, { runId, fencing: lock.lease.fencing });
+    } finally {
+      await releaseLock(repo, lock.lease);
+    }
+    const after = await planRepair(repo);
+    if (opts.json)
+      printJson({ repaired: true, plan, after: after.state, headGeneration: after.headGeneration });
+    else console.log(`repaired: HEAD is generation ${after.headGeneration} (${after.state})`);
+    if (after.state !== "ok") process.exitCode = 1;
+  });
 }
