@@ -144,7 +144,17 @@ export function toCliError(error: unknown, context: { bucket?: string } = {}): C
     return new CliError(message, ExitCode.failed, { cause: error });
   }
   // ---- AWS SDK and network
-  if (/Region is missing/i.test(message) || (name === "ConfigError" && /region/i.test(message))) {
+  const badRegion = /Region not accepted: region="([^"]*)"/.exec(message);
+  if (badRegion?.[1]) {
+    return new EnvironmentError(
+      `"${badRegion[1]}" is not an AWS Region: give --region (e.g. eu-west-1) or fix AWS_REGION`,
+      { cause: error },
+    );
+  }
+  if (
+    /Region is missing|Region not accepted/i.test(message) ||
+    (name === "ConfigError" && /region/i.test(message))
+  ) {
     return new EnvironmentError(
       `no AWS Region is set: give --region, set AWS_REGION, or use a profile that has one (AWS_PROFILE, aws configure); ${HINT_LOCAL}`,
       { cause: error },
