@@ -20,15 +20,17 @@ let stack: Awaited<ReturnType<typeof cliLocalStack>>;
 let cwd: string;
 
 /** What a terminal shows: `\r` returns to the line start, `\x1b[K` clears the rest of the line. */
+const ESC = String.fromCharCode(27);
+const CLEAR = `${ESC}[K`;
 function screen(output: string): string[] {
   const lines: string[] = [];
   let current = "";
-  for (const part of output.split(/(\r|\n|\x1b\[K)/)) {
+  for (const part of output.split(new RegExp(`(\r|\n|${ESC}\\[K)`))) {
     if (part === "\n") {
       lines.push(current);
       current = "";
     } else if (part === "\r") current = "";
-    else if (part === "\x1b[K") {
+    else if (part === CLEAR) {
       /* cleared: current already reset by \r before it */
     } else current += part;
   }
