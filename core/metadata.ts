@@ -24,7 +24,8 @@ export type MetadataFormat =
   | "cgmirror.volume-index"
   | "cgmirror.lock"
   | "cgmirror.shard-result"
-  | "cgmirror.run-plan";
+  | "cgmirror.run-plan"
+  | "cgmirror.run-record";
 
 const SEAL = /,"checksum":"sha256:([0-9a-f]{64})"\}\n$/;
 /** `format` and `version`, read before the object's own schema (built once: zod compiles each schema). */
