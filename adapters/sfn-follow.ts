@@ -62,24 +62,37 @@ export async function followExecution(
   let lastEventId = 0;
   for (;;) {
     if (options.onState) {
+      // Newest first, only until the events already seen: a poll reads the new events, not the whole
+      // history again (a long run has thousands).
+      const fresh: { id: number; name: string }[] = [];
       let nextToken: string | undefined;
+      let caughtUp = false;
       do {
         const page = await sfn.send(
           new GetExecutionHistoryCommand({
             executionArn,
             maxResults: 200,
+            reverseOrder: true,
             ...(nextToken ? { nextToken } : {}),
           }),
         );
         for (const e of page.events ?? []) {
           const id = e.id ?? 0;
-          if (id <= lastEventId) continue;
-          lastEventId = id;
+          if (id <= lastEventId) {
+            caughtUp = true;
+            break;
+          }
           const name = e.stateEnteredEventDetails?.name;
-          if (name && e.type?.endsWith("StateEntered")) options.onState(name);
+          if (name && e.type?.endsWith("StateEntered")) fresh.push({ id, name });
+          else fresh.push({ id, name: "" });
         }
-        nextToken = page.nextToken;
+        nextToken = caughtUp ? undefined : page.nextToken;
       } while (nextToken);
+      fresh.sort((a, b) => a.id - b.id);
+      for (const e of fresh) {
+        lastEventId = Math.max(lastEventId, e.id);
+        if (e.name) options.onState(e.name);
+      }
     }
     const d = await sfn.send(new DescribeExecutionCommand({ executionArn }));
     await options.onPoll?.(d.status ?? "UNKNOWN");
