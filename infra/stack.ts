@@ -298,6 +298,8 @@ export class CgmirrorStack extends Stack {
           keepNames: true,
           sourceMap: true,
           sourcesContent: false,
+          // esbuild prints only errors (no per-bundle size lines on every synth).
+          logLevel: nodejs.LogLevel.ERROR,
           // Bundle the AWS SDK too: the versions tested are the versions deployed.
           externalModules: [],
           banner:
