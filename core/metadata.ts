@@ -25,6 +25,7 @@ export type MetadataFormat =
   | "cgmirror.lock"
   | "cgmirror.shard-result"
   | "cgmirror.run-plan"
+  | "cgmirror.run-record"
   | "cgmirror.relocation";
 
 const SEAL = /,"checksum":"sha256:([0-9a-f]{64})"\}\n$/;

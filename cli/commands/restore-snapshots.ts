@@ -13,7 +13,8 @@ import { emulatorSnapshotCatalog } from "../../local/snapshot-catalog.ts";
 import type { CliContext } from "../context.ts";
 import { printJson, table, UsageError } from "../output.ts";
 import { ProgressLine } from "../progress.ts";
-import { manifestOrExplain } from "./repo.ts";
+import type { RepoOptions } from "./repo.ts";
+import { manifestOrExplain, withRepo } from "./repo-run.ts";
 
 export interface RestoreSnapshotsFlags {
   readonly generation?: number;
@@ -62,6 +63,14 @@ function writerFor(ctx: CliContext): { writer: EbsSnapshotWriter; close: () => v
       ec2?.destroy();
     },
   };
+}
+
+/** `restore --to-snapshots`. */
+export async function restoreSnapshotsAction(
+  opts: RepoOptions & RestoreSnapshotsFlags & { toDir?: string },
+): Promise<void> {
+  if (opts.toDir) throw new UsageError("give exactly one of --to-dir <dir> or --to-snapshots");
+  await withRepo(opts, (repo, ctx) => restoreToSnapshotsAction(repo, ctx, opts));
 }
 
 export async function restoreToSnapshotsAction(

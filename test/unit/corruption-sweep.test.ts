@@ -540,7 +540,13 @@ describe("corruption sweep: a flipped byte of any object is reported by verify a
     const others: string[] = [];
     for await (const v of g.store.listVersions(`${g.repo.prefix}/`)) {
       const rel = v.key.slice(g.repo.prefix.length + 1);
-      if (v.isDeleteMarker || rel.startsWith("locks/") || rel.startsWith("runs/")) continue; // lock, run scratch
+      if (
+        v.isDeleteMarker ||
+        rel.startsWith("locks/") ||
+        rel.startsWith("runs/") ||
+        rel.startsWith("history/")
+      )
+        continue; // lock, run scratch, run records (format §13: nothing a restore reads)
       if (rel === "HEAD" && !v.isLatest) continue; // HEAD's history (repair reads it)
       if (!swept.has(`${v.key}@${v.versionId}`)) others.push(rel);
     }

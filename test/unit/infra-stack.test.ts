@@ -179,7 +179,11 @@ describe("least-privilege IAM", () => {
   it("GIVEN each task THEN it writes, deletes and reads only the repository areas its step needs", () => {
     const expected: Record<string, { write: string[]; deleteVersion: string[]; read: string[] }> = {
       AcquireLock: { write: ["locks"], deleteVersion: [], read: ["HEAD", "locks"] },
-      Recover: { write: ["HEAD", "commits"], deleteVersion: ["generations", "runs", "volumes"], read: ALL },
+      Recover: {
+        write: ["HEAD", "commits", "history"],
+        deleteVersion: ["generations", "runs", "volumes"],
+        read: ALL,
+      },
       Snapshot: { write: [], deleteVersion: [], read: ["HEAD", "locks"] },
       CheckSnapshots: { write: [], deleteVersion: [], read: ["HEAD", "locks"] },
       Plan: { write: ["runs"], deleteVersion: [], read: ALL },
@@ -190,8 +194,16 @@ describe("least-privilege IAM", () => {
       },
       Prepare: { write: ["runs", "volumes"], deleteVersion: [], read: ALL },
       Commit: { write: ["HEAD", "commits", "generations"], deleteVersion: [], read: ALL },
-      Revert: { write: [], deleteVersion: ["generations", "runs", "segments", "volumes"], read: ALL },
-      ReleaseLock: { write: ["locks"], deleteVersion: ["runs"], read: ["HEAD", "locks"] },
+      Revert: {
+        write: ["history"],
+        deleteVersion: ["generations", "runs", "segments", "volumes"],
+        read: ALL,
+      },
+      ReleaseLock: {
+        write: ["history", "locks"],
+        deleteVersion: ["runs"],
+        read: ["HEAD", "generations", "locks"],
+      },
     };
     for (const [task, want] of Object.entries(expected)) {
       expect(areasOf(task, "s3:PutObject"), `${task} writes`).toEqual(want.write);
