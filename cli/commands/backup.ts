@@ -30,8 +30,11 @@ export function newExecutionName(group: string): string {
  * - reverted: the run failed and reverted, the previous group is current;
  * - revertFailed: the run failed and its revert did not finish (the next run's Recover finishes it);
  * - releaseFailed: the group IS committed, only releasing the lock failed (it expires by itself);
- * - timedOut / aborted: the execution was stopped (run timeout, StopExecution) without reverting;
- *   the lock expires and the next run's Recover finishes or reverts what it wrote.
+ * - failed: the execution failed without reverting: a Step Functions limit no Catch handles
+ *   (States.DataLimitExceeded, States.Runtime) or a failure before the lock was taken;
+ * - timedOut / aborted: the execution was stopped (run timeout, StopExecution) without reverting.
+ * After failed, timedOut and aborted the next run takes the lock over at once (its holder is no
+ * longer RUNNING) and its Recover finishes or reverts what this run wrote.
  */
 export type BackupOutcome =
   | "committed"
@@ -39,6 +42,7 @@ export type BackupOutcome =
   | "reverted"
   | "revertFailed"
   | "releaseFailed"
+  | "failed"
   | "timedOut"
   | "aborted";
 
@@ -49,6 +53,7 @@ export const BACKUP_EXIT_CODES: Readonly<Record<BackupOutcome, number>> = {
   reverted: 1,
   revertFailed: 1,
   releaseFailed: 3,
+  failed: 1,
   timedOut: 4,
   aborted: 5,
 };
@@ -66,6 +71,9 @@ export function regionOfStateMachineArn(arn: string): string {
   }
   return m[2] as string;
 }
+
+/** Errors that end an execution without any Catch (so without Revert). */
+const UNCATCHABLE = new Set(["States.DataLimitExceeded", "States.Runtime"]);
 
 /** Maps a finished execution of the deployed state machine to the backup's outcome. */
 export function outcomeOfExecution(out: Pick<ExecutionOutcome, "status" | "output" | "error" | "cause">): {
@@ -86,6 +94,7 @@ export function outcomeOfExecution(out: Pick<ExecutionOutcome, "status" | "outpu
     return { outcome: "releaseFailed", ...(g ? { generation: Number(g[1]) } : {}) };
   }
   if (out.error === Errors.RevertFailed) return { outcome: "revertFailed" };
+  if (out.error !== undefined && UNCATCHABLE.has(out.error)) return { outcome: "failed" };
   return { outcome: "reverted" };
 }
 
@@ -215,6 +224,11 @@ export function printOutcome(r: BackupResult): void {
     case "releaseFailed":
       console.log(
         `committed, but the lock release failed: group ${r.group} generation ${r.generation ?? "?"} IS committed; the lock expires at its lease end (runTimeoutMinutes + 30 min), until then runs are skipped; cause: ${why}`,
+      );
+      return;
+    case "failed":
+      console.log(
+        `failed: the execution of group ${r.group} stopped without reverting; HEAD names the last committed group, and the next run takes the lock over and its Recover reverts this run; cause: ${why}`,
       );
       return;
     case "timedOut":
