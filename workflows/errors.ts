@@ -100,3 +100,18 @@ export class NotImplementedError extends Error {
     super(`task ${task} is not implemented yet: it needs ${missing}; this run reverts`, options);
   }
 }
+
+/**
+ * The readable part of a Step Functions error cause: a Lambda function error's cause is the Lambda
+ * error object (`{"errorType","errorMessage","trace"}`), whose message is what a person wants to read.
+ * Any other cause is returned as is.
+ */
+export function causeMessage(cause: string): string {
+  if (!cause.startsWith("{")) return cause;
+  try {
+    const parsed = JSON.parse(cause) as { errorMessage?: unknown };
+    return typeof parsed.errorMessage === "string" ? parsed.errorMessage : cause;
+  } catch {
+    return cause;
+  }
+}

@@ -9,7 +9,7 @@ import { type ExecutionOutcome, runExecution } from "#adapters/sfn-execution.ts"
 import type { GroupConfig } from "#core/group-config.ts";
 import { createRepo, type Repo } from "#core/layout.ts";
 import { type RunProgress, readRunProgress } from "#core/transfer-worker.ts";
-import { Errors } from "#workflows/errors.ts";
+import { causeMessage, Errors } from "#workflows/errors.ts";
 import { localClients } from "../../local/clients.ts";
 import { createLocalDeps, parseInjectedFailure, runLocalBackup } from "../../local/runner.ts";
 import { attachOrStartLocalStack, defaultStateDir } from "../../local/stack.ts";
@@ -203,7 +203,7 @@ export async function localBackup(options: {
 }
 
 export function printOutcome(r: BackupResult): void {
-  const why = `${r.error ?? "?"}: ${r.cause ?? "(no cause)"}`;
+  const why = `${r.error ?? "?"}: ${r.cause !== undefined ? causeMessage(r.cause) : "(no cause)"}`;
   switch (r.outcome) {
     case "committed":
       console.log(
