@@ -177,7 +177,7 @@ describe("least-privilege IAM", () => {
 
   it("GIVEN each task THEN it writes, deletes and reads only the repository areas its step needs", () => {
     const expected: Record<string, { write: string[]; deleteVersion: string[]; read: string[] }> = {
-      AcquireLock: { write: ["locks"], deleteVersion: [], read: ["locks"] },
+      AcquireLock: { write: ["locks"], deleteVersion: [], read: ["HEAD", "locks"] },
       Recover: { write: ["HEAD", "commits"], deleteVersion: ["generations", "runs", "volumes"], read: ALL },
       Snapshot: { write: [], deleteVersion: [], read: ["HEAD", "locks"] },
       CheckSnapshots: { write: [], deleteVersion: [], read: ["HEAD", "locks"] },

@@ -170,7 +170,7 @@ describe("real handlers in the local interpreter (in-memory deps)", () => {
     const cause = (error as ExecutionError).cause as Error;
     expect(cause.name).toBe("PrepareFailedError");
     expect(cause.message).toContain("shard 1 of vol-0123456789abcdef1 was not transferred by run run-2");
-    expect((await readHead(repo))?.head).toMatchObject({ generation: 1, runId: "run-1" });
+    expect((await readHead(repo))?.head).toMatchObject({ generation: 1, commit: { runId: "run-1" } });
   });
 
   it("GIVEN another run holds the lock WHEN a run starts THEN it is skipped", async () => {
