@@ -286,13 +286,37 @@ export class ConsistencyGroupWorkflow extends Construct {
       parameters: { "anyFailed.$": "States.ArrayContains($.prepare.oks, false)" },
       resultPath: "$.prepareDecision",
     });
-    const prepareFailed = new sfn.Pass(this, "PrepareFailuresAsError", {
+    // The aggregation keeps only what is bounded: per failed volume its id, error name and cause (the
+    // handlers cut messages at MAX_ERROR_MESSAGE_CHARS, lambdas/runtime.ts; AWS's own causes are short),
+    // and the state is rebuilt without the prepare results, so 100 failing volumes stay far below
+    // 256 KiB and the run's cause (ids and error names only) below the 32 KiB of an execution's cause.
+    // A filter path matches several items: AWS returns a list (one item locally returns the item).
+    const failures = "$.prepare.results[?(@.ok == false)]";
+    const collectFailures = new sfn.Pass(this, "CollectPrepareFailures", {
       parameters: {
-        Error: Errors.PrepareFailed,
-        Cause: sfn.JsonPath.jsonToString(sfn.JsonPath.listAt("$.prepare.results")),
+        config: sfn.JsonPath.objectAt("$.config"),
+        lock: sfn.JsonPath.objectAt("$.lock"),
+        failed: {
+          "volumes.$": `${failures}.volumeId`,
+          "errors.$": `${failures}.error`,
+          "details.$": failures,
+        },
       },
-      resultPath: CAUGHT,
+    });
+    const prepareFailed = new sfn.Pass(this, "PrepareFailuresAsError", {
+      comment: "Only what Revert and RunFailed need: the config, the lock and the error.",
+      parameters: {
+        config: sfn.JsonPath.objectAt("$.config"),
+        lock: sfn.JsonPath.objectAt("$.lock"),
+        error: {
+          Error: Errors.PrepareFailed,
+          "Cause.$":
+            "States.Format('volumes that failed to prepare (collectAll): {}; their errors: {}; each cause is in the PrepareAllVolumes map state and in error.volumes of the Revert input', States.JsonToString($.failed.volumes), States.JsonToString($.failed.errors))",
+          "volumes.$": "$.failed.details",
+        },
+      },
     }).next(revert);
+    collectFailures.next(prepareFailed);
 
     // ---- commit, release
     const commit = invoke(
@@ -345,7 +369,7 @@ export class ConsistencyGroupWorkflow extends Construct {
 
     const prepareJoin = new sfn.Choice(this, "AllPrepared?")
       .when(sfn.Condition.booleanEquals("$.prepareDecision.anyFailed", false), commit)
-      .otherwise(prepareFailed);
+      .otherwise(collectFailures);
     decide.next(prepareJoin);
     prepareAll.next(decide);
     prepareFailFast.next(commit);
