@@ -1,5 +1,78 @@
-/** Starts a backup execution of the deployed state machine and follows it to its end (cgmirror backup in AWS). */
+/**
+ * Step Functions executions: start a backup execution of the deployed state machine and follow it to
+ * its end (`cgmirror backup` in AWS), and tell whether the run holding a group's lock is still running
+ * (AcquireLock, core/ports/run-status.ts).
+ */
 import { DescribeExecutionCommand, type SFNClient, StartExecutionCommand } from "@aws-sdk/client-sfn";
+import type { RunState, RunStatusPort } from "#core/ports/run-status.ts";
+
+const STATE_MACHINE_ARN =
+  /^arn:(aws[a-z-]*):states:([a-z0-9-]+):(\d{12}):stateMachine:([A-Za-z0-9_-]{1,80})(?::[A-Za-z0-9_-]+)?$/;
+/**
+ * Run ids that can be execution names: a run id is [A-Za-z0-9][A-Za-z0-9._:-]{0,127} (core/layout.ts),
+ * an execution name at most 80 characters without ':' (among others).
+ */
+const EXECUTION_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$/;
+
+/**
+ * The ARN of the execution named `name` of the state machine `stateMachineArn` (a version or alias
+ * qualifier is dropped: executions belong to the state machine). `undefined` when either cannot be one.
+ */
+export function executionArnOf(stateMachineArn: string, name: string): string | undefined {
+  const m = STATE_MACHINE_ARN.exec(stateMachineArn);
+  if (!m || !EXECUTION_NAME.test(name)) return undefined;
+  return `arn:${m[1]}:states:${m[2]}:${m[3]}:execution:${m[4]}:${name}`;
+}
+
+/** Execution statuses by what they mean for the lock holder. PENDING_REDRIVE is about to run again. */
+const RUN_STATES: Readonly<Record<string, RunState>> = {
+  RUNNING: "running",
+  PENDING_REDRIVE: "running",
+  SUCCEEDED: "ended",
+  FAILED: "ended",
+  TIMED_OUT: "ended",
+  ABORTED: "ended",
+};
+
+/**
+ * Run status from DescribeExecution of the execution named after the run id, on one state machine
+ * (the group's). Needs `states:DescribeExecution` on its executions. Anything it cannot tell (no access,
+ * no such execution, a run id that cannot be an execution name, a throttled or failed call) is
+ * `unknown`, reported through `onUnknown`.
+ */
+export class SfnRunStatus implements RunStatusPort {
+  readonly #client: SFNClient;
+  readonly #stateMachineArn: string;
+  readonly #onUnknown: ((runId: string, why: string) => void) | undefined;
+
+  constructor(props: {
+    client: SFNClient;
+    stateMachineArn: string;
+    onUnknown?: (runId: string, why: string) => void;
+  }) {
+    this.#client = props.client;
+    this.#stateMachineArn = props.stateMachineArn;
+    this.#onUnknown = props.onUnknown;
+  }
+
+  async runState(runId: string): Promise<RunState> {
+    const executionArn = executionArnOf(this.#stateMachineArn, runId);
+    if (!executionArn) {
+      this.#onUnknown?.(runId, `not an execution of ${this.#stateMachineArn}`);
+      return "unknown";
+    }
+    try {
+      const d = await this.#client.send(new DescribeExecutionCommand({ executionArn }));
+      const state = RUN_STATES[d.status ?? ""] ?? "unknown";
+      if (state === "unknown") this.#onUnknown?.(runId, `status ${d.status ?? "(none)"}`);
+      return state;
+    } catch (error) {
+      const e = error as { name?: string; message?: string };
+      this.#onUnknown?.(runId, `${e.name ?? "Error"}: ${e.message ?? String(error)}`);
+      return "unknown";
+    }
+  }
+}
 
 export interface ExecutionOutcome {
   readonly executionArn: string;

@@ -35,7 +35,17 @@ const snapshots = z.array(SnapshotRefSchema).min(1).max(100);
 export const ShardItemSchema = z.strictObject({ volumeId, shard: z.number().int().min(0).max(999_999) });
 
 // ---- AcquireLock
-export const AcquireLockInput = z.strictObject({ config, runId });
+const stateMachineArn = z
+  .string()
+  .regex(/^arn:aws[a-z-]*:states:[a-z0-9-]+:\d{12}:stateMachine:[A-Za-z0-9_:-]+$/, {
+    error: (i) => `expected a state machine ARN ($$.StateMachine.Id), got ${JSON.stringify(i.input)}`,
+  });
+export const AcquireLockInput = z.strictObject({
+  config,
+  runId,
+  /** $$.StateMachine.Id: the holder of a live lock is asked about as an execution of it. */
+  stateMachineId: stateMachineArn.optional(),
+});
 export const AcquireLockOutput = z.discriminatedUnion("acquired", [
   z.strictObject({
     acquired: z.literal(true),

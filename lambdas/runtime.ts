@@ -7,6 +7,7 @@ import type { z } from "zod";
 import { type GroupConfig, parseGroupConfig } from "#core/group-config.ts";
 import type { BlockSource } from "#core/ports/block-source.ts";
 import type { ObjectStore } from "#core/ports/object-store.ts";
+import type { RunStatusPort } from "#core/ports/run-status.ts";
 import type { Clock, FreezePort, SnapshotPort } from "#core/snapshot-group.ts";
 import type { TransferOptions } from "#core/transfer-worker.ts";
 import { formatProblems, toProblems } from "#core/zod-issues.ts";
@@ -42,6 +43,11 @@ export interface TaskDeps {
   snapshots(): SnapshotPort;
   /** SSM fsfreeze (or the volume simulator's write queue). */
   freeze(): FreezePort;
+  /**
+   * Whether runs of the state machine `stateMachineArn` are still running (Step Functions in AWS, the
+   * local runner's own executions locally). Without it every lock holder's state is unknown.
+   */
+  runStatus?(stateMachineArn: string): RunStatusPort;
   readonly clock: Clock;
   /** Overrides of the transfer worker's defaults (the local runner writes progress more often). */
   readonly transferOptions?: TransferOptions;

@@ -11,12 +11,20 @@ import { App } from "aws-cdk-lib";
 import { createEbsClient, EbsBlockSource } from "#adapters/ebs-source.ts";
 import { usePrecomputedPayloadHash } from "#adapters/s3-payload-hash.ts";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
+import { executionArnOf } from "#adapters/sfn-execution.ts";
 import type { GroupConfig } from "#core/group-config.ts";
 import type { ObjectStore } from "#core/ports/object-store.ts";
+import type { RunStatusPort } from "#core/ports/run-status.ts";
 import { CgmirrorStack } from "#infra/stack.ts";
 import { HANDLER_MAKERS } from "#lambdas/makers.ts";
 import type { TaskDeps } from "#lambdas/runtime.ts";
-import { type AslDefinition, type CfnTemplate, definitionFromTemplate } from "#workflows/definition.ts";
+import {
+  type AslDefinition,
+  type CfnTemplate,
+  definitionFromTemplate,
+  LOCAL_ACCOUNT,
+  LOCAL_REGION,
+} from "#workflows/definition.ts";
 import { Errors } from "#workflows/errors.ts";
 import { findLocalIncompatibilities } from "#workflows/local-compat.ts";
 import { TASK_NAMES, TASKS, type TaskName } from "#workflows/tasks.ts";
@@ -78,6 +86,32 @@ export function taskStates(def: { States: Record<string, Record<string, unknown>
   return out;
 }
 
+/** The state machine of a group in a local run: what `$$.StateMachine.Id` is there. */
+export function localStateMachineArn(group: string): string {
+  return `arn:aws:states:${LOCAL_REGION}:${LOCAL_ACCOUNT}:stateMachine:cgmirror-${group}`;
+}
+
+type ExecutionStatus = "RUNNING" | "SUCCEEDED" | "FAILED" | "TIMED_OUT" | "ABORTED";
+
+/** The executions this process runs or ran, by execution ARN: all that the local run status knows. */
+const localExecutions = new Map<string, ExecutionStatus>();
+
+/**
+ * The run status port of local runs: an execution this process runs is `running`, one it ran has
+ * `ended`; any other run id (another process, the CLI's repair) is `unknown`, so its lock keeps its
+ * lease, as for an execution that Step Functions does not know.
+ */
+export function localRunStatus(stateMachineArn: string): RunStatusPort {
+  return {
+    async runState(runId) {
+      const arn = executionArnOf(stateMachineArn, runId);
+      const status = arn === undefined ? undefined : localExecutions.get(arn);
+      if (status === undefined) return "unknown";
+      return status === "RUNNING" ? "running" : "ended";
+    },
+  };
+}
+
 export interface LocalDepsOptions {
   readonly endpoints: LocalEndpoints;
   readonly simulator: VolumeSimulator;
@@ -116,6 +150,7 @@ export function createLocalDeps(options: LocalDepsOptions): LocalDeps {
     blockSource: () => source,
     snapshots: () => snapshots,
     freeze: () => freeze,
+    runStatus: localRunStatus,
     clock: { now: () => Date.now() },
     // Local runs are short: report progress every second so `cgmirror backup` can show it.
     transferOptions: { progressIntervalMs: 1000 },
@@ -285,6 +320,11 @@ export async function runLocalBackup(options: LocalRunOptions): Promise<LocalRun
   const input = { config: options.config };
   const started = Date.now();
   let reverted = false;
+  const stateMachineArn = localStateMachineArn(options.config.group);
+  const executionArn = executionArnOf(stateMachineArn, executionName);
+  if (!executionArn) throw new RunnerError(`${JSON.stringify(executionName)} cannot be an execution name`);
+  localExecutions.set(executionArn, "RUNNING");
+  let status: ExecutionStatus = "FAILED";
   const run = await runWithAwsLimits({
     definition: def,
     input,
@@ -298,13 +338,19 @@ export async function runLocalBackup(options: LocalRunOptions): Promise<LocalRun
     waits: options.time?.waits ?? "shortened",
     context: {
       Execution: { Name: executionName, Input: input, StartTime: new Date(clock.now()).toISOString() },
+      StateMachine: { Id: stateMachineArn, Name: `cgmirror-${options.config.group}` },
     },
     onEvent: (e: RunEvent) => {
       if (e.type !== "StateEntered" || !e.state?.name) return;
       if (e.state.name === "Revert") reverted = true;
       options.onState?.(e.state.name);
     },
-  });
+  })
+    .then((r) => {
+      status = r.status;
+      return r;
+    })
+    .finally(() => localExecutions.set(executionArn, status));
   const base = {
     executionName,
     durationMs: Date.now() - started,

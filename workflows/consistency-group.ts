@@ -165,7 +165,14 @@ export class ConsistencyGroupWorkflow extends Construct {
     const onFailure = { errors: [sfn.Errors.ALL], resultPath: CAUGHT };
 
     // ---- lock
-    const acquireLock = invoke("AcquireLock", "AcquireLock", BASE, "$.lock");
+    // The state machine's ARN: AcquireLock asks whether a live lock's holder (an execution of it named
+    // after the holder's run id) is still running.
+    const acquireLock = invoke(
+      "AcquireLock",
+      "AcquireLock",
+      { ...BASE, stateMachineId: sfn.JsonPath.stringAt("$$.StateMachine.Id") },
+      "$.lock",
+    );
     const skipped = new sfn.Pass(this, "MarkSkipped", {
       parameters: {
         status: "skipped",

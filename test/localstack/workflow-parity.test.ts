@@ -274,7 +274,13 @@ async function runLocally(name: string, path: PathCase): Promise<Run> {
       waitTimeOverrides: { WaitForSnapshots: 0 },
       retryIntervalOverrides: Object.fromEntries(TASK_STATES.map((s) => [s, 0])),
     },
-    context: { Execution: { Name: `run-${name}`, Input: input, StartTime: "2026-01-01T00:00:00.000Z" } },
+    context: {
+      Execution: { Name: `run-${name}`, Input: input, StartTime: "2026-01-01T00:00:00.000Z" },
+      StateMachine: {
+        Id: "arn:aws:states:us-east-1:000000000000:stateMachine:cgmirror-orders",
+        Name: "cgmirror-orders",
+      },
+    },
   });
   const entered: string[] = [];
   const watcher = (async () => {

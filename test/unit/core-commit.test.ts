@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { MemoryObjectStore } from "#adapters/memory-store.ts";
 import { commitGeneration, fenceHead, recoverRun, revertRun } from "#core/commit.ts";
+import { LockLostError } from "#core/errors.ts";
 import {
   encodeHead,
   manifestPrefixOf,
@@ -60,6 +61,48 @@ describe("group lock", () => {
     });
   });
 
+  it("GIVEN a live lock whose holder's execution has ended WHEN another run acquires THEN it takes over at once, above HEAD's fence, and the old run is fenced out", async () => {
+    const { repo } = newRepo();
+    const dead = await fenced(repo, "dead", 3_600_000); // fenced HEAD, then its execution failed
+    const asked: string[] = [];
+    const b = await acquireLock(repo, {
+      runId: "b",
+      ttlMs: 60_000,
+      holderState: async (runId) => {
+        asked.push(runId);
+        return "ended";
+      },
+    });
+    expect(asked).toEqual(["dead"]);
+    expect(b).toMatchObject({
+      acquired: true,
+      lease: { fencing: dead.fencing + 1 },
+      takenOverFrom: "dead",
+      takeover: "holderEnded",
+    });
+    if (!b.acquired) throw new Error("unreachable");
+    await fenceHead(repo, { runId: "b", fencing: b.lease.fencing });
+    // The old run cannot commit, renew or release any more (docs/format.md §9.1).
+    await expect(
+      commitGeneration(repo, { ...dead, generation: 1, pointInTime: new Date(), volumes: [] }),
+    ).rejects.toThrow(LockLostError);
+    expect(await releaseLock(repo, dead)).toBe(false);
+  });
+
+  it("GIVEN a live lock whose holder is running or whose state is unknown WHEN another run acquires THEN it is skipped until the lease expires", async () => {
+    const { repo } = newRepo();
+    await acquireLock(repo, { runId: "a", ttlMs: 60_000 });
+    for (const state of ["running", "unknown"] as const) {
+      expect(
+        await acquireLock(repo, { runId: "b", ttlMs: 60_000, holderState: async () => state }),
+      ).toMatchObject({ acquired: false, holderRunId: "a" });
+    }
+    const later = new Date(Date.now() + 120_000);
+    expect(
+      await acquireLock(repo, { runId: "b", ttlMs: 60_000, now: later, holderState: async () => "unknown" }),
+    ).toMatchObject({ acquired: true, takenOverFrom: "a", takeover: "expired" });
+  });
+
   it("GIVEN concurrent acquirers WHEN they race THEN exactly one holds the lock", async () => {
     const { repo } = newRepo();
     const results = await Promise.all(
@@ -70,8 +113,8 @@ describe("group lock", () => {
 });
 
 /** Acquires the lock and fences HEAD for `runId`: what AcquireLock + Recover do for a run. */
-async function fenced(repo: ReturnType<typeof newRepo>["repo"], runId: string) {
-  const got = await acquireLock(repo, { runId, ttlMs: 1 });
+async function fenced(repo: ReturnType<typeof newRepo>["repo"], runId: string, ttlMs = 1) {
+  const got = await acquireLock(repo, { runId, ttlMs });
   if (!got.acquired) throw new Error(`lock held by ${got.holderRunId}`);
   const lease = { runId, fencing: got.lease.fencing };
   await fenceHead(repo, lease);

@@ -136,7 +136,13 @@ describe("the workflow within Step Functions' payload quota", () => {
       definition,
       input: { config },
       tasks: tasks(revertInputs),
-      context: { Execution: { Name: "run-1", StartTime: "2026-01-01T00:00:00.000Z" } },
+      context: {
+        Execution: { Name: "run-1", StartTime: "2026-01-01T00:00:00.000Z" },
+        StateMachine: {
+          Id: "arn:aws:states:us-east-1:000000000000:stateMachine:cgmirror-big",
+          Name: "cgmirror-big",
+        },
+      },
       retryIntervalMs: 0,
     });
     expect(run.status).toBe("FAILED");

@@ -125,7 +125,13 @@ async function run(input: Json, handlers: Record<string, (input: Json) => Promis
           .map((s) => [s, 0]),
       ),
     },
-    context: { Execution: { Name: "run-1", Input: input, StartTime: "2026-01-01T00:00:00.000Z" } },
+    context: {
+      Execution: { Name: "run-1", Input: input, StartTime: "2026-01-01T00:00:00.000Z" },
+      StateMachine: {
+        Id: "arn:aws:states:us-east-1:000000000000:stateMachine:cgmirror-orders",
+        Name: "cgmirror-orders",
+      },
+    },
   });
   return execution.result;
 }
