@@ -1,11 +1,14 @@
 /**
- * The deployable cgmirror stack: the repository bucket(s) and their key, one function per task,
- * the consistency-group state machine, one EventBridge Scheduler schedule per group, least-privilege
- * IAM, alarms to an encrypted SNS topic and a dashboard. Account/Region agnostic (synthesizes offline).
+ * The deployable cgmirror stack: the repository bucket(s) and their key, one function per task (shared
+ * by the groups), one consistency-group state machine per group (its timeout is the group's run
+ * timeout, which the group lock's lease always exceeds) with its own EventBridge Scheduler schedule,
+ * least-privilege IAM, alarms to an encrypted SNS topic and a dashboard. Account/Region agnostic
+ * (synthesizes offline).
  *
  * Construct ids are a contract: renaming one replaces the resource (the bucket and keys are
  * retained, but a new empty one would be created). docs/operations.md explains the operations side.
  */
+import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import {
   Aws,
@@ -170,6 +173,8 @@ const REASONS = {
     "CloudWatch Logs vended log delivery for Step Functions requires logs:*LogDelivery actions on resource * (AWS documented requirement).",
   lambdaVersions:
     "Step Functions invokes the task functions by ARN; the :* suffix covers their versions/aliases (CDK's LambdaInvoke grant).",
+  ownExecutions:
+    "AcquireLock may describe the executions of this stack's state machines only (states:DescribeExecution): a live lock's holder is one of them, named by its run id, known only at run time.",
   accessLogBucket:
     "This bucket receives the repository bucket's server access logs; logging the log bucket itself would recurse.",
 };
@@ -182,7 +187,8 @@ export class StackPropsError extends Error {
 export class CgmirrorStack extends Stack {
   readonly buckets: ReadonlyMap<string, s3.Bucket>;
   readonly functions: Readonly<Record<TaskName, nodejs.NodejsFunction>>;
-  readonly workflow: ConsistencyGroupWorkflow;
+  /** One state machine per group, by group name. */
+  readonly workflows: ReadonlyMap<string, ConsistencyGroupWorkflow>;
   readonly alarmTopic: sns.Topic;
   /** The freeze/thaw SSM documents; only when a group has `freeze.enabled`. */
   readonly freezeDocuments: FreezeDocuments | undefined;
@@ -196,6 +202,13 @@ export class CgmirrorStack extends Stack {
     const names = groups.map((g) => g.group);
     const dup = names.find((n, i) => names.indexOf(n) !== i);
     if (dup) throw new StackPropsError(`expected each group name once, got ${JSON.stringify(dup)} twice`);
+    const outputs = groups.map((g) => stateMachineOutputId(g.group));
+    const clash = outputs.find((o, i) => outputs.indexOf(o) !== i);
+    if (clash) {
+      throw new StackPropsError(
+        `expected group names that give distinct stack outputs, got two whose state machine output is ${clash} (they differ only in - or _); rename one`,
+      );
+    }
     const set = groupSetProblems(groups);
     if (set.length > 0) {
       throw new StackPropsError(
@@ -305,21 +318,42 @@ export class CgmirrorStack extends Stack {
     this.functions = functions;
     this.grantTaskPermissions(groups, key);
 
-    // ---------------------------------------------------------------- workflow
+    // ---------------------------------------------------------------- workflows (one per group)
     const sfnLogs = new logs.LogGroup(this, "WorkflowLogs", {
       logGroupName: `/aws/vendedlogs/states/${this.stackName}-consistency-group`,
       retention: logs.RetentionDays.THREE_MONTHS,
       removalPolicy: RemovalPolicy.DESTROY,
     });
-    const maxRunMinutes = Math.max(...groups.map((g) => g.runTimeoutMinutes));
-    this.workflow = new ConsistencyGroupWorkflow(this, "Workflow", {
-      functions,
-      timeout: Duration.minutes(maxRunMinutes),
-      ...(props.snapshotPollInterval ? { snapshotPollInterval: props.snapshotPollInterval } : {}),
-      logs: { destination: sfnLogs, level: sfn.LogLevel.ALL, includeExecutionData: true },
-      tracingEnabled: true,
-    });
-    const stateMachine = this.workflow.stateMachine;
+    const workflows = new Map<string, ConsistencyGroupWorkflow>();
+    for (const g of groups) {
+      workflows.set(
+        g.group,
+        new ConsistencyGroupWorkflow(this, `Workflow-${g.group}`, {
+          functions,
+          stateMachineName: stateMachineNameOf(this.stackName, g.group),
+          // The group's own run timeout; its lock lease is this + LOCK_MARGIN_MINUTES.
+          timeout: Duration.minutes(g.runTimeoutMinutes),
+          ...(props.snapshotPollInterval ? { snapshotPollInterval: props.snapshotPollInterval } : {}),
+          logs: { destination: sfnLogs, level: sfn.LogLevel.ALL, includeExecutionData: true },
+          tracingEnabled: true,
+        }),
+      );
+    }
+    this.workflows = workflows;
+    const machineOf = (g: GroupConfig) => (workflows.get(g.group) as ConsistencyGroupWorkflow).stateMachine;
+    // AcquireLock asks whether a live lock's holder (an execution of the group's state machine) still
+    // runs: DescribeExecution on these state machines' executions only. The ARNs are built from the
+    // names (a reference to the state machines would make a cycle: they invoke the function).
+    functions.AcquireLock.addToRolePolicy(
+      new iam.PolicyStatement({
+        sid: "DescribeOwnExecutions",
+        actions: ["states:DescribeExecution"],
+        resources: groups.map(
+          (g) =>
+            `arn:${Aws.PARTITION}:states:${Aws.REGION}:${Aws.ACCOUNT_ID}:execution:${stateMachineNameOf(this.stackName, g.group)}:*`,
+        ),
+      }),
+    );
 
     // ---------------------------------------------------------------- schedules
     // Invocations the Scheduler could not deliver (after its retries) land here, with an alarm below.
@@ -337,7 +371,7 @@ export class CgmirrorStack extends Stack {
           cdkTimeZone(g.schedule.timezone),
         ),
         enabled: g.schedule.enabled,
-        target: new schedulerTargets.StepFunctionsStartExecution(stateMachine, {
+        target: new schedulerTargets.StepFunctionsStartExecution(machineOf(g), {
           input: scheduler.ScheduleTargetInput.fromObject({ config: g }),
           retryAttempts: 3,
           maxEventAge: Duration.hours(1),
@@ -370,27 +404,6 @@ export class CgmirrorStack extends Stack {
       });
     }
     const action = new cwActions.SnsAction(this.alarmTopic);
-    const failedRuns = new cloudwatch.MathExpression({
-      label: "Failed, timed out or aborted runs",
-      expression: "failed + timedOut + aborted",
-      usingMetrics: {
-        failed: stateMachine.metricFailed({ statistic: "Sum" }),
-        timedOut: stateMachine.metricTimedOut({ statistic: "Sum" }),
-        aborted: stateMachine.metricAborted({ statistic: "Sum" }),
-      },
-      period: Duration.minutes(5),
-    });
-    const runFailed = new cloudwatch.Alarm(this, "RunFailedAlarm", {
-      alarmDescription:
-        "A cgmirror run failed (it reverted; the previous consistency group is intact). See docs/operations.md, Alarms.",
-      metric: failedRuns,
-      threshold: 1,
-      evaluationPeriods: 1,
-      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-    });
-    runFailed.addAlarmAction(action);
-
     const undelivered = new cloudwatch.Alarm(this, "ScheduleDeadLetterAlarm", {
       alarmDescription:
         "EventBridge Scheduler could not start a cgmirror run (the invocation is in the dead-letter queue). See docs/operations.md, Alarms.",
@@ -410,12 +423,12 @@ export class CgmirrorStack extends Stack {
     });
     dashboard.addWidgets(
       new cloudwatch.GraphWidget({
-        title: "Runs",
-        left: [
-          stateMachine.metricStarted({ statistic: "Sum" }),
-          stateMachine.metricSucceeded({ statistic: "Sum" }),
-          stateMachine.metricFailed({ statistic: "Sum" }),
-        ],
+        title: "Runs (all groups)",
+        left: groups.flatMap((g) => [
+          machineOf(g).metricStarted({ statistic: "Sum", label: `${g.group} started` }),
+          machineOf(g).metricSucceeded({ statistic: "Sum", label: `${g.group} succeeded` }),
+          machineOf(g).metricFailed({ statistic: "Sum", label: `${g.group} failed` }),
+        ]),
         width: 12,
       }),
       new cloudwatch.GraphWidget({
@@ -427,6 +440,27 @@ export class CgmirrorStack extends Stack {
     );
     for (const g of groups) {
       const dims = { service: SERVICE_NAME, Group: g.group };
+      const machine = machineOf(g);
+      const runFailed = new cloudwatch.Alarm(this, `RunFailedAlarm-${g.group}`, {
+        alarmDescription:
+          `A cgmirror run of ${g.group} failed, timed out or was aborted (a failed run reverted; the previous consistency group is intact). ` +
+          "See docs/operations.md, Alarms.",
+        metric: new cloudwatch.MathExpression({
+          label: `Failed, timed out or aborted runs of ${g.group}`,
+          expression: "failed + timedOut + aborted",
+          usingMetrics: {
+            failed: machine.metricFailed({ statistic: "Sum" }),
+            timedOut: machine.metricTimedOut({ statistic: "Sum" }),
+            aborted: machine.metricAborted({ statistic: "Sum" }),
+          },
+          period: Duration.minutes(5),
+        }),
+        threshold: 1,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      });
+      runFailed.addAlarmAction(action);
       const rpo = rpoAlarmShape(g);
       const committed = new cloudwatch.Metric({
         namespace: METRICS_NAMESPACE,
@@ -505,10 +539,12 @@ export class CgmirrorStack extends Stack {
     }
 
     // ---------------------------------------------------------------- outputs (README, docs/operations.md)
-    new CfnOutput(this, "StateMachineArn", {
-      description: "cgmirror backup --state-machine-arn <this> (or CGM_STATE_MACHINE_ARN)",
-      value: stateMachine.stateMachineArn,
-    });
+    for (const g of groups) {
+      new CfnOutput(this, stateMachineOutputId(g.group), {
+        description: `The state machine of group ${g.group}: cgmirror backup --group ${g.group} --state-machine-arn <this> (or CGM_STATE_MACHINE_ARN)`,
+        value: machineOf(g).stateMachineArn,
+      });
+    }
     let bucketIndex = 0;
     for (const [bucketName, bucket] of buckets) {
       new CfnOutput(this, bucketIndex === 0 ? "BucketName" : `BucketName${bucketIndex}`, {
@@ -779,19 +815,30 @@ export class CgmirrorStack extends Stack {
       id: "AwsSolutions-SQS3",
       reason: REASONS.deadLetterQueue,
     });
-    const machine = this.workflow.stateMachine;
-    const v = Validations.of(machine);
-    v.acknowledge({ id: nag("IAM5[Resource::*]"), reason: `${REASONS.logDelivery} ${REASONS.xray}` });
-    for (const fn of Object.values(this.functions)) {
-      v.acknowledge({ id: nag(`IAM5[Resource::<${logicalId(fn)}.Arn>:*]`), reason: REASONS.lambdaVersions });
-    }
-    const name = `{"Fn::Select":[6,{"Fn::Split":[":",{"Ref":"${logicalId(machine)}"}]}]}`;
-    for (const suffix of [":*", "/TransferShards:*"]) {
-      v.acknowledge({
+    for (const g of groups) {
+      const machine = (this.workflows.get(g.group) as ConsistencyGroupWorkflow).stateMachine;
+      const v = Validations.of(machine);
+      v.acknowledge({ id: nag("IAM5[Resource::*]"), reason: `${REASONS.logDelivery} ${REASONS.xray}` });
+      for (const fn of Object.values(this.functions)) {
+        v.acknowledge({
+          id: nag(`IAM5[Resource::<${logicalId(fn)}.Arn>:*]`),
+          reason: REASONS.lambdaVersions,
+        });
+      }
+      const name = `{"Fn::Select":[6,{"Fn::Split":[":",{"Ref":"${logicalId(machine)}"}]}]}`;
+      for (const suffix of [":*", "/TransferShards:*"]) {
+        v.acknowledge({
+          id: nag(
+            `IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:${name}${suffix}]`,
+          ),
+          reason: REASONS.distributedMap,
+        });
+      }
+      Validations.of(this.functions.AcquireLock).acknowledge({
         id: nag(
-          `IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:${name}${suffix}]`,
+          `IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:${stateMachineNameOf(this.stackName, g.group)}:*]`,
         ),
-        reason: REASONS.distributedMap,
+        reason: REASONS.ownExecutions,
       });
     }
   }
@@ -834,6 +881,32 @@ export function repositoryLifecycle(groups: readonly GroupConfig[]): s3.Lifecycl
     );
   }
   return rules;
+}
+
+/** The longest state machine name Step Functions accepts. */
+const MAX_STATE_MACHINE_NAME = 80;
+
+/**
+ * The name of a group's state machine: `<stack>-<group>` (a name the console shows and that IAM can
+ * name without a reference to the state machine), shortened with a hash when longer than 80.
+ */
+export function stateMachineNameOf(stackName: string, group: string): string {
+  const name = `${stackName}-${group}`;
+  if (name.length <= MAX_STATE_MACHINE_NAME) return name;
+  const hash = createHash("sha256").update(name).digest("hex").slice(0, 8);
+  return `${stackName.slice(0, MAX_STATE_MACHINE_NAME - group.length - 10)}-${hash}-${group}`.slice(
+    0,
+    MAX_STATE_MACHINE_NAME,
+  );
+}
+
+/** The stack output of a group's state machine ARN: `StateMachineArn` + the group in PascalCase. */
+export function stateMachineOutputId(group: string): string {
+  return `StateMachineArn${group
+    .split(/[-_]/)
+    .filter((p) => p !== "")
+    .map((p) => p[0]!.toUpperCase() + p.slice(1))
+    .join("")}`;
 }
 
 /**

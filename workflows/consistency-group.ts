@@ -143,7 +143,7 @@ export class ConsistencyGroupWorkflow extends Construct {
     });
     const revertFailed = new sfn.Fail(this, "RevertFailed", {
       comment:
-        "The revert failed; the lock stays until it expires and the next run's Recover finishes the revert.",
+        "The revert failed; the next run takes the lock over (this execution has ended) and its Recover finishes the revert.",
       error: Errors.RevertFailed,
       causePath: "$.revertError.Cause",
     });
@@ -347,12 +347,12 @@ export class ConsistencyGroupWorkflow extends Construct {
       parameters: {
         Error: Errors.ReleaseLockFailed,
         "Cause.$":
-          "States.Format('generation {} of group {} IS committed; only releasing the lock failed and it expires at its lease end. {}: {}', $.commit.generation, $.config.group, $.releaseError.Error, $.releaseError.Cause)",
+          "States.Format('generation {} of group {} IS committed; only releasing the lock failed; the next run takes it over. {}: {}', $.commit.generation, $.config.group, $.releaseError.Error, $.releaseError.Cause)",
       },
       resultPath: "$.releaseFailure",
     }).next(
       new sfn.Fail(this, "ReleaseLockFailed", {
-        comment: "The group IS committed; only the lock release failed. The lock expires at its lease end.",
+        comment: "The group IS committed; only the lock release failed. The next run takes the lock over.",
         errorPath: "$.releaseFailure.Error",
         causePath: "$.releaseFailure.Cause",
       }),

@@ -60,12 +60,16 @@ export type CfnTemplate = {
 
 const defaultPlaceholder = (id: string) => `arn:aws:lambda:${LOCAL_REGION}:${LOCAL_ACCOUNT}:function:${id}`;
 
-/** The (only) state machine definition of a synthesized template (`Template.fromStack(s).toJSON()`). */
+/**
+ * A state machine definition of a synthesized template (`Template.fromStack(s).toJSON()`): the only
+ * one, or the one named `stateMachineName` (the stack has one per group, infra/stack.ts).
+ */
 export function definitionFromTemplate(
   template: CfnTemplate,
   placeholder: (logicalId: string) => string = defaultPlaceholder,
+  stateMachineName?: string,
 ): AslDefinition {
-  return JSON.parse(definitionTextFromTemplate(template, placeholder)) as AslDefinition;
+  return JSON.parse(definitionTextFromTemplate(template, placeholder, stateMachineName)) as AslDefinition;
 }
 
 /**
@@ -76,12 +80,17 @@ export function definitionFromTemplate(
 export function definitionTextFromTemplate(
   template: CfnTemplate,
   placeholder: (logicalId: string) => string = defaultPlaceholder,
+  stateMachineName?: string,
 ): string {
   const machines = Object.values(template.Resources).filter(
-    (r) => r.Type === "AWS::StepFunctions::StateMachine",
+    (r) =>
+      r.Type === "AWS::StepFunctions::StateMachine" &&
+      (stateMachineName === undefined || r.Properties?.StateMachineName === stateMachineName),
   );
   if (machines.length !== 1) {
-    throw new TypeError(`expected exactly one state machine in the template, got ${machines.length}`);
+    throw new TypeError(
+      `expected exactly one state machine${stateMachineName ? ` named ${stateMachineName}` : ""} in the template, got ${machines.length}`,
+    );
   }
   const body = (machines[0] as unknown as { Properties: { DefinitionString: CfnValue } }).Properties
     .DefinitionString;

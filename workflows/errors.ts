@@ -41,7 +41,7 @@ export const Errors = {
   TransferFailed: "TransferFailedError",
   /** At least one volume failed to prepare (collectAll policy decision). */
   PrepareFailed: "PrepareFailedError",
-  /** The group IS committed, but releasing the lock failed (it expires at its lease end). */
+  /** The group IS committed, but releasing the lock failed (the next run takes the lock over). */
   ReleaseLockFailed: "ReleaseLockFailedError",
   /** The revert itself failed; the next run's Recover finishes it. */
   RevertFailed: "RevertFailedError",

@@ -66,7 +66,7 @@ export function regionOfStateMachineArn(arn: string): string {
   const m = STATE_MACHINE_ARN.exec(arn);
   if (!m) {
     throw new UsageError(
-      `expected a state machine ARN like arn:aws:states:eu-west-1:123456789012:stateMachine:Name (the StateMachineArn output of cdk deploy), got ${JSON.stringify(arn)}`,
+      `expected a state machine ARN like arn:aws:states:eu-west-1:123456789012:stateMachine:Name (the group's StateMachineArn<Group> output of cdk deploy), got ${JSON.stringify(arn)}`,
     );
   }
   return m[2] as string;
@@ -218,12 +218,12 @@ export function printOutcome(r: BackupResult): void {
       return;
     case "revertFailed":
       console.log(
-        `failed: the run failed and its revert did not finish; the previous group stays committed and the next run's Recover finishes the revert once the lock expires; cause: ${why}`,
+        `failed: the run failed and its revert did not finish; the previous group stays committed and the next run takes the lock over and its Recover finishes the revert; cause: ${why}`,
       );
       return;
     case "releaseFailed":
       console.log(
-        `committed, but the lock release failed: group ${r.group} generation ${r.generation ?? "?"} IS committed; the lock expires at its lease end (runTimeoutMinutes + 30 min), until then runs are skipped; cause: ${why}`,
+        `committed, but the lock release failed: group ${r.group} generation ${r.generation ?? "?"} IS committed; the next run takes the lock over (this execution has ended); cause: ${why}`,
       );
       return;
     case "failed":
@@ -234,7 +234,7 @@ export function printOutcome(r: BackupResult): void {
     case "timedOut":
     case "aborted":
       console.log(
-        `${r.outcome === "timedOut" ? "timed out" : "aborted"}: execution ${r.execution} stopped without reverting; HEAD names the last committed group, and the next run's Recover finishes or reverts this run once its lock expires (runTimeoutMinutes + 30 min)`,
+        `${r.outcome === "timedOut" ? "timed out" : "aborted"}: execution ${r.execution} stopped without reverting; HEAD names the last committed group, and the next run takes the lock over and its Recover finishes or reverts this run`,
       );
       return;
   }
@@ -252,7 +252,7 @@ export function backupCommand(): Command {
     )
     .option(
       "--state-machine-arn <arn>",
-      "in AWS: the deployed state machine (default: $CGM_STATE_MACHINE_ARN)",
+      "in AWS: the group's deployed state machine, output StateMachineArn<Group> (default: $CGM_STATE_MACHINE_ARN)",
     )
     .addOption(new Option("--state-dir <dir>", "local state directory").hideHelp())
     .option("--json", "print {outcome, generation, ...} as JSON")
@@ -284,7 +284,7 @@ export function backupCommand(): Command {
           const arn = opts.stateMachineArn ?? process.env.CGM_STATE_MACHINE_ARN;
           if (!arn) {
             throw new UsageError(
-              "give --state-machine-arn (the StateMachineArn output of `cdk deploy`) or set CGM_STATE_MACHINE_ARN; or use --local",
+              "give --state-machine-arn (the group's StateMachineArn<Group> output of `cdk deploy`) or set CGM_STATE_MACHINE_ARN; or use --local",
             );
           }
           // The stack (state machine and bucket) lives in one Region: the ARN's.
