@@ -849,8 +849,10 @@ export class CgmirrorStack extends Stack {
  * index roots (`volumes/`), manifests (`generations/`) and segments (`segments/`) are deleted only
  * by cgmirror itself (revert, prune) by exact version id. What lifecycle may clean:
  * - noncurrent versions of the lock object (one per acquire/release; only the current one matters),
- * - noncurrent versions under `runs/` (transient per-run plans and shard results, already deleted
- *   by ReleaseLock/Revert; a version left by a crash is unreachable from any manifest),
+ * - objects under `runs/` (transient per-run plans, shard results and progress, deleted by
+ *   ReleaseLock/Revert/Recover; what a crash, a timeout or a stopped housekeeping left is unreachable
+ *   from any manifest): current versions expire two days after the longest run can have ended (the
+ *   group's run timeout), noncurrent ones a week later,
  * - old noncurrent versions of HEAD (history; each manifest names its generation),
  * - incomplete multipart uploads (a Transfer that died mid-segment),
  * - expired delete markers.
@@ -870,6 +872,8 @@ export function repositoryLifecycle(groups: readonly GroupConfig[]): s3.Lifecycl
       {
         id: `${g.group}-run-scratch`,
         prefix: `${g.target.prefix}/runs/`,
+        // A backstop: no run lives longer than its run timeout, so its files are garbage by then.
+        expiration: Duration.days(runScratchDays(g)),
         noncurrentVersionExpiration: Duration.days(7),
       },
       {
@@ -907,6 +911,11 @@ export function stateMachineOutputId(group: string): string {
     .filter((p) => p !== "")
     .map((p) => p[0]!.toUpperCase() + p.slice(1))
     .join("")}`;
+}
+
+/** Days after which a current object under `runs/` is surely garbage: the run timeout, plus 2 days. */
+export function runScratchDays(g: Pick<GroupConfig, "runTimeoutMinutes">): number {
+  return Math.ceil(g.runTimeoutMinutes / 1440) + 2;
 }
 
 /**

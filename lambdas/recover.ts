@@ -47,7 +47,12 @@ export async function recoverTask(input: RecoverInputT, deps: TaskDeps): Promise
   const deletedSnapshots = leftovers.length;
   let action: RecoverOutputT["action"] = "none";
   if (result.deadRunCommitted) action = "cleanedCommitted";
-  else if (revertedVersions > 0 || result.otherObjects.length > 0 || deletedSnapshots > 0) {
+  else if (
+    revertedVersions > 0 ||
+    result.otherObjects.length > 0 ||
+    result.transientVersions > 0 ||
+    deletedSnapshots > 0
+  ) {
     action = "revertedUncommitted";
   }
   if (result.unreadable.length > 0) {

@@ -1,6 +1,9 @@
 /**
- * ReleaseLock (DESIGN.md section 4, step 9): after a commit, delete the run's transient files and
- * the base snapshots the retention policy no longer needs; then release the lock.
+ * ReleaseLock (DESIGN.md section 4, step 9): release the lock first, then, after a commit, do the
+ * housekeeping: delete the run's transient files and the base snapshots the retention policy no longer
+ * needs. Housekeeping can neither keep the lock (a failure or a timeout there leaves it released) nor
+ * run past its time budget; what it leaves, the next commit's pruning (snapshots) or the lifecycle
+ * rule that expires `runs/` (files) removes.
  */
 import { cleanupRun } from "#core/commit.ts";
 import { readHead } from "#core/generation.ts";
@@ -16,36 +19,65 @@ import {
 import { defineTask, groupConfig, type TaskDeps } from "./runtime.ts";
 import { repoOf } from "./shared.ts";
 
+/** Housekeeping after the release stops after this long (the function's timeout is 300 s). */
+export const HOUSEKEEPING_BUDGET_MS = 120_000;
+
 export async function releaseLockTask(input: ReleaseLockInputT, deps: TaskDeps): Promise<ReleaseLockOutputT> {
   const config = groupConfig(input.config);
   const repo = repoOf(config, deps);
-  let prunedSnapshots = 0;
-  let cleanedObjects = 0;
+  // Did this run commit? Asked while it still holds the group: once released, the next run may move HEAD.
+  let committedGeneration: number | undefined;
   if (input.outcome === "committed") {
-    // Housekeeping must not keep the lock: a failure here is logged and retried by the next run.
     try {
       const head = await readHead(repo);
-      if (head?.head.commit?.runId === input.runId && head.head.commit.fencing === input.fencing) {
-        cleanedObjects = await cleanupRun(repo, input.runId);
-        prunedSnapshots = (
-          await pruneBaseSnapshots(
-            config.group,
-            head.head.generation,
-            config.snapshots.keep,
-            deps.snapshots(),
-          )
-        ).length;
-      }
+      const c = head?.head.commit;
+      if (c?.runId === input.runId && c.fencing === input.fencing)
+        committedGeneration = head!.head.generation;
     } catch (error) {
-      deps.log.warn("cleanup after commit failed; the next run retries it", {
-        error: (error as Error).name,
-        message: (error as Error).message,
-      });
+      deps.log.warn(
+        "could not read HEAD; housekeeping is left to the next commit and the runs/ lifecycle rule",
+        {
+          error: (error as Error).name,
+          message: (error as Error).message,
+        },
+      );
     }
   }
   const released = await releaseLock(repo, { runId: input.runId, fencing: input.fencing });
-  if (!released)
-    deps.log.warn("lock was not ours any more (expired and taken over)", { fencing: input.fencing });
+  if (!released) {
+    deps.log.warn("lock was not ours any more (taken over)", { fencing: input.fencing });
+  }
+  let prunedSnapshots = 0;
+  let cleanedObjects = 0;
+  if (committedGeneration !== undefined) {
+    const deadline = deps.clock.now() + HOUSEKEEPING_BUDGET_MS;
+    const late = () => deps.clock.now() >= deadline;
+    try {
+      cleanedObjects = await cleanupRun(repo, input.runId, { shouldStop: late });
+      if (!late()) {
+        prunedSnapshots = (
+          await pruneBaseSnapshots(config.group, committedGeneration, config.snapshots.keep, deps.snapshots())
+        ).length;
+      }
+      if (late()) {
+        deps.log.warn(
+          "housekeeping stopped at its time budget; the next commit prunes snapshots, the runs/ lifecycle rule the files",
+          {
+            cleanedObjects,
+            prunedSnapshots,
+          },
+        );
+      }
+    } catch (error) {
+      deps.log.warn(
+        "housekeeping after the commit failed; the next commit prunes snapshots, the runs/ lifecycle rule the files",
+        {
+          error: (error as Error).name,
+          message: (error as Error).message,
+        },
+      );
+    }
+  }
   return { released, prunedSnapshots, cleanedObjects };
 }
 

@@ -57,7 +57,7 @@ export async function revertTask(input: RevertInputT, deps: TaskDeps): Promise<R
     alreadyCommitted: false,
     needsRepair: false,
     revertedVersions: outcome.indexVersions.length,
-    deletedObjects: outcome.otherObjects.length,
+    deletedObjects: outcome.otherObjects.length + outcome.transientVersions,
     deletedSnapshots,
   };
 }

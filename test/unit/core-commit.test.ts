@@ -219,7 +219,11 @@ describe("commit", () => {
     const { repo } = newRepo();
     await twoGenerations(repo);
     const lease = await fenced(repo, "run-3");
-    const outcome = await recoverRun(repo, { ...lease, deadRunId: "run-2" });
+    const outcome = await recoverRun(repo, {
+      ...lease,
+      deadRunId: "run-2",
+      volumeIds: ["vol-a", "vol-b", "vol-c"],
+    });
     expect(outcome).toMatchObject({ deadRunCommitted: true, indexVersions: [] });
     expect((await readCommittedManifest(repo))!.runId).toBe("run-2");
   });
@@ -229,7 +233,11 @@ describe("commit", () => {
     await twoGenerations(repo);
     const head = (await readHead(repo))!.head;
     const before = store.stats.puts;
-    const outcome = await revertRun(repo, { runId: "run-2", fencing: head.commit!.fencing });
+    const outcome = await revertRun(repo, {
+      runId: "run-2",
+      fencing: head.commit!.fencing,
+      volumeIds: ["vol-a", "vol-b", "vol-c"],
+    });
     expect(outcome).toEqual({ alreadyCommitted: true, generation: 2 });
     expect(store.stats.puts).toBe(before);
     await expect(verifyGeneration(repo, { readData: 1 })).resolves.toMatchObject({ ok: true });
@@ -248,7 +256,8 @@ describe("commit", () => {
       volumes: m.volumes.filter((v) => v.volumeId !== "vol-c").map((v) => ({ ...v })),
     });
     const lease4 = await fenced(repo, "run-4");
-    const r = await recoverRun(repo, lease4);
+    // The group's config no longer names vol-c; the committed generation 3 does not either.
+    const r = await recoverRun(repo, { ...lease4, volumeIds: ["vol-a", "vol-b"] });
     expect(r.indexVersions).toEqual([]);
     await expect(verifyGeneration(repo, { generation: 2, readData: 1 })).resolves.toMatchObject({ ok: true });
   });

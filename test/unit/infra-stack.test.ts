@@ -132,12 +132,33 @@ describe("the repository bucket", () => {
   it("GIVEN the lifecycle THEN nothing a committed generation names (volumes/, generations/, segments/) ever expires", () => {
     const rules = repositoryLifecycle([orders, billing]);
     for (const rule of rules) {
-      expect(rule.expiration, rule.id).toBeUndefined();
+      if (rule.expiration !== undefined)
+        expect(rule.prefix, rule.id).toMatch(/^groups\/(orders|billing)\/runs\/$/);
       if (rule.noncurrentVersionExpiration !== undefined) {
         expect(rule.prefix, rule.id).toMatch(/^groups\/(orders|billing)\/(locks\/|runs\/|HEAD)$/);
       }
     }
     expect(rules.map((r) => r.id)).toContain("abort-incomplete-multipart");
+  });
+
+  it("GIVEN a run's scratch files under runs/ THEN current objects expire as a backstop, only after the longest run can have ended", () => {
+    const rules = repositoryLifecycle([orders, { ...billing, runTimeoutMinutes: 1440 }]);
+    const scratch: Record<string, (typeof rules)[number]> = Object.fromEntries(
+      rules.filter((r) => r.prefix?.endsWith("/runs/")).map((r) => [r.prefix, r]),
+    );
+    expect(scratch["groups/orders/runs/"]?.expiration?.toDays()).toBe(3); // 720 min -> 1 day + 2
+    expect(scratch["groups/billing/runs/"]?.expiration?.toDays()).toBe(3);
+    for (const r of Object.values(scratch)) {
+      expect(r.expiration!.toMinutes()).toBeGreaterThan(1440);
+      expect(r.noncurrentVersionExpiration?.toDays()).toBe(7);
+    }
+    template.hasResourceProperties("AWS::S3::Bucket", {
+      LifecycleConfiguration: {
+        Rules: Match.arrayWith([
+          Match.objectLike({ Id: "orders-run-scratch", Prefix: "groups/orders/runs/", ExpirationInDays: 3 }),
+        ]),
+      },
+    });
   });
 });
 
