@@ -20,6 +20,13 @@ const PREFIX = /^[A-Za-z0-9!_.*'()-]+(?:\/[A-Za-z0-9!_.*'()-]+)*$/;
 // A KMS key ARN (not an alias: IAM grants and the key policy name keys). Multi-Region keys start mrk-.
 const KMS_KEY_ARN =
   /^arn:aws[a-z-]*:kms:[a-z]{2}(?:-[a-z]+)+-\d+:\d{12}:key\/(?:mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/;
+/**
+ * The longest run timeout and snapshot wait: 7 days (a large first snapshot can take days; Step
+ * Functions standard executions may run a year, and the waits back off, docs/operations.md).
+ */
+export const MAX_RUN_MINUTES = 7 * 24 * 60;
+/** The default snapshot wait (240 min) is cut to end this long before the run timeout. */
+const SNAPSHOT_WAIT_MARGIN_MINUTES = 5;
 /** CloudWatch evaluates an alarm over at most 7 days (Period x EvaluationPeriods <= 604,800 s). */
 export const MAX_RPO_MINUTES = 7 * 24 * 60;
 const RATE = /^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$/;
@@ -153,9 +160,11 @@ export const GroupConfigSchema = z.strictObject({
       keep: int(1, 100, "the number of base snapshots to keep per volume")
         .default(2)
         .describe("Committed snapshots kept per volume as bases for the next incremental run."),
-      completionTimeoutMinutes: int(5, 1440, "the snapshot completion timeout in minutes")
+      completionTimeoutMinutes: int(5, MAX_RUN_MINUTES, "the snapshot completion timeout in minutes")
         .default(240)
-        .describe("How long to wait for all snapshots to become completed before reverting."),
+        .describe(
+          "How long one run waits for all snapshots to become completed. A run that times out keeps its snapshot set; the next run adopts it. Below runTimeoutMinutes. @default 240, at most runTimeoutMinutes - 5",
+        ),
     })
     .default({ keep: 2, completionTimeoutMinutes: 240 }),
   transfer: z
@@ -168,7 +177,7 @@ export const GroupConfigSchema = z.strictObject({
         .describe("Transfer tasks running at once (distributed Map MaxConcurrency)."),
     })
     .default({ shardBlocks: 30_000, maxConcurrency: 100 }),
-  runTimeoutMinutes: int(15, 1440, "the run timeout in minutes")
+  runTimeoutMinutes: int(15, MAX_RUN_MINUTES, "the run timeout in minutes")
     .default(720)
     .describe("A run that takes longer is stopped; the group lock lease is this plus a margin."),
   alarms: z
@@ -231,6 +240,14 @@ function crossFieldProblems(raw: unknown): ValidationProblem[] {
     problems.push({
       path: "freeze.enabled",
       message: "expected at least one volume with an instanceId when freeze.enabled is true, got none",
+    });
+  }
+  const completion = isObject(raw.snapshots) ? raw.snapshots.completionTimeoutMinutes : undefined;
+  const runTimeout = typeof raw.runTimeoutMinutes === "number" ? raw.runTimeoutMinutes : 720;
+  if (typeof completion === "number" && completion >= runTimeout) {
+    problems.push({
+      path: "snapshots.completionTimeoutMinutes",
+      message: `expected a snapshot wait shorter than runTimeoutMinutes (${runTimeout}), else the run times out before it can keep its snapshots for the next run; got ${completion}`,
     });
   }
   const expression = isObject(raw.schedule) ? raw.schedule.expression : undefined;
@@ -308,8 +325,15 @@ export function parseGroupConfig(json: unknown, source = "(input)"): GroupConfig
   if (!result.success || problems.length > 0) throw new GroupConfigError(source, problems);
   const { $schema: _ignored, ...cfg } = result.data;
   const interval = rateIntervalSeconds(cfg.schedule.expression);
+  // The default snapshot wait ends before the run does (crossFieldProblems refuses an explicit one that does not).
+  const explicitWait =
+    isObject(value) && isObject(value.snapshots) && "completionTimeoutMinutes" in value.snapshots;
+  const completionTimeoutMinutes = explicitWait
+    ? cfg.snapshots.completionTimeoutMinutes
+    : Math.min(cfg.snapshots.completionTimeoutMinutes, cfg.runTimeoutMinutes - SNAPSHOT_WAIT_MARGIN_MINUTES);
   return {
     ...cfg,
+    snapshots: { ...cfg.snapshots, completionTimeoutMinutes },
     target: { bucket: cfg.target.bucket, prefix: cfg.target.prefix ?? `groups/${cfg.group}` },
     alarms: {
       rpoMinutes: cfg.alarms.rpoMinutes ?? Math.max(2, Math.ceil((2 * (interval ?? 0)) / 60)),

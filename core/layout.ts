@@ -80,6 +80,8 @@ export const keys = {
   segment: (repo: Repo, segmentId: string) =>
     join(repo, `segments/${segmentId.slice(0, 2)}/${segmentId}.seg`),
   runPrefix: (repo: Repo, runId: string) => join(repo, `runs/${runId}/`),
+  /** The snapshot set of the next generation, kept while its snapshots may still be pending (adoptable). */
+  snapshotSet: (repo: Repo) => join(repo, "pending/snapshot-set.json"),
   /**
    * A shard's result run. `attempt` (a random id) keeps two deliveries of one shard from writing the
    * same key: the shard's summary names the attempt whose result it describes.

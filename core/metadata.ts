@@ -24,7 +24,8 @@ export type MetadataFormat =
   | "cgmirror.volume-index"
   | "cgmirror.lock"
   | "cgmirror.shard-result"
-  | "cgmirror.run-plan";
+  | "cgmirror.run-plan"
+  | "cgmirror.snapshot-set";
 
 const SEAL = /,"checksum":"sha256:([0-9a-f]{64})"\}\n$/;
 const encoder = new TextEncoder();

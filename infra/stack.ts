@@ -49,7 +49,7 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 /**
  * The areas of a group's repository under its prefix (docs/format.md, "Key layout"): the HEAD object,
  * and one folder each for the lock, committed-generation records, manifests, volume index roots and
- * runs, segments, and per-run scratch (plans, shard lists and results).
+ * runs, segments, per-run scratch (plans, shard lists and results) and the pending snapshot set.
  */
 export const REPOSITORY_AREAS = [
   "HEAD",
@@ -59,6 +59,7 @@ export const REPOSITORY_AREAS = [
   "volumes",
   "segments",
   "runs",
+  "pending",
 ] as const;
 export type RepositoryArea = (typeof REPOSITORY_AREAS)[number];
 
@@ -94,7 +95,13 @@ export const TASK_S3_ACCESS: Readonly<Record<TaskName, S3Access>> = {
     deleteMarker: [],
     deleteVersion: ["volumes", "generations", "runs"],
   },
-  Snapshot: { read: ["locks", "HEAD"], write: [], deleteMarker: [], deleteVersion: [] },
+  // Snapshot records the snapshot set it takes and drops one it cannot adopt (pending/snapshot-set.json).
+  Snapshot: {
+    read: ["locks", "HEAD", "pending"],
+    write: ["pending"],
+    deleteMarker: [],
+    deleteVersion: ["pending"],
+  },
   CheckSnapshots: { read: ["locks", "HEAD"], write: [], deleteMarker: [], deleteVersion: [] },
   Plan: { read: ALL_AREAS, write: ["runs"], deleteMarker: ["runs"], deleteVersion: [] },
   Transfer: {
@@ -109,13 +116,13 @@ export const TASK_S3_ACCESS: Readonly<Record<TaskName, S3Access>> = {
     read: ALL_AREAS,
     write: [],
     deleteMarker: [],
-    deleteVersion: ["volumes", "generations", "runs", "segments"],
+    deleteVersion: ["volumes", "generations", "runs", "segments", "pending"],
   },
   ReleaseLock: {
-    read: ["locks", "HEAD"],
+    read: ["locks", "HEAD", "pending"],
     write: ["locks"],
     deleteMarker: [],
-    deleteVersion: ["runs"],
+    deleteVersion: ["runs", "pending"],
   },
 };
 
@@ -145,11 +152,6 @@ export interface CgmirrorStackProps extends StackProps {
    * @default no subscription
    */
   readonly alarmEmail?: string;
-  /**
-   * Snapshot poll interval of the workflow.
-   * @default Duration.seconds(30)
-   */
-  readonly snapshotPollInterval?: Duration;
 }
 
 /** Why each accepted cdk-nag finding is acceptable. Every suppression in this stack uses one of these. */
@@ -333,7 +335,6 @@ export class CgmirrorStack extends Stack {
           stateMachineName: stateMachineNameOf(this.stackName, g.group),
           // The group's own run timeout; its lock lease is this + LOCK_MARGIN_MINUTES.
           timeout: Duration.minutes(g.runTimeoutMinutes),
-          ...(props.snapshotPollInterval ? { snapshotPollInterval: props.snapshotPollInterval } : {}),
           logs: { destination: sfnLogs, level: sfn.LogLevel.ALL, includeExecutionData: true },
           tracingEnabled: true,
         }),

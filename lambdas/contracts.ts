@@ -79,18 +79,25 @@ export const RecoverOutput = z.strictObject({
 export const SnapshotInput = z.strictObject({ config, runId, fencing, generation });
 export const SnapshotOutput = z.strictObject({
   snapshots,
+  /** The group's point in time: when the snapshots were initiated (by an earlier run, when adopted). */
   startedAt: isoTime,
   coordinationMs: count,
   frozen: z.boolean(),
   reused: z.boolean(),
+  /** True when the set was adopted from an earlier run (docs/format.md §8.1): no snapshot was taken. */
+  adopted: z.boolean(),
+  /** When this run began to wait for the snapshots (CheckSnapshots' timeout counts from here). */
+  waitingSince: isoTime,
 });
 
 // ---- CheckSnapshots
-export const CheckSnapshotsInput = z.strictObject({ config, runId, snapshots, startedAt: isoTime });
+export const CheckSnapshotsInput = z.strictObject({ config, runId, snapshots, waitingSince: isoTime });
 export const CheckSnapshotsOutput = z.strictObject({
   allCompleted: z.boolean(),
   completed: count,
   pending: count,
+  /** Seconds the workflow waits before the next check (backs off, core/snapshot-group.ts). */
+  waitSeconds: z.number().int().positive(),
 });
 
 // ---- Plan
@@ -186,6 +193,8 @@ export const RevertOutput = z.strictObject({
   revertedVersions: count,
   deletedObjects: count,
   deletedSnapshots: count,
+  /** Snapshots kept for the next run to adopt (the run failed waiting for them). */
+  keptSnapshots: count,
 });
 
 // ---- ReleaseLock

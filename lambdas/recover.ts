@@ -7,6 +7,7 @@
  */
 import { recoverRun } from "#core/commit.ts";
 import { RepositoryStateError } from "#core/errors.ts";
+import { readSnapshotSet } from "#core/snapshot-set.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { RecoverInput, type RecoverInputT, RecoverOutput, type RecoverOutputT } from "./contracts.ts";
 import { defineTask, groupConfig, type TaskDeps } from "./runtime.ts";
@@ -38,10 +39,12 @@ export async function recoverTask(input: RecoverInputT, deps: TaskDeps): Promise
   }
   const headGeneration = result.head.generation;
   const revertedVersions = result.indexVersions.length;
-  // Snapshots of runs that never committed (newer than HEAD, not ours) are no one's base.
+  // Snapshots of runs that never committed (newer than HEAD, not ours) are no one's base, except the
+  // recorded set (pending/snapshot-set.json), which the Snapshot task adopts or drops.
   const port = deps.snapshots();
+  const recorded = new Set((await readSnapshotSet(repo)).set?.snapshots.map((s) => s.snapshotId) ?? []);
   const leftovers = (await port.findSnapshots(config.group)).filter(
-    (s) => s.generation > headGeneration && s.runId !== input.runId,
+    (s) => s.generation > headGeneration && s.runId !== input.runId && !recorded.has(s.snapshotId),
   );
   for (const s of leftovers) await port.deleteSnapshot(s.snapshotId);
   const deletedSnapshots = leftovers.length;

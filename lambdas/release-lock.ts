@@ -1,7 +1,7 @@
 /**
  * ReleaseLock (DESIGN.md section 4, step 9): release the lock first, then, after a commit, do the
- * housekeeping: delete the run's transient files and the base snapshots the retention policy no longer
- * needs. Housekeeping can neither keep the lock (a failure or a timeout there leaves it released) nor
+ * housekeeping: delete the run's transient files, the base snapshots the retention policy no longer
+ * needs and the record of the committed snapshot set. Housekeeping can neither keep the lock (a failure or a timeout there leaves it released) nor
  * run past its time budget; what it leaves, the next commit's pruning (snapshots) or the lifecycle
  * rule that expires `runs/` (files) removes.
  */
@@ -9,6 +9,7 @@ import { cleanupRun } from "#core/commit.ts";
 import { readHead } from "#core/generation.ts";
 import { releaseLock } from "#core/lock.ts";
 import { pruneBaseSnapshots } from "#core/snapshot-group.ts";
+import { deleteSnapshotSet, readSnapshotSet } from "#core/snapshot-set.ts";
 import { awsDeps } from "./aws-deps.ts";
 import {
   ReleaseLockInput,
@@ -59,6 +60,9 @@ export async function releaseLockTask(input: ReleaseLockInputT, deps: TaskDeps):
           await pruneBaseSnapshots(config.group, committedGeneration, config.snapshots.keep, deps.snapshots())
         ).length;
       }
+      // The recorded snapshot set of a committed generation is nothing to adopt any more.
+      const { set } = await readSnapshotSet(repo);
+      if (set && set.generation <= committedGeneration) await deleteSnapshotSet(repo);
       if (late()) {
         deps.log.warn(
           "housekeeping stopped at its time budget; the next commit prunes snapshots, the runs/ lifecycle rule the files",

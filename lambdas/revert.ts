@@ -3,14 +3,49 @@
  * fencing number) wrote for a generation HEAD never reached, and the snapshots it created. Deletes
  * nothing when this run committed (e.g. Commit succeeded but its answer was lost), and nothing in the
  * repository when the repository is ambiguous (the run then fails with its original error).
+ *
+ * A run that failed waiting for its snapshots (SnapshotTimeoutError) keeps them and their record
+ * (`pending/snapshot-set.json`): the next run adopts the set instead of taking a new full snapshot.
  */
 import { revertRun } from "#core/commit.ts";
 import { RepositoryStateError } from "#core/errors.ts";
+import type { Repo } from "#core/layout.ts";
 import { deleteRunSnapshots } from "#core/snapshot-group.ts";
+import { deleteSnapshotSet, readSnapshotSet } from "#core/snapshot-set.ts";
+import { Errors } from "#workflows/errors.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { RevertInput, type RevertInputT, RevertOutput, type RevertOutputT } from "./contracts.ts";
 import { defineTask, groupConfig, type TaskDeps } from "./runtime.ts";
 import { repoOf } from "./shared.ts";
+
+/** Deletes the run's snapshots, or keeps the recorded set when the run failed waiting for it. */
+async function revertSnapshots(
+  repo: Repo,
+  input: RevertInputT,
+  group: string,
+  deps: TaskDeps,
+): Promise<{ deletedSnapshots: number; keptSnapshots: number }> {
+  const port = deps.snapshots();
+  const { set } = await readSnapshotSet(repo);
+  if (input.error.Error === Errors.SnapshotTimeout && set) {
+    deps.log.warn("kept the snapshot set for the next run to adopt", {
+      takenBy: set.runId,
+      snapshots: set.snapshots.length,
+    });
+    return { deletedSnapshots: 0, keptSnapshots: set.snapshots.length };
+  }
+  let deletedSnapshots = await deleteRunSnapshots(group, input.runId, port);
+  if (set && input.error.Error === Errors.SnapshotFailed && set.runId !== input.runId) {
+    // An adopted set with a snapshot in error (or gone) is of no use to anyone.
+    await Promise.allSettled(set.snapshots.map((s) => port.deleteSnapshot(s.snapshotId)));
+    deletedSnapshots += set.snapshots.length;
+  }
+  // This run's own set is gone; an adopted complete set stays adoptable for the next run.
+  if (set && (set.runId === input.runId || input.error.Error === Errors.SnapshotFailed)) {
+    await deleteSnapshotSet(repo);
+  }
+  return { deletedSnapshots, keptSnapshots: 0 };
+}
 
 export async function revertTask(input: RevertInputT, deps: TaskDeps): Promise<RevertOutputT> {
   const config = groupConfig(input.config);
@@ -32,6 +67,7 @@ export async function revertTask(input: RevertInputT, deps: TaskDeps): Promise<R
       revertedVersions: 0,
       deletedObjects: 0,
       deletedSnapshots,
+      keptSnapshots: 0,
     };
   }
   if (outcome.alreadyCommitted) {
@@ -45,20 +81,21 @@ export async function revertTask(input: RevertInputT, deps: TaskDeps): Promise<R
       revertedVersions: 0,
       deletedObjects: 0,
       deletedSnapshots: 0,
+      keptSnapshots: 0,
     };
   }
-  const deletedSnapshots = await deleteRunSnapshots(config.group, input.runId, deps.snapshots());
+  const snapshots = await revertSnapshots(repo, input, config.group, deps);
   deps.log.warn("run reverted", {
     error: input.error.Error,
     revertedVersions: outcome.indexVersions.length,
-    deletedSnapshots,
+    ...snapshots,
   });
   return {
     alreadyCommitted: false,
     needsRepair: false,
     revertedVersions: outcome.indexVersions.length,
     deletedObjects: outcome.otherObjects.length + outcome.transientVersions,
-    deletedSnapshots,
+    ...snapshots,
   };
 }
 

@@ -228,6 +228,12 @@ export interface LocalRunOptions {
    * @default { scale: 1, waits: "shortened" }
    */
   readonly time?: { readonly scale?: number; readonly waits?: "shortened" | "simulated" };
+  /**
+   * The clock itself, when the caller needs it too (a test's slow snapshots, several runs in a row on
+   * one timeline); `time.scale` is then the clock's.
+   * @default a new SimulatedClock over `deps.clock`
+   */
+  readonly clock?: SimulatedClock;
 }
 
 /** How a local run ended; the same outcomes as `cgmirror backup` (cli/commands/backup.ts). */
@@ -312,7 +318,8 @@ function lambdaTimeouts(def: AslDefinition): Map<string, number> {
 /** Runs one backup of the group through the synthesized state machine, locally, under AWS's limits. */
 export async function runLocalBackup(options: LocalRunOptions): Promise<LocalRunResult> {
   const def = synthesizedDefinition(options.config);
-  const clock = new SimulatedClock({ base: options.deps.clock, scale: options.time?.scale ?? 1 });
+  const clock =
+    options.clock ?? new SimulatedClock({ base: options.deps.clock, scale: options.time?.scale ?? 1 });
   const deps: TaskDeps = { ...options.deps, clock };
   const handlers = bindHandlers(def, deps, options);
   const timeouts = lambdaTimeouts(def);

@@ -2,7 +2,8 @@
  * The master: the consistency-group state machine (DESIGN.md sections 2 and 4).
  *
  *   AcquireLock -> LockAcquired? -(held)-> Skipped (Succeed, status "skipped")
- *   -> Recover -> Snapshot -> WaitForSnapshots <-> CheckSnapshots (until all completed, or timeout)
+ *   -> Recover -> Snapshot -> CheckSnapshots <-> WaitForSnapshots (the wait CheckSnapshots answers,
+ *      backing off; until all completed, or the snapshot timeout)
  *   -> Plan -> TransferShards (distributed Map, all must succeed, results discarded)
  *   -> PreparePolicy? -> PrepareVolumes (failFast) | PrepareAllVolumes (collectAll) -> AllPrepared?
  *   -> Commit -> ReleaseLock -> Committed (Succeed)
@@ -26,11 +27,6 @@ import { TASK_TIMEOUT_MARGIN_SECONDS, TASKS, type TaskName } from "./tasks.ts";
 export interface ConsistencyGroupWorkflowProps {
   /** The Lambda function of every task. */
   readonly functions: Readonly<Record<TaskName, lambda.IFunction>>;
-  /**
-   * Wait between two snapshot completion checks.
-   * @default Duration.seconds(30)
-   */
-  readonly snapshotPollInterval?: Duration;
   /**
    * Maximum duration of one execution (the group lock's lease must be longer).
    * @default Duration.hours(12)
@@ -199,8 +195,10 @@ export class ConsistencyGroupWorkflow extends Construct {
       revert,
       onFailure,
     );
+    // CheckSnapshots answers how long to wait before it is asked again (from 15 s, backing off to
+    // 15 min): a snapshot that takes days stays far below the 25,000 history events of an execution.
     const wait = new sfn.Wait(this, "WaitForSnapshots", {
-      time: sfn.WaitTime.duration(props.snapshotPollInterval ?? Duration.seconds(30)),
+      time: sfn.WaitTime.secondsPath("$.check.waitSeconds"),
     });
     const check = invoke(
       "CheckSnapshots",
@@ -208,7 +206,7 @@ export class ConsistencyGroupWorkflow extends Construct {
       {
         ...BASE,
         snapshots: sfn.JsonPath.listAt("$.snapshot.snapshots"),
-        startedAt: sfn.JsonPath.stringAt("$.snapshot.startedAt"),
+        waitingSince: sfn.JsonPath.stringAt("$.snapshot.waitingSince"),
       },
       "$.check",
     ).addCatch(revert, onFailure);
@@ -387,7 +385,7 @@ export class ConsistencyGroupWorkflow extends Construct {
         .otherwise(skipped),
     );
     recover.next(snapshot);
-    snapshot.next(wait);
+    snapshot.next(check);
     wait.next(check);
     check.next(
       new sfn.Choice(this, "SnapshotsCompleted?")

@@ -7,7 +7,7 @@
  * handler by state name, see tasks.ts). `definitionFromTemplate()` extracts the definition from any
  * synthesized template, replacing CloudFormation references by placeholders.
  */
-import { App, Duration, Stack } from "aws-cdk-lib";
+import { App, Stack } from "aws-cdk-lib";
 import * as lambda from "aws-cdk-lib/aws-lambda";
 import { ConsistencyGroupWorkflow } from "./consistency-group.ts";
 import { TASK_NAMES, type TaskName } from "./tasks.ts";
@@ -98,12 +98,12 @@ export function definitionTextFromTemplate(
 }
 
 /** The workflow's definition with placeholder function ARNs, for local execution. */
-export function localDefinition(options: { snapshotPollSeconds?: number } = {}): AslDefinition {
-  return JSON.parse(localDefinitionText(options)) as AslDefinition;
+export function localDefinition(): AslDefinition {
+  return JSON.parse(localDefinitionText()) as AslDefinition;
 }
 
 /** The text of `localDefinition()`, exactly as synthesized (for services that parse it themselves). */
-export function localDefinitionText(options: { snapshotPollSeconds?: number } = {}): string {
+export function localDefinitionText(): string {
   const app = new App();
   const stack = new Stack(app, "CgmirrorLocalWorkflow", {
     env: { account: LOCAL_ACCOUNT, region: LOCAL_REGION },
@@ -111,10 +111,7 @@ export function localDefinitionText(options: { snapshotPollSeconds?: number } = 
   const functions = Object.fromEntries(
     TASK_NAMES.map((task) => [task, lambda.Function.fromFunctionArn(stack, task, localFunctionArn(task))]),
   ) as Record<TaskName, lambda.IFunction>;
-  new ConsistencyGroupWorkflow(stack, "Workflow", {
-    functions,
-    snapshotPollInterval: Duration.seconds(options.snapshotPollSeconds ?? 30),
-  });
+  new ConsistencyGroupWorkflow(stack, "Workflow", { functions });
   const template = app.synth().getStackByName(stack.stackName).template as CfnTemplate;
   return definitionTextFromTemplate(template);
 }

@@ -209,6 +209,30 @@ describe("parseGroupConfig", () => {
   });
 });
 
+describe("the snapshot wait and the run timeout", () => {
+  it("GIVEN a run timeout shorter than the default snapshot wait THEN the wait ends 5 minutes before the run", () => {
+    expect(parseGroupConfig({ ...valid, runTimeoutMinutes: 60 }).snapshots.completionTimeoutMinutes).toBe(55);
+    expect(parseGroupConfig(valid).snapshots.completionTimeoutMinutes).toBe(240);
+  });
+
+  it("GIVEN a first snapshot that takes days THEN a run may wait up to 7 days", () => {
+    const c = parseGroupConfig({
+      ...valid,
+      runTimeoutMinutes: 10_080,
+      snapshots: { completionTimeoutMinutes: 4_320 },
+    });
+    expect(c.snapshots.completionTimeoutMinutes).toBe(4_320);
+  });
+
+  it("fails when an explicit snapshot wait does not end before the run timeout", () => {
+    expect(() =>
+      parseGroupConfig({ ...valid, runTimeoutMinutes: 60, snapshots: { completionTimeoutMinutes: 60 } }),
+    ).toThrow(
+      /snapshots\.completionTimeoutMinutes: expected a snapshot wait shorter than runTimeoutMinutes \(60\)/,
+    );
+  });
+});
+
 describe("group config JSON Schema", () => {
   it("GIVEN the published docs/group-config.schema.json THEN it matches the zod schema (run npm run config:schema)", () => {
     const published = JSON.parse(

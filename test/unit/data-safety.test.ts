@@ -160,7 +160,12 @@ describe("3: the commit is fenced", () => {
     const atCommit = new Promise<void>((r) => {
       reachedCommit = r;
     });
-    const a = runPipeline(g.deps(), { ...g.config, runTimeoutMinutes: 15 }, "run-a", {
+    const short = {
+      ...g.config,
+      runTimeoutMinutes: 15,
+      snapshots: { ...g.config.snapshots, completionTimeoutMinutes: 10 },
+    };
+    const a = runPipeline(g.deps(), short, "run-a", {
       call: async (task, input, invoke) => {
         if (task === "Commit") {
           reachedCommit();

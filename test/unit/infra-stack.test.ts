@@ -81,7 +81,7 @@ function actions(statements: ReturnType<typeof policiesOf>): string[] {
   return statements.flatMap((s) => (Array.isArray(s.Action) ? s.Action : [s.Action]));
 }
 
-const ALL = ["HEAD", "commits", "generations", "locks", "runs", "segments", "volumes"];
+const ALL = ["HEAD", "commits", "generations", "locks", "pending", "runs", "segments", "volumes"];
 
 /** The repository areas of group orders on which `task` is allowed `action` (sorted). */
 function areasOf(task: string, action: string): string[] {
@@ -206,7 +206,7 @@ describe("least-privilege IAM", () => {
     const expected: Record<string, { write: string[]; deleteVersion: string[]; read: string[] }> = {
       AcquireLock: { write: ["locks"], deleteVersion: [], read: ["HEAD", "locks"] },
       Recover: { write: ["HEAD", "commits"], deleteVersion: ["generations", "runs", "volumes"], read: ALL },
-      Snapshot: { write: [], deleteVersion: [], read: ["HEAD", "locks"] },
+      Snapshot: { write: ["pending"], deleteVersion: ["pending"], read: ["HEAD", "locks", "pending"] },
       CheckSnapshots: { write: [], deleteVersion: [], read: ["HEAD", "locks"] },
       Plan: { write: ["runs"], deleteVersion: [], read: ALL },
       Transfer: {
@@ -216,8 +216,16 @@ describe("least-privilege IAM", () => {
       },
       Prepare: { write: ["runs", "volumes"], deleteVersion: [], read: ALL },
       Commit: { write: ["HEAD", "commits", "generations"], deleteVersion: [], read: ALL },
-      Revert: { write: [], deleteVersion: ["generations", "runs", "segments", "volumes"], read: ALL },
-      ReleaseLock: { write: ["locks"], deleteVersion: ["runs"], read: ["HEAD", "locks"] },
+      Revert: {
+        write: [],
+        deleteVersion: ["generations", "pending", "runs", "segments", "volumes"],
+        read: ALL,
+      },
+      ReleaseLock: {
+        write: ["locks"],
+        deleteVersion: ["pending", "runs"],
+        read: ["HEAD", "locks", "pending"],
+      },
     };
     for (const [task, want] of Object.entries(expected)) {
       expect(areasOf(task, "s3:PutObject"), `${task} writes`).toEqual(want.write);
@@ -236,7 +244,11 @@ describe("least-privilege IAM", () => {
       "Recover",
       "ReleaseLock",
       "Revert",
+      "Snapshot",
     ]);
+    // Snapshot may destroy versions of its snapshot-set record only.
+    expect(areasOf("Snapshot", "s3:DeleteObjectVersion")).toEqual(["pending"]);
+    expect(writers("pending")).toEqual(["Snapshot"]);
   });
 
   it("GIVEN Snapshot THEN it creates snapshots only of the group's volumes/instances, tagged for the group and the stack", () => {

@@ -92,8 +92,10 @@ function tasks(revertInputs: unknown[]): Record<string, LimitedTask> {
       coordinationMs: 42,
       frozen: false,
       reused: false,
+      adopted: false,
+      waitingSince: "2026-01-01T00:00:01.000Z",
     }),
-    CheckSnapshots: () => ({ allCompleted: true, completed: 100, pending: 0 }),
+    CheckSnapshots: () => ({ allCompleted: true, completed: 100, pending: 0, waitSeconds: 15 }),
     Plan: () => ({
       planKey: "groups/big/runs/r/plan.json",
       shardCount: 100,
@@ -113,6 +115,7 @@ function tasks(revertInputs: unknown[]): Record<string, LimitedTask> {
         revertedVersions: 0,
         deletedObjects: 0,
         deletedSnapshots: 0,
+        keptSnapshots: 0,
       };
     },
     ReleaseLock: () => ({ released: true, prunedSnapshots: 0, cleanedObjects: 0 }),
