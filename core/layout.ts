@@ -82,6 +82,10 @@ export const keys = {
   runPrefix: (repo: Repo, runId: string) => join(repo, `runs/${runId}/`),
   /** The snapshot set of the next generation, kept while its snapshots may still be pending (adoptable). */
   snapshotSet: (repo: Repo) => join(repo, "pending/snapshot-set.json"),
+  /** Run records (docs/format.md §2, §13): one per finished run, never read by restore or verify. */
+  historyPrefix: (repo: Repo) => join(repo, "history/"),
+  history: (repo: Repo, fencing: number, runId: string) =>
+    join(repo, `history/${fencingName(fencing)}-${runId}.json`),
   /**
    * A shard's result run. `attempt` (a random id) keeps two deliveries of one shard from writing the
    * same key: the shard's summary names the attempt whose result it describes.

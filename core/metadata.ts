@@ -25,9 +25,12 @@ export type MetadataFormat =
   | "cgmirror.lock"
   | "cgmirror.shard-result"
   | "cgmirror.run-plan"
-  | "cgmirror.snapshot-set";
+  | "cgmirror.snapshot-set"
+  | "cgmirror.run-record";
 
 const SEAL = /,"checksum":"sha256:([0-9a-f]{64})"\}\n$/;
+/** `format` and `version`, read before the object's own schema (built once: zod compiles each schema). */
+const FormatHeadSchema = z.object({ format: z.string(), version: z.string() });
 const encoder = new TextEncoder();
 
 /** A sealed metadata object: its bytes and the SHA-256 (hex) that pointers to it pin. */
@@ -103,7 +106,14 @@ export function openMetadata<S extends z.ZodType>(
   const sealed = `${text.slice(0, seal.index)}}`;
   const digest = toHex(sha256(encoder.encode(sealed)));
   if (digest !== seal[1]) {
-    throw unsupportedOrCorrupt(text, format, key, versionId, "it fails its SHA-256 checksum");
+    // Sealed but the seal fails: damage, whatever major the damaged text claims (a newer major's
+    // object with this seal verifies, and is refused as unsupported below; format 1 had no seal).
+    const claimed = /^\{"format":"[^"]*","version":"([^"]*)"/.exec(text)?.[1];
+    const other =
+      claimed !== undefined && Number.parseInt(claimed.split(".")[0] ?? "", 10) !== METADATA_MAJOR
+        ? ` (its text claims version ${JSON.stringify(claimed)})`
+        : "";
+    throw new CorruptObjectError(key, versionId, `it fails its SHA-256 checksum${other}`);
   }
   if (expectedSha256 !== undefined && digest !== expectedSha256) {
     throw new CorruptObjectError(
@@ -118,7 +128,7 @@ export function openMetadata<S extends z.ZodType>(
   } catch (cause) {
     throw new CorruptObjectError(key, versionId, "it is not valid JSON", { cause });
   }
-  const head = z.object({ format: z.string(), version: z.string() }).safeParse(json);
+  const head = FormatHeadSchema.safeParse(json);
   if (!head.success) throw new CorruptObjectError(key, versionId, "it has no format/version fields");
   if (head.data.format !== format) {
     throw new CorruptObjectError(key, versionId, `expected format ${format}, found ${head.data.format}`);

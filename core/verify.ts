@@ -3,7 +3,13 @@ import type { IndexEntry } from "./block-ref.ts";
 import { BLOCK_SIZE, equalBytes, toHex } from "./bytes.ts";
 import { Codec } from "./codec.ts";
 import { openHashRunRef, readBloomRef } from "./dedup-index.ts";
-import { type GenerationManifest, readCommittedManifest, readGeneration } from "./generation.ts";
+import {
+  type GenerationManifest,
+  readCommitRecord,
+  readCommittedManifest,
+  readGeneration,
+  readHead,
+} from "./generation.ts";
 import { keys, type Repo } from "./layout.ts";
 import { TaskPool } from "./pool.ts";
 import { ObjectNotFoundError } from "./ports/object-store.ts";
@@ -71,6 +77,35 @@ function message(error: unknown): string {
 }
 
 /**
+ * Checks the commit record of `generation` (when there is one: the record of HEAD's generation may not
+ * be written yet): it must open (seal, shape, key) and, for HEAD's generation, pin the manifest HEAD pins.
+ */
+async function checkCommitRecord(repo: Repo, generation: number): Promise<VerifyProblem[]> {
+  const key = keys.commit(repo, generation);
+  try {
+    const record = await readCommitRecord(repo, generation);
+    if (!record) return [];
+    const head = (await readHead(repo))?.head;
+    if (
+      head?.generation === generation &&
+      head.commit &&
+      head.commit.manifest.sha256 !== record.manifest.sha256
+    ) {
+      return [
+        {
+          kind: "manifest",
+          key,
+          message: `it pins manifest sha256 ${record.manifest.sha256} for generation ${generation}, HEAD pins ${head.commit.manifest.sha256}`,
+        },
+      ];
+    }
+    return [];
+  } catch (error) {
+    return [{ kind: "manifest", key: (error as { key?: string }).key ?? key, message: message(error) }];
+  }
+}
+
+/**
  * Verify: structural (every index run readable and checksummed, every ref resolves to an existing
  * segment whose footer agrees with it) and, for `readData` of the segments, every referenced block
  * re-read and re-hashed. Reports problems; does not throw for damage it finds.
@@ -90,6 +125,9 @@ export async function verifyGeneration(repo: Repo, options: VerifyOptions = {}):
       (options.generation !== undefined ? keys.commit(repo, options.generation) : keys.head(repo));
     problems.push({ kind: "manifest", key, message: message(error) });
   }
+  // The generation's commit record: what restore reads once HEAD has moved on, and what the next run's
+  // fence checks against HEAD. A damaged one would otherwise go unreported until then.
+  if (manifest && !options.manifest) problems.push(...(await checkCommitRecord(repo, manifest.generation)));
   if (!manifest) {
     return {
       ok: problems.length === 0,

@@ -136,6 +136,8 @@ export interface WriteGenerationOptions {
   readonly commit?: boolean;
   /** Lock lease when this call acquires the lock. @default 1 hour */
   readonly lockTtlMs?: number;
+  /** The clock reading the lease starts from (tests: a lease that expired already). @default now */
+  readonly lockNow?: Date;
 }
 
 export interface WriteGenerationResult {
@@ -160,7 +162,11 @@ export async function writeGeneration(
 ): Promise<WriteGenerationResult> {
   let lease = options.lease;
   if (!lease) {
-    const got = await acquireLock(repo, { runId: options.runId, ttlMs: options.lockTtlMs ?? 3_600_000 });
+    const got = await acquireLock(repo, {
+      runId: options.runId,
+      ttlMs: options.lockTtlMs ?? 3_600_000,
+      ...(options.lockNow ? { now: options.lockNow } : {}),
+    });
     if (!got.acquired) throw new LockHeldError(keys.lock(repo), got.holderRunId, got.expiresAt);
     lease = { runId: options.runId, fencing: got.lease.fencing };
     await recoverRun(repo, {

@@ -60,6 +60,8 @@ export const REPOSITORY_AREAS = [
   "segments",
   "runs",
   "pending",
+  // Run records (docs/format.md §13): written by ReleaseLock, Revert and Recover; read only by the CLI.
+  "history",
 ] as const;
 export type RepositoryArea = (typeof REPOSITORY_AREAS)[number];
 
@@ -79,7 +81,8 @@ export interface S3Access {
   readonly deleteVersion: readonly RepositoryArea[];
 }
 
-const ALL_AREAS = REPOSITORY_AREAS;
+/** Every area a run reads (run records are written by the lock and revert tasks, read only by the CLI). */
+const ALL_AREAS: readonly RepositoryArea[] = REPOSITORY_AREAS.filter((a) => a !== "history");
 
 /**
  * What each task may do in the repository. Only Commit, Recover (which fences HEAD with its token) and
@@ -91,7 +94,7 @@ export const TASK_S3_ACCESS: Readonly<Record<TaskName, S3Access>> = {
   AcquireLock: { read: ["locks", "HEAD"], write: ["locks"], deleteMarker: [], deleteVersion: [] },
   Recover: {
     read: ALL_AREAS,
-    write: ["HEAD", "commits"],
+    write: ["HEAD", "commits", "history"],
     deleteMarker: [],
     deleteVersion: ["volumes", "generations", "runs"],
   },
@@ -114,13 +117,13 @@ export const TASK_S3_ACCESS: Readonly<Record<TaskName, S3Access>> = {
   Commit: { read: ALL_AREAS, write: ["generations", "HEAD", "commits"], deleteMarker: [], deleteVersion: [] },
   Revert: {
     read: ALL_AREAS,
-    write: [],
+    write: ["history"],
     deleteMarker: [],
     deleteVersion: ["volumes", "generations", "runs", "segments", "pending"],
   },
   ReleaseLock: {
-    read: ["locks", "HEAD", "pending"],
-    write: ["locks"],
+    read: ["locks", "HEAD", "generations", "pending"],
+    write: ["locks", "history"],
     deleteMarker: [],
     deleteVersion: ["runs", "pending"],
   },
@@ -310,6 +313,8 @@ export class CgmirrorStack extends Stack {
           keepNames: true,
           sourceMap: true,
           sourcesContent: false,
+          // esbuild prints only errors (no per-bundle size lines on every synth).
+          logLevel: nodejs.LogLevel.ERROR,
           // Bundle the AWS SDK too: the versions tested are the versions deployed.
           externalModules: [],
           banner:

@@ -7,6 +7,7 @@
  */
 import { recoverRun } from "#core/commit.ts";
 import { RepositoryStateError } from "#core/errors.ts";
+import { writeRunRecord } from "#core/run-history.ts";
 import { readSnapshotSet } from "#core/snapshot-set.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { RecoverInput, type RecoverInputT, RecoverOutput, type RecoverOutputT } from "./contracts.ts";
@@ -65,6 +66,28 @@ export async function recoverTask(input: RecoverInputT, deps: TaskDeps): Promise
   }
   if (action !== "none")
     deps.log.warn("recovered an earlier run", { action, revertedVersions, deletedSnapshots });
+  if (input.takenOverFrom && input.fencing > 1) {
+    // The run whose lease expired (timed out, aborted, crashed): its record says how it was finished.
+    // Its fencing number is the one just below ours (ours is one more than the lock's).
+    await writeRunRecord(repo, {
+      group: config.group,
+      runId: input.takenOverFrom,
+      fencing: input.fencing - 1,
+      outcome: "recovered",
+      recoveredAs: result.deadRunCommitted ? "committed" : "reverted",
+      endedAt: new Date(deps.clock.now()).toISOString(),
+      headGeneration,
+      error: "RunAbandoned",
+      cause: `the run stopped without finishing (timed out, aborted, failed on a Step Functions limit or crashed); run ${input.runId} took the group over and ${
+        result.deadRunCommitted ? "finished its commit" : "reverted what it left"
+      }`,
+    }).catch((error: Error) =>
+      deps.log.warn("could not write the run record (history/)", {
+        error: error.name,
+        message: error.message,
+      }),
+    );
+  }
   return { action, revertedVersions, deletedSnapshots, headGeneration, nextGeneration: headGeneration + 1 };
 }
 

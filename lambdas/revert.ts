@@ -9,14 +9,50 @@
  */
 import { revertRun } from "#core/commit.ts";
 import { RepositoryStateError } from "#core/errors.ts";
+import { readHead } from "#core/generation.ts";
 import type { Repo } from "#core/layout.ts";
+import { readLock } from "#core/lock.ts";
+import { writeRunRecord } from "#core/run-history.ts";
 import { deleteRunSnapshots } from "#core/snapshot-group.ts";
 import { deleteSnapshotSet, readSnapshotSet } from "#core/snapshot-set.ts";
 import { Errors } from "#workflows/errors.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { RevertInput, type RevertInputT, RevertOutput, type RevertOutputT } from "./contracts.ts";
 import { defineTask, groupConfig, type TaskDeps } from "./runtime.ts";
-import { repoOf } from "./shared.ts";
+import { readRunPlan, repoOf, runPlanKey } from "./shared.ts";
+
+/** The run record of a reverted run (history/; best effort: never changes how the revert ends). */
+async function recordRevertedRun(
+  repo: Repo,
+  input: RevertInputT,
+  deps: TaskDeps,
+  changedBlocks: number | null,
+) {
+  try {
+    const lock = await readLock(repo).catch(() => undefined);
+    const head = await readHead(repo).catch(() => undefined);
+    await writeRunRecord(repo, {
+      group: repo.group,
+      runId: input.runId,
+      fencing: input.fencing,
+      outcome: "reverted",
+      startedAt:
+        lock?.record.runId === input.runId && lock.record.fencing === input.fencing
+          ? lock.record.acquiredAt
+          : null,
+      endedAt: new Date(deps.clock.now()).toISOString(),
+      headGeneration: head?.head.generation ?? null,
+      changedBlocks,
+      error: input.error.Error,
+      cause: input.error.Cause ?? null,
+    });
+  } catch (error) {
+    deps.log.warn("could not write the run record (history/)", {
+      error: (error as Error).name,
+      message: (error as Error).message,
+    });
+  }
+}
 
 /** Deletes the run's snapshots, or keeps the recorded set when the run failed waiting for it. */
 async function revertSnapshots(
@@ -50,6 +86,10 @@ async function revertSnapshots(
 export async function revertTask(input: RevertInputT, deps: TaskDeps): Promise<RevertOutputT> {
   const config = groupConfig(input.config);
   const repo = repoOf(config, deps);
+  // What the run planned to copy: read before the revert deletes the run's work files.
+  const changedBlocks = await readRunPlan(repo, runPlanKey(repo, input.runId))
+    .then((p) => p.volumes.reduce((a, v) => a + v.changedBlocks, 0))
+    .catch(() => null);
   let outcome: Awaited<ReturnType<typeof revertRun>>;
   try {
     outcome = await revertRun(repo, {
@@ -85,6 +125,7 @@ export async function revertTask(input: RevertInputT, deps: TaskDeps): Promise<R
     };
   }
   const snapshots = await revertSnapshots(repo, input, config.group, deps);
+  await recordRevertedRun(repo, input, deps, changedBlocks);
   deps.log.warn("run reverted", {
     error: input.error.Error,
     revertedVersions: outcome.indexVersions.length,

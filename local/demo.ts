@@ -59,10 +59,12 @@ export interface DemoReport {
   readonly headAfterFailure: number | undefined;
   readonly problems: readonly string[];
   readonly stateDir: string;
+  /** The HTML report written (cgmirror report), when asked for. */
+  readonly reportPath?: string;
 }
 
 export async function runDemo(
-  options: { stateDir?: string; keep?: boolean; log?: (line: string) => void } = {},
+  options: { stateDir?: string; keep?: boolean; log?: (line: string) => void; reportPath?: string } = {},
 ): Promise<DemoReport> {
   const log = options.log ?? (() => {});
   const base = options.stateDir ?? (await mkdtemp(join(tmpdir(), "cgmirror-demo-")));
@@ -179,7 +181,26 @@ export async function runDemo(
       await rm(dir, { recursive: true, force: true });
     }
     if (restores.length !== 2) problems.push(`expected 2 committed generations, found ${restores.length}`);
-    return { ok: problems.length === 0, backups, restores, headAfterFailure: head, problems, stateDir: base };
+    let reportPath: string | undefined;
+    if (options.reportPath) {
+      const { mkdir } = await import("node:fs/promises");
+      const { dirname } = await import("node:path");
+      const { writeReport } = await import("../cli/commands/report-run.ts");
+      await mkdir(dirname(options.reportPath), { recursive: true });
+      reportPath = (
+        await writeReport(repo, options.reportPath, { rpoTargetMinutes: config.alarms.rpoMinutes })
+      ).path;
+      log(`report: ${reportPath}`);
+    }
+    return {
+      ok: problems.length === 0,
+      backups,
+      restores,
+      headAfterFailure: head,
+      problems,
+      stateDir: base,
+      ...(reportPath ? { reportPath } : {}),
+    };
   } finally {
     deps.close();
     clients.destroy();

@@ -6,29 +6,25 @@
  * runner cannot bind stops the run before it starts: nothing falls through to a real Lambda call.
  */
 import { randomUUID } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { S3Client } from "@aws-sdk/client-s3";
-import { App } from "aws-cdk-lib";
 import { createEbsClient, EbsBlockSource } from "#adapters/ebs-source.ts";
 import { usePrecomputedPayloadHash } from "#adapters/s3-payload-hash.ts";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
-import { executionArnOf } from "#adapters/sfn-execution.ts";
+import { executionArnOf } from "#adapters/sfn-arns.ts";
 import type { GroupConfig } from "#core/group-config.ts";
 import type { ObjectStore } from "#core/ports/object-store.ts";
 import type { RunStatusPort } from "#core/ports/run-status.ts";
-import { CgmirrorStack } from "#infra/stack.ts";
 import { HANDLER_MAKERS } from "#lambdas/makers.ts";
 import type { TaskDeps } from "#lambdas/runtime.ts";
-import {
-  type AslDefinition,
-  type CfnTemplate,
-  definitionFromTemplate,
-  LOCAL_ACCOUNT,
-  LOCAL_REGION,
-} from "#workflows/definition.ts";
+import type { AslDefinition, CfnTemplate } from "#workflows/definition.ts";
 import { Errors } from "#workflows/errors.ts";
 import { findLocalIncompatibilities } from "#workflows/local-compat.ts";
 import { TASK_NAMES, TASKS, type TaskName } from "#workflows/tasks.ts";
 import { type RunEvent, runWithAwsLimits } from "./aws-limits.ts";
+import { cachedDefinition } from "./definition-cache.ts";
 import { ebsAdmin } from "./ebs-emulator/admin-client.ts";
 import { SimulatedClock } from "./sim-clock.ts";
 import type { LocalEndpoints } from "./stack.ts";
@@ -45,16 +41,15 @@ const definitions = new Map<string, AslDefinition>();
 
 /**
  * The definition of the state machine CgmirrorStack deploys for this group: the stack is synthesized
- * (asset bundling skipped, nothing else changed) and the definition read from its template.
+ * (asset bundling skipped, nothing else changed, into a temporary directory removed afterwards) and the
+ * definition read from its template. Cached in memory and on disk (local/definition-cache.ts, keyed by
+ * the config and the code that shapes the definition), so a local backup synthesizes only after a change.
  */
-export function synthesizedDefinition(config: GroupConfig): AslDefinition {
+export async function synthesizedDefinition(config: GroupConfig): Promise<AslDefinition> {
   const key = JSON.stringify(config);
   let def = definitions.get(key);
   if (!def) {
-    const app = new App({ context: { "aws:cdk:bundling-stacks": [] } });
-    const stack = new CgmirrorStack(app, "CgmirrorLocal", { groups: [config] });
-    const template = app.synth().getStackByName(stack.stackName).template as CfnTemplate;
-    def = definitionFromTemplate(template);
+    def = (await cachedDefinition(config, () => synthesize(config))).definition;
     const findings = findLocalIncompatibilities(def);
     if (findings.length > 0) {
       throw new RunnerError(
@@ -66,6 +61,23 @@ export function synthesizedDefinition(config: GroupConfig): AslDefinition {
     definitions.set(key, def);
   }
   return def;
+}
+
+async function synthesize(config: GroupConfig): Promise<AslDefinition> {
+  const [{ App }, { CgmirrorStack }, { definitionFromTemplate }] = await Promise.all([
+    import("aws-cdk-lib"),
+    import("#infra/stack.ts"),
+    import("#workflows/definition.ts"),
+  ]);
+  const outdir = await mkdtemp(join(tmpdir(), "cgmirror-local-synth-"));
+  try {
+    const app = new App({ outdir, context: { "aws:cdk:bundling-stacks": [] } });
+    const stack = new CgmirrorStack(app, "CgmirrorLocal", { groups: [config] });
+    const template = app.synth().getStackByName(stack.stackName).template as CfnTemplate;
+    return definitionFromTemplate(template);
+  } finally {
+    await rm(outdir, { recursive: true, force: true });
+  }
 }
 
 /** Every Task state of a definition, Map item processors included. */
@@ -88,7 +100,8 @@ export function taskStates(def: { States: Record<string, Record<string, unknown>
 
 /** The state machine of a group in a local run: what `$$.StateMachine.Id` is there. */
 export function localStateMachineArn(group: string): string {
-  return `arn:aws:states:${LOCAL_REGION}:${LOCAL_ACCOUNT}:stateMachine:cgmirror-${group}`;
+  // The local definition's account and Region (workflows/definition.ts), not imported: it loads aws-cdk-lib.
+  return `arn:aws:states:us-east-1:000000000000:stateMachine:cgmirror-${group}`;
 }
 
 type ExecutionStatus = "RUNNING" | "SUCCEEDED" | "FAILED" | "TIMED_OUT" | "ABORTED";
@@ -317,7 +330,7 @@ function lambdaTimeouts(def: AslDefinition): Map<string, number> {
 
 /** Runs one backup of the group through the synthesized state machine, locally, under AWS's limits. */
 export async function runLocalBackup(options: LocalRunOptions): Promise<LocalRunResult> {
-  const def = synthesizedDefinition(options.config);
+  const def = await synthesizedDefinition(options.config);
   const clock =
     options.clock ?? new SimulatedClock({ base: options.deps.clock, scale: options.time?.scale ?? 1 });
   const deps: TaskDeps = { ...options.deps, clock };

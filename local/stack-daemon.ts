@@ -4,7 +4,7 @@
  * Usage: node local/stack-daemon.ts <stateDir>
  */
 import { rename, rm, writeFile } from "node:fs/promises";
-import { endpointsFile, startLocalStack } from "./stack.ts";
+import { endpointsFile, lockStateDir, startLocalStack } from "./stack.ts";
 
 const stateDir = process.argv[2];
 if (!stateDir) {
@@ -12,6 +12,7 @@ if (!stateDir) {
   process.exit(2);
 }
 try {
+  const release = await lockStateDir(stateDir);
   const stack = await startLocalStack({ stateDir, log: (l) => console.error(l) });
   const { emulator: _e, stop: _s, ...endpoints } = stack;
   // Written whole, then renamed into place: `local up` polls for the file and must never read half of it.
@@ -21,6 +22,7 @@ try {
   const stop = async (): Promise<void> => {
     await rm(endpointsFile(stateDir), { force: true });
     await stack.stop();
+    await release();
     process.exit(0);
   };
   process.once("SIGTERM", () => void stop());

@@ -55,6 +55,13 @@ export async function withTmp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   }
 }
 
+let lockClock = Date.now() - 3_600_000;
+/** Lock clock readings a second apart: each run's 1 ms lease has expired for the next one. */
+function nextLockTime(): Date {
+  lockClock += 1000;
+  return new Date(lockClock);
+}
+
 /** Applies one generation of ops to the models and to the repository (Transfer → Prepare → Commit). */
 export async function backupGeneration(
   repo: Repo,
@@ -87,6 +94,7 @@ export async function backupGeneration(
     commit: options.commit ?? true,
     // A run that dies (or stops after Prepare) leaves its lock; the next run takes it over at once.
     lockTtlMs: 1,
+    lockNow: nextLockTime(),
   });
 }
 

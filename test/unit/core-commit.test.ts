@@ -113,8 +113,11 @@ describe("group lock", () => {
 });
 
 /** Acquires the lock and fences HEAD for `runId`: what AcquireLock + Recover do for a run. */
+let lockClock = Date.now() - 3_600_000;
 async function fenced(repo: ReturnType<typeof newRepo>["repo"], runId: string, ttlMs = 1) {
-  const got = await acquireLock(repo, { runId, ttlMs });
+  // Leases of 1 ms on a clock that advances a second per call: the next caller always takes over.
+  lockClock += 1000;
+  const got = await acquireLock(repo, { runId, ttlMs, now: new Date(lockClock) });
   if (!got.acquired) throw new Error(`lock held by ${got.holderRunId}`);
   const lease = { runId, fencing: got.lease.fencing };
   await fenceHead(repo, lease);

@@ -84,3 +84,27 @@ describe("infra/bin/app.ts", () => {
     expect(error.stderr).not.toMatch(/\n\s+at /);
   });
 });
+
+describe("infra/bin/app.ts and local-only configs", () => {
+  it("fails with one line saying so when given a config made by `cgmirror config init --local` (simulated volumes, the local bucket)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "cgm-local-config-"));
+    const config = join(dir, "group.json");
+    writeFileSync(
+      config,
+      JSON.stringify({
+        group: "db",
+        volumes: [{ id: "vol-a", instanceId: "i-a" }],
+        target: { bucket: "cgmirror-local", prefix: "groups/db" },
+        schedule: { expression: "rate(1 hour)" },
+      }),
+    );
+    const err = (await app(config, join(dir, "out")).then(
+      () => undefined,
+      (e: { code: number; stderr: string }) => e,
+    )) as { code: number; stderr: string } | undefined;
+    expect(err?.code).toBe(1);
+    expect(err?.stderr.trim()).toMatch(
+      /^cgmirror: .*group\.json is a local-only config \(made by `cgmirror config init --local`\?\): target\.bucket is the local stack's bucket "cgmirror-local"; volume vol-a is not an EBS volume id/,
+    );
+  });
+});
