@@ -11,7 +11,7 @@ export const ExitCode = {
   failed: 1,
   /** Usage or input error: bad arguments, config, ids or generation numbers. Nothing was done. */
   usage: 2,
-  /** backup: the group IS committed, only the lock release failed (it expires by itself). */
+  /** backup: the group IS committed, only the lock release failed (the next run takes the lock over). */
   releaseFailed: 3,
   /** backup/watch: the execution timed out without reverting. */
   timedOut: 4,
@@ -38,7 +38,8 @@ export const EXIT_CODE_TABLE: readonly { code: number; meaning: string }[] = [
   { code: 2, meaning: "usage or input error (arguments, config, ids, generation numbers); nothing was done" },
   {
     code: 3,
-    meaning: "backup: the group IS committed, only releasing the lock failed (it expires by itself)",
+    meaning:
+      "backup: the group IS committed, only releasing the lock failed (the next run takes the lock over)",
   },
   { code: 4, meaning: "backup/watch: the execution timed out and stopped without reverting" },
   { code: 5, meaning: "backup/watch: the execution was aborted (StopExecution) without reverting" },

@@ -470,23 +470,17 @@ export interface RevertResult {
   readonly otherObjects: readonly RevertedObject[];
   /** Versions newer than the committed one that could not be read and were left alone. */
   readonly unreadable: readonly RevertedObject[];
+  /** Versions of transient run files (`runs/<runId>/`) deleted. */
+  readonly transientVersions: number;
 }
 
-/** Volume ids to look at: the given ones, the committed manifest's, else every `volumes/<id>/index`. */
-async function volumesOf(
-  repo: Repo,
-  committed: GenerationManifest | undefined,
-  volumeIds: readonly string[] | undefined,
-): Promise<string[]> {
-  const ids = new Set([...(volumeIds ?? []), ...(committed?.volumes.map((v) => v.volumeId) ?? [])]);
-  if (volumeIds === undefined) {
-    const prefix = keys.volumesPrefix(repo);
-    for await (const v of repo.store.listVersions(prefix)) {
-      const m = /^([^/]+)\/index$/.exec(v.key.slice(prefix.length));
-      if (m) ids.add(m[1]!);
-    }
-  }
-  return [...ids];
+/**
+ * Volume ids to look at: the config's and the committed manifest's. Never a listing of `volumes/`:
+ * that grows with every generation ever written (a volume in neither, e.g. one a dead run with an
+ * older config wrote, is left to garbage collection, docs/format.md §10.2).
+ */
+function volumesOf(committed: GenerationManifest | undefined, volumeIds: readonly string[]): string[] {
+  return [...new Set([...volumeIds, ...(committed?.volumes.map((v) => v.volumeId) ?? [])])];
 }
 
 async function allVersions(repo: Repo, prefix: string, exact: boolean): Promise<ObjectVersionRef[]> {
@@ -508,6 +502,7 @@ async function deleteRootVersions(
   volumeIds: readonly string[],
   doomed: (root: VolumeIndexRoot) => boolean | Promise<boolean>,
   out: { indexVersions: RevertedObject[]; otherObjects: RevertedObject[]; unreadable: RevertedObject[] },
+  generations?: Set<number>,
 ): Promise<void> {
   for (const volumeId of volumeIds) {
     const key = keys.volumeIndex(repo, volumeId);
@@ -526,6 +521,7 @@ async function deleteRootVersions(
         continue;
       }
       if (!(await doomed(v.root))) continue;
+      generations?.add(v.root.generation);
       deletions.push({ key, versionId: v.versionId });
       out.indexVersions.push({ key, versionId: v.versionId });
       for (const runKey of runKeysOf(repo, v.root, key)) {
@@ -575,17 +571,54 @@ async function provablyUncommitted(repo: Repo, head: Head, generation: number, r
   return record !== undefined && !sameRun(record, run);
 }
 
-/** Deletes a run's transient files (`runs/<runId>/`, all versions). Idempotent. */
-export async function cleanupRun(repo: Repo, runId: string): Promise<number> {
+/**
+ * HEAD's generation when the run with this fencing number fenced it: HEAD's now, unless runs that
+ * fenced later committed since, whose commit records are walked back (one per commit since then).
+ */
+async function generationWhenFenced(repo: Repo, head: Head, fencing: number): Promise<number> {
+  let generation = head.generation;
+  let committedBy = head.commit?.fencing;
+  while (generation > 0 && committedBy !== undefined && committedBy > fencing) {
+    generation--;
+    committedBy =
+      generation > 0 ? (await readCommitRecord(repo, generation).catch(() => undefined))?.fencing : undefined;
+  }
+  return generation;
+}
+
+/** Versions deleted per DeleteObjects request (S3's maximum). */
+const DELETE_BATCH = 1000;
+
+/**
+ * Deletes a run's transient files (`runs/<runId>/`, all versions), a listing page at a time in
+ * batches of 1,000 (memory stays bounded for a long run's many progress versions). Stops early when
+ * `shouldStop()` says so between batches (the rest is left to the next call or the lifecycle rule
+ * that expires `runs/`). Idempotent. Returns the versions deleted.
+ */
+export async function cleanupRun(
+  repo: Repo,
+  runId: string,
+  options: { shouldStop?: () => boolean } = {},
+): Promise<number> {
   assertRunId(runId);
-  const doomed = await allVersions(repo, keys.runPrefix(repo, runId), false);
-  await repo.store.deleteVersions(doomed);
-  return doomed.length;
+  let deleted = 0;
+  let batch: ObjectVersionRef[] = [];
+  for await (const v of repo.store.listVersions(keys.runPrefix(repo, runId))) {
+    batch.push({ key: v.key, versionId: v.versionId });
+    if (batch.length === DELETE_BATCH) {
+      await repo.store.deleteVersions(batch);
+      deleted += batch.length;
+      batch = [];
+      if (options.shouldStop?.()) return deleted;
+    }
+  }
+  await repo.store.deleteVersions(batch);
+  return deleted + batch.length;
 }
 
 export interface RevertOptions extends Lease {
-  /** The run's volumes. @default the committed manifest's and every `volumes/<id>/index` */
-  readonly volumeIds?: readonly string[];
+  /** The run's volumes (the group config's); the committed manifest's are added. */
+  readonly volumeIds: readonly string[];
 }
 
 export type RevertOutcome =
@@ -611,24 +644,29 @@ export async function revertRun(repo: Repo, options: RevertOptions): Promise<Rev
     if (head.commit && sameRun(head.commit, options)) {
       return { alreadyCommitted: true, generation: head.generation };
     }
-    const volumeIds = await volumesOf(repo, state.committed, options.volumeIds);
+    const volumeIds = volumesOf(state.committed, options.volumeIds);
+    // This run's manifest can only be of the generation it prepared: one above HEAD's when it fenced,
+    // that is above the newest generation committed by a run with a lower fencing number (and the
+    // generation its index versions record). Looked up by exact key, never by listing generations/.
+    const generations = new Set([(await generationWhenFenced(repo, head, options.fencing)) + 1]);
     await deleteRootVersions(
       repo,
       state.committed,
       volumeIds,
       (root) => sameRun(root, options) && provablyUncommitted(repo, head, root.generation, options),
       out,
+      generations,
     );
-    await deleteManifests(
-      repo,
-      (name) => name.fencing === options.fencing && provablyUncommitted(repo, head, name.generation, options),
-      out.otherObjects,
-    );
+    const manifests: ObjectVersionRef[] = [];
+    for (const generation of generations) {
+      if (!(await provablyUncommitted(repo, head, generation, options))) continue;
+      manifests.push(...(await allVersions(repo, keys.manifest(repo, generation, options.fencing), true)));
+    }
+    await repo.store.deleteVersions(manifests);
+    out.otherObjects.push(...manifests);
   }
-  const transient = await allVersions(repo, keys.runPrefix(repo, options.runId), false);
-  await repo.store.deleteVersions(transient);
-  out.otherObjects.push(...transient);
-  return { alreadyCommitted: false, ...out };
+  const transientVersions = await cleanupRun(repo, options.runId);
+  return { alreadyCommitted: false, ...out, transientVersions };
 }
 
 // ---------------------------------------------------------------------------------------- recover
@@ -636,8 +674,8 @@ export async function revertRun(repo: Repo, options: RevertOptions): Promise<Rev
 export interface RecoverOptions extends Lease {
   /** The run whose expired lock this run took over (its transient files are deleted). */
   readonly deadRunId?: string;
-  /** The group's volumes. @default the committed manifest's and every `volumes/<id>/index` */
-  readonly volumeIds?: readonly string[];
+  /** The group's volumes (the group config's); the committed manifest's are added. */
+  readonly volumeIds: readonly string[];
   readonly now?: Date;
 }
 
@@ -665,7 +703,7 @@ export async function recoverRun(repo: Repo, options: RecoverOptions): Promise<R
     otherObjects: [] as RevertedObject[],
     unreadable: [] as RevertedObject[],
   };
-  const volumeIds = await volumesOf(repo, committed, options.volumeIds);
+  const volumeIds = volumesOf(committed, options.volumeIds);
   await deleteRootVersions(
     repo,
     committed,
@@ -683,11 +721,10 @@ export async function recoverRun(repo: Repo, options: RecoverOptions): Promise<R
       : undefined,
   );
   let deadRunCommitted = false;
+  let transientVersions = 0;
   if (options.deadRunId !== undefined && options.deadRunId !== options.runId) {
     deadRunCommitted = head.commit?.runId === options.deadRunId;
-    const transient = await allVersions(repo, keys.runPrefix(repo, options.deadRunId), false);
-    await repo.store.deleteVersions(transient);
-    out.otherObjects.push(...transient);
+    transientVersions = await cleanupRun(repo, options.deadRunId);
   }
-  return { ...out, deadRunCommitted, head, committed };
+  return { ...out, transientVersions, deadRunCommitted, head, committed };
 }

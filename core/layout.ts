@@ -80,6 +80,8 @@ export const keys = {
   segment: (repo: Repo, segmentId: string) =>
     join(repo, `segments/${segmentId.slice(0, 2)}/${segmentId}.seg`),
   runPrefix: (repo: Repo, runId: string) => join(repo, `runs/${runId}/`),
+  /** The snapshot set of the next generation, kept while its snapshots may still be pending (adoptable). */
+  snapshotSet: (repo: Repo) => join(repo, "pending/snapshot-set.json"),
   /** Run records (docs/format.md §2, §13): one per finished run, never read by restore or verify. */
   historyPrefix: (repo: Repo) => join(repo, "history/"),
   history: (repo: Repo, fencing: number, runId: string) =>

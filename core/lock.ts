@@ -4,6 +4,7 @@ import { readHead } from "./generation.ts";
 import { assertRunId, keys, type Repo } from "./layout.ts";
 import { decodeMetadata, encodeMetadata } from "./metadata.ts";
 import { ObjectNotFoundError, PreconditionFailedError } from "./ports/object-store.ts";
+import type { RunState } from "./ports/run-status.ts";
 
 const LockSchema = z.object({
   format: z.literal("cgmirror.lock"),
@@ -29,8 +30,13 @@ export type AcquireResult =
   | {
       readonly acquired: true;
       readonly lease: LockLease;
-      /** The run that held the lock before, when it expired without releasing it (recover it). */
+      /**
+       * The run that held the lock before, when it ended without releasing it (its lease expired, or
+       * its execution is no longer running): Recover finishes or reverts what it wrote.
+       */
       readonly takenOverFrom: string | undefined;
+      /** Why the previous holder's lock was taken over, when it was. */
+      readonly takeover?: "expired" | "holderEnded";
     }
   | { readonly acquired: false; readonly holderRunId: string; readonly expiresAt: string };
 
@@ -58,15 +64,25 @@ async function headFencing(repo: Repo): Promise<number> {
   }
 }
 
+export interface AcquireOptions {
+  readonly runId: string;
+  readonly ttlMs: number;
+  readonly now?: Date;
+  /**
+   * Whether the holder of a live lock is still running (core/ports/run-status.ts). A holder that has
+   * `ended` without releasing is taken over at once; `running` and `unknown` keep its lease.
+   * @default every holder is `unknown`: a live lock is only taken over once it expired
+   */
+  readonly holderState?: (runId: string) => Promise<RunState>;
+}
+
 /**
  * AcquireLock: creates `locks/<group>` with If-None-Match: *, or takes over a released or expired
- * lock with If-Match on its ETag (fencing + 1). A live lock of another run gives `acquired: false`
+ * lock, or the live lock of a run that has ended, with If-Match on its ETag (fencing + 1, so the new
+ * holder fences the old one out: docs/format.md §9). A live lock of another run gives `acquired: false`
  * (the run is skipped, not failed). Idempotent for the same run id.
  */
-export async function acquireLock(
-  repo: Repo,
-  options: { runId: string; ttlMs: number; now?: Date },
-): Promise<AcquireResult> {
+export async function acquireLock(repo: Repo, options: AcquireOptions): Promise<AcquireResult> {
   assertRunId(options.runId);
   if (!(options.ttlMs > 0))
     throw new InvalidArgumentError(`expected a positive lock ttlMs, got ${options.ttlMs}`);
@@ -86,8 +102,11 @@ export async function acquireLock(
         takenOverFrom: undefined,
       };
     }
-    if (current && !current.record.released && Date.parse(current.record.expiresAt) > now.getTime()) {
-      return { acquired: false, holderRunId: current.record.runId, expiresAt: current.record.expiresAt };
+    let takeover: "expired" | "holderEnded" | undefined;
+    if (current && !current.record.released) {
+      if (Date.parse(current.record.expiresAt) <= now.getTime()) takeover = "expired";
+      else if ((await options.holderState?.(current.record.runId)) === "ended") takeover = "holderEnded";
+      else return { acquired: false, holderRunId: current.record.runId, expiresAt: current.record.expiresAt };
     }
     // Fencing numbers only grow, even if the lock object was deleted: HEAD carries the newest one.
     const fencing = Math.max(current?.record.fencing ?? 0, await headFencing(repo)) + 1;
@@ -106,6 +125,7 @@ export async function acquireLock(
         acquired: true,
         lease: { runId: options.runId, fencing, etag: put.etag, expiresAt },
         takenOverFrom,
+        ...(takeover ? { takeover } : {}),
       };
     } catch (error) {
       if (!(error instanceof PreconditionFailedError)) throw error;

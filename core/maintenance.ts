@@ -14,6 +14,12 @@ export interface MaintenanceOptions {
   readonly runId: string;
   /** The lock lease. @default 2 hours */
   readonly ttlMs?: number;
+  /**
+   * The group's volumes (the group config's), whose index versions Recover checks besides the
+   * committed manifest's. Without them a crashed run's version of a volume new to the group stays
+   * for the next backup run's Recover to delete. @default []
+   */
+  readonly volumeIds?: readonly string[];
   readonly now?: Date;
 }
 
@@ -54,6 +60,7 @@ export async function withGroupHeld<T>(
     const recovered = await recoverRun(repo, {
       ...lease,
       ...(lock.takenOverFrom ? { deadRunId: lock.takenOverFrom } : {}),
+      volumeIds: options.volumeIds ?? [],
       now,
     });
     return await fn({

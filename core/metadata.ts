@@ -25,6 +25,7 @@ export type MetadataFormat =
   | "cgmirror.lock"
   | "cgmirror.shard-result"
   | "cgmirror.run-plan"
+  | "cgmirror.snapshot-set"
   | "cgmirror.run-record"
   | "cgmirror.relocation";
 

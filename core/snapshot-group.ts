@@ -303,16 +303,35 @@ export interface CheckSnapshotsResult {
   readonly allCompleted: boolean;
   readonly completed: number;
   readonly pending: number;
+  /** Seconds to wait before the next check (the workflow's Wait state reads it). */
+  readonly waitSeconds: number;
+}
+
+/** The first wait between two snapshot checks, in seconds. */
+export const MIN_POLL_SECONDS = 15;
+/** The longest wait between two snapshot checks, in seconds. */
+export const MAX_POLL_SECONDS = 900;
+
+/**
+ * The wait before the next snapshot check: a tenth of the time waited so far, from 15 s up to 15 min,
+ * and never past the timeout by more than a second. A snapshot that takes days is checked about every
+ * 15 minutes: one day costs ~100 checks, ~900 history events (a Wait, a Task, a Choice each), far
+ * below Step Functions' 25,000; a fixed 30-second poll would pass 25,000 within a day.
+ */
+export function nextPollSeconds(waitedMs: number, remainingMs: number): number {
+  const backoff = Math.min(MAX_POLL_SECONDS, Math.max(MIN_POLL_SECONDS, Math.round(waitedMs / 10_000)));
+  return Math.max(1, Math.min(backoff, Math.ceil(remainingMs / 1000) + 1));
 }
 
 /**
- * Whether every snapshot of the group is `completed`.
+ * Whether every snapshot of the group is `completed`, and how long to wait before asking again.
+ * @param waitingSince when this run began to wait for them (its timeout counts from there)
  * @throws SnapshotFailedError when one is in `error`; SnapshotTimeoutError when `timeoutMinutes`
- *   have passed since `startedAt` and some are still pending.
+ *   have passed since `waitingSince` and some are still pending.
  */
 export async function checkSnapshots(
   refs: readonly SnapshotRef[],
-  startedAt: string,
+  waitingSince: string,
   timeoutMinutes: number,
   deps: { snapshots: SnapshotPort; clock: Clock },
 ): Promise<CheckSnapshotsResult> {
@@ -333,19 +352,24 @@ export async function checkSnapshots(
   }
   const completed = statuses.filter((s) => s.state === "completed").length;
   const pending = refs.length - completed;
+  const elapsedMs = deps.clock.now() - Date.parse(waitingSince);
   if (pending > 0) {
-    const elapsedMs = deps.clock.now() - Date.parse(startedAt);
     if (elapsedMs > timeoutMinutes * 60_000) {
       const slow = statuses.filter((s) => s.state !== "completed");
       throw new SnapshotTimeoutError(
         `${pending} snapshot(s) still not completed after ${Math.round(elapsedMs / 60_000)} min ` +
           `(snapshots.completionTimeoutMinutes = ${timeoutMinutes}): ${slow
             .map((s) => `${s.snapshotId} ${s.progress ?? s.state}`)
-            .join(", ")}`,
+            .join(", ")}; they are kept and the next run adopts them`,
       );
     }
   }
-  return { allCompleted: pending === 0, completed, pending };
+  return {
+    allCompleted: pending === 0,
+    completed,
+    pending,
+    waitSeconds: nextPollSeconds(elapsedMs, timeoutMinutes * 60_000 - elapsedMs),
+  };
 }
 
 /** Deletes every snapshot this run created (revert). Returns how many were deleted. */

@@ -1,11 +1,14 @@
 /**
- * The deployable cgmirror stack: the repository bucket(s) and their key, one function per task,
- * the consistency-group state machine, one EventBridge Scheduler schedule per group, least-privilege
- * IAM, alarms to an encrypted SNS topic and a dashboard. Account/Region agnostic (synthesizes offline).
+ * The deployable cgmirror stack: the repository bucket(s) and their key, one function per task (shared
+ * by the groups), one consistency-group state machine per group (its timeout is the group's run
+ * timeout, which the group lock's lease always exceeds) with its own EventBridge Scheduler schedule,
+ * least-privilege IAM, alarms to an encrypted SNS topic and a dashboard. Account/Region agnostic
+ * (synthesizes offline).
  *
  * Construct ids are a contract: renaming one replaces the resource (the bucket and keys are
  * retained, but a new empty one would be created). docs/operations.md explains the operations side.
  */
+import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import {
   Aws,
@@ -47,7 +50,7 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 /**
  * The areas of a group's repository under its prefix (docs/format.md, "Key layout"): the HEAD object,
  * and one folder each for the lock, committed-generation records, manifests, volume index roots and
- * runs, segments, and per-run scratch (plans, shard lists and results).
+ * runs, segments, per-run scratch (plans, shard lists and results) and the pending snapshot set.
  */
 export const REPOSITORY_AREAS = [
   "HEAD",
@@ -58,6 +61,7 @@ export const REPOSITORY_AREAS = [
   "segments",
   "runs",
   "gc",
+  "pending",
   // Run records (docs/format.md §13): written by ReleaseLock, Revert and Recover; read only by the CLI.
   "history",
 ] as const;
@@ -96,7 +100,13 @@ export const TASK_S3_ACCESS: Readonly<Record<TaskName, S3Access>> = {
     deleteMarker: [],
     deleteVersion: ["volumes", "generations", "runs"],
   },
-  Snapshot: { read: ["locks", "HEAD"], write: [], deleteMarker: [], deleteVersion: [] },
+  // Snapshot records the snapshot set it takes and drops one it cannot adopt (pending/snapshot-set.json).
+  Snapshot: {
+    read: ["locks", "HEAD", "pending"],
+    write: ["pending"],
+    deleteMarker: [],
+    deleteVersion: ["pending"],
+  },
   CheckSnapshots: { read: ["locks", "HEAD"], write: [], deleteMarker: [], deleteVersion: [] },
   Plan: { read: ALL_AREAS, write: ["runs"], deleteMarker: ["runs"], deleteVersion: [] },
   Transfer: {
@@ -112,13 +122,13 @@ export const TASK_S3_ACCESS: Readonly<Record<TaskName, S3Access>> = {
     read: ALL_AREAS,
     write: ["history"],
     deleteMarker: [],
-    deleteVersion: ["volumes", "generations", "runs", "segments"],
+    deleteVersion: ["volumes", "generations", "runs", "segments", "pending"],
   },
   ReleaseLock: {
-    read: ["locks", "HEAD", "generations"],
+    read: ["locks", "HEAD", "generations", "pending"],
     write: ["locks", "history"],
     deleteMarker: [],
-    deleteVersion: ["runs"],
+    deleteVersion: ["runs", "pending"],
   },
 };
 
@@ -148,11 +158,6 @@ export interface CgmirrorStackProps extends StackProps {
    * @default no subscription
    */
   readonly alarmEmail?: string;
-  /**
-   * Snapshot poll interval of the workflow.
-   * @default Duration.seconds(30)
-   */
-  readonly snapshotPollInterval?: Duration;
 }
 
 /** Why each accepted cdk-nag finding is acceptable. Every suppression in this stack uses one of these. */
@@ -176,6 +181,8 @@ const REASONS = {
     "CloudWatch Logs vended log delivery for Step Functions requires logs:*LogDelivery actions on resource * (AWS documented requirement).",
   lambdaVersions:
     "Step Functions invokes the task functions by ARN; the :* suffix covers their versions/aliases (CDK's LambdaInvoke grant).",
+  ownExecutions:
+    "AcquireLock may describe the executions of this stack's state machines only (states:DescribeExecution): a live lock's holder is one of them, named by its run id, known only at run time.",
   accessLogBucket:
     "This bucket receives the repository bucket's server access logs; logging the log bucket itself would recurse.",
 };
@@ -188,7 +195,8 @@ export class StackPropsError extends Error {
 export class CgmirrorStack extends Stack {
   readonly buckets: ReadonlyMap<string, s3.Bucket>;
   readonly functions: Readonly<Record<TaskName, nodejs.NodejsFunction>>;
-  readonly workflow: ConsistencyGroupWorkflow;
+  /** One state machine per group, by group name. */
+  readonly workflows: ReadonlyMap<string, ConsistencyGroupWorkflow>;
   readonly alarmTopic: sns.Topic;
   /** The freeze/thaw SSM documents; only when a group has `freeze.enabled`. */
   readonly freezeDocuments: FreezeDocuments | undefined;
@@ -204,6 +212,13 @@ export class CgmirrorStack extends Stack {
     const names = groups.map((g) => g.group);
     const dup = names.find((n, i) => names.indexOf(n) !== i);
     if (dup) throw new StackPropsError(`expected each group name once, got ${JSON.stringify(dup)} twice`);
+    const outputs = groups.map((g) => stateMachineOutputId(g.group));
+    const clash = outputs.find((o, i) => outputs.indexOf(o) !== i);
+    if (clash) {
+      throw new StackPropsError(
+        `expected group names that give distinct stack outputs, got two whose state machine output is ${clash} (they differ only in - or _); rename one`,
+      );
+    }
     const set = groupSetProblems(groups);
     if (set.length > 0) {
       throw new StackPropsError(
@@ -315,21 +330,41 @@ export class CgmirrorStack extends Stack {
     this.functions = functions;
     this.grantTaskPermissions(groups, key);
 
-    // ---------------------------------------------------------------- workflow
+    // ---------------------------------------------------------------- workflows (one per group)
     const sfnLogs = new logs.LogGroup(this, "WorkflowLogs", {
       logGroupName: `/aws/vendedlogs/states/${this.stackName}-consistency-group`,
       retention: logs.RetentionDays.THREE_MONTHS,
       removalPolicy: RemovalPolicy.DESTROY,
     });
-    const maxRunMinutes = Math.max(...groups.map((g) => g.runTimeoutMinutes));
-    this.workflow = new ConsistencyGroupWorkflow(this, "Workflow", {
-      functions,
-      timeout: Duration.minutes(maxRunMinutes),
-      ...(props.snapshotPollInterval ? { snapshotPollInterval: props.snapshotPollInterval } : {}),
-      logs: { destination: sfnLogs, level: sfn.LogLevel.ALL, includeExecutionData: true },
-      tracingEnabled: true,
-    });
-    const stateMachine = this.workflow.stateMachine;
+    const workflows = new Map<string, ConsistencyGroupWorkflow>();
+    for (const g of groups) {
+      workflows.set(
+        g.group,
+        new ConsistencyGroupWorkflow(this, `Workflow-${g.group}`, {
+          functions,
+          stateMachineName: stateMachineNameOf(this.stackName, g.group),
+          // The group's own run timeout; its lock lease is this + LOCK_MARGIN_MINUTES.
+          timeout: Duration.minutes(g.runTimeoutMinutes),
+          logs: { destination: sfnLogs, level: sfn.LogLevel.ALL, includeExecutionData: true },
+          tracingEnabled: true,
+        }),
+      );
+    }
+    this.workflows = workflows;
+    const machineOf = (g: GroupConfig) => (workflows.get(g.group) as ConsistencyGroupWorkflow).stateMachine;
+    // AcquireLock asks whether a live lock's holder (an execution of the group's state machine) still
+    // runs: DescribeExecution on these state machines' executions only. The ARNs are built from the
+    // names (a reference to the state machines would make a cycle: they invoke the function).
+    functions.AcquireLock.addToRolePolicy(
+      new iam.PolicyStatement({
+        sid: "DescribeOwnExecutions",
+        actions: ["states:DescribeExecution"],
+        resources: groups.map(
+          (g) =>
+            `arn:${Aws.PARTITION}:states:${Aws.REGION}:${Aws.ACCOUNT_ID}:execution:${stateMachineNameOf(this.stackName, g.group)}:*`,
+        ),
+      }),
+    );
 
     // ---------------------------------------------------------------- schedules
     // Invocations the Scheduler could not deliver (after its retries) land here, with an alarm below.
@@ -347,7 +382,7 @@ export class CgmirrorStack extends Stack {
           cdkTimeZone(g.schedule.timezone),
         ),
         enabled: g.schedule.enabled,
-        target: new schedulerTargets.StepFunctionsStartExecution(stateMachine, {
+        target: new schedulerTargets.StepFunctionsStartExecution(machineOf(g), {
           input: scheduler.ScheduleTargetInput.fromObject({ config: g }),
           retryAttempts: 3,
           maxEventAge: Duration.hours(1),
@@ -380,27 +415,6 @@ export class CgmirrorStack extends Stack {
       });
     }
     const action = new cwActions.SnsAction(this.alarmTopic);
-    const failedRuns = new cloudwatch.MathExpression({
-      label: "Failed, timed out or aborted runs",
-      expression: "failed + timedOut + aborted",
-      usingMetrics: {
-        failed: stateMachine.metricFailed({ statistic: "Sum" }),
-        timedOut: stateMachine.metricTimedOut({ statistic: "Sum" }),
-        aborted: stateMachine.metricAborted({ statistic: "Sum" }),
-      },
-      period: Duration.minutes(5),
-    });
-    const runFailed = new cloudwatch.Alarm(this, "RunFailedAlarm", {
-      alarmDescription:
-        "A cgmirror run failed (it reverted; the previous consistency group is intact). See docs/operations.md, Alarms.",
-      metric: failedRuns,
-      threshold: 1,
-      evaluationPeriods: 1,
-      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-    });
-    runFailed.addAlarmAction(action);
-
     const undelivered = new cloudwatch.Alarm(this, "ScheduleDeadLetterAlarm", {
       alarmDescription:
         "EventBridge Scheduler could not start a cgmirror run (the invocation is in the dead-letter queue). See docs/operations.md, Alarms.",
@@ -429,12 +443,12 @@ export class CgmirrorStack extends Stack {
     });
     dashboard.addWidgets(
       new cloudwatch.GraphWidget({
-        title: "Runs",
-        left: [
-          stateMachine.metricStarted({ statistic: "Sum" }),
-          stateMachine.metricSucceeded({ statistic: "Sum" }),
-          stateMachine.metricFailed({ statistic: "Sum" }),
-        ],
+        title: "Runs (all groups)",
+        left: groups.flatMap((g) => [
+          machineOf(g).metricStarted({ statistic: "Sum", label: `${g.group} started` }),
+          machineOf(g).metricSucceeded({ statistic: "Sum", label: `${g.group} succeeded` }),
+          machineOf(g).metricFailed({ statistic: "Sum", label: `${g.group} failed` }),
+        ]),
         width: 12,
       }),
       new cloudwatch.GraphWidget({
@@ -446,6 +460,27 @@ export class CgmirrorStack extends Stack {
     );
     for (const g of groups) {
       const dims = { service: SERVICE_NAME, Group: g.group };
+      const machine = machineOf(g);
+      const runFailed = new cloudwatch.Alarm(this, `RunFailedAlarm-${g.group}`, {
+        alarmDescription:
+          `A cgmirror run of ${g.group} failed, timed out or was aborted (a failed run reverted; the previous consistency group is intact). ` +
+          "See docs/operations.md, Alarms.",
+        metric: new cloudwatch.MathExpression({
+          label: `Failed, timed out or aborted runs of ${g.group}`,
+          expression: "failed + timedOut + aborted",
+          usingMetrics: {
+            failed: machine.metricFailed({ statistic: "Sum" }),
+            timedOut: machine.metricTimedOut({ statistic: "Sum" }),
+            aborted: machine.metricAborted({ statistic: "Sum" }),
+          },
+          period: Duration.minutes(5),
+        }),
+        threshold: 1,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      });
+      runFailed.addAlarmAction(action);
       const rpo = rpoAlarmShape(g);
       const committed = new cloudwatch.Metric({
         namespace: METRICS_NAMESPACE,
@@ -524,10 +559,12 @@ export class CgmirrorStack extends Stack {
     }
 
     // ---------------------------------------------------------------- outputs (README, docs/operations.md)
-    new CfnOutput(this, "StateMachineArn", {
-      description: "cgmirror backup --state-machine-arn <this> (or CGM_STATE_MACHINE_ARN)",
-      value: stateMachine.stateMachineArn,
-    });
+    for (const g of groups) {
+      new CfnOutput(this, stateMachineOutputId(g.group), {
+        description: `The state machine of group ${g.group}: cgmirror backup --group ${g.group} --state-machine-arn <this> (or CGM_STATE_MACHINE_ARN)`,
+        value: machineOf(g).stateMachineArn,
+      });
+    }
     let bucketIndex = 0;
     for (const [bucketName, bucket] of buckets) {
       new CfnOutput(this, bucketIndex === 0 ? "BucketName" : `BucketName${bucketIndex}`, {
@@ -798,19 +835,30 @@ export class CgmirrorStack extends Stack {
       id: "AwsSolutions-SQS3",
       reason: REASONS.deadLetterQueue,
     });
-    const machine = this.workflow.stateMachine;
-    const v = Validations.of(machine);
-    v.acknowledge({ id: nag("IAM5[Resource::*]"), reason: `${REASONS.logDelivery} ${REASONS.xray}` });
-    for (const fn of Object.values(this.functions)) {
-      v.acknowledge({ id: nag(`IAM5[Resource::<${logicalId(fn)}.Arn>:*]`), reason: REASONS.lambdaVersions });
-    }
-    const name = `{"Fn::Select":[6,{"Fn::Split":[":",{"Ref":"${logicalId(machine)}"}]}]}`;
-    for (const suffix of [":*", "/TransferShards:*"]) {
-      v.acknowledge({
+    for (const g of groups) {
+      const machine = (this.workflows.get(g.group) as ConsistencyGroupWorkflow).stateMachine;
+      const v = Validations.of(machine);
+      v.acknowledge({ id: nag("IAM5[Resource::*]"), reason: `${REASONS.logDelivery} ${REASONS.xray}` });
+      for (const fn of Object.values(this.functions)) {
+        v.acknowledge({
+          id: nag(`IAM5[Resource::<${logicalId(fn)}.Arn>:*]`),
+          reason: REASONS.lambdaVersions,
+        });
+      }
+      const name = `{"Fn::Select":[6,{"Fn::Split":[":",{"Ref":"${logicalId(machine)}"}]}]}`;
+      for (const suffix of [":*", "/TransferShards:*"]) {
+        v.acknowledge({
+          id: nag(
+            `IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:${name}${suffix}]`,
+          ),
+          reason: REASONS.distributedMap,
+        });
+      }
+      Validations.of(this.functions.AcquireLock).acknowledge({
         id: nag(
-          `IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:${name}${suffix}]`,
+          `IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:${stateMachineNameOf(this.stackName, g.group)}:*]`,
         ),
-        reason: REASONS.distributedMap,
+        reason: REASONS.ownExecutions,
       });
     }
   }
@@ -821,8 +869,10 @@ export class CgmirrorStack extends Stack {
  * index roots (`volumes/`), manifests (`generations/`) and segments (`segments/`) are deleted only
  * by cgmirror itself (revert, prune) by exact version id. What lifecycle may clean:
  * - noncurrent versions of the lock object (one per acquire/release; only the current one matters),
- * - noncurrent versions under `runs/` (transient per-run plans and shard results, already deleted
- *   by ReleaseLock/Revert; a version left by a crash is unreachable from any manifest),
+ * - objects under `runs/` (transient per-run plans, shard results and progress, deleted by
+ *   ReleaseLock/Revert/Recover; what a crash, a timeout or a stopped housekeeping left is unreachable
+ *   from any manifest): current versions expire two days after the longest run can have ended (the
+ *   group's run timeout), noncurrent ones a week later,
  * - old noncurrent versions of HEAD (history; each manifest names its generation),
  * - incomplete multipart uploads (a Transfer that died mid-segment),
  * - expired delete markers.
@@ -842,6 +892,8 @@ export function repositoryLifecycle(groups: readonly GroupConfig[]): s3.Lifecycl
       {
         id: `${g.group}-run-scratch`,
         prefix: `${g.target.prefix}/runs/`,
+        // A backstop: no run lives longer than its run timeout, so its files are garbage by then.
+        expiration: Duration.days(runScratchDays(g)),
         noncurrentVersionExpiration: Duration.days(7),
       },
       {
@@ -853,6 +905,37 @@ export function repositoryLifecycle(groups: readonly GroupConfig[]): s3.Lifecycl
     );
   }
   return rules;
+}
+
+/** The longest state machine name Step Functions accepts. */
+const MAX_STATE_MACHINE_NAME = 80;
+
+/**
+ * The name of a group's state machine: `<stack>-<group>` (a name the console shows and that IAM can
+ * name without a reference to the state machine), shortened with a hash when longer than 80.
+ */
+export function stateMachineNameOf(stackName: string, group: string): string {
+  const name = `${stackName}-${group}`;
+  if (name.length <= MAX_STATE_MACHINE_NAME) return name;
+  const hash = createHash("sha256").update(name).digest("hex").slice(0, 8);
+  return `${stackName.slice(0, MAX_STATE_MACHINE_NAME - group.length - 10)}-${hash}-${group}`.slice(
+    0,
+    MAX_STATE_MACHINE_NAME,
+  );
+}
+
+/** The stack output of a group's state machine ARN: `StateMachineArn` + the group in PascalCase. */
+export function stateMachineOutputId(group: string): string {
+  return `StateMachineArn${group
+    .split(/[-_]/)
+    .filter((p) => p !== "")
+    .map((p) => p[0]!.toUpperCase() + p.slice(1))
+    .join("")}`;
+}
+
+/** Days after which a current object under `runs/` is surely garbage: the run timeout, plus 2 days. */
+export function runScratchDays(g: Pick<GroupConfig, "runTimeoutMinutes">): number {
+  return Math.ceil(g.runTimeoutMinutes / 1440) + 2;
 }
 
 /**

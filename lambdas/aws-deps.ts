@@ -6,17 +6,19 @@
  * (set by the stack). CGM_STACK_NAME (the snapshot tasks: tags and finds only the stack's own
  * snapshots), CGM_FREEZE_DOCUMENT / CGM_THAW_DOCUMENT (Snapshot, when a group freezes: the stack's SSM
  * documents). Optional endpoint overrides for local runs: S3_ENDPOINT (path-style), EBS_ENDPOINT,
- * EC2_ENDPOINT, SSM_ENDPOINT.
+ * EC2_ENDPOINT, SSM_ENDPOINT, SFN_ENDPOINT.
  */
 import { Logger } from "@aws-lambda-powertools/logger";
 import { Metrics, MetricUnit } from "@aws-lambda-powertools/metrics";
 import { EC2Client } from "@aws-sdk/client-ec2";
 import { S3Client } from "@aws-sdk/client-s3";
+import { SFNClient } from "@aws-sdk/client-sfn";
 import { SSMClient } from "@aws-sdk/client-ssm";
 import { createEbsClient, EbsBlockSource } from "#adapters/ebs-source.ts";
 import { Ec2Snapshots } from "#adapters/ec2-snapshots.ts";
 import { usePrecomputedPayloadHash } from "#adapters/s3-payload-hash.ts";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
+import { SfnRunStatus } from "#adapters/sfn-execution.ts";
 import { SsmFreeze } from "#adapters/ssm-freeze.ts";
 import type { BlockSource } from "#core/ports/block-source.ts";
 import type { ObjectStore } from "#core/ports/object-store.ts";
@@ -32,6 +34,7 @@ export function createAwsDeps(env: Readonly<Record<string, string | undefined>> 
   const ebsEndpoint = optionalEnv(env, "EBS_ENDPOINT");
   const ec2Endpoint = optionalEnv(env, "EC2_ENDPOINT");
   const ssmEndpoint = optionalEnv(env, "SSM_ENDPOINT");
+  const sfnEndpoint = optionalEnv(env, "SFN_ENDPOINT");
   const stackName = optionalEnv(env, "CGM_STACK_NAME");
   const freezeDocument = optionalEnv(env, "CGM_FREEZE_DOCUMENT");
   const thawDocument = optionalEnv(env, "CGM_THAW_DOCUMENT");
@@ -70,6 +73,7 @@ export function createAwsDeps(env: Readonly<Record<string, string | undefined>> 
       thawDocument,
     });
   });
+  const sfn = once(() => new SFNClient({ region, ...(sfnEndpoint ? { endpoint: sfnEndpoint } : {}) }));
   const units = {
     Count: MetricUnit.Count,
     Milliseconds: MetricUnit.Milliseconds,
@@ -89,6 +93,12 @@ export function createAwsDeps(env: Readonly<Record<string, string | undefined>> 
     blockSource: source,
     snapshots,
     freeze,
+    runStatus: (stateMachineArn) =>
+      new SfnRunStatus({
+        client: sfn(),
+        stateMachineArn,
+        onUnknown: (runId, why) => logger.info("lock holder's execution state unknown", { runId, why }),
+      }),
     clock: { now: () => Date.now() },
     log: {
       info: (m, e) => logger.info(m, e ?? {}),

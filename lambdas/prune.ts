@@ -56,7 +56,12 @@ export async function pruneTask(input: PruneInputT, deps: TaskDeps): Promise<Pru
   try {
     const out = await withGroupHeld(
       repo,
-      { runId, ttlMs: (LIFECYCLE_TASKS.Prune.timeoutSeconds + 300) * 1000, now: new Date(started) },
+      {
+        runId,
+        ttlMs: (LIFECYCLE_TASKS.Prune.timeoutSeconds + 300) * 1000,
+        volumeIds: config.volumes.map((v) => v.volumeId),
+        now: new Date(started),
+      },
       async ({ lease }) => {
         const forgotten = config.retention
           ? (await applyForget(repo, lease, await planForget(repo, config.retention))).forgotten

@@ -8,6 +8,7 @@
 import { recoverRun } from "#core/commit.ts";
 import { RepositoryStateError } from "#core/errors.ts";
 import { writeRunRecord } from "#core/run-history.ts";
+import { readSnapshotSet } from "#core/snapshot-set.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { RecoverInput, type RecoverInputT, RecoverOutput, type RecoverOutputT } from "./contracts.ts";
 import { defineTask, groupConfig, type TaskDeps } from "./runtime.ts";
@@ -39,16 +40,23 @@ export async function recoverTask(input: RecoverInputT, deps: TaskDeps): Promise
   }
   const headGeneration = result.head.generation;
   const revertedVersions = result.indexVersions.length;
-  // Snapshots of runs that never committed (newer than HEAD, not ours) are no one's base.
+  // Snapshots of runs that never committed (newer than HEAD, not ours) are no one's base, except the
+  // recorded set (pending/snapshot-set.json), which the Snapshot task adopts or drops.
   const port = deps.snapshots();
+  const recorded = new Set((await readSnapshotSet(repo)).set?.snapshots.map((s) => s.snapshotId) ?? []);
   const leftovers = (await port.findSnapshots(config.group)).filter(
-    (s) => s.generation > headGeneration && s.runId !== input.runId,
+    (s) => s.generation > headGeneration && s.runId !== input.runId && !recorded.has(s.snapshotId),
   );
   for (const s of leftovers) await port.deleteSnapshot(s.snapshotId);
   const deletedSnapshots = leftovers.length;
   let action: RecoverOutputT["action"] = "none";
   if (result.deadRunCommitted) action = "cleanedCommitted";
-  else if (revertedVersions > 0 || result.otherObjects.length > 0 || deletedSnapshots > 0) {
+  else if (
+    revertedVersions > 0 ||
+    result.otherObjects.length > 0 ||
+    result.transientVersions > 0 ||
+    deletedSnapshots > 0
+  ) {
     action = "revertedUncommitted";
   }
   if (result.unreadable.length > 0) {
@@ -70,7 +78,7 @@ export async function recoverTask(input: RecoverInputT, deps: TaskDeps): Promise
       endedAt: new Date(deps.clock.now()).toISOString(),
       headGeneration,
       error: "RunAbandoned",
-      cause: `the run stopped without finishing (timed out, aborted or crashed); run ${input.runId} took the group over and ${
+      cause: `the run stopped without finishing (timed out, aborted, failed on a Step Functions limit or crashed); run ${input.runId} took the group over and ${
         result.deadRunCommitted ? "finished its commit" : "reverted what it left"
       }`,
     }).catch((error: Error) =>

@@ -3,6 +3,9 @@
  * fencing number) wrote for a generation HEAD never reached, and the snapshots it created. Deletes
  * nothing when this run committed (e.g. Commit succeeded but its answer was lost), and nothing in the
  * repository when the repository is ambiguous (the run then fails with its original error).
+ *
+ * A run that failed waiting for its snapshots (SnapshotTimeoutError) keeps them and their record
+ * (`pending/snapshot-set.json`): the next run adopts the set instead of taking a new full snapshot.
  */
 import { revertRun } from "#core/commit.ts";
 import { RepositoryStateError } from "#core/errors.ts";
@@ -11,6 +14,8 @@ import type { Repo } from "#core/layout.ts";
 import { readLock } from "#core/lock.ts";
 import { writeRunRecord } from "#core/run-history.ts";
 import { deleteRunSnapshots } from "#core/snapshot-group.ts";
+import { deleteSnapshotSet, readSnapshotSet } from "#core/snapshot-set.ts";
+import { Errors } from "#workflows/errors.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { RevertInput, type RevertInputT, RevertOutput, type RevertOutputT } from "./contracts.ts";
 import { defineTask, groupConfig, type TaskDeps } from "./runtime.ts";
@@ -49,6 +54,35 @@ async function recordRevertedRun(
   }
 }
 
+/** Deletes the run's snapshots, or keeps the recorded set when the run failed waiting for it. */
+async function revertSnapshots(
+  repo: Repo,
+  input: RevertInputT,
+  group: string,
+  deps: TaskDeps,
+): Promise<{ deletedSnapshots: number; keptSnapshots: number }> {
+  const port = deps.snapshots();
+  const { set } = await readSnapshotSet(repo);
+  if (input.error.Error === Errors.SnapshotTimeout && set) {
+    deps.log.warn("kept the snapshot set for the next run to adopt", {
+      takenBy: set.runId,
+      snapshots: set.snapshots.length,
+    });
+    return { deletedSnapshots: 0, keptSnapshots: set.snapshots.length };
+  }
+  let deletedSnapshots = await deleteRunSnapshots(group, input.runId, port);
+  if (set && input.error.Error === Errors.SnapshotFailed && set.runId !== input.runId) {
+    // An adopted set with a snapshot in error (or gone) is of no use to anyone.
+    await Promise.allSettled(set.snapshots.map((s) => port.deleteSnapshot(s.snapshotId)));
+    deletedSnapshots += set.snapshots.length;
+  }
+  // This run's own set is gone; an adopted complete set stays adoptable for the next run.
+  if (set && (set.runId === input.runId || input.error.Error === Errors.SnapshotFailed)) {
+    await deleteSnapshotSet(repo);
+  }
+  return { deletedSnapshots, keptSnapshots: 0 };
+}
+
 export async function revertTask(input: RevertInputT, deps: TaskDeps): Promise<RevertOutputT> {
   const config = groupConfig(input.config);
   const repo = repoOf(config, deps);
@@ -73,6 +107,7 @@ export async function revertTask(input: RevertInputT, deps: TaskDeps): Promise<R
       revertedVersions: 0,
       deletedObjects: 0,
       deletedSnapshots,
+      keptSnapshots: 0,
     };
   }
   if (outcome.alreadyCommitted) {
@@ -86,21 +121,22 @@ export async function revertTask(input: RevertInputT, deps: TaskDeps): Promise<R
       revertedVersions: 0,
       deletedObjects: 0,
       deletedSnapshots: 0,
+      keptSnapshots: 0,
     };
   }
-  const deletedSnapshots = await deleteRunSnapshots(config.group, input.runId, deps.snapshots());
+  const snapshots = await revertSnapshots(repo, input, config.group, deps);
   await recordRevertedRun(repo, input, deps, changedBlocks);
   deps.log.warn("run reverted", {
     error: input.error.Error,
     revertedVersions: outcome.indexVersions.length,
-    deletedSnapshots,
+    ...snapshots,
   });
   return {
     alreadyCommitted: false,
     needsRepair: false,
     revertedVersions: outcome.indexVersions.length,
-    deletedObjects: outcome.otherObjects.length,
-    deletedSnapshots,
+    deletedObjects: outcome.otherObjects.length + outcome.transientVersions,
+    ...snapshots,
   };
 }
 

@@ -17,18 +17,20 @@ import { defineTask, type TaskDeps } from "./runtime.ts";
 // manifest's SHA-256 (HEAD cannot move while this run holds the group; a container that serves
 // another repository or generation opens it again). It is read-only: what one attempt uploads is known
 // only to that attempt's session, so a retry never dedups against a failed attempt.
-let dedupCache: { key: string; dedup: Promise<GroupDedup> } | undefined;
+// The cache is also keyed by the store object: it reads through the store it was opened with, which
+// must be this invocation's (one per container in AWS; tests run many stores in one process).
+let dedupCache: { key: string; store: Repo["store"]; dedup: Promise<GroupDedup> } | undefined;
 
 async function dedupFor(repo: Repo, bucket: string): Promise<GroupDedup> {
   const [head, retired] = await Promise.all([readHead(repo), retiredSegmentsVersion(repo)]);
   // Also keyed by the retired-segment set: prune may retire segments while HEAD stays (§10.2).
   const key = `${bucket}/${repo.prefix}/${head?.head.commit?.manifest.sha256 ?? "none"}/${retired}`;
-  if (dedupCache?.key !== key) {
+  if (dedupCache?.key !== key || dedupCache.store !== repo.store) {
     const dedup = GroupDedup.open(repo);
     dedup.catch(() => {
-      if (dedupCache?.key === key) dedupCache = undefined;
+      if (dedupCache?.dedup === dedup) dedupCache = undefined;
     });
-    dedupCache = { key, dedup };
+    dedupCache = { key, store: repo.store, dedup };
   }
   return dedupCache.dedup;
 }

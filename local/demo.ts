@@ -18,6 +18,7 @@ import { createRepo } from "#core/layout.ts";
 import { restoreGroup } from "#core/restore.ts";
 import { restoreGroupToSnapshots } from "#core/restore-snapshots.ts";
 import { verifyGeneration } from "#core/verify.ts";
+import { causeMessage } from "#workflows/errors.ts";
 import { localClients } from "./clients.ts";
 import { firstDifference } from "./compare.ts";
 import { ebsAdmin } from "./ebs-emulator/admin-client.ts";
@@ -140,7 +141,7 @@ export async function runDemo(
         step: s.step,
         outcome: run.outcome,
         ...(run.generation !== undefined ? { generation: run.generation } : {}),
-        ...(run.cause ? { cause: `${run.error}: ${run.cause}` } : {}),
+        ...(run.cause ? { cause: `${run.error}: ${causeMessage(run.cause)}` } : {}),
         durationMs: run.durationMs,
         recordsWritten: workload.records - before,
       };
@@ -154,7 +155,7 @@ export async function runDemo(
       }
       backups.push(row);
       log(
-        `  → ${run.outcome}${run.generation ? ` generation ${run.generation}` : ""}${run.cause ? ` (${run.error}: ${run.cause})` : ""}`,
+        `  → ${run.outcome}${run.generation ? ` generation ${run.generation}` : ""}${run.cause ? ` (${run.error}: ${causeMessage(run.cause)})` : ""}`,
       );
       const expected = s.inject ? "reverted" : "committed";
       if (run.outcome !== expected)

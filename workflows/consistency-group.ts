@@ -2,7 +2,8 @@
  * The master: the consistency-group state machine (DESIGN.md sections 2 and 4).
  *
  *   AcquireLock -> LockAcquired? -(held)-> Skipped (Succeed, status "skipped")
- *   -> Recover -> Snapshot -> WaitForSnapshots <-> CheckSnapshots (until all completed, or timeout)
+ *   -> Recover -> Snapshot -> CheckSnapshots <-> WaitForSnapshots (the wait CheckSnapshots answers,
+ *      backing off; until all completed, or the snapshot timeout)
  *   -> Plan -> TransferShards (distributed Map, all must succeed, results discarded)
  *   -> PreparePolicy? -> PrepareVolumes (failFast) | PrepareAllVolumes (collectAll) -> AllPrepared?
  *   -> Commit -> ReleaseLock -> Committed (Succeed)
@@ -26,11 +27,6 @@ import { TASK_TIMEOUT_MARGIN_SECONDS, TASKS, type TaskName } from "./tasks.ts";
 export interface ConsistencyGroupWorkflowProps {
   /** The Lambda function of every task. */
   readonly functions: Readonly<Record<TaskName, lambda.IFunction>>;
-  /**
-   * Wait between two snapshot completion checks.
-   * @default Duration.seconds(30)
-   */
-  readonly snapshotPollInterval?: Duration;
   /**
    * Maximum duration of one execution (the group lock's lease must be longer).
    * @default Duration.hours(12)
@@ -143,7 +139,7 @@ export class ConsistencyGroupWorkflow extends Construct {
     });
     const revertFailed = new sfn.Fail(this, "RevertFailed", {
       comment:
-        "The revert failed; the lock stays until it expires and the next run's Recover finishes the revert.",
+        "The revert failed; the next run takes the lock over (this execution has ended) and its Recover finishes the revert.",
       error: Errors.RevertFailed,
       causePath: "$.revertError.Cause",
     });
@@ -165,7 +161,14 @@ export class ConsistencyGroupWorkflow extends Construct {
     const onFailure = { errors: [sfn.Errors.ALL], resultPath: CAUGHT };
 
     // ---- lock
-    const acquireLock = invoke("AcquireLock", "AcquireLock", BASE, "$.lock");
+    // The state machine's ARN: AcquireLock asks whether a live lock's holder (an execution of it named
+    // after the holder's run id) is still running.
+    const acquireLock = invoke(
+      "AcquireLock",
+      "AcquireLock",
+      { ...BASE, stateMachineId: sfn.JsonPath.stringAt("$$.StateMachine.Id") },
+      "$.lock",
+    );
     const skipped = new sfn.Pass(this, "MarkSkipped", {
       parameters: {
         status: "skipped",
@@ -192,8 +195,10 @@ export class ConsistencyGroupWorkflow extends Construct {
       revert,
       onFailure,
     );
+    // CheckSnapshots answers how long to wait before it is asked again (from 15 s, backing off to
+    // 15 min): a snapshot that takes days stays far below the 25,000 history events of an execution.
     const wait = new sfn.Wait(this, "WaitForSnapshots", {
-      time: sfn.WaitTime.duration(props.snapshotPollInterval ?? Duration.seconds(30)),
+      time: sfn.WaitTime.secondsPath("$.check.waitSeconds"),
     });
     const check = invoke(
       "CheckSnapshots",
@@ -201,7 +206,7 @@ export class ConsistencyGroupWorkflow extends Construct {
       {
         ...BASE,
         snapshots: sfn.JsonPath.listAt("$.snapshot.snapshots"),
-        startedAt: sfn.JsonPath.stringAt("$.snapshot.startedAt"),
+        waitingSince: sfn.JsonPath.stringAt("$.snapshot.waitingSince"),
       },
       "$.check",
     ).addCatch(revert, onFailure);
@@ -286,13 +291,37 @@ export class ConsistencyGroupWorkflow extends Construct {
       parameters: { "anyFailed.$": "States.ArrayContains($.prepare.oks, false)" },
       resultPath: "$.prepareDecision",
     });
-    const prepareFailed = new sfn.Pass(this, "PrepareFailuresAsError", {
+    // The aggregation keeps only what is bounded: per failed volume its id, error name and cause (the
+    // handlers cut messages at MAX_ERROR_MESSAGE_CHARS, lambdas/runtime.ts; AWS's own causes are short),
+    // and the state is rebuilt without the prepare results, so 100 failing volumes stay far below
+    // 256 KiB and the run's cause (ids and error names only) below the 32 KiB of an execution's cause.
+    // A filter path matches several items: AWS returns a list (one item locally returns the item).
+    const failures = "$.prepare.results[?(@.ok == false)]";
+    const collectFailures = new sfn.Pass(this, "CollectPrepareFailures", {
       parameters: {
-        Error: Errors.PrepareFailed,
-        Cause: sfn.JsonPath.jsonToString(sfn.JsonPath.listAt("$.prepare.results")),
+        config: sfn.JsonPath.objectAt("$.config"),
+        lock: sfn.JsonPath.objectAt("$.lock"),
+        failed: {
+          "volumes.$": `${failures}.volumeId`,
+          "errors.$": `${failures}.error`,
+          "details.$": failures,
+        },
       },
-      resultPath: CAUGHT,
+    });
+    const prepareFailed = new sfn.Pass(this, "PrepareFailuresAsError", {
+      comment: "Only what Revert and RunFailed need: the config, the lock and the error.",
+      parameters: {
+        config: sfn.JsonPath.objectAt("$.config"),
+        lock: sfn.JsonPath.objectAt("$.lock"),
+        error: {
+          Error: Errors.PrepareFailed,
+          "Cause.$":
+            "States.Format('volumes that failed to prepare (collectAll): {}; their errors: {}; each cause is in the PrepareAllVolumes map state and in error.volumes of the Revert input', States.JsonToString($.failed.volumes), States.JsonToString($.failed.errors))",
+          "volumes.$": "$.failed.details",
+        },
+      },
     }).next(revert);
+    collectFailures.next(prepareFailed);
 
     // ---- commit, release
     const commit = invoke(
@@ -316,12 +345,12 @@ export class ConsistencyGroupWorkflow extends Construct {
       parameters: {
         Error: Errors.ReleaseLockFailed,
         "Cause.$":
-          "States.Format('generation {} of group {} IS committed; only releasing the lock failed and it expires at its lease end. {}: {}', $.commit.generation, $.config.group, $.releaseError.Error, $.releaseError.Cause)",
+          "States.Format('generation {} of group {} IS committed; only releasing the lock failed; the next run takes it over. {}: {}', $.commit.generation, $.config.group, $.releaseError.Error, $.releaseError.Cause)",
       },
       resultPath: "$.releaseFailure",
     }).next(
       new sfn.Fail(this, "ReleaseLockFailed", {
-        comment: "The group IS committed; only the lock release failed. The lock expires at its lease end.",
+        comment: "The group IS committed; only the lock release failed. The next run takes the lock over.",
         errorPath: "$.releaseFailure.Error",
         causePath: "$.releaseFailure.Cause",
       }),
@@ -345,7 +374,7 @@ export class ConsistencyGroupWorkflow extends Construct {
 
     const prepareJoin = new sfn.Choice(this, "AllPrepared?")
       .when(sfn.Condition.booleanEquals("$.prepareDecision.anyFailed", false), commit)
-      .otherwise(prepareFailed);
+      .otherwise(collectFailures);
     decide.next(prepareJoin);
     prepareAll.next(decide);
     prepareFailFast.next(commit);
@@ -356,7 +385,7 @@ export class ConsistencyGroupWorkflow extends Construct {
         .otherwise(skipped),
     );
     recover.next(snapshot);
-    snapshot.next(wait);
+    snapshot.next(check);
     wait.next(check);
     check.next(
       new sfn.Choice(this, "SnapshotsCompleted?")

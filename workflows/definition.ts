@@ -7,7 +7,7 @@
  * handler by state name, see tasks.ts). `definitionFromTemplate()` extracts the definition from any
  * synthesized template, replacing CloudFormation references by placeholders.
  */
-import { App, Duration, Stack } from "aws-cdk-lib";
+import { App, Stack } from "aws-cdk-lib";
 import * as lambda from "aws-cdk-lib/aws-lambda";
 import { ConsistencyGroupWorkflow } from "./consistency-group.ts";
 import { TASK_NAMES, type TaskName } from "./tasks.ts";
@@ -60,12 +60,16 @@ export type CfnTemplate = {
 
 const defaultPlaceholder = (id: string) => `arn:aws:lambda:${LOCAL_REGION}:${LOCAL_ACCOUNT}:function:${id}`;
 
-/** The (only) state machine definition of a synthesized template (`Template.fromStack(s).toJSON()`). */
+/**
+ * A state machine definition of a synthesized template (`Template.fromStack(s).toJSON()`): the only
+ * one, or the one named `stateMachineName` (the stack has one per group, infra/stack.ts).
+ */
 export function definitionFromTemplate(
   template: CfnTemplate,
   placeholder: (logicalId: string) => string = defaultPlaceholder,
+  stateMachineName?: string,
 ): AslDefinition {
-  return JSON.parse(definitionTextFromTemplate(template, placeholder)) as AslDefinition;
+  return JSON.parse(definitionTextFromTemplate(template, placeholder, stateMachineName)) as AslDefinition;
 }
 
 /**
@@ -76,18 +80,19 @@ export function definitionFromTemplate(
 export function definitionTextFromTemplate(
   template: CfnTemplate,
   placeholder: (logicalId: string) => string = defaultPlaceholder,
+  stateMachineName?: string,
 ): string {
-  // The consistency-group workflow's (construct id "Workflow"); the stack's other state machines (the
-  // maintenance workflow, infra/maintenance.ts) have other logical ids.
+  // A consistency-group workflow (construct id "Workflow-<group>", named stateMachineName when given);
+  // the stack's other state machines (the maintenance workflow, infra/maintenance.ts) have other ids.
   const all = Object.entries(template.Resources).filter(
-    ([, r]) => r.Type === "AWS::StepFunctions::StateMachine",
+    ([, r]) =>
+      r.Type === "AWS::StepFunctions::StateMachine" &&
+      (stateMachineName === undefined || r.Properties?.StateMachineName === stateMachineName),
   );
-  const machines = (all.length > 1 ? all.filter(([id]) => id.startsWith("WorkflowStateMachine")) : all).map(
-    ([, r]) => r,
-  );
+  const machines = (all.length > 1 ? all.filter(([id]) => id.startsWith("Workflow")) : all).map(([, r]) => r);
   if (machines.length !== 1) {
     throw new TypeError(
-      `expected exactly one consistency-group state machine in the template, got ${machines.length}`,
+      `expected exactly one consistency-group state machine${stateMachineName ? ` named ${stateMachineName}` : ""} in the template, got ${machines.length}`,
     );
   }
   const body = (machines[0] as unknown as { Properties: { DefinitionString: CfnValue } }).Properties
@@ -96,12 +101,12 @@ export function definitionTextFromTemplate(
 }
 
 /** The workflow's definition with placeholder function ARNs, for local execution. */
-export function localDefinition(options: { snapshotPollSeconds?: number } = {}): AslDefinition {
-  return JSON.parse(localDefinitionText(options)) as AslDefinition;
+export function localDefinition(): AslDefinition {
+  return JSON.parse(localDefinitionText()) as AslDefinition;
 }
 
 /** The text of `localDefinition()`, exactly as synthesized (for services that parse it themselves). */
-export function localDefinitionText(options: { snapshotPollSeconds?: number } = {}): string {
+export function localDefinitionText(): string {
   const app = new App();
   const stack = new Stack(app, "CgmirrorLocalWorkflow", {
     env: { account: LOCAL_ACCOUNT, region: LOCAL_REGION },
@@ -109,10 +114,7 @@ export function localDefinitionText(options: { snapshotPollSeconds?: number } = 
   const functions = Object.fromEntries(
     TASK_NAMES.map((task) => [task, lambda.Function.fromFunctionArn(stack, task, localFunctionArn(task))]),
   ) as Record<TaskName, lambda.IFunction>;
-  new ConsistencyGroupWorkflow(stack, "Workflow", {
-    functions,
-    snapshotPollInterval: Duration.seconds(options.snapshotPollSeconds ?? 30),
-  });
+  new ConsistencyGroupWorkflow(stack, "Workflow", { functions });
   const template = app.synth().getStackByName(stack.stackName).template as CfnTemplate;
   return definitionTextFromTemplate(template);
 }

@@ -41,7 +41,7 @@ export const Errors = {
   TransferFailed: "TransferFailedError",
   /** At least one volume failed to prepare (collectAll policy decision). */
   PrepareFailed: "PrepareFailedError",
-  /** The group IS committed, but releasing the lock failed (it expires at its lease end). */
+  /** The group IS committed, but releasing the lock failed (the next run takes the lock over). */
   ReleaseLockFailed: "ReleaseLockFailedError",
   /** The revert itself failed; the next run's Recover finishes it. */
   RevertFailed: "RevertFailedError",
@@ -98,5 +98,20 @@ export class NotImplementedError extends Error {
   override readonly name = "NotImplementedError";
   constructor(task: string, missing: string, options?: ErrorOptions) {
     super(`task ${task} is not implemented yet: it needs ${missing}; this run reverts`, options);
+  }
+}
+
+/**
+ * The readable part of a Step Functions error cause: a Lambda function error's cause is the Lambda
+ * error object (`{"errorType","errorMessage","trace"}`), whose message is what a person wants to read.
+ * Any other cause is returned as is.
+ */
+export function causeMessage(cause: string): string {
+  if (!cause.startsWith("{")) return cause;
+  try {
+    const parsed = JSON.parse(cause) as { errorMessage?: unknown };
+    return typeof parsed.errorMessage === "string" ? parsed.errorMessage : cause;
+  } catch {
+    return cause;
   }
 }

@@ -2,7 +2,7 @@
 import { randomBytes } from "node:crypto";
 import { Command } from "commander";
 import type { ExecutionOutcome } from "#adapters/sfn-execution.ts";
-import { Errors } from "#workflows/errors.ts";
+import { causeMessage, Errors } from "#workflows/errors.ts";
 import { TASK_NAMES } from "#workflows/tasks.ts";
 import { ExitCode } from "../errors.ts";
 import { formatBytes, printJson, UsageError } from "../output.ts";
@@ -20,9 +20,12 @@ export function newExecutionName(group: string): string {
  * - committed / skipped: success (another live run held the lock);
  * - reverted: the run failed and reverted, the previous group is current;
  * - revertFailed: the run failed and its revert did not finish (the next run's Recover finishes it);
- * - releaseFailed: the group IS committed, only releasing the lock failed (it expires by itself);
- * - timedOut / aborted: the execution was stopped (run timeout, StopExecution) without reverting;
- *   the lock expires and the next run's Recover finishes or reverts what it wrote.
+ * - releaseFailed: the group IS committed, only releasing the lock failed (the next run takes it over);
+ * - failed: the execution failed without reverting: a Step Functions limit no Catch handles
+ *   (States.DataLimitExceeded, States.Runtime) or a failure before the lock was taken;
+ * - timedOut / aborted: the execution was stopped (run timeout, StopExecution) without reverting.
+ * After failed, timedOut and aborted the next run takes the lock over at once (its holder is no
+ * longer RUNNING) and its Recover finishes or reverts what this run wrote.
  */
 export type BackupOutcome =
   | "committed"
@@ -30,6 +33,7 @@ export type BackupOutcome =
   | "reverted"
   | "revertFailed"
   | "releaseFailed"
+  | "failed"
   | "timedOut"
   | "aborted";
 
@@ -40,6 +44,7 @@ export const BACKUP_EXIT_CODES: Readonly<Record<BackupOutcome, number>> = {
   reverted: ExitCode.failed,
   revertFailed: ExitCode.failed,
   releaseFailed: ExitCode.releaseFailed,
+  failed: ExitCode.failed,
   timedOut: ExitCode.timedOut,
   aborted: ExitCode.aborted,
 };
@@ -52,11 +57,14 @@ export function regionOfStateMachineArn(arn: string): string {
   const m = STATE_MACHINE_ARN.exec(arn);
   if (!m) {
     throw new UsageError(
-      `expected a state machine ARN like arn:aws:states:eu-west-1:123456789012:stateMachine:Name (the StateMachineArn output of cdk deploy), got ${JSON.stringify(arn)}`,
+      `expected a state machine ARN like arn:aws:states:eu-west-1:123456789012:stateMachine:Name (the group's StateMachineArn<Group> output of cdk deploy), got ${JSON.stringify(arn)}`,
     );
   }
   return m[2] as string;
 }
+
+/** Errors that end an execution without any Catch (so without Revert). */
+const UNCATCHABLE = new Set(["States.DataLimitExceeded", "States.Runtime"]);
 
 /** Maps a finished execution of the deployed state machine to the backup's outcome. */
 export function outcomeOfExecution(out: Pick<ExecutionOutcome, "status" | "output" | "error" | "cause">): {
@@ -77,6 +85,7 @@ export function outcomeOfExecution(out: Pick<ExecutionOutcome, "status" | "outpu
     return { outcome: "releaseFailed", ...(g ? { generation: Number(g[1]) } : {}) };
   }
   if (out.error === Errors.RevertFailed) return { outcome: "revertFailed" };
+  if (out.error !== undefined && UNCATCHABLE.has(out.error)) return { outcome: "failed" };
   return { outcome: "reverted" };
 }
 
@@ -95,7 +104,7 @@ export interface BackupResult {
 }
 
 export function printOutcome(r: BackupResult): void {
-  const why = `${r.error ?? "?"}: ${r.cause ?? "(no cause)"}`;
+  const why = `${r.error ?? "?"}: ${r.cause !== undefined ? causeMessage(r.cause) : "(no cause)"}`;
   switch (r.outcome) {
     case "committed":
       console.log(
@@ -113,18 +122,23 @@ export function printOutcome(r: BackupResult): void {
       return;
     case "revertFailed":
       console.log(
-        `failed: the run failed and its revert did not finish; the previous group stays committed and the next run's Recover finishes the revert once the lock expires; cause: ${why}`,
+        `failed: the run failed and its revert did not finish; the previous group stays committed and the next run takes the lock over and its Recover finishes the revert; cause: ${why}`,
       );
       return;
     case "releaseFailed":
       console.log(
-        `committed, but the lock release failed: group ${r.group} generation ${r.generation ?? "?"} IS committed; the lock expires at its lease end (runTimeoutMinutes + 30 min), until then runs are skipped; cause: ${why}`,
+        `committed, but the lock release failed: group ${r.group} generation ${r.generation ?? "?"} IS committed; the next run takes the lock over (this execution has ended); cause: ${why}`,
+      );
+      return;
+    case "failed":
+      console.log(
+        `failed: the execution of group ${r.group} stopped without reverting; HEAD names the last committed group, and the next run takes the lock over and its Recover reverts this run; cause: ${why}`,
       );
       return;
     case "timedOut":
     case "aborted":
       console.log(
-        `${r.outcome === "timedOut" ? "timed out" : "aborted"}: execution ${r.execution} stopped without reverting; HEAD names the last committed group, and the next run's Recover finishes or reverts this run once its lock expires (runTimeoutMinutes + 30 min)`,
+        `${r.outcome === "timedOut" ? "timed out" : "aborted"}: execution ${r.execution} stopped without reverting; HEAD names the last committed group, and the next run takes the lock over and its Recover finishes or reverts this run`,
       );
       return;
   }
@@ -161,7 +175,7 @@ export function backupCommand(): Command {
     )
     .option(
       "--state-machine-arn <arn>",
-      "in AWS: the deployed state machine (default: $CGM_STATE_MACHINE_ARN)",
+      "in AWS: the group's deployed state machine, output StateMachineArn<Group> (default: $CGM_STATE_MACHINE_ARN)",
     )
     .addOption(stateDirOption())
     .addOption(awsOptions()[1]!)
@@ -203,7 +217,7 @@ export function backupCommand(): Command {
           const arn = opts.stateMachineArn ?? process.env.CGM_STATE_MACHINE_ARN;
           if (!arn) {
             throw new UsageError(
-              "give --state-machine-arn (the StateMachineArn output of `cdk deploy`) or set CGM_STATE_MACHINE_ARN; or use --local",
+              "give --state-machine-arn (the group's StateMachineArn<Group> output of `cdk deploy`) or set CGM_STATE_MACHINE_ARN; or use --local",
             );
           }
           // The stack (state machine and bucket) lives in one Region: the ARN's.

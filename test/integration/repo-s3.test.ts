@@ -82,6 +82,7 @@ describe("repository on the local S3 server", () => {
       runId: "run-next",
       fencing: next.lease.fencing,
       deadRunId: "run-dead",
+      volumeIds: ["vol-a", "vol-b", "vol-c"],
     });
     expect(recovered).toMatchObject({ deadRunCommitted: false });
     expect(recovered.indexVersions).toHaveLength(1);

@@ -18,7 +18,7 @@ import {
   SFNClient,
   StartExecutionCommand,
 } from "@aws-sdk/client-sfn";
-import { App, Duration } from "aws-cdk-lib";
+import { App } from "aws-cdk-lib";
 import { ExecutionError, StateMachine } from "aws-local-stepfunctions";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type GroupConfig, parseGroupConfig } from "#core/group-config.ts";
@@ -65,8 +65,10 @@ const HAPPY: Record<string, Result> = {
     coordinationMs: 42,
     frozen: false,
     reused: false,
+    adopted: false,
+    waitingSince: "2026-01-01T00:00:01.000Z",
   }),
-  CheckSnapshots: ok({ allCompleted: true, completed: 2, pending: 0 }),
+  CheckSnapshots: ok({ allCompleted: true, completed: 2, pending: 0, waitSeconds: 1 }),
   Plan: ok({
     planKey: "groups/orders/runs/r/plan.json",
     shardCount: 2,
@@ -90,7 +92,14 @@ const HAPPY: Record<string, Result> = {
   }),
   Commit: ok({ generation: 5, committedAt: "2026-01-01T00:05:00.000Z", alreadyCommitted: false }),
   ReleaseLock: ok({ released: true, prunedSnapshots: 0, cleanedObjects: 0 }),
-  Revert: ok({ alreadyCommitted: false, revertedVersions: 1, deletedObjects: 3, deletedSnapshots: 2 }),
+  Revert: ok({
+    alreadyCommitted: false,
+    needsRepair: false,
+    revertedVersions: 1,
+    deletedObjects: 3,
+    deletedSnapshots: 2,
+    keptSnapshots: 0,
+  }),
   ReleaseLockAfterRevert: ok({ released: true, prunedSnapshots: 0, cleanedObjects: 0 }),
 };
 
@@ -180,10 +189,7 @@ beforeAll(async () => {
     );
   }
   const app = new App({ context: { "aws:cdk:bundling-stacks": [] } });
-  const stack = new CgmirrorStack(app, "Parity", {
-    groups: [config],
-    snapshotPollInterval: Duration.seconds(1),
-  });
+  const stack = new CgmirrorStack(app, "Parity", { groups: [config] });
   const template = app.synth().getStackByName(stack.stackName).template as CfnTemplate;
   definitionText = definitionTextFromTemplate(template);
   topLevel = new Set(Object.keys((JSON.parse(definitionText) as { States: object }).States));
@@ -274,7 +280,13 @@ async function runLocally(name: string, path: PathCase): Promise<Run> {
       waitTimeOverrides: { WaitForSnapshots: 0 },
       retryIntervalOverrides: Object.fromEntries(TASK_STATES.map((s) => [s, 0])),
     },
-    context: { Execution: { Name: `run-${name}`, Input: input, StartTime: "2026-01-01T00:00:00.000Z" } },
+    context: {
+      Execution: { Name: `run-${name}`, Input: input, StartTime: "2026-01-01T00:00:00.000Z" },
+      StateMachine: {
+        Id: "arn:aws:states:us-east-1:000000000000:stateMachine:cgmirror-orders",
+        Name: "cgmirror-orders",
+      },
+    },
   });
   const entered: string[] = [];
   const watcher = (async () => {

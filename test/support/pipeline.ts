@@ -76,7 +76,7 @@ export async function runPipeline(
       const check = await call("CheckSnapshots", {
         ...base,
         snapshots: snap.snapshots,
-        startedAt: snap.startedAt,
+        waitingSince: snap.waitingSince,
       });
       if (check.allCompleted) break;
       if (i > 20)

@@ -198,11 +198,12 @@ export async function checkRevert(repo: Repo): Promise<void> {
 
   const { revertRun } = await import("#core/commit.ts");
   const lease = { runId: "run-3", fencing: run3.fencing };
-  const reverted = await revertRun(repo, lease);
+  const volumeIds = VOLUMES.map((v) => v.id);
+  const reverted = await revertRun(repo, { ...lease, volumeIds });
   if (reverted.alreadyCommitted) throw new Error("run-3 did not commit");
   expect(reverted.indexVersions.map((v) => v.versionId).sort()).toEqual([...preparedVersions].sort());
   // Idempotent.
-  const again = await revertRun(repo, lease);
+  const again = await revertRun(repo, { ...lease, volumeIds });
   expect(again.alreadyCommitted === false && again.indexVersions).toEqual([]);
 
   for (const v of ["vol-a", "vol-b"]) expect((await readVolumeIndexRoot(repo, v)).root.runId).toBe("run-2");

@@ -36,6 +36,12 @@ describe("outcomeOfExecution", () => {
     expect(outcomeOfExecution({ status: "FAILED", error: "RevertFailedError" }).outcome).toBe("revertFailed");
   });
 
+  it("GIVEN an error no Catch handles (a Step Functions limit) THEN failed, not reverted", () => {
+    for (const error of ["States.DataLimitExceeded", "States.Runtime"]) {
+      expect(outcomeOfExecution({ status: "FAILED", error }).outcome, error).toBe("failed");
+    }
+  });
+
   it("GIVEN each outcome THEN its own exit code: 0 success, 1 run failed, 3 release failed, 4 timed out, 5 aborted (2 is usage)", () => {
     expect(BACKUP_EXIT_CODES).toEqual({
       committed: 0,
@@ -43,6 +49,7 @@ describe("outcomeOfExecution", () => {
       reverted: 1,
       revertFailed: 1,
       releaseFailed: 3,
+      failed: 1,
       timedOut: 4,
       aborted: 5,
     });

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { MemoryObjectStore } from "#adapters/memory-store.ts";
 import { commitGeneration, fenceHead, recoverRun, revertRun } from "#core/commit.ts";
+import { LockLostError } from "#core/errors.ts";
 import {
   encodeHead,
   manifestPrefixOf,
@@ -60,6 +61,48 @@ describe("group lock", () => {
     });
   });
 
+  it("GIVEN a live lock whose holder's execution has ended WHEN another run acquires THEN it takes over at once, above HEAD's fence, and the old run is fenced out", async () => {
+    const { repo } = newRepo();
+    const dead = await fenced(repo, "dead", 3_600_000); // fenced HEAD, then its execution failed
+    const asked: string[] = [];
+    const b = await acquireLock(repo, {
+      runId: "b",
+      ttlMs: 60_000,
+      holderState: async (runId) => {
+        asked.push(runId);
+        return "ended";
+      },
+    });
+    expect(asked).toEqual(["dead"]);
+    expect(b).toMatchObject({
+      acquired: true,
+      lease: { fencing: dead.fencing + 1 },
+      takenOverFrom: "dead",
+      takeover: "holderEnded",
+    });
+    if (!b.acquired) throw new Error("unreachable");
+    await fenceHead(repo, { runId: "b", fencing: b.lease.fencing });
+    // The old run cannot commit, renew or release any more (docs/format.md §9.1).
+    await expect(
+      commitGeneration(repo, { ...dead, generation: 1, pointInTime: new Date(), volumes: [] }),
+    ).rejects.toThrow(LockLostError);
+    expect(await releaseLock(repo, dead)).toBe(false);
+  });
+
+  it("GIVEN a live lock whose holder is running or whose state is unknown WHEN another run acquires THEN it is skipped until the lease expires", async () => {
+    const { repo } = newRepo();
+    await acquireLock(repo, { runId: "a", ttlMs: 60_000 });
+    for (const state of ["running", "unknown"] as const) {
+      expect(
+        await acquireLock(repo, { runId: "b", ttlMs: 60_000, holderState: async () => state }),
+      ).toMatchObject({ acquired: false, holderRunId: "a" });
+    }
+    const later = new Date(Date.now() + 120_000);
+    expect(
+      await acquireLock(repo, { runId: "b", ttlMs: 60_000, now: later, holderState: async () => "unknown" }),
+    ).toMatchObject({ acquired: true, takenOverFrom: "a", takeover: "expired" });
+  });
+
   it("GIVEN concurrent acquirers WHEN they race THEN exactly one holds the lock", async () => {
     const { repo } = newRepo();
     const results = await Promise.all(
@@ -71,10 +114,10 @@ describe("group lock", () => {
 
 /** Acquires the lock and fences HEAD for `runId`: what AcquireLock + Recover do for a run. */
 let lockClock = Date.now() - 3_600_000;
-async function fenced(repo: ReturnType<typeof newRepo>["repo"], runId: string) {
+async function fenced(repo: ReturnType<typeof newRepo>["repo"], runId: string, ttlMs = 1) {
   // Leases of 1 ms on a clock that advances a second per call: the next caller always takes over.
   lockClock += 1000;
-  const got = await acquireLock(repo, { runId, ttlMs: 1, now: new Date(lockClock) });
+  const got = await acquireLock(repo, { runId, ttlMs, now: new Date(lockClock) });
   if (!got.acquired) throw new Error(`lock held by ${got.holderRunId}`);
   const lease = { runId, fencing: got.lease.fencing };
   await fenceHead(repo, lease);
@@ -179,7 +222,11 @@ describe("commit", () => {
     const { repo } = newRepo();
     await twoGenerations(repo);
     const lease = await fenced(repo, "run-3");
-    const outcome = await recoverRun(repo, { ...lease, deadRunId: "run-2" });
+    const outcome = await recoverRun(repo, {
+      ...lease,
+      deadRunId: "run-2",
+      volumeIds: ["vol-a", "vol-b", "vol-c"],
+    });
     expect(outcome).toMatchObject({ deadRunCommitted: true, indexVersions: [] });
     expect((await readCommittedManifest(repo))!.runId).toBe("run-2");
   });
@@ -189,7 +236,11 @@ describe("commit", () => {
     await twoGenerations(repo);
     const head = (await readHead(repo))!.head;
     const before = store.stats.puts;
-    const outcome = await revertRun(repo, { runId: "run-2", fencing: head.commit!.fencing });
+    const outcome = await revertRun(repo, {
+      runId: "run-2",
+      fencing: head.commit!.fencing,
+      volumeIds: ["vol-a", "vol-b", "vol-c"],
+    });
     expect(outcome).toEqual({ alreadyCommitted: true, generation: 2 });
     expect(store.stats.puts).toBe(before);
     await expect(verifyGeneration(repo, { readData: 1 })).resolves.toMatchObject({ ok: true });
@@ -208,7 +259,8 @@ describe("commit", () => {
       volumes: m.volumes.filter((v) => v.volumeId !== "vol-c").map((v) => ({ ...v })),
     });
     const lease4 = await fenced(repo, "run-4");
-    const r = await recoverRun(repo, lease4);
+    // The group's config no longer names vol-c; the committed generation 3 does not either.
+    const r = await recoverRun(repo, { ...lease4, volumeIds: ["vol-a", "vol-b"] });
     expect(r.indexVersions).toEqual([]);
     await expect(verifyGeneration(repo, { generation: 2, readData: 1 })).resolves.toMatchObject({ ok: true });
   });

@@ -66,6 +66,7 @@ describe("crash at every write of a backup run", () => {
         runId: `recover-${n}`,
         fencing: lock.lease.fencing,
         deadRunId: "run-3",
+        volumeIds: VOLUMES.map((v) => v.id),
       });
       await releaseLock(repo, lock.lease);
       const head = (await readHead(repo))!.head;

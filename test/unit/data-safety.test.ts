@@ -160,7 +160,12 @@ describe("3: the commit is fenced", () => {
     const atCommit = new Promise<void>((r) => {
       reachedCommit = r;
     });
-    const a = runPipeline(g.deps(), { ...g.config, runTimeoutMinutes: 15 }, "run-a", {
+    const short = {
+      ...g.config,
+      runTimeoutMinutes: 15,
+      snapshots: { ...g.config.snapshots, completionTimeoutMinutes: 10 },
+    };
+    const a = runPipeline(g.deps(), short, "run-a", {
       call: async (task, input, invoke) => {
         if (task === "Commit") {
           reachedCommit();
@@ -215,7 +220,12 @@ describe("3: the commit is fenced", () => {
       return p ? { ...v, index: { versionId: p.versionId ?? null, sha256: p.sha256 } } : v;
     });
     await commitGeneration(g.repo, { ...leaseA, generation: 2, pointInTime: new Date(), volumes });
-    const rec = await recoverRun(g.repo, { runId: "run-b", fencing: b.lease.fencing, deadRunId: "run-a" });
+    const rec = await recoverRun(g.repo, {
+      runId: "run-b",
+      fencing: b.lease.fencing,
+      deadRunId: "run-a",
+      volumeIds: g.config.volumes.map((v) => v.id),
+    });
     expect(rec).toMatchObject({ deadRunCommitted: true, indexVersions: [] });
     expect((await readGeneration(g.repo, 2)).runId).toBe("run-a");
     await expect(verifyGeneration(g.repo, { generation: 2, readData: 1 })).resolves.toMatchObject({
@@ -530,7 +540,9 @@ describe("fencing and repair details", () => {
     await committedHistory(g, 2);
     await g.store.delete(keys.head(g.repo));
     const before = await snapshotStore(g.store);
-    await expect(revertRun(g.repo, { runId: "run-2", fencing: 2 })).rejects.toThrow(/needs repair/);
+    await expect(
+      revertRun(g.repo, { runId: "run-2", fencing: 2, volumeIds: g.config.volumes.map((v) => v.id) }),
+    ).rejects.toThrow(/needs repair/);
     expect(await snapshotStore(g.store)).toEqual(before);
   });
 });

@@ -7,8 +7,14 @@ import { App, Validations } from "aws-cdk-lib";
 import { Match, Template } from "aws-cdk-lib/assertions";
 import cdkNag from "cdk-nag";
 import { beforeAll, describe, expect, it } from "vitest";
-import { type GroupConfig, parseGroupConfig } from "#core/group-config.ts";
-import { CgmirrorStack, repositoryLifecycle, rpoAlarmShape, StackPropsError } from "#infra/stack.ts";
+import { type GroupConfig, LOCK_MARGIN_MINUTES, parseGroupConfig } from "#core/group-config.ts";
+import {
+  CgmirrorStack,
+  repositoryLifecycle,
+  rpoAlarmShape,
+  StackPropsError,
+  stateMachineNameOf,
+} from "#infra/stack.ts";
 import { type CfnTemplate, definitionFromTemplate, localDefinition } from "#workflows/definition.ts";
 import { TASK_NAMES } from "#workflows/tasks.ts";
 
@@ -75,7 +81,7 @@ function actions(statements: ReturnType<typeof policiesOf>): string[] {
   return statements.flatMap((s) => (Array.isArray(s.Action) ? s.Action : [s.Action]));
 }
 
-const ALL = ["HEAD", "commits", "gc", "generations", "locks", "runs", "segments", "volumes"];
+const ALL = ["HEAD", "commits", "gc", "generations", "locks", "pending", "runs", "segments", "volumes"];
 
 /** The repository areas of group orders on which `task` is allowed `action` (sorted). */
 function areasOf(task: string, action: string): string[] {
@@ -126,12 +132,33 @@ describe("the repository bucket", () => {
   it("GIVEN the lifecycle THEN nothing a committed generation names (volumes/, generations/, segments/) ever expires", () => {
     const rules = repositoryLifecycle([orders, billing]);
     for (const rule of rules) {
-      expect(rule.expiration, rule.id).toBeUndefined();
+      if (rule.expiration !== undefined)
+        expect(rule.prefix, rule.id).toMatch(/^groups\/(orders|billing)\/runs\/$/);
       if (rule.noncurrentVersionExpiration !== undefined) {
         expect(rule.prefix, rule.id).toMatch(/^groups\/(orders|billing)\/(locks\/|runs\/|HEAD)$/);
       }
     }
     expect(rules.map((r) => r.id)).toContain("abort-incomplete-multipart");
+  });
+
+  it("GIVEN a run's scratch files under runs/ THEN current objects expire as a backstop, only after the longest run can have ended", () => {
+    const rules = repositoryLifecycle([orders, { ...billing, runTimeoutMinutes: 1440 }]);
+    const scratch: Record<string, (typeof rules)[number]> = Object.fromEntries(
+      rules.filter((r) => r.prefix?.endsWith("/runs/")).map((r) => [r.prefix, r]),
+    );
+    expect(scratch["groups/orders/runs/"]?.expiration?.toDays()).toBe(3); // 720 min -> 1 day + 2
+    expect(scratch["groups/billing/runs/"]?.expiration?.toDays()).toBe(3);
+    for (const r of Object.values(scratch)) {
+      expect(r.expiration!.toMinutes()).toBeGreaterThan(1440);
+      expect(r.noncurrentVersionExpiration?.toDays()).toBe(7);
+    }
+    template.hasResourceProperties("AWS::S3::Bucket", {
+      LifecycleConfiguration: {
+        Rules: Match.arrayWith([
+          Match.objectLike({ Id: "orders-run-scratch", Prefix: "groups/orders/runs/", ExpirationInDays: 3 }),
+        ]),
+      },
+    });
   });
 });
 
@@ -184,7 +211,7 @@ describe("least-privilege IAM", () => {
         deleteVersion: ["generations", "runs", "volumes"],
         read: ALL,
       },
-      Snapshot: { write: [], deleteVersion: [], read: ["HEAD", "locks"] },
+      Snapshot: { write: ["pending"], deleteVersion: ["pending"], read: ["HEAD", "locks", "pending"] },
       CheckSnapshots: { write: [], deleteVersion: [], read: ["HEAD", "locks"] },
       Plan: { write: ["runs"], deleteVersion: [], read: ALL },
       Transfer: {
@@ -196,13 +223,13 @@ describe("least-privilege IAM", () => {
       Commit: { write: ["HEAD", "commits", "generations"], deleteVersion: [], read: ALL },
       Revert: {
         write: ["history"],
-        deleteVersion: ["generations", "runs", "segments", "volumes"],
+        deleteVersion: ["generations", "pending", "runs", "segments", "volumes"],
         read: ALL,
       },
       ReleaseLock: {
         write: ["history", "locks"],
-        deleteVersion: ["runs"],
-        read: ["HEAD", "generations", "locks"],
+        deleteVersion: ["pending", "runs"],
+        read: ["HEAD", "generations", "locks", "pending"],
       },
     };
     for (const [task, want] of Object.entries(expected)) {
@@ -222,7 +249,11 @@ describe("least-privilege IAM", () => {
       "Recover",
       "ReleaseLock",
       "Revert",
+      "Snapshot",
     ]);
+    // Snapshot may destroy versions of its snapshot-set record only.
+    expect(areasOf("Snapshot", "s3:DeleteObjectVersion")).toEqual(["pending"]);
+    expect(writers("pending")).toEqual(["Snapshot"]);
   });
 
   it("GIVEN Snapshot THEN it creates snapshots only of the group's volumes/instances, tagged for the group and the stack", () => {
@@ -325,16 +356,33 @@ describe("least-privilege IAM", () => {
   });
 });
 
-describe("the state machine and the schedules", () => {
-  it("GIVEN the state machine THEN it logs ALL events and traces with X-Ray", () => {
-    template.hasResourceProperties("AWS::StepFunctions::StateMachine", {
-      TracingConfiguration: { Enabled: true },
-      LoggingConfiguration: Match.objectLike({ Level: "ALL", IncludeExecutionData: true }),
-    });
+describe("the state machines and the schedules", () => {
+  it("GIVEN two groups THEN one state machine each, logging ALL events and tracing with X-Ray", () => {
+    template.resourceCountIs("AWS::StepFunctions::StateMachine", 2);
+    for (const g of [orders, billing]) {
+      template.hasResourceProperties("AWS::StepFunctions::StateMachine", {
+        StateMachineName: stateMachineNameOf("Test", g.group),
+        TracingConfiguration: { Enabled: true },
+        LoggingConfiguration: Match.objectLike({ Level: "ALL", IncludeExecutionData: true }),
+      });
+    }
+  });
+
+  it("GIVEN groups with different run timeouts THEN each state machine times out at its group's run timeout, below its lock lease", () => {
+    const { stack } = synth([orders, { ...billing, runTimeoutMinutes: 1440 }]);
+    const t = Template.fromStack(stack).toJSON() as CfnTemplate;
+    for (const [group, minutes] of [
+      ["orders", orders.runTimeoutMinutes],
+      ["billing", 1440],
+    ] as const) {
+      const def = definitionFromTemplate(t, undefined, stateMachineNameOf("Test", group));
+      expect(def.TimeoutSeconds, group).toBe(minutes * 60);
+      expect((minutes + LOCK_MARGIN_MINUTES) * 60, group).toBeGreaterThan(def.TimeoutSeconds as number);
+    }
   });
 
   it("GIVEN the deployed definition THEN it is the local definition (same states) with a transfer Map that tolerates no failure", () => {
-    const deployed = definitionFromTemplate(json);
+    const deployed = definitionFromTemplate(json, undefined, stateMachineNameOf("Test", "orders"));
     const local = localDefinition();
     const normalize = (d: unknown) =>
       JSON.parse(
@@ -347,7 +395,7 @@ describe("the state machine and the schedules", () => {
     expect(deployed.States.TransferShards).toMatchObject({ ToleratedFailurePercentage: 0 });
   });
 
-  it("GIVEN two groups THEN one schedule each, targeting the state machine with the parsed config as input", () => {
+  it("GIVEN two groups THEN one schedule each, targeting its group's state machine with the parsed config as input", () => {
     // Two backup schedules and two maintenance (forget + prune) schedules (infra-maintenance.test.ts).
     template.resourceCountIs("AWS::Scheduler::Schedule", 4);
     const schedules = Object.fromEntries(
@@ -360,17 +408,39 @@ describe("the state machine and the schedules", () => {
       Object.values(schedules).map((r) => [r.Properties.ScheduleExpression, r.Properties]),
     );
     expect(byExpr["rate(1 hour)"].Target.Arn).toEqual({
-      Ref: expect.stringMatching(/^WorkflowStateMachine/),
+      Ref: expect.stringMatching(/^WorkflowordersStateMachine/),
+    });
+    expect(byExpr["cron(0 2 * * ? *)"].Target.Arn).toEqual({
+      Ref: expect.stringMatching(/^WorkflowbillingStateMachine/),
     });
     expect(JSON.parse(byExpr["rate(1 hour)"].Target.Input)).toEqual({ config: orders });
     expect(byExpr["cron(0 2 * * ? *)"].ScheduleExpressionTimezone).toBe("Europe/Berlin");
   });
+
+  it("GIVEN AcquireLock THEN it may describe the executions of this stack's state machines, and nothing else of Step Functions", () => {
+    const statements = policiesOf("AcquireLock").filter((st) =>
+      actions([st]).some((a) => a.startsWith("states:")),
+    );
+    expect(statements).toHaveLength(1);
+    expect(actions(statements)).toEqual(["states:DescribeExecution"]);
+    const resources = JSON.stringify(statements[0]!.Resource);
+    for (const g of ["orders", "billing"]) {
+      expect(resources).toContain(`:execution:${stateMachineNameOf("Test", g)}:*`);
+    }
+    expect(resources).not.toContain("stateMachine:");
+  });
 });
 
 describe("operations", () => {
-  it("GIVEN the stack THEN it outputs the state machine ARN, the bucket and the dashboard", () => {
+  it("GIVEN the stack THEN it outputs each group's state machine ARN, the bucket and the dashboard", () => {
     const outputs = template.toJSON().Outputs as Record<string, { Value: unknown }>;
-    expect(outputs.StateMachineArn?.Value).toEqual({ Ref: expect.stringMatching(/^WorkflowStateMachine/) });
+    expect(outputs.StateMachineArnOrders?.Value).toEqual({
+      Ref: expect.stringMatching(/^WorkflowordersStateMachine/),
+    });
+    expect(outputs.StateMachineArnBilling?.Value).toEqual({
+      Ref: expect.stringMatching(/^WorkflowbillingStateMachine/),
+    });
+    expect(outputs.StateMachineArn).toBeUndefined();
     expect(outputs.BucketName?.Value).toEqual({ Ref: expect.stringMatching(/^Repository/) });
     expect(outputs.DashboardName).toBeDefined();
     expect(outputs.DashboardUrl).toBeDefined();
@@ -381,8 +451,15 @@ describe("operations", () => {
     for (const doc of ["README.md", "docs/operations.md"]) {
       const text = readFileSync(new URL(`../../${doc}`, import.meta.url), "utf8");
       const named = [...text.matchAll(/<([A-Za-z]+) output>/g)].map((m) => m[1]);
-      expect(named.length, doc).toBeGreaterThan(0);
       for (const n of named) expect(outputs, `${doc} names the output ${n}`).toContain(n);
+      // `<StateMachineArn<Group> output>`: one output per group.
+      const perGroup = text.includes("<StateMachineArn<Group> output>");
+      if (perGroup) {
+        expect(outputs, doc).toEqual(
+          expect.arrayContaining(["StateMachineArnOrders", "StateMachineArnBilling"]),
+        );
+      }
+      expect(named.length + (perGroup ? 1 : 0), `${doc} names stack outputs`).toBeGreaterThan(0);
     }
   });
 
@@ -448,20 +525,25 @@ describe("alarms", () => {
     }
   });
 
-  it("fails before synthesis when two groups share a repository or a lease is shorter than the execution timeout", () => {
+  it("fails before synthesis when two groups share a repository, or would share a stack output", () => {
     const shared = { ...billing, group: "billing2", target: billing.target };
     expect(() => synth([billing, shared])).toThrow(/groups\/billing for both "billing" and "billing2"/);
-    expect(() => synth([orders, { ...billing, runTimeoutMinutes: 1440 }])).toThrow(
-      /orders\.runTimeoutMinutes: expected a lock lease/,
-    );
+    const twin = { ...billing, group: "bill_ing", target: { ...billing.target, prefix: "groups/b2" } };
+    expect(() => synth([{ ...billing, group: "bill-ing" }, twin])).toThrow(/StateMachineArnBillIng/);
   });
 
-  it("GIVEN a failed, timed-out or aborted run THEN the run-failed alarm notifies the encrypted topic", () => {
-    template.hasResourceProperties("AWS::CloudWatch::Alarm", {
-      Metrics: Match.arrayWith([Match.objectLike({ Expression: "failed + timedOut + aborted" })]),
-      ComparisonOperator: "GreaterThanOrEqualToThreshold",
-      AlarmActions: [{ Ref: Match.stringLikeRegexp("^AlarmTopic") }],
-    });
+  it("GIVEN a failed, timed-out or aborted run THEN its group's run-failed alarm notifies the encrypted topic", () => {
+    const alarms = Object.values(template.findResources("AWS::CloudWatch::Alarm")).filter((a) =>
+      JSON.stringify(a.Properties.Metrics ?? []).includes("failed + timedOut + aborted"),
+    );
+    expect(alarms).toHaveLength(2);
+    for (const [alarm, group] of alarms.map((a, i) => [a, ["orders", "billing"][i]] as const)) {
+      expect(JSON.stringify(alarm.Properties.Metrics)).toContain(`Workflow${group}StateMachine`);
+      expect(alarm.Properties).toMatchObject({
+        ComparisonOperator: "GreaterThanOrEqualToThreshold",
+        AlarmActions: [{ Ref: expect.stringMatching(/^AlarmTopic/) }],
+      });
+    }
     template.hasResourceProperties("AWS::SNS::Topic", { KmsMasterKeyId: Match.anyValue() });
     template.resourceCountIs("AWS::CloudWatch::Dashboard", 1);
   });

@@ -69,7 +69,13 @@ async function run(name: string, handlers: Record<string, (input: Json) => Promi
           .map((s) => [s, 0]),
       ),
     },
-    context: { Execution: { Name: name, Input: input, StartTime: new Date().toISOString() } },
+    context: {
+      Execution: { Name: name, Input: input, StartTime: new Date().toISOString() },
+      StateMachine: {
+        Id: "arn:aws:states:us-east-1:000000000000:stateMachine:cgmirror-orders",
+        Name: "cgmirror-orders",
+      },
+    },
   }).result;
 }
 

@@ -7,6 +7,9 @@ import {
   type FreezePort,
   type FreezeTarget,
   type InstanceSnapshotPlan,
+  MAX_POLL_SECONDS,
+  MIN_POLL_SECONDS,
+  nextPollSeconds,
   pruneBaseSnapshots,
   SnapshotFailedError,
   type SnapshotLabels,
@@ -310,6 +313,26 @@ describe("snapshotGroup: instance lookups and the 40-volume exclusion limit", ()
   });
 });
 
+describe("nextPollSeconds", () => {
+  it("GIVEN a wait of days THEN the checks back off from 15 s to 15 min and stay far below 25,000 history events", () => {
+    let waited = 0;
+    let checks = 0;
+    const days = 7;
+    while (waited < days * 86_400_000) {
+      waited += nextPollSeconds(waited, days * 86_400_000 - waited) * 1000;
+      checks++;
+    }
+    expect(nextPollSeconds(0, 3_600_000)).toBe(MIN_POLL_SECONDS);
+    expect(nextPollSeconds(86_400_000, 86_400_000)).toBe(MAX_POLL_SECONDS);
+    // A Task, a Choice and a Wait per check: 9 history events each.
+    expect(checks * 9).toBeLessThan(7_000);
+  });
+
+  it("GIVEN the timeout is near THEN the next check comes just after it, not a whole backoff later", () => {
+    expect(nextPollSeconds(86_400_000, 30_000)).toBe(31);
+  });
+});
+
 describe("checkSnapshots", () => {
   it("GIVEN pending snapshots within the timeout THEN not all completed", async () => {
     const { snapshots, clock, deps } = setup();
@@ -319,6 +342,7 @@ describe("checkSnapshots", () => {
       allCompleted: false,
       completed: 0,
       pending: 4,
+      waitSeconds: 15,
     });
     snapshots.setState("completed");
     expect((await checkSnapshots(refs, startedAt, 10, { snapshots, clock })).allCompleted).toBe(true);

@@ -119,9 +119,22 @@ describe("the synthesized consistency-group definition", () => {
     expect((definition.States["AllPrepared?"] as State).Choices).toEqual([
       { Variable: "$.prepareDecision.anyFailed", BooleanEquals: false, Next: "Commit" },
     ]);
-    expect((definition.States.PrepareFailuresAsError as State).Parameters).toMatchObject({
-      Error: Errors.PrepareFailed,
+    // The failure keeps per volume only its id, error and (bounded) cause, in a state rebuilt
+    // without the prepare results.
+    expect((definition.States["AllPrepared?"] as State).Default).toBe("CollectPrepareFailures");
+    expect((definition.States.CollectPrepareFailures as State).Parameters).toEqual({
+      "config.$": "$.config",
+      "lock.$": "$.lock",
+      failed: {
+        "volumes.$": "$.prepare.results[?(@.ok == false)].volumeId",
+        "errors.$": "$.prepare.results[?(@.ok == false)].error",
+        "details.$": "$.prepare.results[?(@.ok == false)]",
+      },
     });
+    expect((definition.States.PrepareFailuresAsError as State).Parameters).toMatchObject({
+      error: { Error: Errors.PrepareFailed, "volumes.$": "$.failed.details" },
+    });
+    expect((definition.States.PrepareFailuresAsError as State).ResultPath).toBeUndefined();
   });
 
   it("GIVEN a held lock THEN the run ends in a Succeed state marked skipped", () => {

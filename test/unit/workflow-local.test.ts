@@ -56,11 +56,18 @@ function fakes(overrides: Partial<Record<TaskName, Handler>> = {}) {
       coordinationMs: 42,
       frozen: false,
       reused: false,
+      adopted: false,
+      waitingSince: "2026-01-01T00:00:01.000Z",
     }),
     // First check: still pending, second: all completed (exercises the poll loop).
     CheckSnapshots: () => {
       checks += 1;
-      return { allCompleted: checks >= 2, completed: checks >= 2 ? 2 : 1, pending: checks >= 2 ? 0 : 1 };
+      return {
+        allCompleted: checks >= 2,
+        completed: checks >= 2 ? 2 : 1,
+        pending: checks >= 2 ? 0 : 1,
+        waitSeconds: 15,
+      };
     },
     Plan: () => ({
       planKey: "groups/orders/runs/r/plan.json",
@@ -91,6 +98,7 @@ function fakes(overrides: Partial<Record<TaskName, Handler>> = {}) {
       revertedVersions: 1,
       deletedObjects: 3,
       deletedSnapshots: 2,
+      keptSnapshots: 0,
     }),
     ReleaseLock: () => ({ released: true, prunedSnapshots: 0, cleanedObjects: 0 }),
   };
@@ -125,7 +133,13 @@ async function run(input: Json, handlers: Record<string, (input: Json) => Promis
           .map((s) => [s, 0]),
       ),
     },
-    context: { Execution: { Name: "run-1", Input: input, StartTime: "2026-01-01T00:00:00.000Z" } },
+    context: {
+      Execution: { Name: "run-1", Input: input, StartTime: "2026-01-01T00:00:00.000Z" },
+      StateMachine: {
+        Id: "arn:aws:states:us-east-1:000000000000:stateMachine:cgmirror-orders",
+        Name: "cgmirror-orders",
+      },
+    },
   });
   return execution.result;
 }

@@ -152,6 +152,34 @@ describe("workflow paths: lock, prepare policies, recovery, throttling", () => {
     expect((await g.checkRestore()).mismatches).toEqual([]);
   });
 
+  it("GIVEN a run that failed without reverting or releasing the lock (States.DataLimitExceeded) WHEN the next run starts at once THEN it takes the lock over, reverts the dead run and commits", async () => {
+    await g.simulator.write(VOLUMES.data1.id, 11 * BLOCK_SIZE, randomBytes(100));
+    const before = await headGeneration();
+    // Commit answers more than Step Functions' 256 KiB: the execution fails where no Catch helps,
+    // after Prepare wrote its index versions, and its 12.5-hour lease stays.
+    const dead = await runLocalBackup({
+      config: g.config,
+      deps: g.deps(),
+      wrap: (task, _state, fn) => (task === "Commit" ? async () => ({ blob: "x".repeat(300_000) }) : fn),
+    });
+    expect(dead).toMatchObject({ outcome: "failed", error: "States.DataLimitExceeded" });
+    let recovered: unknown;
+    const next = await runLocalBackup({
+      config: g.config,
+      deps: g.deps(), // no later clock: the lease has not expired
+      wrap: (task, _state, fn) =>
+        task === "Recover"
+          ? async (e) => {
+              recovered = await fn(e);
+              return recovered;
+            }
+          : fn,
+    });
+    expect(next).toMatchObject({ outcome: "committed", generation: before! + 1 });
+    expect(recovered).toMatchObject({ action: "revertedUncommitted" });
+    expect((await g.checkRestore()).mismatches).toEqual([]);
+  });
+
   it("GIVEN a throttling storm and random 5xx on reads WHEN backed up THEN the run still commits and restores exactly", async () => {
     for (let b = 20; b < 60; b++) await g.simulator.write(VOLUMES.data1.id, b * BLOCK_SIZE, randomBytes(64));
     const emulator = g.stack.emulator!;
