@@ -59,7 +59,7 @@ export async function pruneTask(input: PruneInputT, deps: TaskDeps): Promise<Pru
       {
         runId,
         ttlMs: (LIFECYCLE_TASKS.Prune.timeoutSeconds + 300) * 1000,
-        volumeIds: config.volumes.map((v) => v.volumeId),
+        volumeIds: config.volumes.map((v) => v.id),
         now: new Date(started),
       },
       async ({ lease }) => {
