@@ -15,7 +15,7 @@ import { readLock } from "#core/lock.ts";
 import { writeRunRecord } from "#core/run-history.ts";
 import { deleteRunSnapshots } from "#core/snapshot-group.ts";
 import { deleteSnapshotSet, readSnapshotSet } from "#core/snapshot-set.ts";
-import { Errors } from "#workflows/errors.ts";
+import { causeMessage, Errors } from "#workflows/errors.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { RevertInput, type RevertInputT, RevertOutput, type RevertOutputT } from "./contracts.ts";
 import { defineTask, groupConfig, type TaskDeps } from "./runtime.ts";
@@ -44,7 +44,8 @@ async function recordRevertedRun(
       headGeneration: head?.head.generation ?? null,
       changedBlocks,
       error: input.error.Error,
-      cause: input.error.Cause ?? null,
+      // A Lambda function error's cause is its error object: the record keeps the readable message.
+      cause: input.error.Cause ? causeMessage(input.error.Cause) : null,
     });
   } catch (error) {
     deps.log.warn("could not write the run record (history/)", {
