@@ -3,10 +3,12 @@
  *
  * - Volumes of one instance: `CreateSnapshots` with an instance specification — one crash-consistent
  *   point in time for all of them. Attached volumes that are not in the group are excluded
- *   (`ExcludeBootVolume` / `ExcludeDataVolumeIds`, found with `DescribeInstances`).
+ *   (`ExcludeBootVolume` / `ExcludeDataVolumeIds`, found with `DescribeInstances` in
+ *   `planInstanceSnapshots`, which core calls before the freeze window).
  * - A detached volume: `CreateSnapshot`.
- * - Every snapshot is tagged at creation (SNAPSHOT_TAGS) — the IAM policy only allows deleting
- *   snapshots that carry the group's tag, and the EBS direct API read policy is scoped the same way.
+ * - Every snapshot is tagged at creation (SNAPSHOT_TAGS, with the stack's name in AWS) — the IAM policy
+ *   only allows deleting snapshots of the configured volumes that carry the group's and the stack's
+ *   tags, so `findSnapshots` returns only those (never one that merely carries a group tag).
  */
 import {
   CreateSnapshotCommand,
@@ -20,6 +22,8 @@ import {
   type Tag,
 } from "@aws-sdk/client-ec2";
 import {
+  type InstanceSnapshotPlan,
+  MAX_EXCLUDED_DATA_VOLUMES,
   SNAPSHOT_TAGS,
   SnapshotFailedError,
   type SnapshotLabels,
@@ -33,13 +37,20 @@ import {
 export interface Ec2SnapshotsProps {
   /** A configured client, created once by the caller. */
   readonly client: EC2Client;
+  /**
+   * The CloudFormation stack name, written as the `cgmirror:stack` tag on every snapshot created and
+   * required on every snapshot found (the IAM policy lets the stack delete only its own snapshots).
+   * @default no stack tag
+   */
+  readonly stackName?: string;
 }
 
-function tags(labels: SnapshotLabels): Tag[] {
+function tags(labels: SnapshotLabels, stackName: string | undefined): Tag[] {
   return [
     { Key: SNAPSHOT_TAGS.group, Value: labels.group },
     { Key: SNAPSHOT_TAGS.generation, Value: String(labels.generation) },
     { Key: SNAPSHOT_TAGS.runId, Value: labels.runId },
+    ...(stackName !== undefined ? [{ Key: SNAPSHOT_TAGS.stack, Value: stackName }] : []),
     { Key: "Name", Value: `cgmirror ${labels.group} #${labels.generation}` },
   ];
 }
@@ -61,16 +72,17 @@ const DESCRIBE_BATCH = 200;
 
 export class Ec2Snapshots implements SnapshotPort {
   readonly #client: EC2Client;
+  readonly #stackName: string | undefined;
 
   constructor(props: Ec2SnapshotsProps) {
     this.#client = props.client;
+    this.#stackName = props.stackName;
   }
 
-  async createInstanceSnapshots(
+  async planInstanceSnapshots(
     instanceId: string,
     volumeIds: readonly string[],
-    labels: SnapshotLabels,
-  ): Promise<SnapshotRef[]> {
+  ): Promise<InstanceSnapshotPlan> {
     const described = await this.#client.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }));
     const instance = described.Reservations?.[0]?.Instances?.[0];
     if (!instance) throw new SnapshotFailedError(`instance ${instanceId} does not exist (DescribeInstances)`);
@@ -86,16 +98,36 @@ export class Ec2Snapshots implements SnapshotPort {
     }
     const wanted = new Set(volumeIds);
     const root = attached.find((a) => a.root);
-    const excludeData = attached.filter((a) => !a.root && !wanted.has(a.volumeId)).map((a) => a.volumeId);
+    return {
+      instanceId,
+      volumeIds: [...volumeIds],
+      excludeBootVolume: root === undefined || !wanted.has(root.volumeId),
+      excludeDataVolumeIds: attached.filter((a) => !a.root && !wanted.has(a.volumeId)).map((a) => a.volumeId),
+    };
+  }
+
+  async createInstanceSnapshots(
+    instanceId: string,
+    volumeIds: readonly string[],
+    labels: SnapshotLabels,
+    plan?: InstanceSnapshotPlan,
+  ): Promise<SnapshotRef[]> {
+    const p = plan ?? (await this.planInstanceSnapshots(instanceId, volumeIds));
+    if (p.excludeDataVolumeIds.length > MAX_EXCLUDED_DATA_VOLUMES) {
+      throw new SnapshotFailedError(
+        `CreateSnapshots on ${instanceId} would have to exclude ${p.excludeDataVolumeIds.length} data volumes (at most ${MAX_EXCLUDED_DATA_VOLUMES})`,
+      );
+    }
+    const wanted = new Set(volumeIds);
     const out = await this.#client.send(
       new CreateSnapshotsCommand({
         InstanceSpecification: {
           InstanceId: instanceId,
-          ExcludeBootVolume: root === undefined || !wanted.has(root.volumeId),
-          ...(excludeData.length > 0 ? { ExcludeDataVolumeIds: excludeData } : {}),
+          ExcludeBootVolume: p.excludeBootVolume,
+          ...(p.excludeDataVolumeIds.length > 0 ? { ExcludeDataVolumeIds: [...p.excludeDataVolumeIds] } : {}),
         },
         Description: description(labels),
-        TagSpecifications: [{ ResourceType: "snapshot", Tags: tags(labels) }],
+        TagSpecifications: [{ ResourceType: "snapshot", Tags: tags(labels, this.#stackName) }],
       }),
     );
     const refs = (out.Snapshots ?? []).flatMap((s) =>
@@ -115,7 +147,7 @@ export class Ec2Snapshots implements SnapshotPort {
       new CreateSnapshotCommand({
         VolumeId: volumeId,
         Description: description(labels),
-        TagSpecifications: [{ ResourceType: "snapshot", Tags: tags(labels) }],
+        TagSpecifications: [{ ResourceType: "snapshot", Tags: tags(labels, this.#stackName) }],
       }),
     );
     if (!out.SnapshotId)
@@ -151,6 +183,9 @@ export class Ec2Snapshots implements SnapshotPort {
   async findSnapshots(group: string, runId?: string): Promise<TaggedSnapshot[]> {
     const filters = [{ Name: `tag:${SNAPSHOT_TAGS.group}`, Values: [group] }];
     if (runId !== undefined) filters.push({ Name: `tag:${SNAPSHOT_TAGS.runId}`, Values: [runId] });
+    if (this.#stackName !== undefined) {
+      filters.push({ Name: `tag:${SNAPSHOT_TAGS.stack}`, Values: [this.#stackName] });
+    }
     const out: TaggedSnapshot[] = [];
     for await (const page of paginateDescribeSnapshots(
       { client: this.#client },

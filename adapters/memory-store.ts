@@ -7,11 +7,13 @@ import {
   type GetOptions,
   type GetResult,
   type HeadResult,
+  type ListOptions,
   type MultipartUpload,
   type MultipartUploadOptions,
   ObjectNotFoundError,
   type ObjectStore,
   type ObjectSummary,
+  type ObjectVersionRef,
   type ObjectVersionSummary,
   PreconditionFailedError,
   type PutOptions,
@@ -33,7 +35,8 @@ class MemoryBody implements Body {
     return this.#bytes.byteLength;
   }
   read(start: number, end: number): Uint8Array {
-    return this.#bytes.slice(start, end);
+    // A copy (never a view, even when the stored bytes are a Node Buffer): callers own what they get.
+    return new Uint8Array(this.#bytes.subarray(start, end));
   }
 }
 
@@ -157,7 +160,8 @@ export class MemoryObjectStore implements ObjectStore {
     }
     if (options.checksumCrc32 && crc32(body) !== Buffer.from(options.checksumCrc32).readUInt32BE(0))
       throw new Error(`BadDigest: ${key} CRC-32 mismatch`);
-    return this.#store(key, body.slice(), options.metadata ?? {});
+    // A copy: a caller that mutates its buffer after put must not change the stored object.
+    return this.#store(key, new Uint8Array(body), options.metadata ?? {});
   }
 
   #store(key: string, bytes: Uint8Array | null, metadata: Readonly<Record<string, string>>): PutResult {
@@ -234,9 +238,12 @@ export class MemoryObjectStore implements ObjectStore {
     }
   }
 
-  async *list(prefix: string): AsyncIterable<ObjectSummary> {
+  async *list(prefix: string, options: ListOptions = {}): AsyncIterable<ObjectSummary> {
     this.beforeOperation?.("list", prefix);
-    for (const key of [...this.#objects.keys()].filter((k) => k.startsWith(prefix)).sort()) {
+    const after = options.startAfter;
+    for (const key of [...this.#objects.keys()]
+      .filter((k) => k.startsWith(prefix) && (after === undefined || k > after))
+      .sort()) {
       const v = this.#current(key);
       if (v) yield { key, size: v.body!.byteLength, etag: v.etag, lastModified: v.lastModified };
     }
@@ -272,7 +279,7 @@ export class MemoryObjectStore implements ObjectStore {
       uploadPart: async (partNumber, body) => {
         if (done) throw new Error(`multipart upload ${id} of ${key} is finished`);
         this.beforeOperation?.("uploadPart", key);
-        parts.set(partNumber, this.#keep(`mpu-${id}-${partNumber}`, body.slice()));
+        parts.set(partNumber, this.#keep(`mpu-${id}-${partNumber}`, new Uint8Array(body)));
       },
       complete: async () => {
         if (done) throw new Error(`multipart upload ${id} of ${key} is finished`);
@@ -296,12 +303,38 @@ export class MemoryObjectStore implements ObjectStore {
     };
   }
 
-  /** Test helper: replaces the bytes of the current version in place (simulates bit rot). */
-  corrupt(key: string, mutate: (body: Uint8Array) => Uint8Array): void {
-    const v = this.#current(key);
-    if (!v) throw new ObjectNotFoundError(key);
-    const versions = this.#objects.get(key)!;
-    versions[0] = { ...v, body: new MemoryBody(mutate(v.body!.read(0, v.body!.byteLength))) };
+  /**
+   * Test helper: an independent copy of every object and version (bodies are immutable and shared),
+   * so one prepared repository can be the starting point of many test cases.
+   */
+  clone(): MemoryObjectStore {
+    const c = new MemoryObjectStore({
+      ...(this.#spillDir ? { spillDir: this.#spillDir } : {}),
+      spillBytes: this.#spillBytes,
+    });
+    for (const [key, versions] of this.#objects)
+      c.#objects.set(
+        key,
+        versions.map((v) => ({ ...v })),
+      );
+    c.#seq = this.#seq;
+    return c;
+  }
+
+  async deleteVersions(objects: readonly ObjectVersionRef[]): Promise<void> {
+    for (const o of objects) await this.delete(o.key, { versionId: o.versionId });
+  }
+
+  /**
+   * Test helper: replaces the bytes of a version in place (simulates bit rot or tampering).
+   * @param versionId @default the current version
+   */
+  corrupt(key: string, mutate: (body: Uint8Array) => Uint8Array, versionId?: string): void {
+    const versions = this.#objects.get(key);
+    const i = versionId === undefined ? 0 : (versions?.findIndex((x) => x.versionId === versionId) ?? -1);
+    const v = versions?.[i];
+    if (!versions || !v || v.body === null) throw new ObjectNotFoundError(key, versionId);
+    versions[i] = { ...v, body: new MemoryBody(mutate(v.body.read(0, v.body.byteLength))) };
   }
 }
 

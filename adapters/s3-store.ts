@@ -4,6 +4,7 @@ import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
+  DeleteObjectsCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
@@ -17,11 +18,13 @@ import {
   type GetOptions,
   type GetResult,
   type HeadResult,
+  type ListOptions,
   type MultipartUpload,
   type MultipartUploadOptions,
   ObjectNotFoundError,
   type ObjectStore,
   type ObjectSummary,
+  type ObjectVersionRef,
   type ObjectVersionSummary,
   PreconditionFailedError,
   type PutOptions,
@@ -173,11 +176,18 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
-  async *list(prefix: string): AsyncIterable<ObjectSummary> {
+  async *list(prefix: string, options: ListOptions = {}): AsyncIterable<ObjectSummary> {
     let token: string | undefined;
     do {
       const out = await this.#client.send(
-        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }),
+        new ListObjectsV2Command({
+          Bucket: this.bucket,
+          Prefix: prefix,
+          ContinuationToken: token,
+          ...(token === undefined && options.startAfter !== undefined
+            ? { StartAfter: options.startAfter }
+            : {}),
+        }),
       );
       for (const o of out.Contents ?? []) {
         yield {
@@ -234,6 +244,28 @@ export class S3ObjectStore implements ObjectStore {
       if (!out.IsTruncated) return;
       keyMarker = out.NextKeyMarker;
       versionMarker = out.NextVersionIdMarker;
+    }
+  }
+
+  async deleteVersions(objects: readonly ObjectVersionRef[]): Promise<void> {
+    for (let i = 0; i < objects.length; i += 1000) {
+      const batch = objects.slice(i, i + 1000);
+      const out = await this.#client.send(
+        new DeleteObjectsCommand({
+          Bucket: this.bucket,
+          Delete: { Quiet: true, Objects: batch.map((o) => ({ Key: o.key, VersionId: o.versionId })) },
+        }),
+      );
+      const failed = (out.Errors ?? []).filter((e) => e.Code !== "NoSuchKey" && e.Code !== "NoSuchVersion");
+      if (failed.length > 0) {
+        const e = failed[0]!;
+        throw Object.assign(
+          new Error(
+            `DeleteObjects refused ${failed.length} of ${batch.length} versions; first: ${e.Key} (version ${e.VersionId}): ${e.Code} ${e.Message ?? ""}`,
+          ),
+          { name: e.Code ?? "DeleteObjectsError" },
+        );
+      }
     }
   }
 

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { MemoryObjectStore } from "#adapters/memory-store.ts";
 import { BLOCK_SIZE } from "#core/bytes.ts";
 import { Codec } from "#core/codec.ts";
-import { cleanupRun, commitGeneration } from "#core/commit.ts";
+import { cleanupRun, commitGeneration, fenceHead } from "#core/commit.ts";
 import { readCommittedManifest } from "#core/generation.ts";
 import { IndexRunWriter, mergeRuns } from "#core/index-run.ts";
 import { createRepo, keys } from "#core/layout.ts";
@@ -83,7 +83,7 @@ const chosen: number[] = [];
 for (let b = 0; b < BLOCKS; b++) if (rand() < WRITTEN_FRACTION) chosen.push(b);
 const written = Uint32Array.from(chosen);
 chosen.length = 0;
-let previousVersionId: string | null = null;
+let previous: { versionId: string | null; sha256: string } | null = null;
 
 let lastDeltaBytes = 0;
 async function generation(g: number, changed: Uint32Array): Promise<number> {
@@ -91,27 +91,23 @@ async function generation(g: number, changed: Uint32Array): Promise<number> {
   store.resetStats();
   const shard = await writeShard(runId, changed);
   lastDeltaBytes = shard.bytes;
+  const lease = { runId, fencing: g };
+  await fenceHead(repo, lease);
   const p = await prepareVolume(repo, {
     volumeId,
     runId,
+    fencing: g,
     generation: g,
     sizeBytes: BLOCKS * BLOCK_SIZE,
     changes: [shard],
-    previousVersionId,
+    previous,
   });
-  previousVersionId = p.versionId ?? null;
+  previous = { versionId: p.versionId ?? null, sha256: p.sha256 };
   await commitGeneration(repo, {
-    runId,
+    ...lease,
     generation: g,
     pointInTime: new Date(),
-    volumes: [
-      {
-        volumeId,
-        sizeBytes: BLOCKS * BLOCK_SIZE,
-        sourceSnapshotId: `snap-${g}`,
-        indexVersionId: previousVersionId,
-      },
-    ],
+    volumes: [{ volumeId, sizeBytes: BLOCKS * BLOCK_SIZE, sourceSnapshotId: `snap-${g}`, index: previous }],
   });
   const bytes = store.stats.bytesWritten;
   await cleanupRun(repo, runId);
@@ -130,7 +126,7 @@ for (let g = 2; g <= GENERATIONS + 1; g++) {
 // Restore metadata: HEAD → manifest → index root → every run, all pages.
 store.resetStats();
 const manifest = (await readCommittedManifest(repo))!;
-const index = await openVolumeIndex(repo, volumeId, manifest.volumes[0]!.indexVersionId ?? undefined);
+const index = await openVolumeIndex(repo, volumeId, manifest.volumes[0]!.index);
 let live = 0;
 await index.scan((batch) => {
   live += batch.length;
@@ -142,9 +138,10 @@ const sink: ObjectStore = {
   ...store,
   get: (k, o) => store.get(k, o),
   head: (k, o) => store.head(k, o),
-  list: (p) => store.list(p),
+  list: (p, o) => store.list(p, o),
   listVersions: (p) => store.listVersions(p),
   delete: async () => {},
+  deleteVersions: async () => {},
   put: async () => ({ etag: "sink" }),
   createMultipartUpload: async (key): Promise<MultipartUpload> => ({
     key,

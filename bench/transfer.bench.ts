@@ -126,7 +126,8 @@ function counting(store: ObjectStore): { store: ObjectStore; puts: () => number 
       get: (k, o) => store.get(k, o),
       head: (k, o) => store.head(k, o),
       delete: (k, o) => store.delete(k, o),
-      list: (p) => store.list(p),
+      deleteVersions: (v) => store.deleteVersions(v),
+      list: (p, o) => store.list(p, o),
       listVersions: (p) => store.listVersions(p),
       put: (k, b, o) => {
         puts++;

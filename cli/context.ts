@@ -1,20 +1,20 @@
 /**
  * Where a CLI command's data lives: the embedded local stack (`--local`), an S3-compatible endpoint named
- * by the environment (`CGM_S3_ENDPOINT`, as printed by `cgmirror local env`), or AWS.
+ * by the environment (`CGM_S3_ENDPOINT` or `AWS_ENDPOINT_URL_S3`, as printed by `cgmirror local env`), or
+ * AWS. The local stack's daemon is attached to without loading the servers' code.
  */
-import { resolve } from "node:path";
-import { EBSClient } from "@aws-sdk/client-ebs";
 import { S3Client } from "@aws-sdk/client-s3";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
 import { createRepo, type Repo } from "#core/layout.ts";
-import { attachOrStartLocalStack, defaultStateDir, type LocalStack } from "../local/stack.ts";
-import { UsageError } from "./output.ts";
+import { runningStack } from "../local/names.ts";
+import type { LocalEndpoints } from "../local/stack.ts";
+import { UsageError } from "./errors.ts";
+import { stateDirOf } from "./state.ts";
 
 export interface CliContext {
   readonly s3: S3Client;
-  readonly ebs: EBSClient;
-  /** The local stack, with --local. */
-  readonly stack: LocalStack | undefined;
+  /** The local stack's endpoints, with --local. */
+  readonly stack: LocalEndpoints | undefined;
   /** The bucket commands use when none is given. */
   readonly defaultBucket: string | undefined;
   repo(group: string, location?: { bucket?: string; prefix?: string }): Repo;
@@ -33,32 +33,36 @@ export function defaultPrefix(group: string): string {
 }
 
 export async function openContext(options: ContextOptions): Promise<CliContext> {
-  let stack: LocalStack | undefined;
+  let stack: LocalEndpoints | undefined;
+  let stop: () => Promise<void> = async () => {};
   let s3: S3Client;
-  let ebs: EBSClient;
   let defaultBucket: string | undefined;
   if (options.local) {
-    const stateDir = resolve(options.stateDir ?? process.env.CGM_LOCAL_STATE_DIR ?? defaultStateDir());
-    stack = await attachOrStartLocalStack({ stateDir, ...(options.log ? { log: options.log } : {}) });
-    const credentials = { accessKeyId: stack.accessKeyId, secretAccessKey: stack.secretAccessKey };
+    const stateDir = stateDirOf(options);
+    stack = await runningStack(stateDir);
+    if (!stack) {
+      const { attachOrStartLocalStack } = await import("../local/stack.ts");
+      const started = await attachOrStartLocalStack({
+        stateDir,
+        ...(options.log ? { log: options.log } : {}),
+      });
+      stack = started;
+      stop = () => started.stop();
+    }
     s3 = new S3Client({
       endpoint: stack.s3Endpoint,
       region: stack.region,
       forcePathStyle: true,
-      credentials,
+      credentials: { accessKeyId: stack.accessKeyId, secretAccessKey: stack.secretAccessKey },
     });
-    ebs = new EBSClient({ endpoint: stack.ebsEndpoint, region: stack.region, credentials });
     defaultBucket = stack.bucket;
   } else {
     const s3Endpoint = process.env.CGM_S3_ENDPOINT;
-    const ebsEndpoint = process.env.CGM_EBS_ENDPOINT;
     s3 = new S3Client({ ...(s3Endpoint ? { endpoint: s3Endpoint, forcePathStyle: true } : {}) });
-    ebs = new EBSClient({ ...(ebsEndpoint ? { endpoint: ebsEndpoint } : {}) });
     defaultBucket = process.env.CGM_BUCKET;
   }
   return {
     s3,
-    ebs,
     stack,
     defaultBucket,
     repo(group, location = {}) {
@@ -73,8 +77,7 @@ export async function openContext(options: ContextOptions): Promise<CliContext> 
     },
     async close() {
       s3.destroy();
-      ebs.destroy();
-      await stack?.stop();
+      await stop();
     },
   };
 }

@@ -1,15 +1,5 @@
 /** Output helpers: one clear line for a user's mistake, never a stack trace; JSON when asked. */
-export class UsageError extends Error {
-  override readonly name = "UsageError";
-}
-
-/** Error names whose message is written for the user (bad input, missing prerequisite, failed run). */
-const USER_FACING =
-  /(Usage|Prerequisite|VolumeSimulator|GroupConfig|InvalidArgument|Format|Corrupt|NotFound|Restore|Verify|EbsAdmin|EbsFaultConfig|Repo|Lock|BlockIntegrity|UnsupportedFormat|CommitConflict|Backup|Demo|Runner)\w*Error$/;
-
-export function isUserFacing(err: unknown): err is Error {
-  return err instanceof Error && (USER_FACING.test(err.name) || USER_FACING.test(err.constructor.name));
-}
+export { UsageError } from "./errors.ts";
 
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);

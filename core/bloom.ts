@@ -1,12 +1,14 @@
-import { equalBytes, sha256 } from "./bytes.ts";
+import { createHash } from "node:crypto";
+import { equalBytes, toHex } from "./bytes.ts";
 import { CorruptObjectError, UnsupportedFormatError } from "./errors.ts";
 
 /*
  * Bloom filter over SHA-256 block hashes (docs/format.md, "Dedup runs"). The keys are already
  * uniform, so the k bit positions come from double hashing two words of the key:
  *   h1 = u32 LE at key[0..4], h2 = u32 LE at key[4..8] | 1, bit_i = (h1 + i·h2) mod bits.
- * Object: "CGMBLOOM"[8] major:u16 minor:u16 k:u32 bits:u64 sha256(bitset)[32] bitset[ceil(bits/8)]
- * (bit b is byte b>>3, mask 1<<(b&7)).
+ * Object: "CGMBLOOM"[8] major:u16 minor:u16 k:u32 bits:u64 sha256[32] bitset[ceil(bits/8)]
+ * (bit b is byte b>>3, mask 1<<(b&7)); the checksum covers the first 24 bytes and the bitset, and is
+ * what the dedup run's pointer pins (`bloomSha256`).
  */
 export const BLOOM_MAGIC = new TextEncoder().encode("CGMBLOOM");
 const HEAD = 56;
@@ -53,28 +55,40 @@ export class BloomFilter {
     const out = new Uint8Array(HEAD + this.bitset.byteLength);
     const dv = new DataView(out.buffer);
     out.set(BLOOM_MAGIC, 0);
-    dv.setUint16(8, 1, true);
+    dv.setUint16(8, 2, true);
     dv.setUint16(10, 0, true);
     dv.setUint32(12, this.k, true);
     dv.setBigUint64(16, BigInt(this.bits), true);
-    out.set(sha256(this.bitset), 24);
+    out.set(createHash("sha256").update(out.subarray(0, 24)).update(this.bitset).digest(), 24);
     out.set(this.bitset, HEAD);
     return out;
   }
 
-  static decode(bytes: Uint8Array, key: string): BloomFilter {
+  /** The checksum of an encoded filter (hex), as a pointer pins it. */
+  static checksumOf(encoded: Uint8Array): string {
+    return toHex(encoded.subarray(24, HEAD));
+  }
+
+  static decode(bytes: Uint8Array, key: string, expectedSha256?: string): BloomFilter {
     if (bytes.byteLength < HEAD || !equalBytes(bytes.subarray(0, 8), BLOOM_MAGIC)) {
       throw new CorruptObjectError(key, undefined, "bloom filter magic is not CGMBLOOM");
     }
     const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     const major = dv.getUint16(8, true);
-    if (major !== 1)
-      throw new UnsupportedFormatError(key, `bloom ${major}.${dv.getUint16(10, true)}`, "bloom 1.x");
+    if (major !== 2)
+      throw new UnsupportedFormatError(key, `bloom ${major}.${dv.getUint16(10, true)}`, "bloom 2.x");
     const k = dv.getUint32(12, true);
     const bits = Number(dv.getBigUint64(16, true));
     const bitset = bytes.slice(HEAD);
-    if (bitset.byteLength !== Math.ceil(bits / 8) || !equalBytes(sha256(bitset), bytes.subarray(24, 56))) {
+    const digest = createHash("sha256").update(bytes.subarray(0, 24)).update(bitset).digest();
+    if (!equalBytes(digest, bytes.subarray(24, HEAD))) {
       throw new CorruptObjectError(key, undefined, "bloom filter fails its SHA-256 check");
+    }
+    if (expectedSha256 !== undefined && toHex(digest) !== expectedSha256) {
+      throw new CorruptObjectError(key, undefined, "bloom filter is not the one its dedup run pins");
+    }
+    if (bitset.byteLength !== Math.ceil(bits / 8) || bits < 64 || k < 1 || k > 64) {
+      throw new CorruptObjectError(key, undefined, "bloom filter header is inconsistent");
     }
     return new BloomFilter(bits, k, bitset);
   }

@@ -4,19 +4,26 @@ import { BloomFilter } from "./bloom.ts";
 import { toHex } from "./bytes.ts";
 import { Codec } from "./codec.ts";
 import { CorruptObjectError } from "./errors.ts";
+import { type RetiredSegments, readRetiredSegments } from "./gc-state.ts";
 import { type GenerationManifest, readCommittedManifest } from "./generation.ts";
 import { compareAt, type HashPage, HashRunReader, HashRunWriter, mergeHashRuns } from "./hash-run.ts";
 import { type IndexPage, IndexRunReader, mergeRuns, type RunInfo } from "./index-run.ts";
-import type { Repo } from "./layout.ts";
-import { ObjectNotFoundError, type ObjectStore } from "./ports/object-store.ts";
+import { keys, type Repo } from "./layout.ts";
+import { Sha256Hex } from "./metadata.ts";
+import { ObjectNotFoundError } from "./ports/object-store.ts";
 import type { DedupLookup } from "./segment.ts";
 
 export const HashRunRefSchema = z.object({
+  /** Relative to the repository prefix. */
   key: z.string().min(1),
   entries: z.number().int().nonnegative(),
   bytes: z.number().int().positive(),
+  /** The run's checksum (trailer SHA-256). */
+  sha256: Sha256Hex,
   bloomKey: z.string().min(1),
   bloomBytes: z.number().int().nonnegative(),
+  /** The Bloom filter's checksum. */
+  bloomSha256: Sha256Hex,
 });
 export type HashRunRef = z.infer<typeof HashRunRefSchema>;
 
@@ -38,12 +45,12 @@ type Emit = (
 ) => Promise<void> | undefined;
 
 async function writeSorted(
-  store: ObjectStore,
+  repo: Repo,
   key: string,
   produce: (emit: Emit) => Promise<unknown>,
   bloomEntries: number,
 ): Promise<HashRunRef> {
-  const w = new HashRunWriter(store, key);
+  const w = new HashRunWriter(repo.store, key);
   const bloom = BloomFilter.forEntries(bloomEntries);
   await produce((h, segment, offset, length, codec) => {
     bloom.add(h);
@@ -52,21 +59,55 @@ async function writeSorted(
   const info = await w.finish();
   const bloomKey = `${key}.bloom`;
   const bloomBody = bloom.encode();
-  await store.put(bloomKey, bloomBody, { metadata: { "cgmirror-kind": "bloom" } });
+  await repo.store.put(bloomKey, bloomBody, { metadata: { "cgmirror-kind": "bloom" } });
   return {
-    key: info.key,
+    key: keys.relative(repo, info.key),
     entries: info.entries,
     bytes: info.bytes,
-    bloomKey,
+    sha256: info.sha256,
+    bloomKey: keys.relative(repo, bloomKey),
     bloomBytes: bloomBody.byteLength,
+    bloomSha256: BloomFilter.checksumOf(bloomBody),
   };
 }
 
-function mergeInto(readers: readonly HashRunReader[]) {
-  return (emit: Emit) =>
-    mergeHashRuns(readers, (p, i) =>
-      emit(p.key(i), p.segTable[p.seg[i]!]!, p.offsets[i]!, p.lengths[i]!, p.codecs[i]!),
+/** Opens a dedup run a root names, checking its size and pinned checksum. */
+export function openHashRunRef(repo: Repo, ref: HashRunRef, from: string): Promise<HashRunReader> {
+  return HashRunReader.open(repo.store, keys.resolve(repo, ref.key, from), {
+    bytes: ref.bytes,
+    sha256: ref.sha256,
+  });
+}
+
+/** Reads and checks the Bloom filter a dedup run ref pins. */
+export async function readBloomRef(repo: Repo, ref: HashRunRef, from: string): Promise<BloomFilter> {
+  const key = keys.resolve(repo, ref.bloomKey, from);
+  let bytes: Uint8Array;
+  try {
+    bytes = (await repo.store.get(key)).body;
+  } catch (cause) {
+    if (cause instanceof ObjectNotFoundError)
+      throw new CorruptObjectError(key, undefined, "the Bloom filter is missing", { cause });
+    throw cause;
+  }
+  if (bytes.byteLength !== ref.bloomBytes) {
+    throw new CorruptObjectError(
+      key,
+      undefined,
+      `Bloom filter is ${bytes.byteLength} bytes, its run says ${ref.bloomBytes}`,
     );
+  }
+  return BloomFilter.decode(bytes, key, ref.bloomSha256);
+}
+
+function mergeInto(readers: readonly HashRunReader[], retired?: RetiredSegments) {
+  return (emit: Emit) =>
+    mergeHashRuns(readers, (p, i) => {
+      const segment = p.segTable[p.seg[i]!]!;
+      // Entries into segments prune retired are dropped (§10.2): the set can shrink again.
+      if (retired?.has(segment)) return undefined;
+      return emit(p.key(i), segment, p.offsets[i]!, p.lengths[i]!, p.codecs[i]!);
+    });
 }
 
 /** One chunk of stored refs, column-wise, sorted by hash through a permutation. */
@@ -135,12 +176,15 @@ class Chunk {
  * sorted chunks under `scratchPrefix` and merged.
  */
 export async function buildDedupDelta(
-  store: ObjectStore,
+  repo: Repo,
   delta: RunInfo,
   key: string,
   scratchPrefix: string,
 ): Promise<HashRunRef | null> {
-  const reader = await IndexRunReader.open(store, delta.key, delta.bytes);
+  const reader = await IndexRunReader.open(repo.store, delta.key, {
+    bytes: delta.bytes,
+    sha256: delta.sha256,
+  });
   const chunks: HashRunRef[] = [];
   let chunk = new Chunk();
   let direct: HashRunRef | null = null;
@@ -148,10 +192,10 @@ export async function buildDedupDelta(
     const c = chunk;
     chunk = new Chunk();
     if (last && chunks.length === 0) {
-      direct = await writeSorted(store, key, (emit) => c.writeSorted(emit), c.n);
+      direct = await writeSorted(repo, key, (emit) => c.writeSorted(emit), c.n);
     } else {
       chunks.push(
-        await writeSorted(store, `${scratchPrefix}${chunks.length}.run`, (emit) => c.writeSorted(emit), c.n),
+        await writeSorted(repo, `${scratchPrefix}${chunks.length}.run`, (emit) => c.writeSorted(emit), c.n),
       );
     }
   };
@@ -164,24 +208,28 @@ export async function buildDedupDelta(
   if (direct) return direct;
   if (chunks.length === 0) return null;
   const total = chunks.reduce((s, c) => s + c.entries, 0);
-  const readers = await Promise.all(chunks.map((c) => HashRunReader.open(store, c.key, c.bytes)));
-  const merged = await writeSorted(store, key, mergeInto(readers), total);
+  const readers = await Promise.all(chunks.map((c) => openHashRunRef(repo, c, key)));
+  const merged = await writeSorted(repo, key, mergeInto(readers), total);
   for (const c of chunks) {
-    await store.delete(c.key).catch(() => {});
-    await store.delete(c.bloomKey).catch(() => {});
+    await repo.store.delete(keys.resolve(repo, c.key, key)).catch(() => {});
+    await repo.store.delete(keys.resolve(repo, c.bloomKey, key)).catch(() => {});
   }
   return merged;
 }
 
-/** Merges dedup runs (oldest → newest) into one new run with its Bloom filter. */
+/**
+ * Merges dedup runs (oldest → newest) into one new run with its Bloom filter, leaving out entries
+ * into `retired` segments.
+ */
 export async function mergeDedupRuns(
-  store: ObjectStore,
+  repo: Repo,
   runs: readonly HashRunRef[],
   key: string,
+  retired?: RetiredSegments,
 ): Promise<HashRunRef> {
-  const readers = await Promise.all(runs.map((r) => HashRunReader.open(store, r.key, r.bytes)));
+  const readers = await Promise.all(runs.map((r) => openHashRunRef(repo, r, key)));
   const total = runs.reduce((s, r) => s + r.entries, 0);
-  return writeSorted(store, key, mergeInto(readers), total);
+  return writeSorted(repo, key, mergeInto(readers, retired), total);
 }
 
 interface OpenRun {
@@ -189,62 +237,70 @@ interface OpenRun {
   readonly bloom: BloomFilter;
 }
 
+export interface GroupDedupStats {
+  lookups: number;
+  hits: number;
+  bloomPositives: number;
+  pagesRead: number;
+}
+
 /**
- * Group-wide dedup: hash → ref over every block stored by the committed generation's volumes (their
- * dedup runs, each with a Bloom filter), plus what this process stored since (`record`). A lookup
- * checks the Bloom filters and reads one small page per likely hit. Implements `DedupLookup` for
- * `SegmentWriter` / the transfer worker.
+ * Group-wide dedup over what is **committed**: hash → ref over every block stored by the committed
+ * generation's volumes (their dedup runs, each with a Bloom filter; every run and filter checked
+ * against the root's pins). Read-only and immutable while a run holds the group, so a Lambda
+ * container may keep it across invocations of one run. Blocks this attempt stored are added by a
+ * `session()`, which one attempt owns and drops: nothing a failed attempt kept in memory is reused.
  */
 export class GroupDedup implements DedupLookup {
   readonly #runs: readonly OpenRun[];
-  readonly #session = new Map<string, BlockRef>();
+  readonly #retired: RetiredSegments;
   readonly #cache = new Map<string, Promise<HashPage>>();
-  readonly stats = { lookups: 0, hits: 0, bloomPositives: 0, pagesRead: 0 };
+  readonly stats: GroupDedupStats = { lookups: 0, hits: 0, bloomPositives: 0, pagesRead: 0 };
 
-  private constructor(runs: readonly OpenRun[]) {
+  private constructor(runs: readonly OpenRun[], retired: RetiredSegments) {
     this.#runs = runs;
+    this.#retired = retired;
   }
 
-  /** Opens the dedup runs of every volume of `manifest` (default: the committed generation). */
+  /**
+   * Opens the dedup runs of every volume of `manifest` (default: the committed generation) and the
+   * retired-segment set (blocks in retired segments are never dedup targets: prune deleted or repacked
+   * them, §10.2).
+   */
   static async open(repo: Repo, manifest?: GenerationManifest): Promise<GroupDedup> {
+    const { retired } = await readRetiredSegments(repo);
     const m = manifest ?? (await readCommittedManifest(repo));
-    if (!m) return new GroupDedup([]);
+    if (!m) return new GroupDedup([], retired);
     const { readVolumeIndexRoot } = await import("./volume-index.ts");
     const runs: OpenRun[] = [];
     for (const v of m.volumes) {
-      const { root } = await readVolumeIndexRoot(repo, v.volumeId, v.indexVersionId ?? undefined);
+      const { root } = await readVolumeIndexRoot(repo, v.volumeId, v.index);
+      const from = keys.volumeIndex(repo, v.volumeId);
       const refs = root.dedup ? [...(root.dedup.base ? [root.dedup.base] : []), ...root.dedup.deltas] : [];
       for (const r of refs.reverse()) {
-        const reader = await HashRunReader.open(repo.store, r.key, r.bytes);
-        let bloomBytes: Uint8Array;
-        try {
-          bloomBytes = (await repo.store.get(r.bloomKey)).body;
-        } catch (cause) {
-          if (cause instanceof ObjectNotFoundError)
-            throw new CorruptObjectError(r.bloomKey, undefined, "the Bloom filter is missing", { cause });
-          throw cause;
-        }
-        runs.push({ reader, bloom: BloomFilter.decode(bloomBytes, r.bloomKey) });
+        const reader = await openHashRunRef(repo, r, from);
+        runs.push({ reader, bloom: await readBloomRef(repo, r, from) });
       }
     }
-    return new GroupDedup(runs);
+    return new GroupDedup(runs, retired);
   }
 
   get runCount(): number {
     return this.#runs.length;
   }
 
-  async lookup(hashes: readonly Uint8Array[]): Promise<(BlockRef | undefined)[]> {
-    return Promise.all(hashes.map((h) => this.#lookupOne(h)));
+  /** A lookup for one attempt: the committed blocks plus what this attempt recorded (durable only). */
+  session(): DedupSession {
+    return new DedupSession(this);
   }
 
-  async #lookupOne(hash: Uint8Array): Promise<BlockRef | undefined> {
+  /** Looks up committed blocks only. */
+  async lookup(hashes: readonly Uint8Array[]): Promise<(BlockRef | undefined)[]> {
+    return Promise.all(hashes.map((h) => this.lookupCommitted(h)));
+  }
+
+  async lookupCommitted(hash: Uint8Array): Promise<BlockRef | undefined> {
     this.stats.lookups++;
-    const local = this.#session.get(toHex(hash));
-    if (local) {
-      this.stats.hits++;
-      return local;
-    }
     for (const [n, run] of this.#runs.entries()) {
       if (!run.bloom.mayContain(hash)) continue;
       this.stats.bloomPositives++;
@@ -256,19 +312,55 @@ export class GroupDedup implements DedupLookup {
         this.stats.pagesRead++;
         page = run.reader.readPage(p);
         this.#cache.set(cacheKey, page);
+        // A failed read is not cached: the next lookup reads the page again.
+        page.catch(() => this.#cache.delete(cacheKey));
         if (this.#cache.size > 64) this.#cache.delete(this.#cache.keys().next().value!);
       }
       const loaded = await page;
       const i = loaded.find(hash);
       if (i >= 0) {
+        const ref = loaded.ref(i);
+        if (this.#retired.has(ref.segment)) continue; // an older run may name a live copy
         this.stats.hits++;
-        return loaded.ref(i);
+        return ref;
       }
     }
     return undefined;
   }
+}
+
+/**
+ * One attempt's dedup: committed blocks (GroupDedup) plus the blocks this attempt's SegmentWriter
+ * recorded, which it does only once their segment upload was confirmed. Create one per attempt; never
+ * share it with a retry.
+ */
+export class DedupSession implements DedupLookup {
+  readonly #group: GroupDedup;
+  readonly #durable = new Map<string, BlockRef>();
+
+  constructor(group: GroupDedup) {
+    this.#group = group;
+  }
+
+  get recorded(): number {
+    return this.#durable.size;
+  }
+
+  async lookup(hashes: readonly Uint8Array[]): Promise<(BlockRef | undefined)[]> {
+    return Promise.all(
+      hashes.map(async (h) => {
+        const local = this.#durable.get(toHex(h));
+        if (local) {
+          this.#group.stats.lookups++;
+          this.#group.stats.hits++;
+          return local;
+        }
+        return this.#group.lookupCommitted(h);
+      }),
+    );
+  }
 
   record(hash: Uint8Array, ref: BlockRef): void {
-    this.#session.set(toHex(hash), ref);
+    this.#durable.set(toHex(hash), ref);
   }
 }

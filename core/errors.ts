@@ -25,9 +25,13 @@ export class UnsupportedFormatError extends Error {
   override readonly name = "UnsupportedFormatError";
   readonly key: string;
   constructor(key: string, received: string, supported: string, options?: ErrorOptions) {
+    const major = (s: string) => Number.parseInt(/(\d+)\.(?:\d+|x)$/.exec(s)?.[1] ?? "", 10);
+    const older = major(received) < major(supported);
     super(
       `object ${key} has format ${received}; this cgmirror reads ${supported}. ` +
-        "Upgrade cgmirror to read this repository",
+        (older
+          ? "It was written by an older cgmirror (format 1, cgmirror 0.1): read it with cgmirror 0.1.x, or back up into a new prefix"
+          : "Upgrade cgmirror to read this repository"),
       options,
     );
     this.key = key;
@@ -81,6 +85,72 @@ export class CommitConflictError extends Error {
   }
 }
 
+/**
+ * The repository is in a state no run may act on (HEAD missing, delete-marked, older than the newest
+ * committed generation, or unreadable): the run stops before it changes anything. `cgmirror repair`
+ * explains the state and, with confirmation, points HEAD at the newest generation that verifies.
+ */
+export class RepositoryStateError extends Error {
+  override readonly name = "RepositoryStateError";
+  readonly key: string;
+  constructor(key: string, detail: string, options?: ErrorOptions) {
+    super(
+      `repository ${key} needs repair: ${detail}. Nothing was changed. ` +
+        "Run `cgmirror repair --group <group>` to see the committed generations and restore HEAD",
+      options,
+    );
+    this.key = key;
+  }
+}
+
+/** A generation that is not (or no longer) committed was asked for. */
+export class GenerationNotFoundError extends Error {
+  override readonly name = "GenerationNotFoundError";
+  readonly generation: number;
+  readonly available: readonly number[];
+  constructor(group: string, generation: number, available: readonly number[], options?: ErrorOptions) {
+    super(
+      `generation ${generation} is not a committed generation of group ${group}; ` +
+        (available.length ? `it has ${formatGenerations(available)}` : "it has no committed generation yet"),
+      options,
+    );
+    this.generation = generation;
+    this.available = available;
+  }
+}
+
+/** "1-5, 7, 9-12" */
+export function formatGenerations(list: readonly number[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < list.length; ) {
+    let j = i;
+    while (j + 1 < list.length && list[j + 1] === list[j]! + 1) j++;
+    parts.push(j === i ? String(list[i]) : `${list[i]}-${list[j]}`);
+    i = j + 1;
+  }
+  return `generation${list.length === 1 ? "" : "s"} ${parts.join(", ")}`;
+}
+
+/** A run id was used before: a run id names exactly one run (Step Functions execution names are unique). */
+export class RunIdReusedError extends Error {
+  override readonly name = "RunIdReusedError";
+  constructor(runId: string, detail: string, options?: ErrorOptions) {
+    super(`run id ${runId} was already used (${detail}); start the run with a new run id`, options);
+  }
+}
+
+/** A volume is smaller than in the committed generation (EBS volumes only grow). */
+export class VolumeShrunkError extends Error {
+  override readonly name = "VolumeShrunkError";
+  constructor(volumeId: string, before: number, now: number, options?: ErrorOptions) {
+    super(
+      `volume ${volumeId} is ${now} bytes but was ${before} bytes in the committed generation; ` +
+        "EBS volumes only grow, so this is not the same volume: give it a new group or volume entry",
+      options,
+    );
+  }
+}
+
 /** A caller passed an invalid value. */
 export class InvalidArgumentError extends TypeError {
   override readonly name = "InvalidArgumentError";
@@ -97,4 +167,8 @@ export const FormatErrors = {
   InvalidArgument: "InvalidArgumentError",
   ObjectNotFound: "ObjectNotFoundError",
   PreconditionFailed: "PreconditionFailedError",
+  RepositoryState: "RepositoryStateError",
+  GenerationNotFound: "GenerationNotFoundError",
+  RunIdReused: "RunIdReusedError",
+  VolumeShrunk: "VolumeShrunkError",
 } as const;

@@ -17,6 +17,18 @@ const GROUP_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$/;
 const MOUNT_POINT = /^\/[A-Za-z0-9._/-]*$/;
 const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 const PREFIX = /^[A-Za-z0-9!_.*'()-]+(?:\/[A-Za-z0-9!_.*'()-]+)*$/;
+// A KMS key ARN (not an alias: IAM grants and the key policy name keys). Multi-Region keys start mrk-.
+const KMS_KEY_ARN =
+  /^arn:aws[a-z-]*:kms:[a-z]{2}(?:-[a-z]+)+-\d+:\d{12}:key\/(?:mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/;
+/**
+ * The longest run timeout and snapshot wait: 7 days (a large first snapshot can take days; Step
+ * Functions standard executions may run a year, and the waits back off, docs/operations.md).
+ */
+export const MAX_RUN_MINUTES = 7 * 24 * 60;
+/** The default snapshot wait (240 min) is cut to end this long before the run timeout. */
+const SNAPSHOT_WAIT_MARGIN_MINUTES = 5;
+/** CloudWatch evaluates an alarm over at most 7 days (Period x EvaluationPeriods <= 604,800 s). */
+export const MAX_RPO_MINUTES = 7 * 24 * 60;
 const RATE = /^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$/;
 const CRON = /^cron\(\S+ \S+ \S+ \S+ \S+ \S+\)$/;
 
@@ -48,6 +60,22 @@ function int(min: number, max: number, what: string) {
   return z.number({ error: msg }).int({ error: msg }).min(min, { error: msg }).max(max, { error: msg });
 }
 
+/** A keep-within duration (core/retention.ts). */
+const RETENTION_DURATION = /^(?=\d)(?:\d+y)?(?:\d+m)?(?:\d+w)?(?:\d+d)?(?:\d+h)?$/;
+
+function keepCount(field: string, what: string) {
+  return int(1, 1_000_000, `${field}, a count of generations`).optional().describe(`Keep ${what}.`);
+}
+
+function scheduleExpression() {
+  return z
+    .string({ error: (iss) => `expected a schedule expression, got ${describeValue(iss.input)}` })
+    .refine((s) => (RATE.test(s) && Number(RATE.exec(s)?.[1]) >= 1) || CRON.test(s), {
+      error: (iss) =>
+        `expected "rate(<n> minutes|hours|days)" or "cron(<6 fields>)" (EventBridge Scheduler syntax), got ${describeValue(iss.input)}`,
+    });
+}
+
 export const VolumeSchema = z
   .strictObject({
     id: pattern(
@@ -70,6 +98,17 @@ export const VolumeSchema = z
       })
       .optional()
       .describe("Where the volume's file system is mounted on the instance; needed when freeze is on."),
+    kmsKeyArn: pattern(
+      KMS_KEY_ARN,
+      'a KMS key ARN like "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab" (a key, not an alias)',
+    )
+      .optional()
+      .describe(
+        "The customer-managed KMS key the volume (and so its snapshots) is encrypted with. Plan and Transfer " +
+          "get kms:Decrypt/kms:DescribeKey on it through EBS only; the key policy must allow them " +
+          "(docs/operations.md). `cgmirror config init` fills it from DescribeVolumes. Omit for unencrypted " +
+          "volumes and for the AWS managed key aws/ebs.",
+      ),
   })
   .describe("One EBS volume of the group.");
 
@@ -135,13 +174,18 @@ export const GroupConfigSchema = z.strictObject({
   snapshots: z
     .strictObject({
       keep: int(1, 100, "the number of base snapshots to keep per volume")
-        .default(2)
-        .describe("Committed snapshots kept per volume as bases for the next incremental run."),
-      completionTimeoutMinutes: int(5, 1440, "the snapshot completion timeout in minutes")
+        .default(1)
+        .describe(
+          "Committed generations whose EBS snapshots are kept per volume. 1 keeps only what the next run needs " +
+            "(HEAD's snapshot, the ListChangedBlocks base); more keep the newest generations' snapshots too.",
+        ),
+      completionTimeoutMinutes: int(5, MAX_RUN_MINUTES, "the snapshot completion timeout in minutes")
         .default(240)
-        .describe("How long to wait for all snapshots to become completed before reverting."),
+        .describe(
+          "How long one run waits for all snapshots to become completed. A run that times out keeps its snapshot set; the next run adopts it. Below runTimeoutMinutes. @default 240, at most runTimeoutMinutes - 5",
+        ),
     })
-    .default({ keep: 2, completionTimeoutMinutes: 240 }),
+    .default({ keep: 1, completionTimeoutMinutes: 240 }),
   transfer: z
     .strictObject({
       shardBlocks: int(64, 1_000_000, "the shard size in 512 KiB blocks")
@@ -152,14 +196,83 @@ export const GroupConfigSchema = z.strictObject({
         .describe("Transfer tasks running at once (distributed Map MaxConcurrency)."),
     })
     .default({ shardBlocks: 30_000, maxConcurrency: 100 }),
-  runTimeoutMinutes: int(15, 1440, "the run timeout in minutes")
+  retention: z
+    .strictObject({
+      keepLast: keepCount("keepLast", "the newest n generations"),
+      keepHourly: keepCount(
+        "keepHourly",
+        "the newest generation of each of the n newest hours that have one",
+      ),
+      keepDaily: keepCount("keepDaily", "the newest generation of each of the n newest days that have one"),
+      keepWeekly: keepCount(
+        "keepWeekly",
+        "the newest generation of each of the n newest ISO weeks that have one",
+      ),
+      keepMonthly: keepCount(
+        "keepMonthly",
+        "the newest generation of each of the n newest months that have one",
+      ),
+      keepYearly: keepCount(
+        "keepYearly",
+        "the newest generation of each of the n newest years that have one",
+      ),
+      keepWithin: z
+        .string({ error: (iss) => `expected a duration such as "7d", got ${describeValue(iss.input)}` })
+        .regex(RETENTION_DURATION, {
+          error: (iss) =>
+            `expected a duration such as "7d", "36h", "2w" or "1y6m" (units y, m, w, d, h in that order), got ${describeValue(iss.input)}`,
+        })
+        .optional()
+        .describe(
+          "Keep every generation whose point in time is within this duration of the newest generation's.",
+        ),
+      timezone: z.string().min(1).default("UTC").describe("IANA time zone of the hourly/daily/... buckets."),
+    })
+    .optional()
+    .describe(
+      "Which committed generations `forget` keeps (restic/DLM vocabulary); HEAD is always kept. Absent: every generation is kept.",
+    ),
+  prune: z
+    .strictObject({
+      schedule: z
+        .strictObject({
+          expression: scheduleExpression().default("rate(1 day)"),
+          timezone: z.string().min(1).default("UTC"),
+          enabled: z.boolean().default(true),
+        })
+        .default({ expression: "rate(1 day)", timezone: "UTC", enabled: true })
+        .describe("When forget + prune run in AWS (their own state machine, with the group lock)."),
+      repackGarbagePercent: int(1, 100, "the garbage percentage at which a segment is repacked")
+        .default(50)
+        .describe(
+          "Repack a segment still in use when at least this share of its bytes is garbage (100: never repack).",
+        ),
+      maxRepackGiB: int(0, 1_000_000, "the most GiB one prune repacks")
+        .default(16)
+        .describe("Bytes of live blocks one prune copies at most; the rest waits for the next prune."),
+    })
+    .default({
+      schedule: { expression: "rate(1 day)", timezone: "UTC", enabled: true },
+      repackGarbagePercent: 50,
+      maxRepackGiB: 16,
+    })
+    .describe(
+      "Garbage collection: deletes what no retained generation reaches, repacks mostly-garbage segments.",
+    ),
+  runTimeoutMinutes: int(15, MAX_RUN_MINUTES, "the run timeout in minutes")
     .default(720)
     .describe("A run that takes longer is stopped; the group lock lease is this plus a margin."),
   alarms: z
     .strictObject({
-      rpoMinutes: int(2, 100_000, "the RPO in minutes")
+      rpoMinutes: int(
+        2,
+        MAX_RPO_MINUTES,
+        "the RPO in minutes (at most 7 days: a CloudWatch alarm spans at most 7 days)",
+      )
         .optional()
-        .describe("Alarm when the newest committed group is older than this. @default 2 x the rate interval"),
+        .describe(
+          "Alarm when the newest committed group is older than this; at most 10080 (7 days). @default 2 x the rate interval",
+        ),
     })
     .default({}),
 });
@@ -211,12 +324,54 @@ function crossFieldProblems(raw: unknown): ValidationProblem[] {
       message: "expected at least one volume with an instanceId when freeze.enabled is true, got none",
     });
   }
+  if (isObject(raw.retention)) {
+    const r = raw.retention;
+    const rules = [
+      "keepLast",
+      "keepHourly",
+      "keepDaily",
+      "keepWeekly",
+      "keepMonthly",
+      "keepYearly",
+      "keepWithin",
+    ];
+    if (!rules.some((k) => r[k] !== undefined)) {
+      problems.push({
+        path: "retention",
+        message: `expected at least one rule (${rules.join(", ")}); omit retention to keep every generation, got none`,
+      });
+    }
+  }
+  const completion = isObject(raw.snapshots) ? raw.snapshots.completionTimeoutMinutes : undefined;
+  const runTimeout = typeof raw.runTimeoutMinutes === "number" ? raw.runTimeoutMinutes : 720;
+  if (typeof completion === "number" && completion >= runTimeout) {
+    problems.push({
+      path: "snapshots.completionTimeoutMinutes",
+      message: `expected a snapshot wait shorter than runTimeoutMinutes (${runTimeout}), else the run times out before it can keep its snapshots for the next run; got ${completion}`,
+    });
+  }
   const expression = isObject(raw.schedule) ? raw.schedule.expression : undefined;
   const rpo = isObject(raw.alarms) ? raw.alarms.rpoMinutes : undefined;
   if (typeof expression === "string" && expression.startsWith("cron(") && rpo === undefined) {
     problems.push({
       path: "alarms.rpoMinutes",
       message: `expected alarms.rpoMinutes because schedule ${JSON.stringify(expression)} is a cron expression (its interval cannot be derived), got nothing`,
+    });
+  }
+  const interval = typeof expression === "string" ? rateIntervalSeconds(expression) : undefined;
+  if (interval !== undefined && rpo === undefined && Math.ceil((2 * interval) / 60) > MAX_RPO_MINUTES) {
+    problems.push({
+      path: "alarms.rpoMinutes",
+      message:
+        `expected alarms.rpoMinutes of at most ${MAX_RPO_MINUTES} (7 days, the longest span of a CloudWatch alarm) because ` +
+        `the default, 2 x the interval of ${JSON.stringify(expression)}, is ${Math.ceil((2 * interval) / 60)} minutes; got nothing. ` +
+        "Set alarms.rpoMinutes (and a schedule no longer than that)",
+    });
+  }
+  if (interval !== undefined && typeof rpo === "number" && rpo * 60 <= interval) {
+    problems.push({
+      path: "alarms.rpoMinutes",
+      message: `expected alarms.rpoMinutes above the schedule's interval (${interval / 60} minutes for ${JSON.stringify(expression)}), else the alarm fires between every two runs; got ${rpo}`,
     });
   }
   return problems;
@@ -270,8 +425,15 @@ export function parseGroupConfig(json: unknown, source = "(input)"): GroupConfig
   if (!result.success || problems.length > 0) throw new GroupConfigError(source, problems);
   const { $schema: _ignored, ...cfg } = result.data;
   const interval = rateIntervalSeconds(cfg.schedule.expression);
+  // The default snapshot wait ends before the run does (crossFieldProblems refuses an explicit one that does not).
+  const explicitWait =
+    isObject(value) && isObject(value.snapshots) && "completionTimeoutMinutes" in value.snapshots;
+  const completionTimeoutMinutes = explicitWait
+    ? cfg.snapshots.completionTimeoutMinutes
+    : Math.min(cfg.snapshots.completionTimeoutMinutes, cfg.runTimeoutMinutes - SNAPSHOT_WAIT_MARGIN_MINUTES);
   return {
     ...cfg,
+    snapshots: { ...cfg.snapshots, completionTimeoutMinutes },
     target: { bucket: cfg.target.bucket, prefix: cfg.target.prefix ?? `groups/${cfg.group}` },
     alarms: {
       rpoMinutes: cfg.alarms.rpoMinutes ?? Math.max(2, Math.ceil((2 * (interval ?? 0)) / 60)),
@@ -285,4 +447,35 @@ export function groupConfigJsonSchema(): Record<string, unknown> {
     ...z.toJSONSchema(GroupConfigSchema, { io: "input", unrepresentable: "any" }),
     title: "cgmirror consistency group config",
   };
+}
+
+/** Minutes the group lock outlives the run timeout, so a live run never loses it to the next one. */
+export const LOCK_MARGIN_MINUTES = 30;
+
+/** The group lock's lease of a group: its run timeout plus a margin. */
+export function lockLeaseMinutes(config: Pick<GroupConfig, "runTimeoutMinutes">): number {
+  return config.runTimeoutMinutes + LOCK_MARGIN_MINUTES;
+}
+
+/**
+ * Rules across the groups deployed together: one repository per bucket and prefix (two groups on one
+ * prefix would be two locks over one HEAD). Each group has a state machine of its own whose timeout is
+ * the group's run timeout, so every group's lock lease (run timeout + LOCK_MARGIN_MINUTES) exceeds the
+ * timeout its runs get whatever the other groups' timeouts are. Returns the problems; empty when the
+ * set is consistent.
+ */
+export function groupSetProblems(groups: readonly GroupConfig[]): ValidationProblem[] {
+  const problems: ValidationProblem[] = [];
+  const byTarget = new Map<string, string>();
+  for (const g of groups) {
+    const target = `s3://${g.target.bucket}/${g.target.prefix}`;
+    const other = byTarget.get(target);
+    if (other !== undefined) {
+      problems.push({
+        path: `${g.group}.target`,
+        message: `expected each group in its own repository, got ${target} for both ${JSON.stringify(other)} and ${JSON.stringify(g.group)}; give one of them another target.prefix`,
+      });
+    } else byTarget.set(target, g.group);
+  }
+  return problems;
 }

@@ -1,9 +1,9 @@
 import type { BlockRef } from "./block-ref.ts";
 import { equalBytes, sha256, toHex } from "./bytes.ts";
 import { type CodecId, isKnownCodec } from "./codec.ts";
-import { CorruptObjectError, InvalidArgumentError, UnsupportedFormatError } from "./errors.ts";
-import { RUN_FORMAT, RUN_MAGIC, RUN_TRAILER_BYTES } from "./index-run.ts";
-import { type MultipartUpload, ObjectNotFoundError, type ObjectStore } from "./ports/object-store.ts";
+import { CorruptObjectError, InvalidArgumentError } from "./errors.ts";
+import type { MultipartUpload, ObjectStore } from "./ports/object-store.ts";
+import { encodeRunTrailer, openRunTail, RUN_TRAILER_BYTES } from "./run-trailer.ts";
 
 /*
  * Dedup run (docs/format.md, "Dedup runs"): an immutable table SHA-256 → stored ref, sorted by hash.
@@ -126,6 +126,8 @@ export interface HashRunInfo {
   readonly key: string;
   readonly entries: number;
   readonly bytes: number;
+  /** The run's checksum (trailer SHA-256, hex). */
+  readonly sha256: string;
 }
 
 /** Streams strictly ascending (by hash) entries into a new dedup run. Memory: one page + one part. */
@@ -254,16 +256,12 @@ export class HashRunWriter {
   async finish(): Promise<HashRunInfo> {
     await this.#flushPage();
     const directory = Buffer.concat(this.#directory);
-    const trailer = new Uint8Array(RUN_TRAILER_BYTES);
-    const dv = new DataView(trailer.buffer);
-    trailer.set(RUN_MAGIC, 0);
-    dv.setUint16(8, RUN_FORMAT.major, true);
-    dv.setUint16(10, RUN_FORMAT.minor, true);
-    dv.setUint16(12, RUN_KIND_HASH_INDEX, true);
-    dv.setUint32(16, this.#directory.length, true);
-    dv.setBigUint64(20, BigInt(this.#count), true);
-    dv.setUint32(28, directory.byteLength, true);
-    trailer.set(sha256(directory), 32);
+    const { trailer, sha256: runSha } = encodeRunTrailer(
+      RUN_KIND_HASH_INDEX,
+      this.#directory.length,
+      this.#count,
+      directory,
+    );
     const body = Buffer.concat([...this.#pending, directory, trailer]);
     this.#pending = [];
     try {
@@ -284,6 +282,7 @@ export class HashRunWriter {
       key: this.key,
       entries: this.#count,
       bytes: this.#offset + directory.byteLength + RUN_TRAILER_BYTES,
+      sha256: runSha,
     };
   }
 }
@@ -314,56 +313,27 @@ export class HashRunReader {
     return this.#dir.length;
   }
 
-  static async open(store: ObjectStore, key: string, expectedBytes?: number): Promise<HashRunReader> {
-    let tail: Awaited<ReturnType<ObjectStore["get"]>>;
-    try {
-      tail = await store.get(key, { range: { suffix: 256 * 1024 } });
-    } catch (cause) {
-      if (cause instanceof ObjectNotFoundError)
-        throw new CorruptObjectError(key, undefined, "the dedup run is missing", { cause });
-      throw cause;
-    }
-    const size = tail.size;
-    if ((expectedBytes !== undefined && size !== expectedBytes) || tail.body.byteLength < RUN_TRAILER_BYTES) {
-      throw new CorruptObjectError(
-        key,
-        tail.versionId,
-        `dedup run is ${size} bytes, expected ${expectedBytes}`,
-      );
-    }
-    const t = tail.body.subarray(tail.body.byteLength - RUN_TRAILER_BYTES);
-    if (!equalBytes(t.subarray(0, 8), RUN_MAGIC))
-      throw new CorruptObjectError(key, tail.versionId, "trailer magic is not CGMIRUN");
-    const dv = new DataView(t.buffer, t.byteOffset, t.byteLength);
-    const major = dv.getUint16(8, true);
-    if (major !== RUN_FORMAT.major || dv.getUint16(12, true) !== RUN_KIND_HASH_INDEX) {
-      throw new UnsupportedFormatError(
-        key,
-        `run ${major}.${dv.getUint16(10, true)} kind ${dv.getUint16(12, true)}`,
-        "run 1.x kind 2",
-      );
-    }
-    const pageCount = dv.getUint32(16, true);
-    const entryCount = Number(dv.getBigUint64(20, true));
-    const dirLength = dv.getUint32(28, true);
-    if (dirLength !== pageCount * DIR_ENTRY || dirLength + RUN_TRAILER_BYTES > size) {
-      throw new CorruptObjectError(key, tail.versionId, "dedup run directory length is inconsistent");
-    }
-    let dirBytes: Uint8Array;
-    if (dirLength + RUN_TRAILER_BYTES <= tail.body.byteLength) {
-      const end = tail.body.byteLength - RUN_TRAILER_BYTES;
-      dirBytes = tail.body.subarray(end - dirLength, end);
-    } else {
-      const start = size - RUN_TRAILER_BYTES - dirLength;
-      dirBytes = (await store.get(key, { range: { start, end: start + dirLength } })).body;
-    }
-    if (!equalBytes(sha256(dirBytes), t.subarray(32, 64))) {
-      throw new CorruptObjectError(key, tail.versionId, "dedup run directory fails its SHA-256 check");
-    }
+  /** Opens a dedup run: trailer, directory and their checksum (pinned by `expected.sha256`). */
+  static async open(
+    store: ObjectStore,
+    key: string,
+    expected: { readonly bytes?: number; readonly sha256?: string } = {},
+  ): Promise<HashRunReader> {
+    const t = await openRunTail(
+      store,
+      key,
+      RUN_KIND_HASH_INDEX,
+      DIR_ENTRY,
+      "dedup run",
+      expected,
+      256 * 1024,
+    );
+    const dirBytes = t.directory;
     const ddv = new DataView(dirBytes.buffer, dirBytes.byteOffset, dirBytes.byteLength);
     const dir: HashDir[] = [];
     let expect = 0;
-    for (let p = 0; p < pageCount; p++) {
+    let total = 0;
+    for (let p = 0; p < t.pageCount; p++) {
       const at = p * DIR_ENTRY;
       const d: HashDir = {
         first: dirBytes.slice(at, at + 32),
@@ -374,13 +344,14 @@ export class HashRunReader {
         sha256: dirBytes.slice(at + 80, at + 112),
       };
       if (d.offset !== expect)
-        throw new CorruptObjectError(key, tail.versionId, `dedup page ${p} offset is wrong`);
+        throw new CorruptObjectError(key, t.versionId, `dedup page ${p} offset is wrong`);
       expect += d.length;
+      total += d.count;
       dir.push(d);
     }
-    if (expect + dirLength + RUN_TRAILER_BYTES !== size)
-      throw new CorruptObjectError(key, tail.versionId, "dedup run sizes are inconsistent");
-    return new HashRunReader(store, key, entryCount, dir);
+    if (total !== t.entryCount || expect + dirBytes.byteLength + RUN_TRAILER_BYTES !== t.size)
+      throw new CorruptObjectError(key, t.versionId, "dedup run sizes are inconsistent");
+    return new HashRunReader(store, key, t.entryCount, dir);
   }
 
   async readPage(p: number): Promise<HashPage> {

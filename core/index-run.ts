@@ -1,8 +1,9 @@
 import type { BlockRef, IndexEntry } from "./block-ref.ts";
 import { equalBytes, sha256, toHex } from "./bytes.ts";
 import { Codec, type CodecId, isKnownCodec } from "./codec.ts";
-import { CorruptObjectError, InvalidArgumentError, UnsupportedFormatError } from "./errors.ts";
-import { type MultipartUpload, ObjectNotFoundError, type ObjectStore } from "./ports/object-store.ts";
+import { CorruptObjectError, InvalidArgumentError } from "./errors.ts";
+import type { MultipartUpload, ObjectStore } from "./ports/object-store.ts";
+import { encodeRunTrailer, openRunTail, RUN_TRAILER_BYTES } from "./run-trailer.ts";
 
 /*
  * Index run (docs/format.md, "Index runs"): an immutable, sorted, paged table block → ref.
@@ -11,13 +12,10 @@ import { type MultipartUpload, ObjectNotFoundError, type ObjectStore } from "./p
  *                      then count entries of 47 bytes:
  *                      block:u32 seg:u16(0xFFFF = none) offset:u32 length:u32 codec:u8 sha256[32])
  *   directory  per page: firstBlock:u32 lastBlock:u32 offset:u64 length:u32 count:u32 sha256[32] (56 B)
- *   trailer    "CGMIRUN\0"[8] major:u16 minor:u16 kind:u16 reserved:u16 pageCount:u32 entryCount:u64
- *              directoryLength:u32 directorySha256[32]                                     (64 B)
+ *   trailer    see core/run-trailer.ts (kind 1; its checksum seals the directory and itself)  (64 B)
  */
-export const RUN_MAGIC = new TextEncoder().encode("CGMIRUN\0");
-export const RUN_FORMAT = { major: 1, minor: 0 } as const;
+export { RUN_FORMAT, RUN_MAGIC, RUN_TRAILER_BYTES } from "./run-trailer.ts";
 export const RUN_KIND_BLOCK_INDEX = 1;
-export const RUN_TRAILER_BYTES = 64;
 const PAGE_MAGIC = 0x47504743; // "CGPG" read as little-endian u32
 const PAGE_HEAD = 12;
 const ENTRY = 47;
@@ -213,6 +211,8 @@ export interface RunInfo {
   readonly entries: number;
   readonly bytes: number;
   readonly pages: number;
+  /** The run's checksum (trailer SHA-256, hex): what a pointer to the run pins. */
+  readonly sha256: string;
 }
 
 export interface IndexRunWriterOptions {
@@ -331,17 +331,12 @@ export class IndexRunWriter {
   async finish(): Promise<RunInfo> {
     await this.#flushPage();
     const directory = Buffer.concat(this.#directory);
-    const trailer = new Uint8Array(RUN_TRAILER_BYTES);
-    const dv = new DataView(trailer.buffer);
-    trailer.set(RUN_MAGIC, 0);
-    dv.setUint16(8, RUN_FORMAT.major, true);
-    dv.setUint16(10, RUN_FORMAT.minor, true);
-    dv.setUint16(12, RUN_KIND_BLOCK_INDEX, true);
-    dv.setUint16(14, 0, true);
-    dv.setUint32(16, this.#directory.length, true);
-    dv.setBigUint64(20, BigInt(this.#entries), true);
-    dv.setUint32(28, directory.byteLength, true);
-    trailer.set(sha256(directory), 32);
+    const { trailer, sha256: runSha } = encodeRunTrailer(
+      RUN_KIND_BLOCK_INDEX,
+      this.#directory.length,
+      this.#entries,
+      directory,
+    );
     this.#pending.push(directory, trailer);
     const bytes = this.#offset + directory.byteLength + RUN_TRAILER_BYTES;
     const body = Buffer.concat(this.#pending);
@@ -357,7 +352,7 @@ export class IndexRunWriter {
       await this.#upload?.abort().catch(() => {});
       throw error;
     }
-    return { key: this.key, entries: this.#entries, bytes, pages: this.#directory.length };
+    return { key: this.key, entries: this.#entries, bytes, pages: this.#directory.length, sha256: runSha };
   }
 
   async abort(): Promise<void> {
@@ -381,80 +376,49 @@ export class IndexRunReader {
   readonly bytes: number;
   readonly #store: ObjectStore;
   readonly #dir: readonly DirEntry[];
+  readonly #sha256: string;
 
-  private constructor(store: ObjectStore, key: string, bytes: number, entryCount: number, dir: DirEntry[]) {
+  private constructor(
+    store: ObjectStore,
+    key: string,
+    bytes: number,
+    entryCount: number,
+    dir: DirEntry[],
+    runSha256: string,
+  ) {
     this.#store = store;
     this.key = key;
     this.bytes = bytes;
     this.entryCount = entryCount;
     this.#dir = dir;
+    this.#sha256 = runSha256;
   }
 
   get pageCount(): number {
     return this.#dir.length;
   }
 
+  /** The run's checksum (hex), as index roots pin it. */
+  get sha256(): string {
+    return this.#sha256;
+  }
+
   /**
-   * Opens a run. `expectedBytes` (from the index root) detects a truncated or replaced object.
+   * Opens a run: trailer, directory and their checksum. `expected` (from the pointer: the index
+   * root) detects a truncated, replaced or swapped object.
    */
-  static async open(store: ObjectStore, key: string, expectedBytes?: number): Promise<IndexRunReader> {
-    let tail: Awaited<ReturnType<ObjectStore["get"]>>;
-    try {
-      tail = await store.get(key, { range: { suffix: Math.max(RUN_TRAILER_BYTES, 64 * 1024) } });
-    } catch (cause) {
-      if (cause instanceof ObjectNotFoundError) {
-        throw new CorruptObjectError(key, undefined, "the index run is missing", { cause });
-      }
-      throw cause;
-    }
-    const size = tail.size;
-    if (expectedBytes !== undefined && size !== expectedBytes) {
-      throw new CorruptObjectError(
-        key,
-        tail.versionId,
-        `index run is ${size} bytes, its root says ${expectedBytes}`,
-      );
-    }
-    if (tail.body.byteLength < RUN_TRAILER_BYTES) {
-      throw new CorruptObjectError(key, tail.versionId, `index run is only ${tail.body.byteLength} bytes`);
-    }
-    const t = tail.body.subarray(tail.body.byteLength - RUN_TRAILER_BYTES);
-    if (!equalBytes(t.subarray(0, 8), RUN_MAGIC)) {
-      throw new CorruptObjectError(key, tail.versionId, "index run trailer magic is not CGMIRUN");
-    }
-    const dv = new DataView(t.buffer, t.byteOffset, t.byteLength);
-    const major = dv.getUint16(8, true);
-    const minor = dv.getUint16(10, true);
-    if (major !== RUN_FORMAT.major) {
-      throw new UnsupportedFormatError(key, `index run ${major}.${minor}`, `index run ${RUN_FORMAT.major}.x`);
-    }
-    const kind = dv.getUint16(12, true);
-    if (kind !== RUN_KIND_BLOCK_INDEX) {
-      throw new UnsupportedFormatError(key, `index run kind ${kind}`, `kind ${RUN_KIND_BLOCK_INDEX}`);
-    }
-    const pageCount = dv.getUint32(16, true);
-    const entryCount = Number(dv.getBigUint64(20, true));
-    const dirLength = dv.getUint32(28, true);
-    const dirSha = t.slice(32, 64);
-    if (dirLength !== pageCount * DIR_ENTRY || dirLength + RUN_TRAILER_BYTES > size) {
-      throw new CorruptObjectError(key, tail.versionId, "index run directory length is inconsistent");
-    }
-    let dirBytes: Uint8Array;
-    if (dirLength + RUN_TRAILER_BYTES <= tail.body.byteLength) {
-      const end = tail.body.byteLength - RUN_TRAILER_BYTES;
-      dirBytes = tail.body.subarray(end - dirLength, end);
-    } else {
-      const start = size - RUN_TRAILER_BYTES - dirLength;
-      dirBytes = (await store.get(key, { range: { start, end: start + dirLength } })).body;
-    }
-    if (!equalBytes(sha256(dirBytes), dirSha)) {
-      throw new CorruptObjectError(key, tail.versionId, "index run directory fails its SHA-256 check");
-    }
-    const ddv = new DataView(dirBytes.buffer, dirBytes.byteOffset, dirBytes.byteLength);
+  static async open(
+    store: ObjectStore,
+    key: string,
+    expected: { readonly bytes?: number; readonly sha256?: string } = {},
+  ): Promise<IndexRunReader> {
+    const t = await openRunTail(store, key, RUN_KIND_BLOCK_INDEX, DIR_ENTRY, "index run", expected);
+    const ddv = new DataView(t.directory.buffer, t.directory.byteOffset, t.directory.byteLength);
     const dir: DirEntry[] = [];
     let total = 0;
     let expectOffset = 0;
-    for (let p = 0; p < pageCount; p++) {
+    let lastBlock = -1;
+    for (let p = 0; p < t.pageCount; p++) {
       const at = p * DIR_ENTRY;
       const e: DirEntry = {
         first: ddv.getUint32(at, true),
@@ -462,18 +426,19 @@ export class IndexRunReader {
         offset: Number(ddv.getBigUint64(at + 8, true)),
         length: ddv.getUint32(at + 16, true),
         count: ddv.getUint32(at + 20, true),
-        sha256: dirBytes.slice(at + 24, at + 56),
+        sha256: t.directory.slice(at + 24, at + 56),
       };
-      if (e.offset !== expectOffset)
-        throw new CorruptObjectError(key, tail.versionId, `page ${p} offset is wrong`);
+      if (e.offset !== expectOffset || e.first > e.last || e.first <= lastBlock)
+        throw new CorruptObjectError(key, t.versionId, `page ${p} of the directory is inconsistent`);
       expectOffset += e.length;
+      lastBlock = e.last;
       total += e.count;
       dir.push(e);
     }
-    if (total !== entryCount || expectOffset + dirLength + RUN_TRAILER_BYTES !== size) {
-      throw new CorruptObjectError(key, tail.versionId, "index run sizes are inconsistent");
+    if (total !== t.entryCount || expectOffset + t.directory.byteLength + RUN_TRAILER_BYTES !== t.size) {
+      throw new CorruptObjectError(key, t.versionId, "index run sizes are inconsistent");
     }
-    return new IndexRunReader(store, key, size, entryCount, dir);
+    return new IndexRunReader(store, key, t.size, t.entryCount, dir, t.sha256);
   }
 
   async readPage(p: number): Promise<IndexPage> {

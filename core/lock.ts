@@ -1,8 +1,10 @@
 import { z } from "zod";
-import { InvalidArgumentError, LockLostError } from "./errors.ts";
+import { InvalidArgumentError, LockLostError, RunIdReusedError } from "./errors.ts";
+import { readHead } from "./generation.ts";
 import { assertRunId, keys, type Repo } from "./layout.ts";
 import { decodeMetadata, encodeMetadata } from "./metadata.ts";
 import { ObjectNotFoundError, PreconditionFailedError } from "./ports/object-store.ts";
+import type { RunState } from "./ports/run-status.ts";
 
 const LockSchema = z.object({
   format: z.literal("cgmirror.lock"),
@@ -28,12 +30,18 @@ export type AcquireResult =
   | {
       readonly acquired: true;
       readonly lease: LockLease;
-      /** The run that held the lock before, when it expired without releasing it (recover it). */
+      /**
+       * The run that held the lock before, when it ended without releasing it (its lease expired, or
+       * its execution is no longer running): Recover finishes or reverts what it wrote.
+       */
       readonly takenOverFrom: string | undefined;
+      /** Why the previous holder's lock was taken over, when it was. */
+      readonly takeover?: "expired" | "holderEnded";
     }
   | { readonly acquired: false; readonly holderRunId: string; readonly expiresAt: string };
 
-async function readLock(repo: Repo): Promise<{ record: LockRecord; etag: string } | undefined> {
+/** The group's lock object (checked), or undefined when there is none. */
+export async function readLock(repo: Repo): Promise<{ record: LockRecord; etag: string } | undefined> {
   const key = keys.lock(repo);
   try {
     const got = await repo.store.get(key);
@@ -47,15 +55,34 @@ async function readLock(repo: Repo): Promise<{ record: LockRecord; etag: string 
   }
 }
 
+/** The fencing number HEAD carries, or 0 (HEAD absent or unreadable: Recover will stop on that). */
+async function headFencing(repo: Repo): Promise<number> {
+  try {
+    return (await readHead(repo))?.head.fence.fencing ?? 0;
+  } catch {
+    return 0;
+  }
+}
+
+export interface AcquireOptions {
+  readonly runId: string;
+  readonly ttlMs: number;
+  readonly now?: Date;
+  /**
+   * Whether the holder of a live lock is still running (core/ports/run-status.ts). A holder that has
+   * `ended` without releasing is taken over at once; `running` and `unknown` keep its lease.
+   * @default every holder is `unknown`: a live lock is only taken over once it expired
+   */
+  readonly holderState?: (runId: string) => Promise<RunState>;
+}
+
 /**
  * AcquireLock: creates `locks/<group>` with If-None-Match: *, or takes over a released or expired
- * lock with If-Match on its ETag (fencing + 1). A live lock of another run gives `acquired: false`
+ * lock, or the live lock of a run that has ended, with If-Match on its ETag (fencing + 1, so the new
+ * holder fences the old one out: docs/format.md §9). A live lock of another run gives `acquired: false`
  * (the run is skipped, not failed). Idempotent for the same run id.
  */
-export async function acquireLock(
-  repo: Repo,
-  options: { runId: string; ttlMs: number; now?: Date },
-): Promise<AcquireResult> {
+export async function acquireLock(repo: Repo, options: AcquireOptions): Promise<AcquireResult> {
   assertRunId(options.runId);
   if (!(options.ttlMs > 0))
     throw new InvalidArgumentError(`expected a positive lock ttlMs, got ${options.ttlMs}`);
@@ -64,6 +91,9 @@ export async function acquireLock(
   const expiresAt = new Date(now.getTime() + options.ttlMs).toISOString();
   for (let attempt = 0; attempt < 5; attempt++) {
     const current = await readLock(repo);
+    if (current?.record.released && current.record.runId === options.runId) {
+      throw new RunIdReusedError(options.runId, "the group's lock was taken and released under it");
+    }
     if (current && !current.record.released && current.record.runId === options.runId) {
       const { fencing, runId } = current.record;
       return {
@@ -72,10 +102,14 @@ export async function acquireLock(
         takenOverFrom: undefined,
       };
     }
-    if (current && !current.record.released && Date.parse(current.record.expiresAt) > now.getTime()) {
-      return { acquired: false, holderRunId: current.record.runId, expiresAt: current.record.expiresAt };
+    let takeover: "expired" | "holderEnded" | undefined;
+    if (current && !current.record.released) {
+      if (Date.parse(current.record.expiresAt) <= now.getTime()) takeover = "expired";
+      else if ((await options.holderState?.(current.record.runId)) === "ended") takeover = "holderEnded";
+      else return { acquired: false, holderRunId: current.record.runId, expiresAt: current.record.expiresAt };
     }
-    const fencing = (current?.record.fencing ?? 0) + 1;
+    // Fencing numbers only grow, even if the lock object was deleted: HEAD carries the newest one.
+    const fencing = Math.max(current?.record.fencing ?? 0, await headFencing(repo)) + 1;
     const body = encodeMetadata("cgmirror.lock", {
       group: repo.group,
       runId: options.runId,
@@ -91,6 +125,7 @@ export async function acquireLock(
         acquired: true,
         lease: { runId: options.runId, fencing, etag: put.etag, expiresAt },
         takenOverFrom,
+        ...(takeover ? { takeover } : {}),
       };
     } catch (error) {
       if (!(error instanceof PreconditionFailedError)) throw error;

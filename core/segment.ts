@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { crc32 } from "node:zlib";
 import type { BlockRef } from "./block-ref.ts";
 import { ZERO_REF } from "./block-ref.ts";
@@ -25,11 +26,13 @@ import type { ObjectStore } from "./ports/object-store.ts";
  * Segment object (docs/format.md, "Segments"), little-endian:
  *   data      stored blocks back to back
  *   footer    segmentId[16] blockCount:u32 then per block: sha256[32] offset:u32 length:u32 codec:u8
- *   trailer   magic "CGMSEG\0\0"[8] major:u16 minor:u16 footerLength:u32 footerSha256[32]
- *             dataLength:u32 reserved:u32(0)                                         = 56 bytes
+ *   trailer   magic "CGMSEG\0\0"[8] major:u16 minor:u16 footerLength:u32 dataLength:u32
+ *             reserved:u32(0) sha256[32] of (footer ‖ the trailer's first 24 bytes)   = 56 bytes
  */
 export const SEGMENT_MAGIC = new TextEncoder().encode("CGMSEG\0\0");
-export const SEGMENT_FORMAT = { major: 1, minor: 0 } as const;
+export const SEGMENT_FORMAT = { major: 2, minor: 0 } as const;
+/** Bytes of the trailer covered by its checksum (everything before the checksum). */
+const TRAILER_SEALED = 24;
 export const SEGMENT_TRAILER_BYTES = 56;
 const FOOTER_HEAD = 20;
 const FOOTER_ENTRY = 41;
@@ -71,21 +74,23 @@ export function encodeSegmentTail(
     dv.setUint8(at + 40, e.codec);
     at += FOOTER_ENTRY;
   }
-  const footerSha = sha256(out.subarray(0, footerLength));
   out.set(SEGMENT_MAGIC, at);
   dv.setUint16(at + 8, SEGMENT_FORMAT.major, true);
   dv.setUint16(at + 10, SEGMENT_FORMAT.minor, true);
   dv.setUint32(at + 12, footerLength, true);
-  out.set(footerSha, at + 16);
-  dv.setUint32(at + 48, dataLength, true);
-  dv.setUint32(at + 52, 0, true);
+  dv.setUint32(at + 16, dataLength, true);
+  dv.setUint32(at + 20, 0, true);
+  out.set(sha256(out.subarray(0, at + TRAILER_SEALED)), at + TRAILER_SEALED);
   return out;
 }
 
 export interface SegmentTrailer {
   readonly footerLength: number;
-  readonly footerSha256: Uint8Array;
   readonly dataLength: number;
+  /** The trailer's checksum: SHA-256 of footer ‖ the trailer's first 24 bytes. */
+  readonly sha256: Uint8Array;
+  /** The trailer's first 24 bytes (covered by the checksum with the footer). */
+  readonly sealed: Uint8Array;
 }
 
 export function parseSegmentTrailer(bytes: Uint8Array, key: string, objectSize: number): SegmentTrailer {
@@ -102,7 +107,10 @@ export function parseSegmentTrailer(bytes: Uint8Array, key: string, objectSize: 
     throw new UnsupportedFormatError(key, `segment ${major}.${minor}`, `segment ${SEGMENT_FORMAT.major}.x`);
   }
   const footerLength = dv.getUint32(12, true);
-  const dataLength = dv.getUint32(48, true);
+  const dataLength = dv.getUint32(16, true);
+  if (dv.getUint32(20, true) !== 0) {
+    throw new CorruptObjectError(key, undefined, "segment trailer's reserved field is not 0");
+  }
   if (dataLength + footerLength + SEGMENT_TRAILER_BYTES !== objectSize) {
     throw new CorruptObjectError(
       key,
@@ -110,12 +118,18 @@ export function parseSegmentTrailer(bytes: Uint8Array, key: string, objectSize: 
       `segment is ${objectSize} bytes but its trailer describes ${dataLength + footerLength + SEGMENT_TRAILER_BYTES}`,
     );
   }
-  return { footerLength, footerSha256: bytes.slice(16, 48), dataLength };
+  return {
+    footerLength,
+    dataLength,
+    sha256: bytes.slice(TRAILER_SEALED, SEGMENT_TRAILER_BYTES),
+    sealed: bytes.slice(0, TRAILER_SEALED),
+  };
 }
 
 export function parseSegmentFooter(bytes: Uint8Array, key: string, trailer: SegmentTrailer): SegmentFooter {
-  if (bytes.byteLength !== trailer.footerLength || !equalBytes(sha256(bytes), trailer.footerSha256)) {
-    throw new CorruptObjectError(key, undefined, "segment footer fails its SHA-256 check");
+  const digest = createHash("sha256").update(bytes).update(trailer.sealed).digest();
+  if (bytes.byteLength !== trailer.footerLength || !equalBytes(digest, trailer.sha256)) {
+    throw new CorruptObjectError(key, undefined, "segment footer and trailer fail their SHA-256 check");
   }
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const count = dv.getUint32(16, true);
@@ -123,14 +137,28 @@ export function parseSegmentFooter(bytes: Uint8Array, key: string, trailer: Segm
     throw new CorruptObjectError(key, undefined, `segment footer length does not match ${count} blocks`);
   }
   const entries: SegmentFooterEntry[] = [];
+  let end = 0;
   for (let i = 0, at = FOOTER_HEAD; i < count; i++, at += FOOTER_ENTRY) {
     const codec = dv.getUint8(at + 40);
     const offset = dv.getUint32(at + 32, true);
     const length = dv.getUint32(at + 36, true);
-    if (!isKnownCodec(codec) || offset + length > trailer.dataLength) {
+    if (
+      !isKnownCodec(codec) ||
+      codec === Codec.zero ||
+      offset !== end ||
+      offset + length > trailer.dataLength
+    ) {
       throw new CorruptObjectError(key, undefined, `segment footer entry ${i} is invalid`);
     }
+    end = offset + length;
     entries.push({ sha256: bytes.slice(at, at + 32), offset, length, codec });
+  }
+  if (end !== trailer.dataLength) {
+    throw new CorruptObjectError(
+      key,
+      undefined,
+      `segment footer covers ${end} of ${trailer.dataLength} data bytes`,
+    );
   }
   return { segmentId: toHex(bytes.subarray(0, 16)), dataLength: trailer.dataLength, entries };
 }
@@ -183,7 +211,10 @@ export function openStoredBlock(
 /** Looks up blocks the group already stores, by SHA-256 of the raw block. */
 export interface DedupLookup {
   lookup(hashes: readonly Uint8Array[]): Promise<readonly (BlockRef | undefined)[]>;
-  /** Called by the writer for every block it stored (the ref is durable once the writer closes). */
+  /**
+   * Called by the writer for every block it stored, and only once the segment holding it was
+   * uploaded and the store confirmed it (never for a block of a failed upload).
+   */
   record?(hash: Uint8Array, ref: BlockRef): void;
 }
 
@@ -255,6 +286,7 @@ export class SegmentWriter {
   #spare: Buffer | undefined;
   #crc = 0;
   #entries: SegmentFooterEntry[] = [];
+  #refs: BlockRef[] = [];
   #size = 0;
   #uploading: Promise<void> | undefined;
   #closed = false;
@@ -330,7 +362,7 @@ export class SegmentWriter {
     this.#entries.push({ sha256: hash, offset: ref.offset, length: ref.length, codec });
     this.#size += data.byteLength;
     this.#seen.set(hex, ref);
-    this.#dedup?.record?.(hash, ref);
+    this.#refs.push(ref);
     this.stats.storedBlocks++;
     this.stats.storedBytes += data.byteLength;
     if (this.#size >= this.#target) await this.#seal();
@@ -379,10 +411,12 @@ export class SegmentWriter {
     buf.set(tail, this.#size);
     const crc = crc32(tail, this.#crc);
     const blocks = this.#entries.length;
+    const refs = this.#refs;
     this.#id = randomId();
     this.#buf = undefined;
     this.#crc = 0;
     this.#entries = [];
+    this.#refs = [];
     this.#size = 0;
     await this.#uploading; // at most one segment uploading while the next one fills
     const key = keys.segment(this.#repo, id);
@@ -393,6 +427,8 @@ export class SegmentWriter {
       this.#written.push({ segmentId: id, key, bytes, blocks });
       this.stats.segments++;
       if (buf.byteLength === this.#capacity && !this.#closed) this.#spare = buf;
+      // Durable now: only from here may other writers of this attempt reference these blocks.
+      for (const ref of refs) this.#dedup?.record?.(ref.sha256, ref);
     });
     // Surface an upload failure on the next add/close rather than as an unhandled rejection.
     this.#uploading.catch(() => {});

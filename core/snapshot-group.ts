@@ -13,6 +13,8 @@ export const SNAPSHOT_TAGS = {
   group: "cgmirror:group",
   generation: "cgmirror:generation",
   runId: "cgmirror:run-id",
+  /** The CloudFormation stack whose Snapshot task created the snapshot (only set in AWS). */
+  stack: "cgmirror:stack",
 } as const;
 
 export interface SnapshotRef {
@@ -43,13 +45,36 @@ export interface TaggedSnapshot extends SnapshotRef, SnapshotLabels {
   readonly startTime?: string;
 }
 
+/** At most this many volume ids in CreateSnapshots' `ExcludeDataVolumeIds` (EC2 API reference). */
+export const MAX_EXCLUDED_DATA_VOLUMES = 40;
+
+/**
+ * How the group volumes of one instance are snapshotted, decided before the freeze window (it needs
+ * DescribeInstances, which must not eat into the coordination time).
+ */
+export interface InstanceSnapshotPlan {
+  readonly instanceId: string;
+  /** The group's volumes on this instance. */
+  readonly volumeIds: readonly string[];
+  /** True unless the root volume is one of the group's volumes. */
+  readonly excludeBootVolume: boolean;
+  /** Attached data volumes that are not in the group. */
+  readonly excludeDataVolumeIds: readonly string[];
+}
+
 /** Creates, inspects and deletes EBS snapshots (EC2 in AWS, the volume simulator locally). */
 export interface SnapshotPort {
+  /**
+   * Looks the instance up (attached volumes, root device) and checks that the group's volumes are
+   * attached to it. Called before the freeze. A port without it is given no plan.
+   */
+  planInstanceSnapshots?(instanceId: string, volumeIds: readonly string[]): Promise<InstanceSnapshotPlan>;
   /** One crash-consistent request for these volumes of one instance (EC2 CreateSnapshots). */
   createInstanceSnapshots(
     instanceId: string,
     volumeIds: readonly string[],
     labels: SnapshotLabels,
+    plan?: InstanceSnapshotPlan,
   ): Promise<SnapshotRef[]>;
   /** One snapshot of a volume not attached to an instance listed in the group (EC2 CreateSnapshot). */
   createVolumeSnapshot(volumeId: string, labels: SnapshotLabels): Promise<SnapshotRef>;
@@ -172,6 +197,37 @@ export async function snapshotGroup(
   }
 
   const targets = config.freeze.enabled ? freezeTargets(config) : [];
+  const frozenInstances = new Set(targets.map((t) => t.instanceId));
+  // Describe every instance before the freeze window: the window holds the snapshot requests only.
+  const port = deps.snapshots;
+  const plans = new Map<string, InstanceSnapshotPlan>();
+  if (port.planInstanceSnapshots) {
+    const planned = await Promise.all(
+      [...byInstance].map(([instanceId, volumeIds]) => port.planInstanceSnapshots!(instanceId, volumeIds)),
+    );
+    for (const plan of planned) plans.set(plan.instanceId, plan);
+  }
+  // CreateSnapshots excludes at most 40 data volumes. Beyond that, one volume alone is still one point
+  // in time with CreateSnapshot; several need the freeze (their file systems hold still while each is
+  // snapshotted on its own), else the instance cannot be part of a crash-consistent group.
+  const perVolume = new Set<string>();
+  for (const plan of plans.values()) {
+    if (plan.excludeDataVolumeIds.length <= MAX_EXCLUDED_DATA_VOLUMES) continue;
+    if (plan.volumeIds.length === 1 || frozenInstances.has(plan.instanceId)) {
+      perVolume.add(plan.instanceId);
+      continue;
+    }
+    throw new SnapshotFailedError(
+      `instance ${plan.instanceId} has ${plan.excludeDataVolumeIds.length} attached data volumes outside the group; ` +
+        `CreateSnapshots can exclude at most ${MAX_EXCLUDED_DATA_VOLUMES}, so its ${plan.volumeIds.length} group volumes ` +
+        "(" +
+        plan.volumeIds.join(", ") +
+        ") cannot be snapshotted at one crash-consistent point. Enable freeze (with mount points) so that each " +
+        "volume can be snapshotted on its own while its file system is frozen, or keep at most 40 other data volumes " +
+        "attached. No snapshot was taken",
+    );
+  }
+
   const maxMs = config.freeze.maxCoordinationSeconds * 1000;
   const t0 = deps.clock.now();
   if (targets.length > 0) {
@@ -186,10 +242,12 @@ export async function snapshotGroup(
   }
 
   const requests: Promise<SnapshotRef[]>[] = [
-    ...[...byInstance].map(([instanceId, volumeIds]) =>
-      deps.snapshots.createInstanceSnapshots(instanceId, volumeIds, labels),
+    ...[...byInstance].flatMap(([instanceId, volumeIds]) =>
+      perVolume.has(instanceId)
+        ? volumeIds.map((volumeId) => port.createVolumeSnapshot(volumeId, labels).then((r) => [r]))
+        : [port.createInstanceSnapshots(instanceId, volumeIds, labels, plans.get(instanceId))],
     ),
-    ...detached.map((volumeId) => deps.snapshots.createVolumeSnapshot(volumeId, labels).then((r) => [r])),
+    ...detached.map((volumeId) => port.createVolumeSnapshot(volumeId, labels).then((r) => [r])),
   ];
   const settled = await Promise.allSettled(requests);
 
@@ -245,16 +303,35 @@ export interface CheckSnapshotsResult {
   readonly allCompleted: boolean;
   readonly completed: number;
   readonly pending: number;
+  /** Seconds to wait before the next check (the workflow's Wait state reads it). */
+  readonly waitSeconds: number;
+}
+
+/** The first wait between two snapshot checks, in seconds. */
+export const MIN_POLL_SECONDS = 15;
+/** The longest wait between two snapshot checks, in seconds. */
+export const MAX_POLL_SECONDS = 900;
+
+/**
+ * The wait before the next snapshot check: a tenth of the time waited so far, from 15 s up to 15 min,
+ * and never past the timeout by more than a second. A snapshot that takes days is checked about every
+ * 15 minutes: one day costs ~100 checks, ~900 history events (a Wait, a Task, a Choice each), far
+ * below Step Functions' 25,000; a fixed 30-second poll would pass 25,000 within a day.
+ */
+export function nextPollSeconds(waitedMs: number, remainingMs: number): number {
+  const backoff = Math.min(MAX_POLL_SECONDS, Math.max(MIN_POLL_SECONDS, Math.round(waitedMs / 10_000)));
+  return Math.max(1, Math.min(backoff, Math.ceil(remainingMs / 1000) + 1));
 }
 
 /**
- * Whether every snapshot of the group is `completed`.
+ * Whether every snapshot of the group is `completed`, and how long to wait before asking again.
+ * @param waitingSince when this run began to wait for them (its timeout counts from there)
  * @throws SnapshotFailedError when one is in `error`; SnapshotTimeoutError when `timeoutMinutes`
- *   have passed since `startedAt` and some are still pending.
+ *   have passed since `waitingSince` and some are still pending.
  */
 export async function checkSnapshots(
   refs: readonly SnapshotRef[],
-  startedAt: string,
+  waitingSince: string,
   timeoutMinutes: number,
   deps: { snapshots: SnapshotPort; clock: Clock },
 ): Promise<CheckSnapshotsResult> {
@@ -275,19 +352,24 @@ export async function checkSnapshots(
   }
   const completed = statuses.filter((s) => s.state === "completed").length;
   const pending = refs.length - completed;
+  const elapsedMs = deps.clock.now() - Date.parse(waitingSince);
   if (pending > 0) {
-    const elapsedMs = deps.clock.now() - Date.parse(startedAt);
     if (elapsedMs > timeoutMinutes * 60_000) {
       const slow = statuses.filter((s) => s.state !== "completed");
       throw new SnapshotTimeoutError(
         `${pending} snapshot(s) still not completed after ${Math.round(elapsedMs / 60_000)} min ` +
           `(snapshots.completionTimeoutMinutes = ${timeoutMinutes}): ${slow
             .map((s) => `${s.snapshotId} ${s.progress ?? s.state}`)
-            .join(", ")}`,
+            .join(", ")}; they are kept and the next run adopts them`,
       );
     }
   }
-  return { allCompleted: pending === 0, completed, pending };
+  return {
+    allCompleted: pending === 0,
+    completed,
+    pending,
+    waitSeconds: nextPollSeconds(elapsedMs, timeoutMinutes * 60_000 - elapsedMs),
+  };
 }
 
 /** Deletes every snapshot this run created (revert). Returns how many were deleted. */

@@ -4,17 +4,22 @@
  * (an index run of block → ref) and, last, its summary (docs/transfer.md, "Transfer worker").
  *
  * Idempotence: the summary object (`planKeys.shardSummary`) is written last and names exactly the
- * result run and the segments it references. When it exists a re-run returns it unchanged. When a
- * crash happened before it, a re-run transfers the shard again into fresh segments and overwrites
- * the result run; segments of the crashed attempt are referenced by nothing (GC removes them).
+ * result run (pinned by its checksum) and the segments it references. When it exists a re-run returns
+ * it unchanged. When a crash happened before it, a re-run transfers the shard again into fresh
+ * segments and a fresh result run (each attempt writes its own keys, so two deliveries running at once
+ * never mix); what the other attempt wrote is referenced by nothing (GC removes it). An attempt dedups
+ * only against committed blocks and blocks it uploaded itself.
  */
+
+import { z } from "zod";
 import { AimdLimiter, type AimdOptions, backoffMs } from "./aimd.ts";
 import { type BlockRef, ZERO_REF } from "./block-ref.ts";
-import { BLOCK_SIZE, equalBytes } from "./bytes.ts";
+import { BLOCK_SIZE, equalBytes, randomId } from "./bytes.ts";
 import { Codec, type CompressionChoice, type CompressionProbeOptions } from "./codec.ts";
-import { BlockIntegrityError, InvalidArgumentError } from "./errors.ts";
+import { BlockIntegrityError, CorruptObjectError, InvalidArgumentError } from "./errors.ts";
 import { IndexRunWriter, type RunInfo } from "./index-run.ts";
 import { assertName, assertRunId, keys, type Repo } from "./layout.ts";
+import { decodeMetadata, encodeMetadata, Sha256Hex } from "./metadata.ts";
 import type { ShardDescriptor } from "./planner.ts";
 import { type BlockData, type BlockSource, isBlockSourceError } from "./ports/block-source.ts";
 import { ObjectNotFoundError } from "./ports/object-store.ts";
@@ -514,7 +519,24 @@ function newStats(): ShardStats {
   };
 }
 
-/** Reads the summary of a finished shard, or undefined when the shard is not done. */
+const ShardSummarySchema = z.object({
+  runId: z.string(),
+  volumeId: z.string(),
+  shard: z.number().int().nonnegative(),
+  snapshotId: z.string(),
+  run: z.object({
+    key: z.string(),
+    entries: z.number().int().nonnegative(),
+    bytes: z.number().int().positive(),
+    pages: z.number().int().nonnegative(),
+    sha256: Sha256Hex,
+  }),
+  summaryKey: z.string(),
+  segments: z.array(z.string()),
+  stats: z.record(z.string(), z.number()),
+});
+
+/** Reads (and checks) the summary of a finished shard, or undefined when the shard is not done. */
 export async function readShardSummary(
   repo: Repo,
   runId: string,
@@ -524,14 +546,15 @@ export async function readShardSummary(
   const key = planKeys.shardSummary(repo, runId, volumeId, shard);
   try {
     const got = await repo.store.get(key);
-    const parsed = JSON.parse(new TextDecoder().decode(got.body)) as ShardResultSummary & { format?: string };
-    if (parsed.format !== "cgmirror.shard-result") return undefined;
-    const {
-      format: _f,
-      version: _v,
-      ...rest
-    } = parsed as ShardResultSummary & { format?: string; version?: string };
-    return { ...rest, reused: true };
+    const parsed = decodeMetadata(got.body, "cgmirror.shard-result", ShardSummarySchema, key, got.versionId);
+    if (parsed.runId !== runId || parsed.volumeId !== volumeId || parsed.shard !== shard) {
+      throw new CorruptObjectError(
+        key,
+        got.versionId,
+        `it is the summary of ${parsed.volumeId} shard ${parsed.shard} of run ${parsed.runId}`,
+      );
+    }
+    return { ...(parsed as unknown as Omit<ShardResultSummary, "reused">), reused: true };
   } catch (error) {
     if (error instanceof ObjectNotFoundError) return undefined;
     throw error;
@@ -773,9 +796,14 @@ export async function transferShard(
   }
 
   const segments = await writer.close();
-  const w = new IndexRunWriter(repo.store, keys.shardResult(repo, input.runId, d.volumeId, d.shard), {
-    metadata: { "cgmirror-run-id": input.runId, "cgmirror-shard": String(d.shard) },
-  });
+  const attempt = randomId().slice(0, 12);
+  const w = new IndexRunWriter(
+    repo.store,
+    keys.shardResult(repo, input.runId, d.volumeId, d.shard, attempt),
+    {
+      metadata: { "cgmirror-run-id": input.runId, "cgmirror-shard": String(d.shard) },
+    },
+  );
   let run: RunInfo;
   try {
     for (let pos = 0; pos < n; pos++) {
@@ -821,13 +849,9 @@ export async function transferShard(
   };
   await progress.finish();
   const { reused: _r, ...stored } = summary;
-  await repo.store.put(
-    summaryKey,
-    new TextEncoder().encode(
-      `${JSON.stringify({ format: "cgmirror.shard-result", version: "1.0", ...stored })}\n`,
-    ),
-    { contentType: "application/json" },
-  );
+  await repo.store.put(summaryKey, encodeMetadata("cgmirror.shard-result", stored), {
+    contentType: "application/json",
+  });
   return summary;
 }
 

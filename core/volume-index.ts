@@ -8,7 +8,14 @@ import {
   type HashRunRef,
   mergeDedupRuns,
 } from "./dedup-index.ts";
-import { CorruptObjectError, InvalidArgumentError } from "./errors.ts";
+import {
+  CorruptObjectError,
+  InvalidArgumentError,
+  UnsupportedFormatError,
+  VolumeShrunkError,
+} from "./errors.ts";
+import { readRetiredSegments } from "./gc-state.ts";
+import { getPinned } from "./generation.ts";
 import {
   type IndexPage,
   IndexRunReader,
@@ -18,13 +25,16 @@ import {
   type RunInfo,
 } from "./index-run.ts";
 import { assertName, assertRunId, generationName, keys, type Repo } from "./layout.ts";
-import { decodeMetadata, encodeMetadata } from "./metadata.ts";
-import { ObjectNotFoundError } from "./ports/object-store.ts";
+import { openMetadata, Sha256Hex, sealMetadata } from "./metadata.ts";
+import { ObjectNotFoundError, PreconditionFailedError } from "./ports/object-store.ts";
 
 const RunRefSchema = z.object({
+  /** Relative to the repository prefix. */
   key: z.string().min(1),
   entries: z.number().int().nonnegative(),
   bytes: z.number().int().positive(),
+  /** The run's checksum (its trailer's SHA-256): pins the exact run. */
+  sha256: Sha256Hex,
 });
 export type RunRef = z.infer<typeof RunRefSchema>;
 
@@ -36,6 +46,8 @@ const RootSchema = z.object({
   sizeBytes: z.number().int().nonnegative(),
   generation: z.number().int().positive(),
   runId: z.string(),
+  /** The fencing number of the run that wrote this version (Recover deletes only older runs' leftovers). */
+  fencing: z.number().int().positive(),
   createdAt: z.string(),
   base: RunRefSchema.nullable(),
   deltas: z.array(RunRefSchema),
@@ -83,18 +95,69 @@ export function planCompaction(
   return { kind: "deltas", from };
 }
 
-export async function readVolumeIndexRoot(
-  repo: Repo,
+/** Where one version of a volume's index root is (a manifest's `index` pin). */
+export interface RootPin {
+  readonly versionId: string | null;
+  /** The root's sealed SHA-256 (authoritative); omitted only to read the current version. */
+  readonly sha256?: string;
+}
+
+export interface RootState {
+  readonly root: VolumeIndexRoot;
+  readonly versionId: string | undefined;
+  readonly etag: string;
+  /** The root's sealed SHA-256: what a manifest pins. */
+  readonly sha256: string;
+}
+
+function openRoot(
+  body: Uint8Array,
+  key: string,
   volumeId: string,
-  versionId?: string,
-): Promise<{ root: VolumeIndexRoot; versionId: string | undefined; etag: string }> {
-  const key = keys.volumeIndex(repo, volumeId);
-  const got = await repo.store.get(key, versionId ? { versionId } : {});
-  const root = decodeMetadata(got.body, "cgmirror.volume-index", RootSchema, key, got.versionId);
+  versionId: string | undefined,
+  sha?: string,
+): { root: VolumeIndexRoot; sha256: string } {
+  const { value: root, sha256 } = openMetadata(
+    body,
+    "cgmirror.volume-index",
+    RootSchema,
+    key,
+    versionId,
+    sha,
+  );
   if (root.volumeId !== volumeId) {
-    throw new CorruptObjectError(key, got.versionId, `it describes volume ${root.volumeId}`);
+    throw new CorruptObjectError(key, versionId, `it describes volume ${root.volumeId}`);
   }
-  return { root, versionId: got.versionId, etag: got.etag };
+  return { root, sha256 };
+}
+
+/**
+ * Reads one version of a volume's index root. With a pin (a manifest's `index`), the version must be
+ * the pinned bytes (found by SHA-256 among the key's versions when the version id does not match,
+ * e.g. in a copy); without one, the current version is read.
+ */
+export async function readVolumeIndexRoot(repo: Repo, volumeId: string, pin?: RootPin): Promise<RootState> {
+  const key = keys.volumeIndex(repo, volumeId);
+  if (pin?.sha256 === undefined) {
+    const got = await repo.store.get(key, pin?.versionId ? { versionId: pin.versionId } : {});
+    const { root, sha256 } = openRoot(got.body, key, volumeId, got.versionId);
+    return { root, versionId: got.versionId, etag: got.etag, sha256 };
+  }
+  const sha = pin.sha256;
+  const { value, versionId, etag } = await getPinned(repo.store, key, pin.versionId, (body, v) =>
+    openRoot(body, key, volumeId, v, sha),
+  );
+  return { root: value.root, versionId, etag, sha256: value.sha256 };
+}
+
+/** The full keys of every run (block and dedup, with Bloom filters) a root names. */
+export function runKeysOf(repo: Repo, root: VolumeIndexRoot, from: string): string[] {
+  const dedup = root.dedup ? [...(root.dedup.base ? [root.dedup.base] : []), ...root.dedup.deltas] : [];
+  return [
+    ...(root.base ? [root.base.key] : []),
+    ...root.deltas.map((d) => d.key),
+    ...dedup.flatMap((d) => [d.key, d.bloomKey]),
+  ].map((k) => keys.resolve(repo, k, from));
 }
 
 /** A read-only view of one volume index version: base run + delta runs, newest wins. */
@@ -152,14 +215,10 @@ export class VolumeIndex {
   }
 }
 
-/** Opens one version of a volume's index (the one a generation manifest names). */
-export async function openVolumeIndex(
-  repo: Repo,
-  volumeId: string,
-  versionId?: string,
-): Promise<VolumeIndex> {
-  const { root, versionId: v } = await readVolumeIndexRoot(repo, volumeId, versionId);
-  return openVolumeIndexRoot(repo, root, v);
+/** Opens one version of a volume's index (the one a generation manifest pins). */
+export async function openVolumeIndex(repo: Repo, volumeId: string, pin?: RootPin): Promise<VolumeIndex> {
+  const { root, versionId } = await readVolumeIndexRoot(repo, volumeId, pin);
+  return openVolumeIndexRoot(repo, root, versionId);
 }
 
 export async function openVolumeIndexRoot(
@@ -167,9 +226,18 @@ export async function openVolumeIndexRoot(
   root: VolumeIndexRoot,
   versionId: string | undefined,
 ): Promise<VolumeIndex> {
+  const from = keys.volumeIndex(repo, root.volumeId);
   const runs = [...(root.base ? [root.base] : []), ...root.deltas];
-  const readers = await Promise.all(runs.map((r) => IndexRunReader.open(repo.store, r.key, r.bytes)));
+  const readers = await Promise.all(runs.map((r) => openRunRef(repo, r, from)));
   return new VolumeIndex(root, versionId, readers);
+}
+
+/** Opens a run a root names, checking its size and pinned checksum. */
+export function openRunRef(repo: Repo, ref: RunRef, from: string): Promise<IndexRunReader> {
+  return IndexRunReader.open(repo.store, keys.resolve(repo, ref.key, from), {
+    bytes: ref.bytes,
+    sha256: ref.sha256,
+  });
 }
 
 function runName(generation: number, kind: string): string {
@@ -192,25 +260,30 @@ async function mergeToRun(
   }
 }
 
-function toRunRef(info: RunInfo): RunRef {
-  return { key: info.key, entries: info.entries, bytes: info.bytes };
+function toRunRef(repo: Repo, info: RunInfo): RunRef {
+  return {
+    key: keys.relative(repo, info.key),
+    entries: info.entries,
+    bytes: info.bytes,
+    sha256: info.sha256,
+  };
 }
 
 export interface PrepareVolumeOptions {
   readonly volumeId: string;
   readonly runId: string;
+  /** The run's fencing number (recorded in the root; Recover deletes only older runs' leftovers). */
+  readonly fencing: number;
   readonly generation: number;
   readonly sizeBytes: number;
   /**
    * This run's changes for the volume: runs of (block → ref) written by the transfer shards
-   * (e.g. at `keys.shardResult`). Any order; where two shards name one block the later one wins.
+   * (e.g. at `keys.shardResult`), each pinned by its checksum. Any order; where two shards name one
+   * block the later one wins.
    */
   readonly changes: readonly RunInfo[];
-  /**
-   * The version of the index that the committed generation names (from its manifest), or null when
-   * the volume is new. @default read from HEAD's manifest
-   */
-  readonly previousVersionId: string | null;
+  /** The committed generation's pin of this volume's index (from its manifest), or null for a new volume. */
+  readonly previous: { readonly versionId: string | null; readonly sha256: string } | null;
   readonly policy?: CompactionPolicy;
   readonly runOptions?: IndexRunWriterOptions;
   /** Maintain the volume's dedup runs (hash → ref) for GroupDedup. @default true */
@@ -221,21 +294,46 @@ export interface PreparedVolume {
   readonly volumeId: string;
   readonly key: string;
   readonly versionId: string | undefined;
-  readonly etag: string;
+  /** The root's sealed SHA-256 (what the manifest pins). */
+  readonly sha256: string;
   readonly root: VolumeIndexRoot;
   /** True when no new version was written (nothing changed, or this run already prepared it). */
   readonly reused: boolean;
 }
 
 /**
- * Prepare (revertible): writes the volume's new index root as a new object version. Streams the
- * changes into one delta run, merges runs per the compaction policy, then PUTs the root with user
- * metadata `cgmirror-run-id`. Idempotent: when the current version was written by this run for this
- * generation it is returned as is. Revert deletes exactly the returned version id.
+ * The versions of a volume's index root written after `since` (newest first), with their roots.
+ * A version that cannot be read is reported with `root: undefined` (never guessed at).
  */
-export async function prepareVolume(repo: Repo, options: PrepareVolumeOptions): Promise<PreparedVolume> {
+export async function newerRootVersions(
+  repo: Repo,
+  volumeId: string,
+  since: string | null,
+): Promise<Array<{ versionId: string; root: VolumeIndexRoot | undefined; error?: unknown }>> {
+  const key = keys.volumeIndex(repo, volumeId);
+  const out: Array<{ versionId: string; root: VolumeIndexRoot | undefined; error?: unknown }> = [];
+  for await (const v of repo.store.listVersions(key)) {
+    if (v.key !== key) continue;
+    if (v.versionId === since) break; // older versions belong to committed generations
+    if (v.isDeleteMarker) continue;
+    try {
+      const got = await repo.store.get(key, { versionId: v.versionId });
+      out.push({ versionId: v.versionId, root: openRoot(got.body, key, volumeId, got.versionId).root });
+    } catch (error) {
+      if (error instanceof ObjectNotFoundError) continue; // deleted meanwhile
+      if (!(error instanceof CorruptObjectError) && !(error instanceof UnsupportedFormatError)) throw error;
+      out.push({ versionId: v.versionId, root: undefined, error });
+    }
+  }
+  return out;
+}
+
+function checkPrepareOptions(options: PrepareVolumeOptions): void {
   assertName("volume id", options.volumeId);
   assertRunId(options.runId);
+  if (!Number.isSafeInteger(options.fencing) || options.fencing < 1) {
+    throw new InvalidArgumentError(`expected a positive fencing number, got ${options.fencing}`);
+  }
   if (
     !Number.isSafeInteger(options.sizeBytes) ||
     options.sizeBytes < 0 ||
@@ -245,44 +343,67 @@ export async function prepareVolume(repo: Repo, options: PrepareVolumeOptions): 
       `expected a volume size in whole 512 KiB blocks, got ${options.sizeBytes}`,
     );
   }
+}
+
+/**
+ * Prepare (revertible): writes the volume's new index root as a new object version. Streams the
+ * changes into one delta run, merges runs per the compaction policy, then PUTs the root (recording
+ * the run id, its fencing number and the generation). Idempotent: a version this run already wrote
+ * for this generation (a retried or duplicated Prepare) is returned as is. Revert deletes exactly the
+ * returned version id. The caller checks the fence first (`assertFenced`).
+ * @throws VolumeShrunkError when the volume is smaller than in the committed generation
+ */
+export async function prepareVolume(repo: Repo, options: PrepareVolumeOptions): Promise<PreparedVolume> {
+  checkPrepareOptions(options);
   const key = keys.volumeIndex(repo, options.volumeId);
-  const latest = await readVolumeIndexRoot(repo, options.volumeId).catch((error: unknown) => {
-    if (error instanceof ObjectNotFoundError) return undefined;
-    throw error;
-  });
-  if (latest && latest.root.runId === options.runId && latest.root.generation === options.generation) {
-    return {
-      volumeId: options.volumeId,
-      key,
-      versionId: latest.versionId,
-      etag: latest.etag,
-      root: latest.root,
-      reused: true,
-    };
+  const previousState = options.previous
+    ? await readVolumeIndexRoot(repo, options.volumeId, options.previous)
+    : undefined;
+  const previous = previousState?.root ?? null;
+  if (previous && options.sizeBytes < previous.sizeBytes) {
+    throw new VolumeShrunkError(options.volumeId, previous.sizeBytes, options.sizeBytes);
   }
-  let previous: VolumeIndexRoot | null = null;
-  if (options.previousVersionId !== null) {
-    previous = (await readVolumeIndexRoot(repo, options.volumeId, options.previousVersionId)).root;
+  for (const v of await newerRootVersions(repo, options.volumeId, previousState?.versionId ?? null)) {
+    const r = v.root;
+    if (
+      r &&
+      r.runId === options.runId &&
+      r.fencing === options.fencing &&
+      r.generation === options.generation
+    ) {
+      const state = await readVolumeIndexRoot(repo, options.volumeId, { versionId: v.versionId });
+      return {
+        volumeId: options.volumeId,
+        key,
+        versionId: v.versionId,
+        sha256: state.sha256,
+        root: r,
+        reused: true,
+      };
+    }
   }
   const changed = options.changes.filter((c) => c.entries > 0);
-  if (previous && changed.length === 0 && previous.sizeBytes === options.sizeBytes) {
+  if (previousState && changed.length === 0 && previousState.root.sizeBytes === options.sizeBytes) {
     // Nothing changed: the generation names the previous version again; nothing to revert.
-    const etag = latest?.versionId === options.previousVersionId ? latest.etag : "";
     return {
       volumeId: options.volumeId,
       key,
-      versionId: options.previousVersionId ?? undefined,
-      etag,
-      root: previous,
+      versionId: previousState.versionId,
+      sha256: previousState.sha256,
+      root: previousState.root,
       reused: true,
     };
   }
+  const from = key;
   let written = 0;
   let newDelta: RunInfo | undefined;
   let base = previous?.base ?? null;
   let deltas = [...(previous?.deltas ?? [])];
+  const open = (runs: readonly RunRef[]) => Promise.all(runs.map((r) => openRunRef(repo, r, from)));
   if (changed.length > 0) {
-    const inputs = await Promise.all(changed.map((c) => IndexRunReader.open(repo.store, c.key, c.bytes)));
+    const inputs = await Promise.all(
+      changed.map((c) => IndexRunReader.open(repo.store, c.key, { bytes: c.bytes, sha256: c.sha256 })),
+    );
     const delta = await mergeToRun(
       repo,
       keys.volumeRun(repo, options.volumeId, runName(options.generation, "delta")),
@@ -291,35 +412,31 @@ export async function prepareVolume(repo: Repo, options: PrepareVolumeOptions): 
     );
     written += delta.bytes;
     newDelta = delta;
-    deltas.push(toRunRef(delta));
+    deltas.push(toRunRef(repo, delta));
     const plan = planCompaction(base, deltas, options.policy);
     if (plan.kind === "full" && base === null && deltas.length === 1) {
       // First generation of the volume: the delta is the base.
       base = deltas[0]!;
       deltas = [];
     } else if (plan.kind === "full") {
-      const runs = [...(base ? [base] : []), ...deltas];
-      const readers = await Promise.all(runs.map((r) => IndexRunReader.open(repo.store, r.key, r.bytes)));
       const merged = await mergeToRun(
         repo,
         keys.volumeRun(repo, options.volumeId, runName(options.generation, "base")),
-        readers,
+        await open([...(base ? [base] : []), ...deltas]),
         options.runOptions,
       );
       written += merged.bytes;
-      base = toRunRef(merged);
+      base = toRunRef(repo, merged);
       deltas = [];
     } else if (plan.from < deltas.length - 1) {
-      const tail = deltas.slice(plan.from);
-      const readers = await Promise.all(tail.map((r) => IndexRunReader.open(repo.store, r.key, r.bytes)));
       const merged = await mergeToRun(
         repo,
         keys.volumeRun(repo, options.volumeId, runName(options.generation, "merge")),
-        readers,
+        await open(deltas.slice(plan.from)),
         options.runOptions,
       );
       written += merged.bytes;
-      deltas = [...deltas.slice(0, plan.from), toRunRef(merged)];
+      deltas = [...deltas.slice(0, plan.from), toRunRef(repo, merged)];
     }
   }
   let dedup: DedupRuns | undefined = previous?.dedup;
@@ -334,21 +451,76 @@ export async function prepareVolume(repo: Repo, options: PrepareVolumeOptions): 
     sizeBytes: options.sizeBytes,
     generation: options.generation,
     runId: options.runId,
+    fencing: options.fencing,
     createdAt: new Date().toISOString(),
     base,
     deltas,
     writtenBytes: 0,
     ...(dedup ? { dedup } : {}),
   };
-  const probe = encodeMetadata("cgmirror.volume-index", rootBody);
-  rootBody.writtenBytes = written + probe.byteLength;
-  const bytes = encodeMetadata("cgmirror.volume-index", rootBody);
-  const put = await repo.store.put(key, bytes, {
-    metadata: { "cgmirror-run-id": options.runId, "cgmirror-generation": String(options.generation) },
-    contentType: "application/json",
-  });
-  const root = decodeMetadata(bytes, "cgmirror.volume-index", RootSchema, key, put.versionId);
-  return { volumeId: options.volumeId, key, versionId: put.versionId, etag: put.etag, root, reused: false };
+  const probe = sealMetadata("cgmirror.volume-index", rootBody);
+  rootBody.writtenBytes = written + probe.bytes.byteLength;
+  const sealed = sealMetadata("cgmirror.volume-index", rootBody);
+  // The new version is written conditionally on the version current a moment ago, so two deliveries of
+  // this Prepare running at once cannot both add a version: the loser finds the winner's and uses it.
+  for (let attempt = 0; attempt < 8; attempt++) {
+    const current = await repo.store.head(key);
+    if (attempt > 0) {
+      const mine = await findOwnVersion(repo, options, previousState?.versionId ?? null);
+      if (mine) return mine;
+    }
+    try {
+      const put = await repo.store.put(key, sealed.bytes, {
+        ...(current ? { ifMatch: current.etag } : { ifNoneMatch: "*" as const }),
+        metadata: {
+          "cgmirror-run-id": options.runId,
+          "cgmirror-fencing": String(options.fencing),
+          "cgmirror-generation": String(options.generation),
+        },
+        contentType: "application/json",
+      });
+      const root = openRoot(sealed.bytes, key, options.volumeId, put.versionId, sealed.sha256).root;
+      return {
+        volumeId: options.volumeId,
+        key,
+        versionId: put.versionId,
+        sha256: sealed.sha256,
+        root,
+        reused: false,
+      };
+    } catch (error) {
+      if (!(error instanceof PreconditionFailedError)) throw error;
+    }
+  }
+  throw new PreconditionFailedError(key, "the index root kept changing while this run prepared it");
+}
+
+/** The version of the index this run (run id + fencing) already wrote for this generation, if any. */
+async function findOwnVersion(
+  repo: Repo,
+  options: PrepareVolumeOptions,
+  since: string | null,
+): Promise<PreparedVolume | undefined> {
+  for (const v of await newerRootVersions(repo, options.volumeId, since)) {
+    const r = v.root;
+    if (
+      r &&
+      r.runId === options.runId &&
+      r.fencing === options.fencing &&
+      r.generation === options.generation
+    ) {
+      const state = await readVolumeIndexRoot(repo, options.volumeId, { versionId: v.versionId });
+      return {
+        volumeId: options.volumeId,
+        key: keys.volumeIndex(repo, options.volumeId),
+        versionId: v.versionId,
+        sha256: state.sha256,
+        root: r,
+        reused: true,
+      };
+    }
+  }
+  return undefined;
 }
 
 /** Adds this generation's dedup delta to the volume's dedup runs and compacts them (same policy). */
@@ -360,22 +532,29 @@ async function updateDedupRuns(
 ): Promise<{ runs: DedupRuns; written: number }> {
   const name = (kind: string) => keys.volumeRun(repo, options.volumeId, runName(options.generation, kind));
   const scratch = `${keys.runPrefix(repo, options.runId)}dedup-scratch/${options.volumeId}/`;
-  const fresh = await buildDedupDelta(repo.store, delta, name("dedup"), scratch);
+  const fresh = await buildDedupDelta(repo, delta, name("dedup"), scratch);
   if (!fresh) return { runs: current, written: 0 };
   const size = (r: HashRunRef) => r.bytes + r.bloomBytes;
   let written = size(fresh);
   let base = current.base;
   let deltas = [...current.deltas, fresh];
   const plan = planCompaction(base, deltas, options.policy);
+  // Merges leave out entries into segments prune retired (docs/format.md §10.2).
+  const retired = () => readRetiredSegments(repo).then((r) => r.retired);
   if (plan.kind === "full" && base === null && deltas.length === 1) {
     base = fresh;
     deltas = [];
   } else if (plan.kind === "full") {
-    base = await mergeDedupRuns(repo.store, [...(base ? [base] : []), ...deltas], name("dedup-base"));
+    base = await mergeDedupRuns(
+      repo,
+      [...(base ? [base] : []), ...deltas],
+      name("dedup-base"),
+      await retired(),
+    );
     written += size(base);
     deltas = [];
   } else if (plan.from < deltas.length - 1) {
-    const merged = await mergeDedupRuns(repo.store, deltas.slice(plan.from), name("dedup-merge"));
+    const merged = await mergeDedupRuns(repo, deltas.slice(plan.from), name("dedup-merge"), await retired());
     written += size(merged);
     deltas = [...deltas.slice(0, plan.from), merged];
   }

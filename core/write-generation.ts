@@ -1,13 +1,22 @@
 import type { BlockRef, IndexEntry } from "./block-ref.ts";
 import { ZERO_REF } from "./block-ref.ts";
 import { BLOCK_SIZE, equalBytes } from "./bytes.ts";
-import { type CommitResult, type CommitVolume, cleanupRun, commitGeneration } from "./commit.ts";
+import {
+  assertFenced,
+  type CommitResult,
+  type CommitVolume,
+  cleanupRun,
+  commitGeneration,
+  fenceHead,
+  type Lease,
+  recoverRun,
+} from "./commit.ts";
 import { GroupDedup } from "./dedup-index.ts";
-import { InvalidArgumentError } from "./errors.ts";
-import { type GenerationManifest, readCommittedManifest } from "./generation.ts";
+import { InvalidArgumentError, LockHeldError } from "./errors.ts";
+import type { GenerationManifest } from "./generation.ts";
 import { type IndexRunWriterOptions, type RunInfo, writeRun } from "./index-run.ts";
 import { keys, type Repo } from "./layout.ts";
-import type { LockLease } from "./lock.ts";
+import { acquireLock, releaseLock } from "./lock.ts";
 import {
   type DedupLookup,
   SegmentWriter,
@@ -121,13 +130,19 @@ export interface WriteGenerationOptions {
   readonly segments?: Omit<SegmentWriterOptions, "repo" | "dedup">;
   readonly policy?: CompactionPolicy;
   readonly runOptions?: IndexRunWriterOptions;
-  readonly lease?: LockLease;
-  /** Stop after Prepare (leave the run revertible). @default true */
+  /** A lease this caller already holds (and fenced). @default acquire the lock, recover, release after */
+  readonly lease?: Lease;
+  /** Stop after Prepare (leave the run revertible; the lock stays held). @default true */
   readonly commit?: boolean;
+  /** Lock lease when this call acquires the lock. @default 1 hour */
+  readonly lockTtlMs?: number;
+  /** The clock reading the lease starts from (tests: a lease that expired already). @default now */
+  readonly lockNow?: Date;
 }
 
 export interface WriteGenerationResult {
   readonly generation: number;
+  readonly fencing: number;
   readonly dedup: GroupDedup["stats"];
   readonly prepared: readonly PreparedVolume[];
   readonly shards: readonly ShardResult[];
@@ -135,45 +150,64 @@ export interface WriteGenerationResult {
 }
 
 /**
- * Backs up one generation in one process: Transfer (one shard per volume) → Prepare every volume →
- * Commit → cleanup. Volumes of the committed generation not named in `volumes` are carried over
- * unchanged. The same steps the workflow runs as separate tasks; used by tests and small groups.
+ * Backs up one generation in one process, through the same protocol the workflow runs as separate
+ * tasks: AcquireLock → Recover (fence) → Transfer (one shard per volume) → Prepare every volume →
+ * Commit → cleanup → ReleaseLock. Volumes of the committed generation not named in `volumes` are
+ * carried over unchanged. Used by tests, benchmarks and small groups.
+ * @throws LockHeldError when another live run holds the group's lock
  */
 export async function writeGeneration(
   repo: Repo,
   options: WriteGenerationOptions,
 ): Promise<WriteGenerationResult> {
-  const committed: GenerationManifest | undefined = await readCommittedManifest(repo);
+  let lease = options.lease;
+  if (!lease) {
+    const got = await acquireLock(repo, {
+      runId: options.runId,
+      ttlMs: options.lockTtlMs ?? 3_600_000,
+      ...(options.lockNow ? { now: options.lockNow } : {}),
+    });
+    if (!got.acquired) throw new LockHeldError(keys.lock(repo), got.holderRunId, got.expiresAt);
+    lease = { runId: options.runId, fencing: got.lease.fencing };
+    await recoverRun(repo, {
+      ...lease,
+      ...(got.takenOverFrom ? { deadRunId: got.takenOverFrom } : {}),
+      volumeIds: options.volumes.map((v) => v.volumeId),
+    });
+  }
+  const { committed: manifest } = await fenceHead(repo, lease);
+  const committed: GenerationManifest | undefined = manifest;
   const generation = (committed?.generation ?? 0) + 1;
-  // Group-wide dedup: every block the committed generation stores, plus what this run stored.
+  // Group-wide dedup: every block the committed generation stores, plus what this attempt uploaded.
   const dedup = await GroupDedup.open(repo, committed);
+  const session = dedup.session();
   const prepared: PreparedVolume[] = [];
   const shards: ShardResult[] = [];
   const commitVolumes: CommitVolume[] = [];
   for (const v of options.volumes) {
     const prev = committed?.volumes.find((x) => x.volumeId === v.volumeId);
-    const previous = prev
-      ? await openVolumeIndex(repo, v.volumeId, prev.indexVersionId ?? undefined)
-      : undefined;
+    const previous = prev ? await openVolumeIndex(repo, v.volumeId, prev.index) : undefined;
     const shard = await transferShard(repo, {
       runId: options.runId,
       volumeId: v.volumeId,
       shard: 0,
       blocks: v.blocks,
       sizeBytes: v.sizeBytes,
-      dedup,
+      dedup: session,
       ...(options.segments ? { segments: options.segments } : {}),
       ...(previous ? { previous } : {}),
       ...(options.runOptions ? { runOptions: options.runOptions } : {}),
     });
     shards.push(shard);
+    await assertFenced(repo, lease);
     const p = await prepareVolume(repo, {
       volumeId: v.volumeId,
       runId: options.runId,
+      fencing: lease.fencing,
       generation,
       sizeBytes: v.sizeBytes,
       changes: [shard.run],
-      previousVersionId: prev?.indexVersionId ?? null,
+      previous: prev?.index ?? null,
       ...(options.policy ? { policy: options.policy } : {}),
       ...(options.runOptions ? { runOptions: options.runOptions } : {}),
     });
@@ -182,7 +216,7 @@ export async function writeGeneration(
       volumeId: v.volumeId,
       sizeBytes: v.sizeBytes,
       sourceSnapshotId: v.sourceSnapshotId ?? null,
-      indexVersionId: p.versionId ?? null,
+      index: { versionId: p.versionId ?? null, sha256: p.sha256 },
       stats: {
         changedBlocks: shard.stats.blocks,
         storedBlocks: shard.stats.storedBlocks,
@@ -197,15 +231,15 @@ export async function writeGeneration(
     if (options.volumes.some((x) => x.volumeId === v.volumeId)) continue;
     commitVolumes.push({ ...v, stats: {} });
   }
-  if (options.commit === false)
-    return { generation, dedup: dedup.stats, prepared, shards, commit: undefined };
+  const base = { generation, fencing: lease.fencing, dedup: dedup.stats, prepared, shards };
+  if (options.commit === false) return { ...base, commit: undefined };
   const commit = await commitGeneration(repo, {
-    runId: options.runId,
+    ...lease,
     generation,
     pointInTime: options.pointInTime ?? new Date(),
     volumes: commitVolumes,
-    ...(options.lease ? { lease: options.lease } : {}),
   });
   await cleanupRun(repo, options.runId);
-  return { generation, dedup: dedup.stats, prepared, shards, commit };
+  if (!options.lease) await releaseLock(repo, lease);
+  return { ...base, commit };
 }

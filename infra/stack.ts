@@ -1,15 +1,19 @@
 /**
- * The deployable cgmirror stack: the repository bucket(s) and their key, one function per task,
- * the consistency-group state machine, one EventBridge Scheduler schedule per group, least-privilege
- * IAM, alarms to an encrypted SNS topic and a dashboard. Account/Region agnostic (synthesizes offline).
+ * The deployable cgmirror stack: the repository bucket(s) and their key, one function per task (shared
+ * by the groups), one consistency-group state machine per group (its timeout is the group's run
+ * timeout, which the group lock's lease always exceeds) with its own EventBridge Scheduler schedule,
+ * least-privilege IAM, alarms to an encrypted SNS topic and a dashboard. Account/Region agnostic
+ * (synthesizes offline).
  *
  * Construct ids are a contract: renaming one replaces the resource (the bucket and keys are
  * retained, but a new empty one would be created). docs/operations.md explains the operations side.
  */
+import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import {
   Aws,
   type CfnElement,
+  CfnOutput,
   Duration,
   RemovalPolicy,
   Stack,
@@ -28,19 +32,118 @@ import * as s3 from "aws-cdk-lib/aws-s3";
 import * as scheduler from "aws-cdk-lib/aws-scheduler";
 import * as schedulerTargets from "aws-cdk-lib/aws-scheduler-targets";
 import * as sns from "aws-cdk-lib/aws-sns";
+import * as sqs from "aws-cdk-lib/aws-sqs";
+import type * as ssm from "aws-cdk-lib/aws-ssm";
 import * as sfn from "aws-cdk-lib/aws-stepfunctions";
 import type { Construct } from "constructs";
-import type { GroupConfig } from "#core/group-config.ts";
+import { type GroupConfig, groupSetProblems } from "#core/group-config.ts";
 import { SNAPSHOT_TAGS } from "#core/snapshot-group.ts";
 import { COMMITTED_METRIC } from "#lambdas/commit.ts";
+import { NEEDS_REPAIR_METRIC } from "#lambdas/recover.ts";
 import { ConsistencyGroupWorkflow } from "#workflows/consistency-group.ts";
 import { TASK_NAMES, TASKS, type TaskName } from "#workflows/tasks.ts";
+import { FreezeDocuments } from "./freeze-documents.ts";
+import { GroupMaintenance } from "./maintenance.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
+
+/**
+ * The areas of a group's repository under its prefix (docs/format.md, "Key layout"): the HEAD object,
+ * and one folder each for the lock, committed-generation records, manifests, volume index roots and
+ * runs, segments, per-run scratch (plans, shard lists and results) and the pending snapshot set.
+ */
+export const REPOSITORY_AREAS = [
+  "HEAD",
+  "locks",
+  "commits",
+  "generations",
+  "volumes",
+  "segments",
+  "runs",
+  "gc",
+  "pending",
+  // Run records (docs/format.md §13): written by ReleaseLock, Revert and Recover; read only by the CLI.
+  "history",
+] as const;
+export type RepositoryArea = (typeof REPOSITORY_AREAS)[number];
+
+/** The key pattern of an area below the group prefix, as used in IAM resource ARNs. */
+export function areaPattern(area: RepositoryArea): string {
+  return area === "HEAD" ? "HEAD" : `${area}/*`;
+}
+
+export interface S3Access {
+  /** GetObject / GetObjectVersion (and listing the group prefix). */
+  readonly read: readonly RepositoryArea[];
+  /** PutObject and multipart uploads. */
+  readonly write: readonly RepositoryArea[];
+  /** DeleteObject without a version id: only a delete marker (scratch objects of the run). */
+  readonly deleteMarker: readonly RepositoryArea[];
+  /** DeleteObjectVersion: destroys a version; only where a task must undo or clean up. */
+  readonly deleteVersion: readonly RepositoryArea[];
+}
+
+/** Every area a run reads (run records are written by the lock and revert tasks, read only by the CLI). */
+const ALL_AREAS: readonly RepositoryArea[] = REPOSITORY_AREAS.filter((a) => a !== "history");
+
+/**
+ * What each task may do in the repository. Only Commit, Recover (which fences HEAD with its token) and
+ * the lock tasks touch HEAD and locks/ (the lock tasks read HEAD only); Transfer writes only segments/
+ * and runs/. docs/operations.md, "Permissions", has this table.
+ */
+export const TASK_S3_ACCESS: Readonly<Record<TaskName, S3Access>> = {
+  // AcquireLock reads HEAD's fence: a new lock's fencing number starts above it.
+  AcquireLock: { read: ["locks", "HEAD"], write: ["locks"], deleteMarker: [], deleteVersion: [] },
+  Recover: {
+    read: ALL_AREAS,
+    write: ["HEAD", "commits", "history"],
+    deleteMarker: [],
+    deleteVersion: ["volumes", "generations", "runs"],
+  },
+  // Snapshot records the snapshot set it takes and drops one it cannot adopt (pending/snapshot-set.json).
+  Snapshot: {
+    read: ["locks", "HEAD", "pending"],
+    write: ["pending"],
+    deleteMarker: [],
+    deleteVersion: ["pending"],
+  },
+  CheckSnapshots: { read: ["locks", "HEAD"], write: [], deleteMarker: [], deleteVersion: [] },
+  Plan: { read: ALL_AREAS, write: ["runs"], deleteMarker: ["runs"], deleteVersion: [] },
+  Transfer: {
+    // gc/: the retired-segment set (Transfer never dedups into a segment prune retired).
+    read: ["volumes", "segments", "runs", "commits", "generations", "HEAD", "gc"],
+    write: ["segments", "runs"],
+    deleteMarker: ["runs"],
+    deleteVersion: [],
+  },
+  Prepare: { read: ALL_AREAS, write: ["volumes", "runs"], deleteMarker: ["runs"], deleteVersion: [] },
+  Commit: { read: ALL_AREAS, write: ["generations", "HEAD", "commits"], deleteMarker: [], deleteVersion: [] },
+  Revert: {
+    read: ALL_AREAS,
+    write: ["history"],
+    deleteMarker: [],
+    deleteVersion: ["volumes", "generations", "runs", "segments", "pending"],
+  },
+  ReleaseLock: {
+    read: ["locks", "HEAD", "generations", "pending"],
+    write: ["locks", "history"],
+    deleteMarker: [],
+    deleteVersion: ["runs", "pending"],
+  },
+};
 
 /** CloudWatch namespace and Powertools service name of every function. */
 export const METRICS_NAMESPACE = "cgmirror";
 export const SERVICE_NAME = "cgmirror";
+
+/** Tasks that create, find or delete snapshots (they need the stack tag). */
+const SNAPSHOT_TASKS: ReadonlySet<TaskName> = new Set([
+  "Recover",
+  "Snapshot",
+  "CheckSnapshots",
+  "Revert",
+  "ReleaseLock",
+]);
 
 export interface CgmirrorStackProps extends StackProps {
   /** Parsed group configs (core/group-config.ts); at least one. */
@@ -55,11 +158,6 @@ export interface CgmirrorStackProps extends StackProps {
    * @default no subscription
    */
   readonly alarmEmail?: string;
-  /**
-   * Snapshot poll interval of the workflow.
-   * @default Duration.seconds(30)
-   */
-  readonly snapshotPollInterval?: Duration;
 }
 
 /** Why each accepted cdk-nag finding is acceptable. Every suppression in this stack uses one of these. */
@@ -67,11 +165,13 @@ const REASONS = {
   basicExecution:
     "AWSLambdaBasicExecutionRole only allows writing this function's CloudWatch Logs; it is the AWS-managed minimum for Lambda logging.",
   describeStar:
-    "ec2:DescribeSnapshots, ec2:DescribeInstances and ssm:GetCommandInvocation do not support resource-level permissions; they are read-only.",
+    "ec2:DescribeSnapshots, ec2:DescribeInstances, ssm:GetCommandInvocation and ssm:CancelCommand do not support resource-level permissions; CancelCommand only stops a command this role sent to an instance it may target.",
   snapshotStar:
     "Snapshot ids are created at run time, so snapshot ARNs end in /*; every such statement is conditioned on the cgmirror:group tag (aws:ResourceTag or aws:RequestTag) of this deployment's groups.",
   prefixStar:
-    "Objects are created at run time under each group's key prefix; access is limited to <bucket>/<group prefix>/* and list access to that prefix.",
+    "Objects are created at run time under each group's key prefix; each task gets only the areas of <bucket>/<group prefix>/ its step needs (TASK_S3_ACCESS) and list access to that prefix.",
+  deadLetterQueue:
+    "This queue is itself the dead-letter queue of the EventBridge Scheduler schedules; a dead-letter queue of a dead-letter queue adds nothing (its depth is alarmed).",
   kmsStar:
     "kms:GenerateDataKey* / kms:ReEncrypt* are the actions S3 needs for SSE-KMS; the statement names the one bucket key and is limited to calls via S3 (kms:ViaService).",
   xray: "X-Ray PutTraceSegments/PutTelemetryRecords do not support resource-level permissions (added by Tracing.ACTIVE).",
@@ -81,6 +181,8 @@ const REASONS = {
     "CloudWatch Logs vended log delivery for Step Functions requires logs:*LogDelivery actions on resource * (AWS documented requirement).",
   lambdaVersions:
     "Step Functions invokes the task functions by ARN; the :* suffix covers their versions/aliases (CDK's LambdaInvoke grant).",
+  ownExecutions:
+    "AcquireLock may describe the executions of this stack's state machines only (states:DescribeExecution): a live lock's holder is one of them, named by its run id, known only at run time.",
   accessLogBucket:
     "This bucket receives the repository bucket's server access logs; logging the log bucket itself would recurse.",
 };
@@ -93,8 +195,15 @@ export class StackPropsError extends Error {
 export class CgmirrorStack extends Stack {
   readonly buckets: ReadonlyMap<string, s3.Bucket>;
   readonly functions: Readonly<Record<TaskName, nodejs.NodejsFunction>>;
-  readonly workflow: ConsistencyGroupWorkflow;
+  /** One state machine per group, by group name. */
+  readonly workflows: ReadonlyMap<string, ConsistencyGroupWorkflow>;
   readonly alarmTopic: sns.Topic;
+  /** The freeze/thaw SSM documents; only when a group has `freeze.enabled`. */
+  readonly freezeDocuments: FreezeDocuments | undefined;
+  /** Receives schedule invocations that EventBridge Scheduler could not deliver. */
+  readonly scheduleDeadLetters: sqs.Queue;
+  /** Forget + prune on their own schedule (infra/maintenance.ts). */
+  readonly maintenance: GroupMaintenance;
 
   constructor(scope: Construct, id: string, props: CgmirrorStackProps) {
     super(scope, id, props);
@@ -103,6 +212,19 @@ export class CgmirrorStack extends Stack {
     const names = groups.map((g) => g.group);
     const dup = names.find((n, i) => names.indexOf(n) !== i);
     if (dup) throw new StackPropsError(`expected each group name once, got ${JSON.stringify(dup)} twice`);
+    const outputs = groups.map((g) => stateMachineOutputId(g.group));
+    const clash = outputs.find((o, i) => outputs.indexOf(o) !== i);
+    if (clash) {
+      throw new StackPropsError(
+        `expected group names that give distinct stack outputs, got two whose state machine output is ${clash} (they differ only in - or _); rename one`,
+      );
+    }
+    const set = groupSetProblems(groups);
+    if (set.length > 0) {
+      throw new StackPropsError(
+        `the group configs do not fit one deployment:\n${set.map((p) => `  - ${p.path}: ${p.message}`).join("\n")}`,
+      );
+    }
 
     // ---------------------------------------------------------------- storage
     const key = new kms.Key(this, "RepositoryKey", {
@@ -146,6 +268,11 @@ export class CgmirrorStack extends Stack {
     }
     this.buckets = buckets;
 
+    // ---------------------------------------------------------------- freeze documents
+    this.freezeDocuments = groups.some((g) => g.freeze.enabled)
+      ? new FreezeDocuments(this, "FreezeDocuments")
+      : undefined;
+
     // ---------------------------------------------------------------- functions
     const functions = {} as Record<TaskName, nodejs.NodejsFunction>;
     for (const task of TASK_NAMES) {
@@ -174,6 +301,14 @@ export class CgmirrorStack extends Stack {
           // glibc returns big block buffers to the OS at once: bounds the transfer worker's RSS
           // (docs/transfer.md, "Memory").
           ...(task === "Transfer" ? { MALLOC_MMAP_THRESHOLD_: "131072" } : {}),
+          // Snapshots are tagged with the stack: IAM lets it delete only its own (docs/operations.md).
+          ...(SNAPSHOT_TASKS.has(task) ? { CGM_STACK_NAME: this.stackName } : {}),
+          ...(task === "Snapshot" && this.freezeDocuments
+            ? {
+                CGM_FREEZE_DOCUMENT: this.freezeDocuments.freeze.ref,
+                CGM_THAW_DOCUMENT: this.freezeDocuments.thaw.ref,
+              }
+            : {}),
         },
         bundling: {
           forceDockerBundling: false,
@@ -183,6 +318,8 @@ export class CgmirrorStack extends Stack {
           keepNames: true,
           sourceMap: true,
           sourcesContent: false,
+          // esbuild prints only errors (no per-bundle size lines on every synth).
+          logLevel: nodejs.LogLevel.ERROR,
           // Bundle the AWS SDK too: the versions tested are the versions deployed.
           externalModules: [],
           banner:
@@ -193,23 +330,50 @@ export class CgmirrorStack extends Stack {
     this.functions = functions;
     this.grantTaskPermissions(groups, key);
 
-    // ---------------------------------------------------------------- workflow
+    // ---------------------------------------------------------------- workflows (one per group)
     const sfnLogs = new logs.LogGroup(this, "WorkflowLogs", {
       logGroupName: `/aws/vendedlogs/states/${this.stackName}-consistency-group`,
       retention: logs.RetentionDays.THREE_MONTHS,
       removalPolicy: RemovalPolicy.DESTROY,
     });
-    const maxRunMinutes = Math.max(...groups.map((g) => g.runTimeoutMinutes));
-    this.workflow = new ConsistencyGroupWorkflow(this, "Workflow", {
-      functions,
-      timeout: Duration.minutes(maxRunMinutes),
-      ...(props.snapshotPollInterval ? { snapshotPollInterval: props.snapshotPollInterval } : {}),
-      logs: { destination: sfnLogs, level: sfn.LogLevel.ALL, includeExecutionData: true },
-      tracingEnabled: true,
-    });
-    const stateMachine = this.workflow.stateMachine;
+    const workflows = new Map<string, ConsistencyGroupWorkflow>();
+    for (const g of groups) {
+      workflows.set(
+        g.group,
+        new ConsistencyGroupWorkflow(this, `Workflow-${g.group}`, {
+          functions,
+          stateMachineName: stateMachineNameOf(this.stackName, g.group),
+          // The group's own run timeout; its lock lease is this + LOCK_MARGIN_MINUTES.
+          timeout: Duration.minutes(g.runTimeoutMinutes),
+          logs: { destination: sfnLogs, level: sfn.LogLevel.ALL, includeExecutionData: true },
+          tracingEnabled: true,
+        }),
+      );
+    }
+    this.workflows = workflows;
+    const machineOf = (g: GroupConfig) => (workflows.get(g.group) as ConsistencyGroupWorkflow).stateMachine;
+    // AcquireLock asks whether a live lock's holder (an execution of the group's state machine) still
+    // runs: DescribeExecution on these state machines' executions only. The ARNs are built from the
+    // names (a reference to the state machines would make a cycle: they invoke the function).
+    functions.AcquireLock.addToRolePolicy(
+      new iam.PolicyStatement({
+        sid: "DescribeOwnExecutions",
+        actions: ["states:DescribeExecution"],
+        resources: groups.map(
+          (g) =>
+            `arn:${Aws.PARTITION}:states:${Aws.REGION}:${Aws.ACCOUNT_ID}:execution:${stateMachineNameOf(this.stackName, g.group)}:*`,
+        ),
+      }),
+    );
 
     // ---------------------------------------------------------------- schedules
+    // Invocations the Scheduler could not deliver (after its retries) land here, with an alarm below.
+    // SSE-SQS: the Scheduler's role can send without a KMS grant (a customer key would need one).
+    this.scheduleDeadLetters = new sqs.Queue(this, "ScheduleDeadLetters", {
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      retentionPeriod: Duration.days(14),
+    });
     for (const g of groups) {
       new scheduler.Schedule(this, `Schedule-${g.group}`, {
         description: `cgmirror: back up consistency group ${g.group}`,
@@ -218,10 +382,11 @@ export class CgmirrorStack extends Stack {
           cdkTimeZone(g.schedule.timezone),
         ),
         enabled: g.schedule.enabled,
-        target: new schedulerTargets.StepFunctionsStartExecution(stateMachine, {
+        target: new schedulerTargets.StepFunctionsStartExecution(machineOf(g), {
           input: scheduler.ScheduleTargetInput.fromObject({ config: g }),
           retryAttempts: 3,
           maxEventAge: Duration.hours(1),
+          deadLetterQueue: this.scheduleDeadLetters,
         }),
       });
     }
@@ -250,38 +415,40 @@ export class CgmirrorStack extends Stack {
       });
     }
     const action = new cwActions.SnsAction(this.alarmTopic);
-    const failedRuns = new cloudwatch.MathExpression({
-      label: "Failed, timed out or aborted runs",
-      expression: "failed + timedOut + aborted",
-      usingMetrics: {
-        failed: stateMachine.metricFailed({ statistic: "Sum" }),
-        timedOut: stateMachine.metricTimedOut({ statistic: "Sum" }),
-        aborted: stateMachine.metricAborted({ statistic: "Sum" }),
-      },
-      period: Duration.minutes(5),
-    });
-    const runFailed = new cloudwatch.Alarm(this, "RunFailedAlarm", {
+    const undelivered = new cloudwatch.Alarm(this, "ScheduleDeadLetterAlarm", {
       alarmDescription:
-        "A cgmirror run failed (it reverted; the previous consistency group is intact). See docs/operations.md, Alarms.",
-      metric: failedRuns,
+        "EventBridge Scheduler could not start a cgmirror run (the invocation is in the dead-letter queue). See docs/operations.md, Alarms.",
+      metric: this.scheduleDeadLetters.metricApproximateNumberOfMessagesVisible({
+        statistic: "Maximum",
+        period: Duration.minutes(5),
+      }),
       threshold: 1,
       evaluationPeriods: 1,
       comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
-    runFailed.addAlarmAction(action);
+    undelivered.addAlarmAction(action);
+
+    this.maintenance = new GroupMaintenance(this, "Maintenance", {
+      groups,
+      repositoryKey: key,
+      alarmAction: action,
+      scheduleDeadLetters: this.scheduleDeadLetters,
+      serviceName: SERVICE_NAME,
+      metricsNamespace: METRICS_NAMESPACE,
+    });
 
     const dashboard = new cloudwatch.Dashboard(this, "Dashboard", {
       dashboardName: `${this.stackName}-cgmirror`,
     });
     dashboard.addWidgets(
       new cloudwatch.GraphWidget({
-        title: "Runs",
-        left: [
-          stateMachine.metricStarted({ statistic: "Sum" }),
-          stateMachine.metricSucceeded({ statistic: "Sum" }),
-          stateMachine.metricFailed({ statistic: "Sum" }),
-        ],
+        title: "Runs (all groups)",
+        left: groups.flatMap((g) => [
+          machineOf(g).metricStarted({ statistic: "Sum", label: `${g.group} started` }),
+          machineOf(g).metricSucceeded({ statistic: "Sum", label: `${g.group} succeeded` }),
+          machineOf(g).metricFailed({ statistic: "Sum", label: `${g.group} failed` }),
+        ]),
         width: 12,
       }),
       new cloudwatch.GraphWidget({
@@ -293,6 +460,27 @@ export class CgmirrorStack extends Stack {
     );
     for (const g of groups) {
       const dims = { service: SERVICE_NAME, Group: g.group };
+      const machine = machineOf(g);
+      const runFailed = new cloudwatch.Alarm(this, `RunFailedAlarm-${g.group}`, {
+        alarmDescription:
+          `A cgmirror run of ${g.group} failed, timed out or was aborted (a failed run reverted; the previous consistency group is intact). ` +
+          "See docs/operations.md, Alarms.",
+        metric: new cloudwatch.MathExpression({
+          label: `Failed, timed out or aborted runs of ${g.group}`,
+          expression: "failed + timedOut + aborted",
+          usingMetrics: {
+            failed: machine.metricFailed({ statistic: "Sum" }),
+            timedOut: machine.metricTimedOut({ statistic: "Sum" }),
+            aborted: machine.metricAborted({ statistic: "Sum" }),
+          },
+          period: Duration.minutes(5),
+        }),
+        threshold: 1,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      });
+      runFailed.addAlarmAction(action);
       const rpo = rpoAlarmShape(g);
       const committed = new cloudwatch.Metric({
         namespace: METRICS_NAMESPACE,
@@ -315,6 +503,27 @@ export class CgmirrorStack extends Stack {
       });
       rpoAlarm.addAlarmAction(action);
       rpoAlarm.addOkAction(action);
+      // A run stopped on an ambiguous repository (HEAD missing, deleted or rolled back): nothing was
+      // changed, and no run will commit until `cgmirror repair` is run. Page at once.
+      const needsRepair = new cloudwatch.Alarm(this, `RepairAlarm-${g.group}`, {
+        alarmDescription:
+          `The repository of ${g.group} needs repair (RepositoryStateError): runs stop without changing anything. ` +
+          "Run `cgmirror repair --group " +
+          `${g.group}` +
+          "` (docs/operations.md, Repair).",
+        metric: new cloudwatch.Metric({
+          namespace: METRICS_NAMESPACE,
+          metricName: NEEDS_REPAIR_METRIC,
+          dimensionsMap: dims,
+          statistic: "Sum",
+          period: Duration.minutes(5),
+        }),
+        threshold: 1,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      });
+      needsRepair.addAlarmAction(action);
       dashboard.addWidgets(
         new cloudwatch.GraphWidget({
           title: `${g.group}: commits and coordination time`,
@@ -343,63 +552,148 @@ export class CgmirrorStack extends Stack {
         }),
         new cloudwatch.AlarmStatusWidget({
           title: `${g.group}: alarms`,
-          alarms: [rpoAlarm, runFailed],
+          alarms: [rpoAlarm, needsRepair, runFailed],
           width: 24,
         }),
       );
     }
 
+    // ---------------------------------------------------------------- outputs (README, docs/operations.md)
+    for (const g of groups) {
+      new CfnOutput(this, stateMachineOutputId(g.group), {
+        description: `The state machine of group ${g.group}: cgmirror backup --group ${g.group} --state-machine-arn <this> (or CGM_STATE_MACHINE_ARN)`,
+        value: machineOf(g).stateMachineArn,
+      });
+    }
+    let bucketIndex = 0;
+    for (const [bucketName, bucket] of buckets) {
+      new CfnOutput(this, bucketIndex === 0 ? "BucketName" : `BucketName${bucketIndex}`, {
+        description: `Repository bucket ${bucketName} (CGM_BUCKET for cgmirror status/restore/verify)`,
+        value: bucket.bucketName,
+      });
+      bucketIndex++;
+    }
+    new CfnOutput(this, "DashboardName", {
+      description: "The CloudWatch dashboard of this deployment",
+      value: dashboard.dashboardName,
+    });
+    new CfnOutput(this, "DashboardUrl", {
+      description: "Console link to the dashboard",
+      value: `https://console.aws.amazon.com/cloudwatch/home?region=${Aws.REGION}#dashboards:name=${dashboard.dashboardName}`,
+    });
+    // The roles a customer-managed volume key's policy must allow (docs/operations.md, "Encrypted volumes").
+    new CfnOutput(this, "PlanRoleArn", {
+      description: "Role of the Plan task (needs kms:Decrypt/DescribeKey via EBS on encrypted volumes' keys)",
+      value: functions.Plan.role?.roleArn ?? "",
+    });
+    new CfnOutput(this, "TransferRoleArn", {
+      description:
+        "Role of the Transfer task (needs kms:Decrypt/DescribeKey via EBS on encrypted volumes' keys)",
+      value: functions.Transfer.role?.roleArn ?? "",
+    });
+    new CfnOutput(this, "ScheduleDeadLetterQueueUrl", {
+      description: "Schedule invocations that could not be delivered",
+      value: this.scheduleDeadLetters.queueUrl,
+    });
+
     this.suppressAcceptedFindings(groups);
   }
 
-  /** Least privilege per task (DESIGN.md section 2; docs/operations.md, "Permissions"). */
+  /**
+   * Least privilege per task (DESIGN.md section 2; docs/operations.md, "Permissions"). S3 access is
+   * granted per repository area (`REPOSITORY_AREAS`) as `TASK_S3_ACCESS` says.
+   */
   private grantTaskPermissions(groups: readonly GroupConfig[], key: kms.IKey): void {
     const f = this.functions;
     const p = Aws.PARTITION;
     const snapshotArn = `arn:${p}:ec2:${Aws.REGION}::snapshot/*`;
     const groupNames = groups.map((g) => g.group);
     const taggedForGroups = { StringEquals: { [`aws:ResourceTag/${SNAPSHOT_TAGS.group}`]: groupNames } };
-    const objectArns = groups.map((g) => `arn:${p}:s3:::${g.target.bucket}/${g.target.prefix}/*`);
     const bucketsOf = [...new Set(groups.map((g) => g.target.bucket))];
     const prefixes = groups.flatMap((g) => [g.target.prefix, `${g.target.prefix}/*`]);
+    const areaArns = (areas: readonly RepositoryArea[]) =>
+      groups.flatMap((g) =>
+        areas.map((a) => `arn:${p}:s3:::${g.target.bucket}/${g.target.prefix}/${areaPattern(a)}`),
+      );
+    const ec2Arn = (type: string, id: string) => `arn:${p}:ec2:${Aws.REGION}:${Aws.ACCOUNT_ID}:${type}/${id}`;
+    const volumes = groups.flatMap((g) => g.volumes);
 
-    const s3Read = new iam.PolicyStatement({
-      sid: "RepositoryRead",
-      actions: ["s3:GetObject", "s3:GetObjectVersion"],
-      resources: objectArns,
-    });
-    const s3Write = new iam.PolicyStatement({
-      sid: "RepositoryWrite",
-      actions: ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
-      resources: objectArns,
-    });
-    const s3Delete = new iam.PolicyStatement({
-      sid: "RepositoryDeleteVersion",
-      actions: ["s3:DeleteObjectVersion"],
-      resources: objectArns,
-    });
     const s3List = new iam.PolicyStatement({
       sid: "RepositoryList",
       actions: ["s3:ListBucket", "s3:ListBucketVersions"],
       resources: bucketsOf.map((b) => `arn:${p}:s3:::${b}`),
       conditions: { StringLike: { "s3:prefix": prefixes } },
     });
-    const kmsUse = new iam.PolicyStatement({
-      sid: "RepositoryKey",
-      actions: ["kms:Decrypt", "kms:GenerateDataKey*"],
-      resources: [key.keyArn],
-      conditions: { StringEquals: { "kms:ViaService": `s3.${Aws.REGION}.amazonaws.com` } },
-    });
+    const viaS3 = { StringEquals: { "kms:ViaService": `s3.${Aws.REGION}.amazonaws.com` } };
+    const s3Statements = (task: TaskName): iam.PolicyStatement[] => {
+      const access = TASK_S3_ACCESS[task];
+      const out: iam.PolicyStatement[] = [];
+      if (access.read.length > 0) {
+        out.push(
+          new iam.PolicyStatement({
+            sid: "RepositoryRead",
+            actions: ["s3:GetObject", "s3:GetObjectVersion"],
+            resources: areaArns(access.read),
+          }),
+          s3List,
+        );
+      }
+      if (access.write.length > 0) {
+        out.push(
+          new iam.PolicyStatement({
+            sid: "RepositoryWrite",
+            actions: ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+            resources: areaArns(access.write),
+          }),
+        );
+      }
+      if (access.deleteMarker.length > 0) {
+        out.push(
+          new iam.PolicyStatement({
+            sid: "RepositoryDeleteScratch",
+            actions: ["s3:DeleteObject"],
+            resources: areaArns(access.deleteMarker),
+          }),
+        );
+      }
+      if (access.deleteVersion.length > 0) {
+        out.push(
+          new iam.PolicyStatement({
+            sid: "RepositoryDeleteVersion",
+            actions: ["s3:DeleteObjectVersion"],
+            resources: areaArns(access.deleteVersion),
+          }),
+        );
+      }
+      out.push(
+        new iam.PolicyStatement({
+          sid: "RepositoryKey",
+          actions: access.write.length > 0 ? ["kms:Decrypt", "kms:GenerateDataKey*"] : ["kms:Decrypt"],
+          resources: [key.keyArn],
+          conditions: viaS3,
+        }),
+      );
+      return out;
+    };
+
     const describeSnapshots = new iam.PolicyStatement({
       sid: "DescribeSnapshots",
       actions: ["ec2:DescribeSnapshots"],
       resources: ["*"],
     });
+    // Only snapshots this stack created (its stack tag) of the configured volumes, for these groups:
+    // never a snapshot that merely carries a group tag.
     const deleteSnapshots = new iam.PolicyStatement({
-      sid: "DeleteGroupSnapshots",
+      sid: "DeleteOwnGroupSnapshots",
       actions: ["ec2:DeleteSnapshot"],
       resources: [snapshotArn],
-      conditions: taggedForGroups,
+      conditions: {
+        StringEquals: {
+          [`aws:ResourceTag/${SNAPSHOT_TAGS.group}`]: groupNames,
+          [`aws:ResourceTag/${SNAPSHOT_TAGS.stack}`]: this.stackName,
+        },
+        ArnEquals: { "ec2:ParentVolume": volumes.map((v) => ec2Arn("volume", v.id)) },
+      },
     });
     const ebsList = new iam.PolicyStatement({
       sid: "EbsDirectList",
@@ -413,29 +707,42 @@ export class CgmirrorStack extends Stack {
       resources: [snapshotArn],
       conditions: taggedForGroups,
     });
+    // Encrypted volumes: their snapshots can be read only with their KMS key, and only through EBS.
+    const volumeKeys = [...new Set(volumes.flatMap((v) => (v.kmsKeyArn ? [v.kmsKeyArn] : [])))].sort();
+    const ebsKeys =
+      volumeKeys.length > 0
+        ? [
+            new iam.PolicyStatement({
+              sid: "EncryptedVolumeKeys",
+              actions: ["kms:Decrypt", "kms:DescribeKey"],
+              resources: volumeKeys,
+              conditions: { StringEquals: { "kms:ViaService": `ebs.${Aws.REGION}.amazonaws.com` } },
+            }),
+          ]
+        : [];
 
-    const s3Full = [s3Read, s3Write, s3List, kmsUse];
     const grant = (task: TaskName, statements: iam.PolicyStatement[]) => {
-      for (const s of statements) f[task].addToRolePolicy(s);
+      for (const s of [...s3Statements(task), ...statements]) f[task].addToRolePolicy(s);
     };
-    grant("AcquireLock", s3Full);
-    grant("Recover", [...s3Full, s3Delete, describeSnapshots, deleteSnapshots]);
+    grant("AcquireLock", []);
+    grant("Recover", [describeSnapshots, deleteSnapshots]);
     grant("CheckSnapshots", [describeSnapshots]);
-    grant("Plan", [...s3Full, describeSnapshots, ebsList]);
-    grant("Transfer", [...s3Full, ebsList, ebsRead]);
-    grant("Prepare", s3Full);
-    grant("Commit", s3Full);
-    grant("Revert", [...s3Full, s3Delete, describeSnapshots, deleteSnapshots]);
-    grant("ReleaseLock", [...s3Full, s3Delete, describeSnapshots, deleteSnapshots]);
+    grant("Plan", [describeSnapshots, ebsList, ...ebsKeys]);
+    grant("Transfer", [ebsList, ebsRead, ...ebsKeys]);
+    grant("Prepare", []);
+    grant("Commit", []);
+    grant("Revert", [describeSnapshots, deleteSnapshots]);
+    grant("ReleaseLock", [describeSnapshots, deleteSnapshots]);
 
     // Snapshot: create snapshots of exactly the group's volumes / instances, tagged for the group.
-    const volumes = groups.flatMap((g) => g.volumes);
     const instances = [...new Set(volumes.flatMap((v) => (v.instanceId ? [v.instanceId] : [])))];
-    const ec2Arn = (type: string, id: string) => `arn:${p}:ec2:${Aws.REGION}:${Aws.ACCOUNT_ID}:${type}/${id}`;
-    const requestTagged = { StringEquals: { [`aws:RequestTag/${SNAPSHOT_TAGS.group}`]: groupNames } };
+    const requestTagged = {
+      StringEquals: {
+        [`aws:RequestTag/${SNAPSHOT_TAGS.group}`]: groupNames,
+        [`aws:RequestTag/${SNAPSHOT_TAGS.stack}`]: this.stackName,
+      },
+    };
     const snapshotStatements = [
-      s3Read, // the lock check before snapshotting
-      kmsUse,
       describeSnapshots,
       deleteSnapshots,
       new iam.PolicyStatement({
@@ -464,25 +771,29 @@ export class CgmirrorStack extends Stack {
         conditions: { StringEquals: { "ec2:CreateAction": ["CreateSnapshot", "CreateSnapshots"] } },
       }),
     ];
-    const frozen = groups.filter((g) => g.freeze.enabled);
-    const freezeInstances = [
-      ...new Set(
-        frozen.flatMap((g) => g.volumes.flatMap((v) => (v.instanceId && v.mountPoint ? [v.instanceId] : []))),
-      ),
-    ];
-    if (freezeInstances.length > 0) {
+    if (this.freezeDocuments) {
+      const frozen = groups.filter((g) => g.freeze.enabled);
+      const freezeInstances = [
+        ...new Set(
+          frozen.flatMap((g) =>
+            g.volumes.flatMap((v) => (v.instanceId && v.mountPoint ? [v.instanceId] : [])),
+          ),
+        ),
+      ];
+      const docArn = (d: ssm.CfnDocument) => `arn:${p}:ssm:${Aws.REGION}:${Aws.ACCOUNT_ID}:document/${d.ref}`;
       snapshotStatements.push(
         new iam.PolicyStatement({
-          sid: "FreezeViaRunShellScript",
+          sid: "FreezeWithOwnDocuments",
           actions: ["ssm:SendCommand"],
           resources: [
-            `arn:${p}:ssm:${Aws.REGION}::document/AWS-RunShellScript`,
+            docArn(this.freezeDocuments.freeze),
+            docArn(this.freezeDocuments.thaw),
             ...freezeInstances.map((i) => ec2Arn("instance", i)),
           ],
         }),
         new iam.PolicyStatement({
           sid: "FreezeCommandStatus",
-          actions: ["ssm:GetCommandInvocation"],
+          actions: ["ssm:GetCommandInvocation", "ssm:CancelCommand"],
           resources: ["*"],
         }),
       );
@@ -510,25 +821,44 @@ export class CgmirrorStack extends Stack {
         reason: REASONS.snapshotStar,
       });
       for (const g of groups) {
-        v.acknowledge({
-          id: nag(`IAM5[Resource::arn:<AWS::Partition>:s3:::${g.target.bucket}/${g.target.prefix}/*]`),
-          reason: REASONS.prefixStar,
-        });
+        for (const area of REPOSITORY_AREAS.filter((a) => a !== "HEAD")) {
+          v.acknowledge({
+            id: nag(
+              `IAM5[Resource::arn:<AWS::Partition>:s3:::${g.target.bucket}/${g.target.prefix}/${areaPattern(area)}]`,
+            ),
+            reason: REASONS.prefixStar,
+          });
+        }
       }
     }
-    const machine = this.workflow.stateMachine;
-    const v = Validations.of(machine);
-    v.acknowledge({ id: nag("IAM5[Resource::*]"), reason: `${REASONS.logDelivery} ${REASONS.xray}` });
-    for (const fn of Object.values(this.functions)) {
-      v.acknowledge({ id: nag(`IAM5[Resource::<${logicalId(fn)}.Arn>:*]`), reason: REASONS.lambdaVersions });
-    }
-    const name = `{"Fn::Select":[6,{"Fn::Split":[":",{"Ref":"${logicalId(machine)}"}]}]}`;
-    for (const suffix of [":*", "/TransferShards:*"]) {
-      v.acknowledge({
+    Validations.of(this.scheduleDeadLetters).acknowledge({
+      id: "AwsSolutions-SQS3",
+      reason: REASONS.deadLetterQueue,
+    });
+    for (const g of groups) {
+      const machine = (this.workflows.get(g.group) as ConsistencyGroupWorkflow).stateMachine;
+      const v = Validations.of(machine);
+      v.acknowledge({ id: nag("IAM5[Resource::*]"), reason: `${REASONS.logDelivery} ${REASONS.xray}` });
+      for (const fn of Object.values(this.functions)) {
+        v.acknowledge({
+          id: nag(`IAM5[Resource::<${logicalId(fn)}.Arn>:*]`),
+          reason: REASONS.lambdaVersions,
+        });
+      }
+      const name = `{"Fn::Select":[6,{"Fn::Split":[":",{"Ref":"${logicalId(machine)}"}]}]}`;
+      for (const suffix of [":*", "/TransferShards:*"]) {
+        v.acknowledge({
+          id: nag(
+            `IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:${name}${suffix}]`,
+          ),
+          reason: REASONS.distributedMap,
+        });
+      }
+      Validations.of(this.functions.AcquireLock).acknowledge({
         id: nag(
-          `IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:${name}${suffix}]`,
+          `IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:${stateMachineNameOf(this.stackName, g.group)}:*]`,
         ),
-        reason: REASONS.distributedMap,
+        reason: REASONS.ownExecutions,
       });
     }
   }
@@ -539,8 +869,10 @@ export class CgmirrorStack extends Stack {
  * index roots (`volumes/`), manifests (`generations/`) and segments (`segments/`) are deleted only
  * by cgmirror itself (revert, prune) by exact version id. What lifecycle may clean:
  * - noncurrent versions of the lock object (one per acquire/release; only the current one matters),
- * - noncurrent versions under `runs/` (transient per-run plans and shard results, already deleted
- *   by ReleaseLock/Revert; a version left by a crash is unreachable from any manifest),
+ * - objects under `runs/` (transient per-run plans, shard results and progress, deleted by
+ *   ReleaseLock/Revert/Recover; what a crash, a timeout or a stopped housekeeping left is unreachable
+ *   from any manifest): current versions expire two days after the longest run can have ended (the
+ *   group's run timeout), noncurrent ones a week later,
  * - old noncurrent versions of HEAD (history; each manifest names its generation),
  * - incomplete multipart uploads (a Transfer that died mid-segment),
  * - expired delete markers.
@@ -560,6 +892,8 @@ export function repositoryLifecycle(groups: readonly GroupConfig[]): s3.Lifecycl
       {
         id: `${g.group}-run-scratch`,
         prefix: `${g.target.prefix}/runs/`,
+        // A backstop: no run lives longer than its run timeout, so its files are garbage by then.
+        expiration: Duration.days(runScratchDays(g)),
         noncurrentVersionExpiration: Duration.days(7),
       },
       {
@@ -571,6 +905,37 @@ export function repositoryLifecycle(groups: readonly GroupConfig[]): s3.Lifecycl
     );
   }
   return rules;
+}
+
+/** The longest state machine name Step Functions accepts. */
+const MAX_STATE_MACHINE_NAME = 80;
+
+/**
+ * The name of a group's state machine: `<stack>-<group>` (a name the console shows and that IAM can
+ * name without a reference to the state machine), shortened with a hash when longer than 80.
+ */
+export function stateMachineNameOf(stackName: string, group: string): string {
+  const name = `${stackName}-${group}`;
+  if (name.length <= MAX_STATE_MACHINE_NAME) return name;
+  const hash = createHash("sha256").update(name).digest("hex").slice(0, 8);
+  return `${stackName.slice(0, MAX_STATE_MACHINE_NAME - group.length - 10)}-${hash}-${group}`.slice(
+    0,
+    MAX_STATE_MACHINE_NAME,
+  );
+}
+
+/** The stack output of a group's state machine ARN: `StateMachineArn` + the group in PascalCase. */
+export function stateMachineOutputId(group: string): string {
+  return `StateMachineArn${group
+    .split(/[-_]/)
+    .filter((p) => p !== "")
+    .map((p) => p[0]!.toUpperCase() + p.slice(1))
+    .join("")}`;
+}
+
+/** Days after which a current object under `runs/` is surely garbage: the run timeout, plus 2 days. */
+export function runScratchDays(g: Pick<GroupConfig, "runTimeoutMinutes">): number {
+  return Math.ceil(g.runTimeoutMinutes / 1440) + 2;
 }
 
 /**

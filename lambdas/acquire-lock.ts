@@ -1,4 +1,9 @@
-/** AcquireLock: take the group's lock (DESIGN.md section 4, step 1). A live lock skips the run. */
+/**
+ * AcquireLock: take the group's lock (DESIGN.md section 4, step 1). A live lock skips the run, unless
+ * its holder's execution (an execution of this state machine named after the holder's run id) has
+ * ended without releasing it: then the lock is taken over at once and Recover cleans up after it.
+ */
+import { lockLeaseMinutes } from "#core/group-config.ts";
 import { acquireLock } from "#core/lock.ts";
 import { awsDeps } from "./aws-deps.ts";
 import {
@@ -8,19 +13,28 @@ import {
   type AcquireLockOutputT,
 } from "./contracts.ts";
 import { defineTask, groupConfig, type TaskDeps } from "./runtime.ts";
-import { LOCK_MARGIN_MINUTES, repoOf } from "./shared.ts";
+import { repoOf } from "./shared.ts";
 
 export async function acquireLockTask(input: AcquireLockInputT, deps: TaskDeps): Promise<AcquireLockOutputT> {
   const config = groupConfig(input.config);
   const repo = repoOf(config, deps);
+  const status = input.stateMachineId ? deps.runStatus?.(input.stateMachineId) : undefined;
   const result = await acquireLock(repo, {
     runId: input.runId,
-    ttlMs: (config.runTimeoutMinutes + LOCK_MARGIN_MINUTES) * 60_000,
+    ttlMs: lockLeaseMinutes(config) * 60_000,
     now: new Date(deps.clock.now()),
+    ...(status ? { holderState: (runId: string) => status.runState(runId) } : {}),
   });
   if (!result.acquired) {
     deps.log.warn("lock held by another run; skipping", { group: config.group, heldBy: result.holderRunId });
     return { acquired: false, heldBy: result.holderRunId, expiresAt: result.expiresAt };
+  }
+  if (result.takenOverFrom) {
+    deps.log.warn("took the lock over from a run that did not release it", {
+      group: config.group,
+      from: result.takenOverFrom,
+      because: result.takeover === "holderEnded" ? "its execution has ended" : "its lease expired",
+    });
   }
   deps.log.info("lock acquired", { group: config.group, fencing: result.lease.fencing });
   return {

@@ -3,18 +3,22 @@
  * invocation, which is the cold start), adapters wired around them.
  *
  * Environment: AWS_REGION (set by Lambda), POWERTOOLS_SERVICE_NAME, POWERTOOLS_METRICS_NAMESPACE
- * (set by the stack). Optional endpoint overrides for local runs: S3_ENDPOINT (path-style),
- * EBS_ENDPOINT, EC2_ENDPOINT, SSM_ENDPOINT.
+ * (set by the stack). CGM_STACK_NAME (the snapshot tasks: tags and finds only the stack's own
+ * snapshots), CGM_FREEZE_DOCUMENT / CGM_THAW_DOCUMENT (Snapshot, when a group freezes: the stack's SSM
+ * documents). Optional endpoint overrides for local runs: S3_ENDPOINT (path-style), EBS_ENDPOINT,
+ * EC2_ENDPOINT, SSM_ENDPOINT, SFN_ENDPOINT.
  */
 import { Logger } from "@aws-lambda-powertools/logger";
 import { Metrics, MetricUnit } from "@aws-lambda-powertools/metrics";
 import { EC2Client } from "@aws-sdk/client-ec2";
 import { S3Client } from "@aws-sdk/client-s3";
+import { SFNClient } from "@aws-sdk/client-sfn";
 import { SSMClient } from "@aws-sdk/client-ssm";
 import { createEbsClient, EbsBlockSource } from "#adapters/ebs-source.ts";
 import { Ec2Snapshots } from "#adapters/ec2-snapshots.ts";
 import { usePrecomputedPayloadHash } from "#adapters/s3-payload-hash.ts";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
+import { SfnRunStatus } from "#adapters/sfn-execution.ts";
 import { SsmFreeze } from "#adapters/ssm-freeze.ts";
 import type { BlockSource } from "#core/ports/block-source.ts";
 import type { ObjectStore } from "#core/ports/object-store.ts";
@@ -30,6 +34,10 @@ export function createAwsDeps(env: Readonly<Record<string, string | undefined>> 
   const ebsEndpoint = optionalEnv(env, "EBS_ENDPOINT");
   const ec2Endpoint = optionalEnv(env, "EC2_ENDPOINT");
   const ssmEndpoint = optionalEnv(env, "SSM_ENDPOINT");
+  const sfnEndpoint = optionalEnv(env, "SFN_ENDPOINT");
+  const stackName = optionalEnv(env, "CGM_STACK_NAME");
+  const freezeDocument = optionalEnv(env, "CGM_FREEZE_DOCUMENT");
+  const thawDocument = optionalEnv(env, "CGM_THAW_DOCUMENT");
 
   const logger = new Logger({ serviceName });
   const metrics = new Metrics({ namespace, serviceName });
@@ -49,12 +57,23 @@ export function createAwsDeps(env: Readonly<Record<string, string | undefined>> 
     () =>
       new Ec2Snapshots({
         client: new EC2Client({ region, ...(ec2Endpoint ? { endpoint: ec2Endpoint } : {}) }),
+        ...(stackName ? { stackName } : {}),
       }),
   );
-  const freeze = once<FreezePort>(
-    () =>
-      new SsmFreeze({ client: new SSMClient({ region, ...(ssmEndpoint ? { endpoint: ssmEndpoint } : {}) }) }),
-  );
+  const freeze = once<FreezePort>(() => {
+    if (!freezeDocument || !thawDocument) {
+      throw new Error(
+        "CGM_FREEZE_DOCUMENT and CGM_THAW_DOCUMENT are not set: the stack creates its freeze documents only " +
+          "for groups with freeze.enabled; deploy again after enabling freeze in the config",
+      );
+    }
+    return new SsmFreeze({
+      client: new SSMClient({ region, ...(ssmEndpoint ? { endpoint: ssmEndpoint } : {}) }),
+      freezeDocument,
+      thawDocument,
+    });
+  });
+  const sfn = once(() => new SFNClient({ region, ...(sfnEndpoint ? { endpoint: sfnEndpoint } : {}) }));
   const units = {
     Count: MetricUnit.Count,
     Milliseconds: MetricUnit.Milliseconds,
@@ -74,6 +93,12 @@ export function createAwsDeps(env: Readonly<Record<string, string | undefined>> 
     blockSource: source,
     snapshots,
     freeze,
+    runStatus: (stateMachineArn) =>
+      new SfnRunStatus({
+        client: sfn(),
+        stateMachineArn,
+        onUnknown: (runId, why) => logger.info("lock holder's execution state unknown", { runId, why }),
+      }),
     clock: { now: () => Date.now() },
     log: {
       info: (m, e) => logger.info(m, e ?? {}),

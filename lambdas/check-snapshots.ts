@@ -1,4 +1,7 @@
-/** CheckSnapshots: are all of the group's snapshots completed? (polled by the workflow) */
+/**
+ * CheckSnapshots: are all of the group's snapshots completed? Polled by the workflow, which waits the
+ * `waitSeconds` it answers (backing off up to 15 minutes) before asking again.
+ */
 import { checkSnapshots } from "#core/snapshot-group.ts";
 import { awsDeps } from "./aws-deps.ts";
 import {
@@ -14,7 +17,7 @@ export async function checkSnapshotsTask(
   deps: TaskDeps,
 ): Promise<CheckSnapshotsOutputT> {
   const config = groupConfig(input.config);
-  return checkSnapshots(input.snapshots, input.startedAt, config.snapshots.completionTimeoutMinutes, {
+  return checkSnapshots(input.snapshots, input.waitingSince, config.snapshots.completionTimeoutMinutes, {
     snapshots: deps.snapshots(),
     clock: deps.clock,
   });

@@ -15,15 +15,15 @@ export async function commitTask(input: CommitInputT, deps: TaskDeps): Promise<C
   const config = groupConfig(input.config);
   const repo = repoOf(config, deps);
   const result = await commitGeneration(repo, {
-    runId: input.runId,
+    ...leaseOf(input.runId, input.fencing),
     generation: input.generation,
     pointInTime: new Date(input.startedAt),
-    lease: leaseOf(input.runId, input.fencing),
+    now: new Date(deps.clock.now()),
     volumes: input.prepared.map((p) => ({
       volumeId: p.volumeId,
       sizeBytes: p.sizeBytes,
       sourceSnapshotId: input.snapshots.find((s) => s.volumeId === p.volumeId)?.snapshotId ?? null,
-      indexVersionId: p.indexVersionId,
+      index: p.index,
       ...(p.stats ? { stats: p.stats } : {}),
     })),
     stats: {
@@ -33,7 +33,7 @@ export async function commitTask(input: CommitInputT, deps: TaskDeps): Promise<C
         : {}),
     },
   });
-  deps.metrics.add(config.group, COMMITTED_METRIC, "Count", 1);
+  if (!result.alreadyCommitted) deps.metrics.add(config.group, COMMITTED_METRIC, "Count", 1);
   deps.log.info("generation committed", {
     generation: result.generation,
     alreadyCommitted: result.alreadyCommitted,

@@ -35,7 +35,17 @@ const snapshots = z.array(SnapshotRefSchema).min(1).max(100);
 export const ShardItemSchema = z.strictObject({ volumeId, shard: z.number().int().min(0).max(999_999) });
 
 // ---- AcquireLock
-export const AcquireLockInput = z.strictObject({ config, runId });
+const stateMachineArn = z
+  .string()
+  .regex(/^arn:aws[a-z-]*:states:[a-z0-9-]+:\d{12}:stateMachine:[A-Za-z0-9_:-]+$/, {
+    error: (i) => `expected a state machine ARN ($$.StateMachine.Id), got ${JSON.stringify(i.input)}`,
+  });
+export const AcquireLockInput = z.strictObject({
+  config,
+  runId,
+  /** $$.StateMachine.Id: the holder of a live lock is asked about as an execution of it. */
+  stateMachineId: stateMachineArn.optional(),
+});
 export const AcquireLockOutput = z.discriminatedUnion("acquired", [
   z.strictObject({
     acquired: z.literal(true),
@@ -69,18 +79,25 @@ export const RecoverOutput = z.strictObject({
 export const SnapshotInput = z.strictObject({ config, runId, fencing, generation });
 export const SnapshotOutput = z.strictObject({
   snapshots,
+  /** The group's point in time: when the snapshots were initiated (by an earlier run, when adopted). */
   startedAt: isoTime,
   coordinationMs: count,
   frozen: z.boolean(),
   reused: z.boolean(),
+  /** True when the set was adopted from an earlier run (docs/format.md §8.1): no snapshot was taken. */
+  adopted: z.boolean(),
+  /** When this run began to wait for the snapshots (CheckSnapshots' timeout counts from here). */
+  waitingSince: isoTime,
 });
 
 // ---- CheckSnapshots
-export const CheckSnapshotsInput = z.strictObject({ config, runId, snapshots, startedAt: isoTime });
+export const CheckSnapshotsInput = z.strictObject({ config, runId, snapshots, waitingSince: isoTime });
 export const CheckSnapshotsOutput = z.strictObject({
   allCompleted: z.boolean(),
   completed: count,
   pending: count,
+  /** Seconds the workflow waits before the next check (backs off, core/snapshot-group.ts). */
+  waitSeconds: z.number().int().positive(),
 });
 
 // ---- Plan
@@ -128,8 +145,11 @@ export const VolumeTransferStats = z.strictObject({
 export const PrepareOutput = z.strictObject({
   ok: z.literal(true),
   volumeId,
-  /** The index root version this run wrote (revertible), or the previous one when nothing changed. */
-  indexVersionId: z.string().nullable(),
+  /** The index root version this run wrote (revertible), or the previous one when nothing changed: pinned by SHA-256. */
+  index: z.strictObject({
+    versionId: z.string().nullable(),
+    sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  }),
   sizeBytes: count,
   /** True when no new version was written. */
   reused: z.boolean(),
@@ -168,9 +188,13 @@ export const RevertInput = z.strictObject({
 export const RevertOutput = z.strictObject({
   /** HEAD names this run: it committed, nothing was reverted. */
   alreadyCommitted: z.boolean(),
+  /** The repository is ambiguous (RepositoryStateError): nothing in it was deleted; run `cgmirror repair`. */
+  needsRepair: z.boolean(),
   revertedVersions: count,
   deletedObjects: count,
   deletedSnapshots: count,
+  /** Snapshots kept for the next run to adopt (the run failed waiting for them). */
+  keptSnapshots: count,
 });
 
 // ---- ReleaseLock

@@ -3,19 +3,20 @@
  * generation's snapshot and the new one (every written block for a new volume), write shard lists to
  * S3, and return one small Map item per shard.
  */
+
+import { assertFenced } from "#core/commit.ts";
 import { readCommittedManifest } from "#core/generation.ts";
-import { assertLockHeld } from "#core/lock.ts";
 import { planVolume } from "#core/planner.ts";
 import { TransferFailedError } from "#workflows/errors.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { MAX_INLINE_SHARDS, PlanInput, type PlanInputT, PlanOutput, type PlanOutputT } from "./contracts.ts";
 import { defineTask, groupConfig, type TaskDeps } from "./runtime.ts";
-import { leaseOf, type RunPlan, repoOf, runPlanKey } from "./shared.ts";
+import { leaseOf, type RunPlan, repoOf, runPlanKey, writeRunPlan } from "./shared.ts";
 
 export async function planTask(input: PlanInputT, deps: TaskDeps): Promise<PlanOutputT> {
   const config = groupConfig(input.config);
   const repo = repoOf(config, deps);
-  await assertLockHeld(repo, leaseOf(input.runId, input.fencing), new Date(deps.clock.now()));
+  await assertFenced(repo, leaseOf(input.runId, input.fencing));
   const committed = await readCommittedManifest(repo);
   const bases = new Map(committed?.volumes.map((v) => [v.volumeId, v.sourceSnapshotId]) ?? []);
   // A base snapshot deleted outside cgmirror cannot be diffed against: copy that volume in full.
@@ -68,16 +69,12 @@ export async function planTask(input: PlanInputT, deps: TaskDeps): Promise<PlanO
     );
   }
   const plan: RunPlan = {
-    format: "cgmirror.run-plan",
-    version: "1.0",
     runId: input.runId,
     generation: input.generation,
     volumes,
   };
   const planKey = runPlanKey(repo, input.runId);
-  await repo.store.put(planKey, new TextEncoder().encode(`${JSON.stringify(plan)}\n`), {
-    contentType: "application/json",
-  });
+  await writeRunPlan(repo, planKey, plan);
   const changedBlocks = volumes.reduce((n, v) => n + v.changedBlocks, 0);
   deps.metrics.add(config.group, "ChangedBlocks", "Count", changedBlocks);
   deps.log.info("planned", { shards: shards.length, changedBlocks });

@@ -2,8 +2,8 @@
  * Prepare (one Map item; DESIGN.md section 4, step 6; Establish-revertible): write the volume's new
  * index root as a new object version, from the runs its transfer shards produced.
  */
+import { assertFenced } from "#core/commit.ts";
 import { readCommittedManifest } from "#core/generation.ts";
-import { assertLockHeld } from "#core/lock.ts";
 import { readShardSummary } from "#core/transfer-worker.ts";
 import { prepareVolume } from "#core/volume-index.ts";
 import { PrepareFailedError } from "#workflows/errors.ts";
@@ -15,7 +15,7 @@ import { leaseOf, readRunPlan, repoOf } from "./shared.ts";
 export async function prepareTask(input: PrepareInputT, deps: TaskDeps): Promise<PrepareOutputT> {
   const config = groupConfig(input.config);
   const repo = repoOf(config, deps);
-  await assertLockHeld(repo, leaseOf(input.runId, input.fencing), new Date(deps.clock.now()));
+  await assertFenced(repo, leaseOf(input.runId, input.fencing));
   const plan = await readRunPlan(repo, input.planKey);
   const volume = plan.volumes.find((v) => v.volumeId === input.volumeId);
   if (!volume || volume.snapshotId !== input.snapshotId) {
@@ -44,15 +44,16 @@ export async function prepareTask(input: PrepareInputT, deps: TaskDeps): Promise
   const prepared = await prepareVolume(repo, {
     volumeId: input.volumeId,
     runId: input.runId,
+    fencing: input.fencing,
     generation: input.generation,
     sizeBytes: volume.volumeSizeBytes,
     changes,
-    previousVersionId: previous?.indexVersionId ?? null,
+    previous: previous?.index ?? null,
   });
   return {
     ok: true,
     volumeId: input.volumeId,
-    indexVersionId: prepared.versionId ?? null,
+    index: { versionId: prepared.versionId ?? null, sha256: prepared.sha256 },
     sizeBytes: volume.volumeSizeBytes,
     reused: prepared.reused,
     stats,

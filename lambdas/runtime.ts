@@ -7,6 +7,7 @@ import type { z } from "zod";
 import { type GroupConfig, parseGroupConfig } from "#core/group-config.ts";
 import type { BlockSource } from "#core/ports/block-source.ts";
 import type { ObjectStore } from "#core/ports/object-store.ts";
+import type { RunStatusPort } from "#core/ports/run-status.ts";
 import type { Clock, FreezePort, SnapshotPort } from "#core/snapshot-group.ts";
 import type { TransferOptions } from "#core/transfer-worker.ts";
 import { formatProblems, toProblems } from "#core/zod-issues.ts";
@@ -18,6 +19,7 @@ import {
   TransferFailedError,
   TransientError,
 } from "#workflows/errors.ts";
+import type { LifecycleTaskName } from "#workflows/lifecycle-tasks.ts";
 import type { TaskName } from "#workflows/tasks.ts";
 
 export interface TaskLogger {
@@ -42,6 +44,11 @@ export interface TaskDeps {
   snapshots(): SnapshotPort;
   /** SSM fsfreeze (or the volume simulator's write queue). */
   freeze(): FreezePort;
+  /**
+   * Whether runs of the state machine `stateMachineArn` are still running (Step Functions in AWS, the
+   * local runner's own executions locally). Without it every lock holder's state is unknown.
+   */
+  runStatus?(stateMachineArn: string): RunStatusPort;
   readonly clock: Clock;
   /** Overrides of the transfer worker's defaults (the local runner writes progress more often). */
   readonly transferOptions?: TransferOptions;
@@ -121,8 +128,33 @@ export function toContractError(error: unknown): Error {
   return new InternalError(detail, { cause: error });
 }
 
+/**
+ * Most characters of an error message a task hands to the state machine. The state machine copies
+ * causes into its state (Catch `ResultPath`, the collectAll aggregation of up to 100 volumes), which
+ * must stay far below 256 KiB: the full message and stack go to the task's log instead.
+ */
+export const MAX_ERROR_MESSAGE_CHARS = 512;
+
+/**
+ * Bounds what Lambda reports for a task error (the Lambda error object `{errorType, errorMessage,
+ * trace}` becomes the Task's cause): the message is cut at MAX_ERROR_MESSAGE_CHARS and the stack, which
+ * the runtime reports as `trace`, is one line. Returns the same error.
+ */
+export function boundForState(error: Error): Error {
+  const full = error.message;
+  if (full.length > MAX_ERROR_MESSAGE_CHARS) {
+    error.message = `${full.slice(0, MAX_ERROR_MESSAGE_CHARS)}… (${full.length - MAX_ERROR_MESSAGE_CHARS} more characters in the task's log)`;
+  }
+  error.stack = `${error.name} (the stack trace is in the task's log)`;
+  return error;
+}
+
 /** Validates `event` against a task's input contract; InvalidInputError lists every problem. */
-export function parseTaskInput<S extends z.ZodType>(task: TaskName, schema: S, event: unknown): z.infer<S> {
+export function parseTaskInput<S extends z.ZodType>(
+  task: TaskName | LifecycleTaskName,
+  schema: S,
+  event: unknown,
+): z.infer<S> {
   const result = schema.safeParse(event, { reportInput: true });
   if (!result.success) {
     throw new InvalidInputError(
@@ -136,11 +168,11 @@ export function parseTaskInput<S extends z.ZodType>(task: TaskName, schema: S, e
 export type TaskHandler<O> = (event: unknown) => Promise<O>;
 
 /**
- * Builds a handler: parse input, run, check output, map errors.
+ * Builds a handler: parse input, run, check output, map errors (bounded for the state, logged whole).
  * @param deps called on every invocation; pass a memoized factory so clients are created once.
  */
 export function defineTask<I extends z.ZodType, O extends z.ZodType>(
-  task: TaskName,
+  task: TaskName | LifecycleTaskName,
   input: I,
   output: O,
   run: (input: z.infer<I>, deps: TaskDeps) => Promise<z.infer<O>>,
@@ -160,8 +192,12 @@ export function defineTask<I extends z.ZodType, O extends z.ZodType>(
       return checked.data;
     } catch (error) {
       const mapped = toContractError(error);
-      d.log.error(`${task} failed`, { error: mapped.name, message: mapped.message });
-      throw mapped;
+      d.log.error(`${task} failed`, {
+        error: mapped.name,
+        message: mapped.message,
+        stack: (error as { stack?: unknown })?.stack,
+      });
+      throw boundForState(mapped);
     } finally {
       d.metrics.flush();
     }

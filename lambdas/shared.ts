@@ -1,9 +1,10 @@
 /** Helpers shared by the task handlers: the group's repository, this run's lease, the run plan. */
 
 import { z } from "zod";
+import type { Lease } from "#core/commit.ts";
 import type { GroupConfig } from "#core/group-config.ts";
 import { createRepo, keys, type Repo } from "#core/layout.ts";
-import type { LockLease } from "#core/lock.ts";
+import { decodeMetadata, encodeMetadata } from "#core/metadata.ts";
 import type { TaskDeps } from "./runtime.ts";
 
 export function repoOf(config: GroupConfig, deps: TaskDeps): Repo {
@@ -14,17 +15,12 @@ export function repoOf(config: GroupConfig, deps: TaskDeps): Repo {
   });
 }
 
-/** The lease fields the core checks (run id and fencing number; the ETag is not compared). */
-export function leaseOf(runId: string, fencing: number): LockLease {
-  return { runId, fencing, etag: "", expiresAt: "" };
+/** Who this run is: its run id and the fencing number AcquireLock gave it. */
+export function leaseOf(runId: string, fencing: number): Lease {
+  return { runId, fencing };
 }
 
-/** Minutes the group lock outlives the run timeout, so a live run never loses it to the next one. */
-export const LOCK_MARGIN_MINUTES = 30;
-
 export const RunPlanSchema = z.object({
-  format: z.literal("cgmirror.run-plan"),
-  version: z.string(),
   runId: z.string(),
   generation: z.number().int().positive(),
   volumes: z.array(
@@ -47,7 +43,13 @@ export function runPlanKey(repo: Repo, runId: string): string {
   return `${keys.runPrefix(repo, runId)}plan.json`;
 }
 
+/** Writes the run plan (a sealed metadata object). */
+export async function writeRunPlan(repo: Repo, key: string, plan: RunPlan): Promise<void> {
+  await repo.store.put(key, encodeMetadata("cgmirror.run-plan", plan), { contentType: "application/json" });
+}
+
+/** Reads and checks the run plan. */
 export async function readRunPlan(repo: Repo, key: string): Promise<RunPlan> {
   const got = await repo.store.get(key);
-  return RunPlanSchema.parse(JSON.parse(new TextDecoder().decode(got.body)));
+  return decodeMetadata(got.body, "cgmirror.run-plan", RunPlanSchema, key, got.versionId);
 }

@@ -3,6 +3,8 @@
  * Re-running a shard is safe (the core worker returns a finished shard's summary).
  */
 import { GroupDedup } from "#core/dedup-index.ts";
+import { retiredSegmentsVersion } from "#core/gc-state.ts";
+import { readHead } from "#core/generation.ts";
 import { createRepo, type Repo } from "#core/layout.ts";
 import { readShardIndex } from "#core/planner.ts";
 import { transferShard } from "#core/transfer-worker.ts";
@@ -11,18 +13,24 @@ import { awsDeps } from "./aws-deps.ts";
 import { TransferInput, type TransferInputT, TransferOutput, type TransferOutputT } from "./contracts.ts";
 import { defineTask, type TaskDeps } from "./runtime.ts";
 
-// Group-wide dedup index of the committed generation, opened once per run per container (the
-// committed generation cannot change during a run: the run holds the group lock).
-let dedupCache: { key: string; dedup: Promise<GroupDedup> } | undefined;
+// Group-wide dedup index of the COMMITTED generation, kept per container and keyed by the committed
+// manifest's SHA-256 (HEAD cannot move while this run holds the group; a container that serves
+// another repository or generation opens it again). It is read-only: what one attempt uploads is known
+// only to that attempt's session, so a retry never dedups against a failed attempt.
+// The cache is also keyed by the store object: it reads through the store it was opened with, which
+// must be this invocation's (one per container in AWS; tests run many stores in one process).
+let dedupCache: { key: string; store: Repo["store"]; dedup: Promise<GroupDedup> } | undefined;
 
-function dedupFor(repo: Repo, bucket: string, runId: string): Promise<GroupDedup> {
-  const key = `${bucket}/${repo.prefix}/${runId}`;
-  if (dedupCache?.key !== key) {
+async function dedupFor(repo: Repo, bucket: string): Promise<GroupDedup> {
+  const [head, retired] = await Promise.all([readHead(repo), retiredSegmentsVersion(repo)]);
+  // Also keyed by the retired-segment set: prune may retire segments while HEAD stays (§10.2).
+  const key = `${bucket}/${repo.prefix}/${head?.head.commit?.manifest.sha256 ?? "none"}/${retired}`;
+  if (dedupCache?.key !== key || dedupCache.store !== repo.store) {
     const dedup = GroupDedup.open(repo);
     dedup.catch(() => {
-      if (dedupCache?.key === key) dedupCache = undefined;
+      if (dedupCache?.dedup === dedup) dedupCache = undefined;
     });
-    dedupCache = { key, dedup };
+    dedupCache = { key, store: repo.store, dedup };
   }
   return dedupCache.dedup;
 }
@@ -36,7 +44,7 @@ export async function transferTask(input: TransferInputT, deps: TaskDeps): Promi
       `the plan of run ${input.runId} has no shard ${input.shard} for ${input.volumeId} (it has ${descriptors.length})`,
     );
   }
-  const dedup = await dedupFor(repo, input.bucket, input.runId);
+  const dedup = (await dedupFor(repo, input.bucket)).session();
   const summary = await transferShard(
     { repo, source: deps.blockSource(), dedup },
     { runId: input.runId, shard, ...(deps.transferOptions ? { options: deps.transferOptions } : {}) },

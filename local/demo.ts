@@ -3,20 +3,28 @@
  * workload writes across them, on the embedded local stack. Three backups (full, incremental, and an
  * incremental whose slave fails and must revert), then every committed generation is restored and
  * compared byte-for-byte with the volumes' point-in-time images and checked against the workload's
- * cross-volume invariant.
+ * cross-volume invariant; then the last generation is restored into EBS snapshots (and generation 1
+ * incrementally on a snapshot cgmirror knows), read back through GetSnapshotBlock and compared.
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createEbsClient } from "#adapters/ebs-source.ts";
+import { EbsSnapshotWriter } from "#adapters/ebs-writer.ts";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
-import { listGenerations, readHead, readManifest } from "#core/generation.ts";
+import { listGenerations, readGeneration, readHead } from "#core/generation.ts";
 import { type GroupConfig, parseGroupConfig } from "#core/group-config.ts";
 import { createRepo } from "#core/layout.ts";
 import { restoreGroup } from "#core/restore.ts";
+import { restoreGroupToSnapshots } from "#core/restore-snapshots.ts";
 import { verifyGeneration } from "#core/verify.ts";
+import { causeMessage } from "#workflows/errors.ts";
 import { localClients } from "./clients.ts";
 import { firstDifference } from "./compare.ts";
+import { ebsAdmin } from "./ebs-emulator/admin-client.ts";
 import { createLocalDeps, type LocalRunResult, runLocalBackup } from "./runner.ts";
+import { emulatorSnapshotCatalog } from "./snapshot-catalog.ts";
+import { snapshotToImage } from "./snapshot-image.ts";
 import { startLocalStack } from "./stack.ts";
 import { BLOCK_SIZE } from "./volumes/simulator.ts";
 import { checkInvariant, WalWorkload } from "./workload.ts";
@@ -51,17 +59,33 @@ export interface DemoRestoreRow {
   readonly verifyOk: boolean;
 }
 
+/** A generation restored into EBS snapshots (one per volume), read back and compared. */
+export interface DemoSnapshotRestoreRow {
+  readonly generation: number;
+  readonly volumes: number;
+  readonly volumesIdentical: number;
+  /** Blocks written with PutSnapshotBlock (an incremental restore writes only what differs). */
+  readonly blocksWritten: number;
+  /** Parent snapshots used (incremental), by volume. */
+  readonly parents: Readonly<Record<string, string>>;
+  readonly snapshots: readonly string[];
+  readonly mismatches: readonly string[];
+}
+
 export interface DemoReport {
   readonly ok: boolean;
   readonly backups: readonly DemoBackupRow[];
   readonly restores: readonly DemoRestoreRow[];
+  readonly snapshotRestores: readonly DemoSnapshotRestoreRow[];
   readonly headAfterFailure: number | undefined;
   readonly problems: readonly string[];
   readonly stateDir: string;
+  /** The HTML report written (cgmirror report), when asked for. */
+  readonly reportPath?: string;
 }
 
 export async function runDemo(
-  options: { stateDir?: string; keep?: boolean; log?: (line: string) => void } = {},
+  options: { stateDir?: string; keep?: boolean; log?: (line: string) => void; reportPath?: string } = {},
 ): Promise<DemoReport> {
   const log = options.log ?? (() => {});
   const base = options.stateDir ?? (await mkdtemp(join(tmpdir(), "cgmirror-demo-")));
@@ -117,12 +141,12 @@ export async function runDemo(
         step: s.step,
         outcome: run.outcome,
         ...(run.generation !== undefined ? { generation: run.generation } : {}),
-        ...(run.cause ? { cause: `${run.error}: ${run.cause}` } : {}),
+        ...(run.cause ? { cause: `${run.error}: ${causeMessage(run.cause)}` } : {}),
         durationMs: run.durationMs,
         recordsWritten: workload.records - before,
       };
       if (run.outcome === "committed" && run.generation !== undefined) {
-        const m = await readManifest(repo, run.generation);
+        const m = await readGeneration(repo, run.generation);
         Object.assign(row, {
           changedBlocks: m.volumes.reduce((a, v) => a + (v.stats.changedBlocks ?? 0), 0),
           storedBytes: m.volumes.reduce((a, v) => a + (v.stats.storedBytes ?? 0), 0),
@@ -131,7 +155,7 @@ export async function runDemo(
       }
       backups.push(row);
       log(
-        `  → ${run.outcome}${run.generation ? ` generation ${run.generation}` : ""}${run.cause ? ` (${run.error}: ${run.cause})` : ""}`,
+        `  → ${run.outcome}${run.generation ? ` generation ${run.generation}` : ""}${run.cause ? ` (${run.error}: ${causeMessage(run.cause)})` : ""}`,
       );
       const expected = s.inject ? "reverted" : "committed";
       if (run.outcome !== expected)
@@ -146,7 +170,7 @@ export async function runDemo(
       const dir = join(base, `restore-gen-${gen}`);
       log(`restore generation ${gen} and compare…`);
       await restoreGroup(repo, { directory: dir, generation: gen });
-      const m = await readManifest(repo, gen);
+      const m = await readGeneration(repo, gen);
       const mismatches: string[] = [];
       for (const v of m.volumes) {
         const at = await firstDifference(
@@ -178,7 +202,77 @@ export async function runDemo(
       await rm(dir, { recursive: true, force: true });
     }
     if (restores.length !== 2) problems.push(`expected 2 committed generations, found ${restores.length}`);
-    return { ok: problems.length === 0, backups, restores, headAfterFailure: head, problems, stateDir: base };
+
+    // Restore into EBS: HEAD into new snapshots (every block written), then generation 1 incrementally
+    // (on a snapshot cgmirror knows holds an earlier generation: only the differing blocks are written).
+    const writerClient = createEbsClient({
+      endpoint: stack.ebsEndpoint,
+      region: stack.region,
+      credentials: { accessKeyId: stack.accessKeyId, secretAccessKey: stack.secretAccessKey },
+    });
+    const writer = new EbsSnapshotWriter({
+      client: writerClient,
+      catalog: emulatorSnapshotCatalog(ebsAdmin(stack.ebsEndpoint)),
+    });
+    const snapshotRestores: DemoSnapshotRestoreRow[] = [];
+    try {
+      for (const step of [
+        { generation: head ?? 0, autoParent: false },
+        { generation: 1, autoParent: true },
+      ]) {
+        log(
+          `restore generation ${step.generation} into EBS snapshots${step.autoParent ? " (incremental)" : ""} and compare…`,
+        );
+        const r = await restoreGroupToSnapshots(repo, writer, step);
+        const m = await readGeneration(repo, step.generation);
+        const mismatches: string[] = [];
+        for (const v of r.volumes) {
+          const size = m.volumes.find((x) => x.volumeId === v.volumeId)!.sizeBytes;
+          const path = join(base, `snapshot-${v.snapshotId}.img`);
+          await snapshotToImage(clients.ebs, v.snapshotId, path, size);
+          const source = m.volumes.find((x) => x.volumeId === v.volumeId)!.sourceSnapshotId!;
+          const at = await firstDifference(path, simulator.snapshotImagePath(source));
+          if (at >= 0) mismatches.push(`${v.volumeId} (${v.snapshotId}) differs at byte ${at}`);
+          await rm(path, { force: true });
+        }
+        snapshotRestores.push({
+          generation: step.generation,
+          volumes: r.volumes.length,
+          volumesIdentical: r.volumes.length - mismatches.length,
+          blocksWritten: r.volumes.reduce((a, v) => a + v.blocksWritten, 0),
+          parents: Object.fromEntries(
+            r.volumes.flatMap((v) => (v.parentSnapshotId ? [[v.volumeId, v.parentSnapshotId]] : [])),
+          ),
+          snapshots: r.volumes.map((v) => v.snapshotId),
+          mismatches,
+        });
+        if (mismatches.length)
+          problems.push(`snapshots of generation ${step.generation}: ${mismatches.join(", ")}`);
+      }
+    } finally {
+      writerClient.destroy();
+    }
+    let reportPath: string | undefined;
+    if (options.reportPath) {
+      const { mkdir } = await import("node:fs/promises");
+      const { dirname } = await import("node:path");
+      const { writeReport } = await import("../cli/commands/report-run.ts");
+      await mkdir(dirname(options.reportPath), { recursive: true });
+      reportPath = (
+        await writeReport(repo, options.reportPath, { rpoTargetMinutes: config.alarms.rpoMinutes })
+      ).path;
+      log(`report: ${reportPath}`);
+    }
+    return {
+      ok: problems.length === 0,
+      backups,
+      restores,
+      snapshotRestores,
+      headAfterFailure: head,
+      problems,
+      stateDir: base,
+      ...(reportPath ? { reportPath } : {}),
+    };
   } finally {
     deps.close();
     clients.destroy();

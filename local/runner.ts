@@ -6,22 +6,27 @@
  * runner cannot bind stops the run before it starts: nothing falls through to a real Lambda call.
  */
 import { randomUUID } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { S3Client } from "@aws-sdk/client-s3";
-import { App } from "aws-cdk-lib";
-import { ExecutionError, StateMachine } from "aws-local-stepfunctions";
 import { createEbsClient, EbsBlockSource } from "#adapters/ebs-source.ts";
 import { usePrecomputedPayloadHash } from "#adapters/s3-payload-hash.ts";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
+import { executionArnOf } from "#adapters/sfn-arns.ts";
 import type { GroupConfig } from "#core/group-config.ts";
 import type { ObjectStore } from "#core/ports/object-store.ts";
-import { CgmirrorStack } from "#infra/stack.ts";
+import type { RunStatusPort } from "#core/ports/run-status.ts";
 import { HANDLER_MAKERS } from "#lambdas/makers.ts";
 import type { TaskDeps } from "#lambdas/runtime.ts";
-import { type AslDefinition, type CfnTemplate, definitionFromTemplate } from "#workflows/definition.ts";
+import type { AslDefinition, CfnTemplate } from "#workflows/definition.ts";
 import { Errors } from "#workflows/errors.ts";
 import { findLocalIncompatibilities } from "#workflows/local-compat.ts";
 import { TASK_NAMES, TASKS, type TaskName } from "#workflows/tasks.ts";
+import { type RunEvent, runWithAwsLimits } from "./aws-limits.ts";
+import { cachedDefinition } from "./definition-cache.ts";
 import { ebsAdmin } from "./ebs-emulator/admin-client.ts";
+import { SimulatedClock } from "./sim-clock.ts";
 import type { LocalEndpoints } from "./stack.ts";
 import { LocalFreezePort, LocalSnapshotPort } from "./volumes/ports.ts";
 import type { VolumeSimulator } from "./volumes/simulator.ts";
@@ -30,23 +35,21 @@ export class RunnerError extends Error {
   override readonly name = "RunnerError";
 }
 
-type Json = Parameters<StateMachine["run"]>[0];
 type Handler = (event: unknown) => Promise<unknown>;
 
 const definitions = new Map<string, AslDefinition>();
 
 /**
  * The definition of the state machine CgmirrorStack deploys for this group: the stack is synthesized
- * (asset bundling skipped, nothing else changed) and the definition read from its template.
+ * (asset bundling skipped, nothing else changed, into a temporary directory removed afterwards) and the
+ * definition read from its template. Cached in memory and on disk (local/definition-cache.ts, keyed by
+ * the config and the code that shapes the definition), so a local backup synthesizes only after a change.
  */
-export function synthesizedDefinition(config: GroupConfig): AslDefinition {
+export async function synthesizedDefinition(config: GroupConfig): Promise<AslDefinition> {
   const key = JSON.stringify(config);
   let def = definitions.get(key);
   if (!def) {
-    const app = new App({ context: { "aws:cdk:bundling-stacks": [] } });
-    const stack = new CgmirrorStack(app, "CgmirrorLocal", { groups: [config] });
-    const template = app.synth().getStackByName(stack.stackName).template as CfnTemplate;
-    def = definitionFromTemplate(template);
+    def = (await cachedDefinition(config, () => synthesize(config))).definition;
     const findings = findLocalIncompatibilities(def);
     if (findings.length > 0) {
       throw new RunnerError(
@@ -58,6 +61,23 @@ export function synthesizedDefinition(config: GroupConfig): AslDefinition {
     definitions.set(key, def);
   }
   return def;
+}
+
+async function synthesize(config: GroupConfig): Promise<AslDefinition> {
+  const [{ App }, { CgmirrorStack }, { definitionFromTemplate }] = await Promise.all([
+    import("aws-cdk-lib"),
+    import("#infra/stack.ts"),
+    import("#workflows/definition.ts"),
+  ]);
+  const outdir = await mkdtemp(join(tmpdir(), "cgmirror-local-synth-"));
+  try {
+    const app = new App({ outdir, context: { "aws:cdk:bundling-stacks": [] } });
+    const stack = new CgmirrorStack(app, "CgmirrorLocal", { groups: [config] });
+    const template = app.synth().getStackByName(stack.stackName).template as CfnTemplate;
+    return definitionFromTemplate(template);
+  } finally {
+    await rm(outdir, { recursive: true, force: true });
+  }
 }
 
 /** Every Task state of a definition, Map item processors included. */
@@ -78,11 +98,31 @@ export function taskStates(def: { States: Record<string, Record<string, unknown>
   return out;
 }
 
-/** Wait states of a definition (their waits are shortened locally). */
-function waitStates(def: { States: Record<string, Record<string, unknown>> }): string[] {
-  return Object.entries(def.States)
-    .filter(([, s]) => s.Type === "Wait")
-    .map(([n]) => n);
+/** The state machine of a group in a local run: what `$$.StateMachine.Id` is there. */
+export function localStateMachineArn(group: string): string {
+  // The local definition's account and Region (workflows/definition.ts), not imported: it loads aws-cdk-lib.
+  return `arn:aws:states:us-east-1:000000000000:stateMachine:cgmirror-${group}`;
+}
+
+type ExecutionStatus = "RUNNING" | "SUCCEEDED" | "FAILED" | "TIMED_OUT" | "ABORTED";
+
+/** The executions this process runs or ran, by execution ARN: all that the local run status knows. */
+const localExecutions = new Map<string, ExecutionStatus>();
+
+/**
+ * The run status port of local runs: an execution this process runs is `running`, one it ran has
+ * `ended`; any other run id (another process, the CLI's repair) is `unknown`, so its lock keeps its
+ * lease, as for an execution that Step Functions does not know.
+ */
+export function localRunStatus(stateMachineArn: string): RunStatusPort {
+  return {
+    async runState(runId) {
+      const arn = executionArnOf(stateMachineArn, runId);
+      const status = arn === undefined ? undefined : localExecutions.get(arn);
+      if (status === undefined) return "unknown";
+      return status === "RUNNING" ? "running" : "ended";
+    },
+  };
 }
 
 export interface LocalDepsOptions {
@@ -123,6 +163,7 @@ export function createLocalDeps(options: LocalDepsOptions): LocalDeps {
     blockSource: () => source,
     snapshots: () => snapshots,
     freeze: () => freeze,
+    runStatus: localRunStatus,
     clock: { now: () => Date.now() },
     // Local runs are short: report progress every second so `cgmirror backup` can show it.
     transferOptions: { progressIntervalMs: 1000 },
@@ -192,17 +233,53 @@ export interface LocalRunOptions {
   readonly wrap?: (task: TaskName, state: string, fn: Handler) => Handler;
   /** Called with the name of every state entered. */
   readonly onState?: (state: string) => void;
+  /**
+   * The run's clock (local/sim-clock.ts): `scale` simulated ms per real ms (a "15-minute" Lambda
+   * timeout trips after 900 / scale real seconds), and how Wait states pass: `shortened` (a brief real
+   * pause, the clock does not move: the local stack's snapshots complete in real time) or `simulated`
+   * (the clock jumps by the wait). Handlers get this clock as `deps.clock`, on top of the deps' own.
+   * @default { scale: 1, waits: "shortened" }
+   */
+  readonly time?: { readonly scale?: number; readonly waits?: "shortened" | "simulated" };
+  /**
+   * The clock itself, when the caller needs it too (a test's slow snapshots, several runs in a row on
+   * one timeline); `time.scale` is then the clock's.
+   * @default a new SimulatedClock over `deps.clock`
+   */
+  readonly clock?: SimulatedClock;
 }
 
+/** How a local run ended; the same outcomes as `cgmirror backup` (cli/commands/backup.ts). */
+export type LocalRunOutcome =
+  | "committed"
+  | "skipped"
+  | "reverted"
+  | "revertFailed"
+  | "releaseFailed"
+  | "failed"
+  | "timedOut"
+  | "aborted";
+
 export interface LocalRunResult {
-  readonly outcome: "committed" | "skipped" | "reverted";
+  /**
+   * `releaseFailed`: the group IS committed, only the lock release failed (ReleaseLockFailedError);
+   * `revertFailed`: the run failed and its revert did not finish (RevertFailedError; the next run's
+   * Recover finishes it); `reverted`: the run failed and reverted; `failed`: the execution failed
+   * without reaching Revert (a Step Functions limit such as States.DataLimitExceeded, or a failure
+   * before the lock was taken); `timedOut`: the state machine's timeout stopped it.
+   */
+  readonly outcome: LocalRunOutcome;
   readonly executionName: string;
   readonly generation?: number;
-  /** The error that sent the run to Revert. */
+  /** The error that sent the run to Revert (or that failed the execution). */
   readonly error?: string;
   readonly cause?: string;
   readonly output?: unknown;
   readonly durationMs: number;
+  /** History events of the execution, estimated as AWS records them (local/aws-limits.ts). */
+  readonly historyEvents: number;
+  /** The largest state payload of the run, in bytes, and where. */
+  readonly largestPayload: { readonly bytes: number; readonly where: string };
 }
 
 /** Binds every Task state of `def` to a handler; throws RunnerError naming any state it cannot bind. */
@@ -210,7 +287,7 @@ export function bindHandlers(
   def: AslDefinition,
   deps: TaskDeps,
   options: Pick<LocalRunOptions, "injectFailure" | "wrap"> = {},
-): Record<string, (input: Json) => Promise<Json>> {
+): Record<string, Handler> {
   const byState = new Map<string, TaskName>();
   for (const task of TASK_NAMES) for (const state of TASKS[task].states) byState.set(state, task);
   const unbound = taskStates(def).filter((s) => !byState.has(s));
@@ -220,7 +297,7 @@ export function bindHandlers(
         "Add them to workflows/tasks.ts",
     );
   }
-  const handlers: Record<string, (input: Json) => Promise<Json>> = {};
+  const handlers: Record<string, Handler> = {};
   for (const state of taskStates(def)) {
     const task = byState.get(state)!;
     let fn: Handler = HANDLER_MAKERS[task](() => deps);
@@ -238,58 +315,93 @@ export function bindHandlers(
       };
     }
     if (options.wrap) fn = options.wrap(task, state, fn);
-    const bound = fn;
-    handlers[state] = async (input) => (await bound(input)) as Json;
+    handlers[state] = fn;
   }
   return handlers;
 }
 
-/** Runs one backup of the group through the synthesized state machine, locally. */
+/** The Task state names of the definition, each with its task's Lambda timeout (workflows/tasks.ts). */
+function lambdaTimeouts(def: AslDefinition): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const task of TASK_NAMES)
+    for (const state of TASKS[task].states) out.set(state, TASKS[task].timeoutSeconds);
+  return new Map(taskStates(def).map((s) => [s, out.get(s)!]));
+}
+
+/** Runs one backup of the group through the synthesized state machine, locally, under AWS's limits. */
 export async function runLocalBackup(options: LocalRunOptions): Promise<LocalRunResult> {
-  const def = synthesizedDefinition(options.config);
-  const handlers = bindHandlers(def, options.deps, options);
+  const def = await synthesizedDefinition(options.config);
+  const clock =
+    options.clock ?? new SimulatedClock({ base: options.deps.clock, scale: options.time?.scale ?? 1 });
+  const deps: TaskDeps = { ...options.deps, clock };
+  const handlers = bindHandlers(def, deps, options);
+  const timeouts = lambdaTimeouts(def);
   const executionName = options.executionName ?? `local-${randomUUID()}`;
-  const input = { config: options.config } as unknown as Json;
+  const input = { config: options.config };
   const started = Date.now();
-  const execution = new StateMachine(def as never).run(input, {
-    overrides: {
-      taskResourceLocalHandlers: handlers,
-      // Waits are shortened: snapshot polling goes as fast as the emulator completes snapshots.
-      waitTimeOverrides: Object.fromEntries(waitStates(def).map((s) => [s, 50])),
-      retryIntervalOverrides: Object.fromEntries(taskStates(def).map((s) => [s, 20])),
+  let reverted = false;
+  const stateMachineArn = localStateMachineArn(options.config.group);
+  const executionArn = executionArnOf(stateMachineArn, executionName);
+  if (!executionArn) throw new RunnerError(`${JSON.stringify(executionName)} cannot be an execution name`);
+  localExecutions.set(executionArn, "RUNNING");
+  let status: ExecutionStatus = "FAILED";
+  const run = await runWithAwsLimits({
+    definition: def,
+    input,
+    tasks: Object.fromEntries(
+      Object.entries(handlers).map(([state, handler]) => [
+        state,
+        { handler, lambdaTimeoutSeconds: timeouts.get(state)! },
+      ]),
+    ),
+    clock,
+    waits: options.time?.waits ?? "shortened",
+    context: {
+      Execution: { Name: executionName, Input: input, StartTime: new Date(clock.now()).toISOString() },
+      StateMachine: { Id: stateMachineArn, Name: `cgmirror-${options.config.group}` },
     },
-    context: { Execution: { Name: executionName, Input: input, StartTime: new Date().toISOString() } },
-  });
-  const watcher = options.onState
-    ? (async () => {
-        for await (const ev of execution.eventLogs) {
-          const e = ev as { type?: string; state?: { name?: string } };
-          if (e.type === "StateEntered" && e.state?.name) options.onState?.(e.state.name);
-        }
-      })().catch(() => {})
-    : undefined;
-  try {
-    const output = (await execution.result) as { status?: string; generation?: number };
-    await watcher;
+    onEvent: (e: RunEvent) => {
+      if (e.type !== "StateEntered" || !e.state?.name) return;
+      if (e.state.name === "Revert") reverted = true;
+      options.onState?.(e.state.name);
+    },
+  })
+    .then((r) => {
+      status = r.status;
+      return r;
+    })
+    .finally(() => localExecutions.set(executionArn, status));
+  const base = {
+    executionName,
+    durationMs: Date.now() - started,
+    historyEvents: run.historyEvents,
+    largestPayload: run.largestPayload,
+  };
+  if (run.status === "SUCCEEDED") {
+    const output = run.output as { status?: string; generation?: number } | undefined;
     return {
       outcome: output?.status === "skipped" ? "skipped" : "committed",
-      executionName,
       ...(typeof output?.generation === "number" ? { generation: output.generation } : {}),
       output,
-      durationMs: Date.now() - started,
+      ...base,
     };
-  } catch (err) {
-    await watcher;
-    if (err instanceof ExecutionError) {
-      const cause = err.cause as { name?: string; message?: string } | undefined;
-      return {
-        outcome: "reverted",
-        executionName,
-        error: cause?.name ?? "Error",
-        cause: cause?.message ?? String(err.message),
-        durationMs: Date.now() - started,
-      };
-    }
-    throw err;
   }
+  const outcome: LocalRunOutcome =
+    run.status === "TIMED_OUT"
+      ? "timedOut"
+      : run.status === "ABORTED"
+        ? "aborted"
+        : run.error === Errors.ReleaseLockFailed
+          ? "releaseFailed"
+          : run.error === Errors.RevertFailed
+            ? "revertFailed"
+            : reverted
+              ? "reverted"
+              : "failed";
+  return {
+    outcome,
+    ...(run.error ? { error: run.error } : {}),
+    ...(run.cause !== undefined ? { cause: run.cause } : {}),
+    ...base,
+  };
 }

@@ -3,8 +3,8 @@
  * SIGTERM/SIGINT, recording its endpoints in `<stateDir>/endpoints.json` (removed on stop).
  * Usage: node local/stack-daemon.ts <stateDir>
  */
-import { rm, writeFile } from "node:fs/promises";
-import { endpointsFile, startLocalStack } from "./stack.ts";
+import { rename, rm, writeFile } from "node:fs/promises";
+import { endpointsFile, lockStateDir, startLocalStack } from "./stack.ts";
 
 const stateDir = process.argv[2];
 if (!stateDir) {
@@ -12,12 +12,17 @@ if (!stateDir) {
   process.exit(2);
 }
 try {
+  const release = await lockStateDir(stateDir);
   const stack = await startLocalStack({ stateDir, log: (l) => console.error(l) });
   const { emulator: _e, stop: _s, ...endpoints } = stack;
-  await writeFile(endpointsFile(stateDir), JSON.stringify({ ...endpoints, pid: process.pid }, null, 2));
+  // Written whole, then renamed into place: `local up` polls for the file and must never read half of it.
+  const file = endpointsFile(stateDir);
+  await writeFile(`${file}.tmp`, JSON.stringify({ ...endpoints, pid: process.pid }, null, 2));
+  await rename(`${file}.tmp`, file);
   const stop = async (): Promise<void> => {
     await rm(endpointsFile(stateDir), { force: true });
     await stack.stop();
+    await release();
     process.exit(0);
   };
   process.once("SIGTERM", () => void stop());

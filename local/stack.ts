@@ -4,8 +4,7 @@
  * (`startLocalStack`) or as a background daemon (`cgmirror local up`, see stack-daemon.ts) whose
  * endpoints are recorded in `<stateDir>/endpoints.json`.
  */
-import { existsSync } from "node:fs";
-import { mkdir, readFile, rm } from "node:fs/promises";
+import { mkdir, open, readFile, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import {
   CreateBucketCommand,
@@ -14,9 +13,22 @@ import {
   S3Client,
 } from "@aws-sdk/client-s3";
 import { type EbsEmulator, startEbsEmulator } from "./ebs-emulator/index.ts";
+import { defaultStateDir, isAlive, LOCAL_BUCKET, runningStack, stackLockFile } from "./names.ts";
 import { startS3Server } from "./s3-server/server.ts";
 
-export const LOCAL_BUCKET = "cgmirror-local";
+export {
+  defaultStateDir,
+  endpointsFile,
+  isAlive,
+  LOCAL_BUCKET,
+  runningStack,
+  stackLockFile,
+} from "./names.ts";
+
+/** Another process runs the local stack on this state directory (not as the `local up` daemon). */
+export class LocalStackBusyError extends Error {
+  override readonly name = "LocalStackBusyError";
+}
 
 export interface LocalEndpoints {
   readonly s3Endpoint: string;
@@ -36,14 +48,6 @@ export interface LocalStack extends LocalEndpoints {
   stop(): Promise<void>;
 }
 
-export function defaultStateDir(cwd: string = process.cwd()): string {
-  return resolve(cwd, ".cgmirror");
-}
-
-export function endpointsFile(stateDir: string): string {
-  return join(stateDir, "endpoints.json");
-}
-
 /** The environment that points the AWS SDK (and every cgmirror command) at the local stack. */
 export function localEnvironment(e: LocalEndpoints): Record<string, string> {
   return {
@@ -51,9 +55,14 @@ export function localEnvironment(e: LocalEndpoints): Record<string, string> {
     CGM_EBS_ENDPOINT: e.ebsEndpoint,
     CGM_BUCKET: e.bucket,
     CGM_LOCAL_STATE_DIR: e.stateDir,
+    // The standard variables: the AWS CLI and every AWS SDK (service-specific endpoints) use them.
+    AWS_ENDPOINT_URL_S3: e.s3Endpoint,
+    AWS_ENDPOINT_URL_EBS: e.ebsEndpoint,
     AWS_REGION: e.region,
+    AWS_DEFAULT_REGION: e.region,
     AWS_ACCESS_KEY_ID: e.accessKeyId,
     AWS_SECRET_ACCESS_KEY: e.secretAccessKey,
+    AWS_EC2_METADATA_DISABLED: "true",
   };
 }
 
@@ -76,6 +85,38 @@ export async function ensureLocalBucket(e: LocalEndpoints): Promise<void> {
   } finally {
     s3.destroy();
   }
+}
+
+/**
+ * Takes the state directory for this process (`stack.pid`, created exclusively). A lock left by a dead
+ * process is taken over. Returns its release.
+ * @throws LocalStackBusyError naming the live holder
+ */
+export async function lockStateDir(stateDir: string): Promise<() => Promise<void>> {
+  await mkdir(stateDir, { recursive: true });
+  const file = stackLockFile(stateDir);
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      const fh = await open(file, "wx");
+      await fh.writeFile(String(process.pid));
+      await fh.close();
+      return async () => {
+        const holder = Number((await readFile(file, "utf8").catch(() => "")).trim());
+        if (holder === process.pid) await rm(file, { force: true });
+      };
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+      const holder = Number((await readFile(file, "utf8").catch(() => "")).trim());
+      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && isAlive(holder)) {
+        throw new LocalStackBusyError(
+          `another cgmirror command (pid ${holder}) is using the local stack in ${stateDir} right now; ` +
+            "wait for it to finish, or run `npx cgmirror local up` once so that commands share one background stack",
+        );
+      }
+      await rm(file, { force: true }); // left by a process that died
+    }
+  }
+  throw new LocalStackBusyError(`could not take the local stack's state directory ${stateDir}; try again`);
 }
 
 /** Starts both endpoints in this process, their data persisted under `stateDir`. */
@@ -122,28 +163,6 @@ export async function startLocalStack(
   };
 }
 
-/** True while a process with this pid exists. */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** The running daemon's endpoints, or undefined when no live daemon serves `stateDir`. */
-export async function runningStack(stateDir: string): Promise<LocalEndpoints | undefined> {
-  const file = endpointsFile(stateDir);
-  if (!existsSync(file)) return undefined;
-  const e = JSON.parse(await readFile(file, "utf8")) as LocalEndpoints;
-  if (e.pid === undefined || !isAlive(e.pid)) {
-    await rm(file, { force: true });
-    return undefined;
-  }
-  return e;
-}
-
 /**
  * The local stack for one command: the daemon's when `cgmirror local up` runs, else one started in this
  * process for the command's duration (same state directory, so both see the same data).
@@ -154,5 +173,27 @@ export async function attachOrStartLocalStack(
   const stateDir = resolve(options.stateDir ?? defaultStateDir());
   const running = await runningStack(stateDir);
   if (running) return { ...running, async stop() {} };
-  return startLocalStack({ ...options, stateDir });
+  const release = await lockStateDir(stateDir);
+  try {
+    // `local up` may have started while this command waited for the lock.
+    const daemon = await runningStack(stateDir);
+    if (daemon) {
+      await release();
+      return { ...daemon, async stop() {} };
+    }
+    const stack = await startLocalStack({ ...options, stateDir });
+    return {
+      ...stack,
+      async stop() {
+        try {
+          await stack.stop();
+        } finally {
+          await release();
+        }
+      },
+    };
+  } catch (error) {
+    await release();
+    throw error;
+  }
 }

@@ -2,7 +2,8 @@
  * The master: the consistency-group state machine (DESIGN.md sections 2 and 4).
  *
  *   AcquireLock -> LockAcquired? -(held)-> Skipped (Succeed, status "skipped")
- *   -> Recover -> Snapshot -> WaitForSnapshots <-> CheckSnapshots (until all completed, or timeout)
+ *   -> Recover -> Snapshot -> CheckSnapshots <-> WaitForSnapshots (the wait CheckSnapshots answers,
+ *      backing off; until all completed, or the snapshot timeout)
  *   -> Plan -> TransferShards (distributed Map, all must succeed, results discarded)
  *   -> PreparePolicy? -> PrepareVolumes (failFast) | PrepareAllVolumes (collectAll) -> AllPrepared?
  *   -> Commit -> ReleaseLock -> Committed (Succeed)
@@ -15,7 +16,7 @@
  *
  * State names are a contract (the local runner binds handlers by state name, see tasks.ts).
  */
-import { Duration } from "aws-cdk-lib";
+import { Duration, Lazy, Stack, Token } from "aws-cdk-lib";
 import type * as lambda from "aws-cdk-lib/aws-lambda";
 import * as sfn from "aws-cdk-lib/aws-stepfunctions";
 import * as tasks from "aws-cdk-lib/aws-stepfunctions-tasks";
@@ -26,11 +27,6 @@ import { TASK_TIMEOUT_MARGIN_SECONDS, TASKS, type TaskName } from "./tasks.ts";
 export interface ConsistencyGroupWorkflowProps {
   /** The Lambda function of every task. */
   readonly functions: Readonly<Record<TaskName, lambda.IFunction>>;
-  /**
-   * Wait between two snapshot completion checks.
-   * @default Duration.seconds(30)
-   */
-  readonly snapshotPollInterval?: Duration;
   /**
    * Maximum duration of one execution (the group lock's lease must be longer).
    * @default Duration.hours(12)
@@ -54,8 +50,9 @@ export interface ConsistencyGroupWorkflowProps {
 }
 
 /**
- * A distributed Map that always renders `ToleratedFailurePercentage: 0` (CDK omits a zero): the Map
- * fails unless every item succeeds, and the definition says so explicitly.
+ * A distributed Map that always renders `ToleratedFailurePercentage` (CDK omits a zero): the Map
+ * fails unless every item succeeds, and the definition says so explicitly. The workflow writes the
+ * value as `0.0` in the definition text (see `floatFailureThreshold`).
  */
 class AllMustSucceedDistributedMap extends sfn.DistributedMap {
   override toStateJson(stateMachineQueryLanguage?: sfn.QueryLanguage): object {
@@ -70,6 +67,24 @@ const BASE = {
 };
 
 const CAUGHT = "$.error";
+
+const ZERO_THRESHOLD = /"ToleratedFailurePercentage":0(?=[,}])/g;
+
+/**
+ * Writes `"ToleratedFailurePercentage":0` as `0.0` in a resolved definition string (a plain string
+ * or an `Fn::Join` of string parts and references). Same value for AWS, whose API models the field as
+ * a float and accepts `0.0`; LocalStack's ASL parser (2026.3) rejects the integer form and accepts
+ * the float one. JSON.stringify cannot write `0.0`, hence the text rewrite (docs/localstack.md).
+ */
+export function floatFailureThreshold(resolved: unknown): unknown {
+  if (typeof resolved === "string")
+    return resolved.replace(ZERO_THRESHOLD, '"ToleratedFailurePercentage":0.0');
+  if (resolved && typeof resolved === "object" && "Fn::Join" in resolved) {
+    const [sep, parts] = (resolved as { "Fn::Join": [string, unknown[]] })["Fn::Join"];
+    return { "Fn::Join": [sep, parts.map((p) => (typeof p === "string" ? floatFailureThreshold(p) : p))] };
+  }
+  return resolved;
+}
 
 export class ConsistencyGroupWorkflow extends Construct {
   readonly stateMachine: sfn.StateMachine;
@@ -124,7 +139,7 @@ export class ConsistencyGroupWorkflow extends Construct {
     });
     const revertFailed = new sfn.Fail(this, "RevertFailed", {
       comment:
-        "The revert failed; the lock stays until it expires and the next run's Recover finishes the revert.",
+        "The revert failed; the next run takes the lock over (this execution has ended) and its Recover finishes the revert.",
       error: Errors.RevertFailed,
       causePath: "$.revertError.Cause",
     });
@@ -146,7 +161,14 @@ export class ConsistencyGroupWorkflow extends Construct {
     const onFailure = { errors: [sfn.Errors.ALL], resultPath: CAUGHT };
 
     // ---- lock
-    const acquireLock = invoke("AcquireLock", "AcquireLock", BASE, "$.lock");
+    // The state machine's ARN: AcquireLock asks whether a live lock's holder (an execution of it named
+    // after the holder's run id) is still running.
+    const acquireLock = invoke(
+      "AcquireLock",
+      "AcquireLock",
+      { ...BASE, stateMachineId: sfn.JsonPath.stringAt("$$.StateMachine.Id") },
+      "$.lock",
+    );
     const skipped = new sfn.Pass(this, "MarkSkipped", {
       parameters: {
         status: "skipped",
@@ -173,8 +195,10 @@ export class ConsistencyGroupWorkflow extends Construct {
       revert,
       onFailure,
     );
+    // CheckSnapshots answers how long to wait before it is asked again (from 15 s, backing off to
+    // 15 min): a snapshot that takes days stays far below the 25,000 history events of an execution.
     const wait = new sfn.Wait(this, "WaitForSnapshots", {
-      time: sfn.WaitTime.duration(props.snapshotPollInterval ?? Duration.seconds(30)),
+      time: sfn.WaitTime.secondsPath("$.check.waitSeconds"),
     });
     const check = invoke(
       "CheckSnapshots",
@@ -182,7 +206,7 @@ export class ConsistencyGroupWorkflow extends Construct {
       {
         ...BASE,
         snapshots: sfn.JsonPath.listAt("$.snapshot.snapshots"),
-        startedAt: sfn.JsonPath.stringAt("$.snapshot.startedAt"),
+        waitingSince: sfn.JsonPath.stringAt("$.snapshot.waitingSince"),
       },
       "$.check",
     ).addCatch(revert, onFailure);
@@ -267,13 +291,37 @@ export class ConsistencyGroupWorkflow extends Construct {
       parameters: { "anyFailed.$": "States.ArrayContains($.prepare.oks, false)" },
       resultPath: "$.prepareDecision",
     });
-    const prepareFailed = new sfn.Pass(this, "PrepareFailuresAsError", {
+    // The aggregation keeps only what is bounded: per failed volume its id, error name and cause (the
+    // handlers cut messages at MAX_ERROR_MESSAGE_CHARS, lambdas/runtime.ts; AWS's own causes are short),
+    // and the state is rebuilt without the prepare results, so 100 failing volumes stay far below
+    // 256 KiB and the run's cause (ids and error names only) below the 32 KiB of an execution's cause.
+    // A filter path matches several items: AWS returns a list (one item locally returns the item).
+    const failures = "$.prepare.results[?(@.ok == false)]";
+    const collectFailures = new sfn.Pass(this, "CollectPrepareFailures", {
       parameters: {
-        Error: Errors.PrepareFailed,
-        Cause: sfn.JsonPath.jsonToString(sfn.JsonPath.listAt("$.prepare.results")),
+        config: sfn.JsonPath.objectAt("$.config"),
+        lock: sfn.JsonPath.objectAt("$.lock"),
+        failed: {
+          "volumes.$": `${failures}.volumeId`,
+          "errors.$": `${failures}.error`,
+          "details.$": failures,
+        },
       },
-      resultPath: CAUGHT,
+    });
+    const prepareFailed = new sfn.Pass(this, "PrepareFailuresAsError", {
+      comment: "Only what Revert and RunFailed need: the config, the lock and the error.",
+      parameters: {
+        config: sfn.JsonPath.objectAt("$.config"),
+        lock: sfn.JsonPath.objectAt("$.lock"),
+        error: {
+          Error: Errors.PrepareFailed,
+          "Cause.$":
+            "States.Format('volumes that failed to prepare (collectAll): {}; their errors: {}; each cause is in the PrepareAllVolumes map state and in error.volumes of the Revert input', States.JsonToString($.failed.volumes), States.JsonToString($.failed.errors))",
+          "volumes.$": "$.failed.details",
+        },
+      },
     }).next(revert);
+    collectFailures.next(prepareFailed);
 
     // ---- commit, release
     const commit = invoke(
@@ -292,11 +340,21 @@ export class ConsistencyGroupWorkflow extends Construct {
       },
       "$.commit",
     ).addCatch(revert, onFailure);
-    const releaseFailed = new sfn.Fail(this, "ReleaseLockFailed", {
-      comment: "The group IS committed; only the lock release failed. The lock expires at its lease end.",
-      errorPath: "$.releaseError.Error",
-      causePath: "$.releaseError.Cause",
-    });
+    const releaseFailed = new sfn.Pass(this, "ReleaseFailureAsError", {
+      comment: "The group IS committed: say so in the error, keep the release error in the cause.",
+      parameters: {
+        Error: Errors.ReleaseLockFailed,
+        "Cause.$":
+          "States.Format('generation {} of group {} IS committed; only releasing the lock failed; the next run takes it over. {}: {}', $.commit.generation, $.config.group, $.releaseError.Error, $.releaseError.Cause)",
+      },
+      resultPath: "$.releaseFailure",
+    }).next(
+      new sfn.Fail(this, "ReleaseLockFailed", {
+        comment: "The group IS committed; only the lock release failed. The next run takes the lock over.",
+        errorPath: "$.releaseFailure.Error",
+        causePath: "$.releaseFailure.Cause",
+      }),
+    );
     const release = invoke(
       "ReleaseLock",
       "ReleaseLock",
@@ -316,7 +374,7 @@ export class ConsistencyGroupWorkflow extends Construct {
 
     const prepareJoin = new sfn.Choice(this, "AllPrepared?")
       .when(sfn.Condition.booleanEquals("$.prepareDecision.anyFailed", false), commit)
-      .otherwise(prepareFailed);
+      .otherwise(collectFailures);
     decide.next(prepareJoin);
     prepareAll.next(decide);
     prepareFailFast.next(commit);
@@ -327,7 +385,7 @@ export class ConsistencyGroupWorkflow extends Construct {
         .otherwise(skipped),
     );
     recover.next(snapshot);
-    snapshot.next(wait);
+    snapshot.next(check);
     wait.next(check);
     check.next(
       new sfn.Choice(this, "SnapshotsCompleted?")
@@ -351,5 +409,10 @@ export class ConsistencyGroupWorkflow extends Construct {
       tracingEnabled: props.tracingEnabled ?? false,
       comment: "cgmirror: form a consistency group, copy changed blocks to S3, commit or revert atomically.",
     });
+    const cfn = this.stateMachine.node.defaultChild as sfn.CfnStateMachine;
+    const rendered = cfn.definitionString;
+    cfn.definitionString = Token.asString(
+      Lazy.any({ produce: () => floatFailureThreshold(Stack.of(this).resolve(rendered)) }),
+    );
   }
 }

@@ -7,7 +7,7 @@
  * handler by state name, see tasks.ts). `definitionFromTemplate()` extracts the definition from any
  * synthesized template, replacing CloudFormation references by placeholders.
  */
-import { App, Duration, Stack } from "aws-cdk-lib";
+import { App, Stack } from "aws-cdk-lib";
 import * as lambda from "aws-cdk-lib/aws-lambda";
 import { ConsistencyGroupWorkflow } from "./consistency-group.ts";
 import { TASK_NAMES, type TaskName } from "./tasks.ts";
@@ -58,25 +58,55 @@ export type CfnTemplate = {
   Resources: Record<string, { Type: string; Properties?: Record<string, unknown> }>;
 };
 
-/** The (only) state machine definition of a synthesized template (`Template.fromStack(s).toJSON()`). */
+const defaultPlaceholder = (id: string) => `arn:aws:lambda:${LOCAL_REGION}:${LOCAL_ACCOUNT}:function:${id}`;
+
+/**
+ * A state machine definition of a synthesized template (`Template.fromStack(s).toJSON()`): the only
+ * one, or the one named `stateMachineName` (the stack has one per group, infra/stack.ts).
+ */
 export function definitionFromTemplate(
   template: CfnTemplate,
-  placeholder: (logicalId: string) => string = (id) =>
-    `arn:aws:lambda:${LOCAL_REGION}:${LOCAL_ACCOUNT}:function:${id}`,
+  placeholder: (logicalId: string) => string = defaultPlaceholder,
+  stateMachineName?: string,
 ): AslDefinition {
-  const machines = Object.values(template.Resources).filter(
-    (r) => r.Type === "AWS::StepFunctions::StateMachine",
+  return JSON.parse(definitionTextFromTemplate(template, placeholder, stateMachineName)) as AslDefinition;
+}
+
+/**
+ * The definition exactly as the template writes it (text, references replaced by placeholders): what
+ * a Step Functions service parses. It differs from `JSON.stringify(definitionFromTemplate(...))`
+ * in number formatting (`0.0`), which some parsers care about.
+ */
+export function definitionTextFromTemplate(
+  template: CfnTemplate,
+  placeholder: (logicalId: string) => string = defaultPlaceholder,
+  stateMachineName?: string,
+): string {
+  // A consistency-group workflow (construct id "Workflow-<group>", named stateMachineName when given);
+  // the stack's other state machines (the maintenance workflow, infra/maintenance.ts) have other ids.
+  const all = Object.entries(template.Resources).filter(
+    ([, r]) =>
+      r.Type === "AWS::StepFunctions::StateMachine" &&
+      (stateMachineName === undefined || r.Properties?.StateMachineName === stateMachineName),
   );
+  const machines = (all.length > 1 ? all.filter(([id]) => id.startsWith("Workflow")) : all).map(([, r]) => r);
   if (machines.length !== 1) {
-    throw new TypeError(`expected exactly one state machine in the template, got ${machines.length}`);
+    throw new TypeError(
+      `expected exactly one consistency-group state machine${stateMachineName ? ` named ${stateMachineName}` : ""} in the template, got ${machines.length}`,
+    );
   }
   const body = (machines[0] as unknown as { Properties: { DefinitionString: CfnValue } }).Properties
     .DefinitionString;
-  return JSON.parse(resolveCfn(body, placeholder)) as AslDefinition;
+  return resolveCfn(body, placeholder);
 }
 
 /** The workflow's definition with placeholder function ARNs, for local execution. */
-export function localDefinition(options: { snapshotPollSeconds?: number } = {}): AslDefinition {
+export function localDefinition(): AslDefinition {
+  return JSON.parse(localDefinitionText()) as AslDefinition;
+}
+
+/** The text of `localDefinition()`, exactly as synthesized (for services that parse it themselves). */
+export function localDefinitionText(): string {
   const app = new App();
   const stack = new Stack(app, "CgmirrorLocalWorkflow", {
     env: { account: LOCAL_ACCOUNT, region: LOCAL_REGION },
@@ -84,10 +114,7 @@ export function localDefinition(options: { snapshotPollSeconds?: number } = {}):
   const functions = Object.fromEntries(
     TASK_NAMES.map((task) => [task, lambda.Function.fromFunctionArn(stack, task, localFunctionArn(task))]),
   ) as Record<TaskName, lambda.IFunction>;
-  new ConsistencyGroupWorkflow(stack, "Workflow", {
-    functions,
-    snapshotPollInterval: Duration.seconds(options.snapshotPollSeconds ?? 30),
-  });
+  new ConsistencyGroupWorkflow(stack, "Workflow", { functions });
   const template = app.synth().getStackByName(stack.stackName).template as CfnTemplate;
-  return definitionFromTemplate(template);
+  return definitionTextFromTemplate(template);
 }

@@ -22,6 +22,15 @@ export const Errors = {
   LockLost: "LockLostError",
   /** HEAD moved under this run: must revert. */
   CommitConflict: "CommitConflictError",
+  /**
+   * The repository is ambiguous (HEAD missing, delete-marked, rolled back or unreadable): the run
+   * stopped before changing anything; `cgmirror repair` explains. Not retried; alarmed.
+   */
+  RepositoryState: "RepositoryStateError",
+  /** The run id (execution name) was used before. Not retried. */
+  RunIdReused: "RunIdReusedError",
+  /** A volume is smaller than in the committed generation. Not retried. */
+  VolumeShrunk: "VolumeShrunkError",
   /** The file systems could not be frozen (or thawed) on every instance. */
   FreezeFailed: "FreezeFailedError",
   /** A snapshot could not be created, or ended in state `error`. */
@@ -32,6 +41,8 @@ export const Errors = {
   TransferFailed: "TransferFailedError",
   /** At least one volume failed to prepare (collectAll policy decision). */
   PrepareFailed: "PrepareFailedError",
+  /** The group IS committed, but releasing the lock failed (the next run takes the lock over). */
+  ReleaseLockFailed: "ReleaseLockFailedError",
   /** The revert itself failed; the next run's Recover finishes it. */
   RevertFailed: "RevertFailedError",
   /** Stored data failed an integrity check (from core). Not retried. */
@@ -87,5 +98,20 @@ export class NotImplementedError extends Error {
   override readonly name = "NotImplementedError";
   constructor(task: string, missing: string, options?: ErrorOptions) {
     super(`task ${task} is not implemented yet: it needs ${missing}; this run reverts`, options);
+  }
+}
+
+/**
+ * The readable part of a Step Functions error cause: a Lambda function error's cause is the Lambda
+ * error object (`{"errorType","errorMessage","trace"}`), whose message is what a person wants to read.
+ * Any other cause is returned as is.
+ */
+export function causeMessage(cause: string): string {
+  if (!cause.startsWith("{")) return cause;
+  try {
+    const parsed = JSON.parse(cause) as { errorMessage?: unknown };
+    return typeof parsed.errorMessage === "string" ? parsed.errorMessage : cause;
+  } catch {
+    return cause;
   }
 }

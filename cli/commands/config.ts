@@ -1,12 +1,11 @@
 /** `cgmirror config init` and `cgmirror config check`. */
 import { existsSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
-import { resolve } from "node:path";
-import { Command, Option } from "commander";
-import { type GroupConfig, type GroupConfigInput, parseGroupConfig } from "#core/group-config.ts";
-import { defaultStateDir, LOCAL_BUCKET } from "../../local/stack.ts";
-import { VolumeSimulator } from "../../local/volumes/simulator.ts";
+import { Command } from "commander";
+import type { GroupConfig, GroupConfigInput } from "#core/group-config.ts";
+import { LOCAL_BUCKET } from "../../local/names.ts";
 import { printJson, UsageError } from "../output.ts";
+import { applyAwsOptions, awsOptions, stateDirOf, stateDirOption } from "../state.ts";
 
 /** Reads and validates a group config file; every problem is listed in the error. */
 export async function loadConfigFile(path: string): Promise<GroupConfig> {
@@ -21,6 +20,7 @@ export async function loadConfigFile(path: string): Promise<GroupConfig> {
         : `cannot read config file ${path}: ${(err as Error).message}`,
     );
   }
+  const { parseGroupConfig } = await import("#core/group-config.ts");
   return parseGroupConfig(text, path);
 }
 
@@ -42,7 +42,9 @@ export function configCommands(): Command {
     .option("--tag <Key=Value>", "in AWS: the group's volumes are those with this tag")
     .option("--bucket <name>", "target bucket (AWS)")
     .option("--force", "overwrite --out if it exists")
-    .addOption(new Option("--state-dir <dir>", "local state directory").hideHelp())
+    .addOption(stateDirOption())
+    .addOption(awsOptions()[0]!)
+    .addOption(awsOptions()[1]!)
     .option("--json", "also print the config")
     .action(
       async (opts: {
@@ -53,17 +55,19 @@ export function configCommands(): Command {
         bucket?: string;
         force?: boolean;
         stateDir?: string;
+        region?: string;
+        profile?: string;
         json?: boolean;
       }) => {
+        const { parseGroupConfig } = await import("#core/group-config.ts");
         if (existsSync(opts.out) && !opts.force) {
           throw new UsageError(`${opts.out} already exists; add --force to overwrite it`);
         }
-        let volumes: { id: string; instanceId?: string }[];
+        let volumes: { id: string; instanceId?: string; kmsKeyArn?: string }[];
         let bucket: string;
         if (opts.local) {
-          const sim = new VolumeSimulator({
-            stateDir: resolve(opts.stateDir ?? process.env.CGM_LOCAL_STATE_DIR ?? defaultStateDir()),
-          });
+          const { VolumeSimulator } = await import("../../local/volumes/simulator.ts");
+          const sim = new VolumeSimulator({ stateDir: stateDirOf(opts) });
           volumes = (await sim.list()).map((v) => ({
             id: v.id,
             ...(v.instanceId ? { instanceId: v.instanceId } : {}),
@@ -80,6 +84,7 @@ export function configCommands(): Command {
               "in AWS, give --tag Key=Value (which volumes) and --bucket (where the copies go); or use --local",
             );
           }
+          applyAwsOptions(opts);
           const { findTaggedVolumes } = await import("#adapters/ec2-volumes.ts");
           const { EC2Client } = await import("@aws-sdk/client-ec2");
           const ec2 = new EC2Client({});
@@ -100,15 +105,25 @@ export function configCommands(): Command {
           schedule: { expression: "rate(1 hour)" },
           freeze: { enabled: false, maxCoordinationSeconds: 10 },
           prepare: { policy: "failFast" },
-          snapshots: { keep: 2 },
+          snapshots: { keep: 1 },
+          retention: { keepLast: 24, keepDaily: 7, keepWeekly: 4, keepMonthly: 6 },
         };
         parseGroupConfig(doc, opts.out); // a starter config must itself be valid
         await writeFile(opts.out, `${JSON.stringify(doc, null, 2)}\n`);
         if (opts.json) printJson(doc);
-        else
+        else {
           console.log(
             `wrote ${opts.out}: group ${opts.group} with ${volumes.length} volumes → s3://${bucket}/groups/${opts.group}`,
           );
+          const keys = [...new Set(volumes.flatMap((v) => (v.kmsKeyArn ? [v.kmsKeyArn] : [])))];
+          if (keys.length > 0) {
+            console.log(
+              `${keys.length} KMS key(s) encrypt these volumes (volumes[].kmsKeyArn): ${keys.join(", ")}. ` +
+                "A customer-managed key's policy must let the stack's Plan and Transfer roles decrypt through EBS: " +
+                'see docs/operations.md, "Encrypted volumes".',
+            );
+          }
+        }
       },
     );
 

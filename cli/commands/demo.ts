@@ -1,6 +1,6 @@
 /** `cgmirror demo` (and `npm run demo`). */
+import { resolve } from "node:path";
 import { Command } from "commander";
-import { runDemo } from "../../local/demo.ts";
 import { formatBytes, printJson, table } from "../output.ts";
 
 export function demoCommand(): Command {
@@ -10,10 +10,17 @@ export function demoCommand(): Command {
         "(full, incremental, one that fails and reverts), then every generation restored and checked",
     )
     .option("--state-dir <dir>", "keep the demo's stack state here (default: a temporary directory, removed)")
+    .option(
+      "--report <file>",
+      "where to write the HTML report of the demo's group",
+      ".cgmirror/demo-report.html",
+    )
     .option("--json", "print the report as JSON")
-    .action(async (opts: { stateDir?: string; json?: boolean }) => {
+    .action(async (opts: { stateDir?: string; report: string; json?: boolean }) => {
       const quiet = opts.json;
+      const { runDemo } = await import("../../local/demo.ts");
       const report = await runDemo({
+        reportPath: resolve(opts.report),
         ...(opts.stateDir ? { stateDir: opts.stateDir } : {}),
         ...(quiet ? {} : { log: (l: string) => console.log(l) }),
       });
@@ -50,6 +57,20 @@ export function demoCommand(): Command {
             ]),
           ),
         );
+        console.log("\nRestores into EBS snapshots (read back through GetSnapshotBlock):");
+        console.log(
+          table(
+            ["GEN", "BYTE-IDENTICAL", "BLOCKS WRITTEN", "ON PARENT", "SNAPSHOTS"],
+            report.snapshotRestores.map((r) => [
+              r.generation,
+              `${r.volumesIdentical}/${r.volumes}`,
+              r.blocksWritten,
+              Object.keys(r.parents).length ? Object.values(r.parents).join(", ") : "-",
+              r.snapshots.join(", "),
+            ]),
+          ),
+        );
+        if (report.reportPath) console.log(`\nHTML report of the group: ${report.reportPath}`);
         console.log(report.ok ? "\ndemo OK" : `\ndemo FAILED:\n- ${report.problems.join("\n- ")}`);
       }
       if (!report.ok) process.exitCode = 1;

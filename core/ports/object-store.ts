@@ -97,11 +97,27 @@ export interface ObjectStore {
   delete(key: string, options?: { readonly versionId?: string }): Promise<void>;
   /** Metadata of the key (or version), or `undefined` when absent. */
   head(key: string, options?: { readonly versionId?: string }): Promise<HeadResult | undefined>;
-  /** Current objects whose key starts with `prefix`, in key order. */
-  list(prefix: string): AsyncIterable<ObjectSummary>;
+  /** Current objects whose key starts with `prefix`, in key order (after `startAfter`, when given). */
+  list(prefix: string, options?: ListOptions): AsyncIterable<ObjectSummary>;
   /** All versions (and delete markers) under `prefix`: keys in order, each key's versions newest first. */
   listVersions(prefix: string): AsyncIterable<ObjectVersionSummary>;
   createMultipartUpload(key: string, options?: MultipartUploadOptions): Promise<MultipartUpload>;
+  /**
+   * Deletes exact versions (S3 DeleteObjects, up to 1,000 per request). Deleting something absent is
+   * not an error. @throws an Error naming the first version the store refused to delete
+   */
+  deleteVersions(objects: readonly ObjectVersionRef[]): Promise<void>;
+}
+
+export interface ListOptions {
+  /** List only keys that sort after this one (S3 StartAfter). */
+  readonly startAfter?: string;
+}
+
+/** One exact version of an object. */
+export interface ObjectVersionRef {
+  readonly key: string;
+  readonly versionId: string;
 }
 
 /** The key (or the version) does not exist. */

@@ -37,8 +37,34 @@ function loadGroups(spec: string | undefined): GroupConfig[] {
       } catch (cause) {
         throw new UsageError(`cannot read group config ${path}: ${(cause as Error).message}`, { cause });
       }
-      return parseGroupConfig(text, path);
+      const config = parseGroupConfig(text, path);
+      const local = localOnlyProblems(config, path);
+      if (local.length > 0) throw new UsageError(local.join("\n"));
+      return config;
     });
+}
+
+const EBS_VOLUME_ID = /^vol-([0-9a-f]{8}|[0-9a-f]{17})$/;
+const EC2_INSTANCE_ID = /^i-([0-9a-f]{8}|[0-9a-f]{17})$/;
+
+/** A config written by `cgmirror config init --local` names simulated volumes and the local bucket: refuse it. */
+export function localOnlyProblems(g: GroupConfig, path: string): string[] {
+  const problems: string[] = [];
+  if (g.target.bucket === "cgmirror-local")
+    problems.push(`target.bucket is the local stack's bucket "cgmirror-local"`);
+  for (const v of g.volumes) {
+    if (!EBS_VOLUME_ID.test(v.id))
+      problems.push(`volume ${v.id} is not an EBS volume id (vol- and 8 or 17 hex digits)`);
+    if (v.instanceId && !EC2_INSTANCE_ID.test(v.instanceId)) {
+      problems.push(`instance ${v.instanceId} of ${v.id} is not an EC2 instance id`);
+    }
+  }
+  return problems.length === 0
+    ? []
+    : [
+        `${path} is a local-only config (made by \`cgmirror config init --local\`?): ${problems.join("; ")}. ` +
+          "For AWS write one with: npx cgmirror config init --group <name> --tag Key=Value --bucket <bucket> --out group.json",
+      ];
 }
 
 function main(): void {

@@ -1,4 +1,4 @@
-import type { EbsStats } from "./emulator.ts";
+import type { EbsStats, KmsGrants } from "./emulator.ts";
 import type { EbsFaults } from "./faults.ts";
 import type { SnapshotDescription, SyntheticSnapshotOptions } from "./store.ts";
 
@@ -7,6 +7,8 @@ export interface EbsAdminClient {
   setFaults(faults: Partial<EbsFaults>): Promise<EbsFaults>;
   resetFaults(): Promise<EbsFaults>;
   faults(): Promise<EbsFaults>;
+  /** Replaces the KMS grants (key ARN -> access key ids allowed to use it). */
+  setKmsGrants(grants: KmsGrants): Promise<KmsGrants>;
   stats(): Promise<EbsStats>;
   resetStats(): Promise<EbsStats>;
   createSyntheticSnapshot(opts: SyntheticSnapshotOptions): Promise<SnapshotDescription>;
@@ -53,6 +55,7 @@ export function ebsAdmin(endpoint: string): EbsAdminClient {
     setFaults: (f) => ok("POST", "faults", f),
     resetFaults: () => ok("POST", "faults/reset"),
     faults: () => ok("GET", "faults"),
+    setKmsGrants: (g) => ok("POST", "kms-grants", g),
     stats: () => ok("GET", "stats"),
     resetStats: () => ok("POST", "stats/reset"),
     createSyntheticSnapshot: async (o) =>

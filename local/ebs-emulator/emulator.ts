@@ -62,6 +62,34 @@ export interface EbsEmulatorOptions {
   readonly now?: (() => number) | undefined;
   /** Monotonic clock in ms for the request quotas (tests freeze it). @default performance.now */
   readonly quotaClock?: (() => number) | undefined;
+  /**
+   * Who may use which KMS key: key ARN -> access key ids allowed to use it through EBS (what the key
+   * policy and the caller's IAM policy together allow in AWS). Any request on a snapshot encrypted with
+   * a key by a caller not listed for it is answered `AccessDeniedException`. @default {} (no grants)
+   */
+  readonly kmsGrants?: KmsGrants | undefined;
+}
+
+/** KMS key ARN -> access key ids allowed to use the key via EBS. */
+export type KmsGrants = Readonly<Record<string, readonly string[]>>;
+
+function checkKmsGrants(grants: unknown): KmsGrants {
+  if (typeof grants !== "object" || grants === null || Array.isArray(grants)) {
+    throw new EbsFaultConfigError(
+      `kmsGrants must be an object {keyArn: [accessKeyId, ...]}, got ${JSON.stringify(grants)}`,
+    );
+  }
+  for (const [key, ids] of Object.entries(grants)) {
+    if (!/^arn:aws[a-z-]*:kms:/.test(key)) {
+      throw new EbsFaultConfigError(`kmsGrants keys must be KMS key ARNs, got ${JSON.stringify(key)}`);
+    }
+    if (!Array.isArray(ids) || ids.some((i) => typeof i !== "string" || i === "")) {
+      throw new EbsFaultConfigError(
+        `kmsGrants[${JSON.stringify(key)}] must be a list of access key ids, got ${JSON.stringify(ids)}`,
+      );
+    }
+  }
+  return structuredClone(grants as KmsGrants);
 }
 
 export interface EbsStats {
@@ -103,6 +131,9 @@ export interface EbsEmulator {
   listSnapshots(): SnapshotDescription[];
   /** Deletes like EC2 DeleteSnapshot: children keep their inherited blocks. */
   deleteSnapshot(snapshotId: string): Promise<void>;
+  /** Replaces the KMS grants (validated; throws EbsFaultConfigError); returns them. */
+  setKmsGrants(grants: KmsGrants): KmsGrants;
+  kmsGrants(): KmsGrants;
 }
 
 const SNAPSHOT_ID_RE = /^snap-[0-9a-f]{1,59}$/;
@@ -273,6 +304,9 @@ function parseStartSnapshot(body: unknown): StartSnapshotInput {
   if (parent !== undefined && enc !== undefined && enc !== null) {
     bad("INVALID_PARAMETER_VALUE", "ParentSnapshotId and Encrypted cannot be given together");
   }
+  if (kmsKeyArn !== undefined && enc !== true) {
+    bad("INVALID_PARAMETER_VALUE", "KmsKeyArn needs Encrypted: true");
+  }
   const timeout = b.Timeout;
   if (timeout !== undefined && timeout !== null) {
     if (typeof timeout !== "number" || !Number.isInteger(timeout) || timeout < 10 || timeout > 4320) {
@@ -348,6 +382,28 @@ export async function startEbsEmulator(opts: EbsEmulatorOptions = {}): Promise<E
   const pool = workers > 0 ? new SyntheticPool(workers) : undefined;
   const freeBlocks: Buffer[] = [];
   let stats = new Stats();
+  let kmsGrants: KmsGrants = checkKmsGrants(opts.kmsGrants ?? {});
+
+  /**
+   * As in AWS, reading (or writing) a snapshot encrypted with a customer-managed key needs the right to
+   * use that key through EBS; a caller without it gets AccessDeniedException (Reason
+   * DEPENDENCY_ACCESS_DENIED: the dependency, KMS, refused).
+   */
+  const requireKeyAccess = (
+    req: IncomingMessage,
+    op: EbsOperation,
+    keyArn: string | undefined,
+    what: string,
+  ) => {
+    if (keyArn === undefined) return;
+    const caller = accessKeyOf(req);
+    if (caller !== undefined && (kmsGrants[keyArn] ?? []).includes(caller)) return;
+    throw new EbsApiError(
+      "AccessDeniedException",
+      `${op} on ${what} needs kms:Decrypt on ${keyArn} through EBS; access key ${caller ?? "(unsigned)"} is not allowed to use that key`,
+      "DEPENDENCY_ACCESS_DENIED",
+    );
+  };
 
   // quotas
   let snapshotBuckets = new Map<string, TokenBucket>();
@@ -547,6 +603,11 @@ export async function startEbsEmulator(opts: EbsEmulatorOptions = {}): Promise<E
     switch (r.op) {
       case "StartSnapshot": {
         const input = parseStartSnapshot(await readJson(req, 256 * 1024));
+        const parentKey =
+          input.ParentSnapshotId !== undefined && store.snapshots.has(input.ParentSnapshotId)
+            ? store.get(input.ParentSnapshotId).kmsKeyArn
+            : undefined;
+        requireKeyAccess(req, r.op, input.KmsKeyArn ?? parentKey, "a new snapshot");
         if (
           faults.maxPendingSnapshots > 0 &&
           !(input.ClientToken !== undefined && store.hasClientToken(input.ClientToken)) &&
@@ -564,6 +625,7 @@ export async function startEbsEmulator(opts: EbsEmulatorOptions = {}): Promise<E
       }
       case "PutSnapshotBlock": {
         const rec = store.get(checkSnapshotId(r.snapshotId, "SnapshotId"));
+        requireKeyAccess(req, r.op, rec.kmsKeyArn, rec.id);
         const index = blockIndexOf(rec, r.blockIndex);
         if (rec.status !== "pending") {
           throw validation(
@@ -619,6 +681,7 @@ export async function startEbsEmulator(opts: EbsEmulatorOptions = {}): Promise<E
       }
       case "CompleteSnapshot": {
         const rec = store.get(checkSnapshotId(r.snapshotId, "SnapshotId"));
+        requireKeyAccess(req, r.op, rec.kmsKeyArn, rec.id);
         const count = parseIntParam(
           header(req, "x-amz-changedblockscount"),
           "x-amz-ChangedBlocksCount",
@@ -663,6 +726,7 @@ export async function startEbsEmulator(opts: EbsEmulatorOptions = {}): Promise<E
       }
       case "GetSnapshotBlock": {
         const rec = store.get(checkSnapshotId(r.snapshotId, "SnapshotId"));
+        requireKeyAccess(req, r.op, rec.kmsKeyArn, rec.id);
         requireStatus(rec, "completed", "GetSnapshotBlock");
         const index = blockIndexOf(rec, r.blockIndex);
         const token = query.get("blockToken")?.replaceAll(" ", "+") ?? null;
@@ -722,6 +786,7 @@ export async function startEbsEmulator(opts: EbsEmulatorOptions = {}): Promise<E
       }
       case "ListSnapshotBlocks": {
         const rec = store.get(checkSnapshotId(r.snapshotId, "SnapshotId"));
+        requireKeyAccess(req, r.op, rec.kmsKeyArn, rec.id);
         requireStatus(rec, "completed", "ListSnapshotBlocks");
         listPage("list", rec, undefined, store.chain(rec), query, res);
         return;
@@ -730,6 +795,8 @@ export async function startEbsEmulator(opts: EbsEmulatorOptions = {}): Promise<E
         const second = store.get(checkSnapshotId(r.snapshotId, "SecondSnapshotId"));
         const firstId = query.get("firstSnapshotId");
         const first = firstId === null ? undefined : store.get(checkSnapshotId(firstId, "FirstSnapshotId"));
+        requireKeyAccess(req, r.op, second.kmsKeyArn, second.id);
+        if (first !== undefined) requireKeyAccess(req, r.op, first.kmsKeyArn, first.id);
         requireStatus(second, "completed", "ListChangedBlocks");
         if (first !== undefined) requireStatus(first, "completed", "ListChangedBlocks");
         let members: OwnBlocks[];
@@ -781,6 +848,11 @@ export async function startEbsEmulator(opts: EbsEmulatorOptions = {}): Promise<E
         return reply(200, emulator.setFaults((await readJson(req, 64 * 1024)) as Partial<EbsFaults>));
       }
       if (a === "faults" && b === "reset" && method === "POST") return reply(200, emulator.resetFaults());
+      if (a === "kms-grants" && parts.length === 1 && method === "GET")
+        return reply(200, emulator.kmsGrants());
+      if (a === "kms-grants" && parts.length === 1 && method === "POST") {
+        return reply(200, emulator.setKmsGrants((await readJson(req, 64 * 1024)) as KmsGrants));
+      }
       if (a === "synthetic-snapshots" && parts.length === 1 && method === "POST") {
         return reply(
           201,
@@ -967,6 +1039,11 @@ export async function startEbsEmulator(opts: EbsEmulatorOptions = {}): Promise<E
     },
     listSnapshots: () => [...store.snapshots.values()].map((s) => store.describe(s)),
     deleteSnapshot: (id) => store.deleteSnapshot(id),
+    setKmsGrants(grants) {
+      kmsGrants = checkKmsGrants(grants);
+      return kmsGrants;
+    },
+    kmsGrants: () => kmsGrants,
   };
   return emulator;
 }

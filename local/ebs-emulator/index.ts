@@ -1,5 +1,11 @@
 export { type EbsAdminClient, EbsAdminError, ebsAdmin } from "./admin-client.ts";
-export { type EbsEmulator, type EbsEmulatorOptions, type EbsStats, startEbsEmulator } from "./emulator.ts";
+export {
+  type EbsEmulator,
+  type EbsEmulatorOptions,
+  type EbsStats,
+  type KmsGrants,
+  startEbsEmulator,
+} from "./emulator.ts";
 export { EBS_ERROR_STATUS, EbsApiError, type EbsErrorName } from "./errors.ts";
 export {
   AWS_DEFAULT_QUOTAS,

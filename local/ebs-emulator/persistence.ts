@@ -90,7 +90,7 @@ export class DiskPersistence {
       }
       if (alive) {
         throw new DataDirInUseError(
-          `${this.dir} is in use by another EBS emulator (pid ${pid}); stop it or use another dataDir`,
+          `${this.dir} is in use by another EBS emulator (pid ${pid}); stop it or use another data directory`,
         );
       }
       await rm(path, { force: true });

@@ -89,10 +89,18 @@ export interface SyntheticSnapshotOptions {
   readonly compressibleFraction?: number | undefined;
   readonly description?: string | undefined;
   readonly tags?: Tag[] | undefined;
+  /**
+   * Encrypt the snapshot with this KMS key: readers need a grant on it (the emulator's `kmsGrants`).
+   * A child inherits its parent's key. @default not encrypted
+   */
+  readonly kmsKeyArn?: string | undefined;
 }
 
 export interface SnapshotDescription {
   readonly snapshotId: string;
+  readonly encrypted: boolean;
+  /** The KMS key the snapshot is encrypted with (inherited from its parent), if any. */
+  readonly kmsKeyArn: string | undefined;
   readonly status: SnapshotStatus;
   readonly volumeSizeGiB: number;
   readonly parentSnapshotId: string | undefined;
@@ -554,8 +562,8 @@ export class EbsStore {
       fingerprint: undefined,
       timeoutMinutes: DEFAULT_TIMEOUT_MINUTES,
       lastActivityMs: now,
-      encrypted: false,
-      kmsKeyArn: undefined,
+      encrypted: opts.kmsKeyArn !== undefined || (parent?.encrypted ?? false),
+      kmsKeyArn: opts.kmsKeyArn ?? parent?.kmsKeyArn,
       generation,
       own,
       children: new Set(),
@@ -612,6 +620,8 @@ export class EbsStore {
       description: rec.description,
       tags: rec.tags,
       childSnapshotIds: [...rec.children].map((c) => c.id),
+      encrypted: rec.encrypted,
+      kmsKeyArn: rec.kmsKeyArn,
     };
   }
 }

@@ -84,7 +84,7 @@ describe("cgmirror backup --local", () => {
     await writeFile(join(cwd, "bad.json"), '{"group": "db", "volumes": [{"id": "disk-1"}]');
     const before = await versions();
     const r = await cgmirror(["backup", "--group", "db", "--config", "bad.json", "--local"], { cwd });
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/^cgmirror: invalid group config bad.json/);
     expect(r.stderr).not.toMatch(/\n\s+at /);
     expect(await versions()).toEqual(before);

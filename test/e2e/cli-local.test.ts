@@ -96,7 +96,7 @@ describe("cgmirror local", () => {
       ["local", "volume", "write", "--id", "vol-zz", "--offset", "0", "--random", "1"],
       { cwd },
     );
-    expect(unknown.code).toBe(1);
+    expect(unknown.code).toBe(2);
     expect(unknown.stderr).toMatch(/no simulated volume vol-zz/);
     expect(unknown.stderr).not.toMatch(/\n\s+at /);
     const list = await cgmirror(["local", "volume", "list", "--json"], { cwd });

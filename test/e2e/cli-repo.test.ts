@@ -53,7 +53,7 @@ describe("cgmirror status / restore / verify", () => {
     expect(status.head.generation).toBe(2);
     expect(status.generations.map((g: { generation: number }) => g.generation)).toEqual([1, 2]);
     expect(status.generations[1].volumes).toBe(2);
-    expect(status.lock).toBeNull();
+    expect(status.lock).toMatchObject({ runId: "run-2", released: true, live: false });
     expect(status.newestCommittedAgeSeconds).toBeGreaterThanOrEqual(0);
   });
 
@@ -107,7 +107,7 @@ describe("cgmirror status / restore / verify", () => {
     );
     expect(missing.code).toBe(2);
     expect(missing.stderr.trim()).toBe(
-      "cgmirror: generation 9 does not exist in group db; it has generations 1, 2",
+      "cgmirror: generation 9 is not a committed generation of group db; it has generations 1-2",
     );
     const file = join(cwd, "a-file");
     await writeFile(file, "x");
@@ -117,5 +117,26 @@ describe("cgmirror status / restore / verify", () => {
     const none = await cgmirror(["status", "--group", "nope", "--local"], { cwd });
     expect(none.code).toBe(0);
     expect(none.stdout).toMatch(/no committed generation yet/);
+  });
+
+  it("GIVEN HEAD was deleted in the console WHEN repair runs THEN it explains, changes nothing without --yes, and restores HEAD with --yes", async () => {
+    const store = new S3ObjectStore({ client: s3, bucket: e.bucket });
+    const repo = createRepo({ store, prefix: "groups/db", group: "db" });
+    await store.delete(keys.head(repo)); // a delete marker, like `aws s3 rm`
+    const status = await cgmirror(["status", "--group", "db", "--local"], { cwd });
+    expect(status.stdout).toMatch(/no committed generation yet/);
+    const dry = await cgmirror(["repair", "--group", "db", "--local"], { cwd });
+    expect(dry.code).toBe(1);
+    expect(dry.stdout).toMatch(/needs repair: .*HEAD was deleted/);
+    expect(dry.stdout).toMatch(/repair would point HEAD at generation 2/);
+    expect(dry.stdout).toMatch(/nothing changed; re-run with --yes/);
+    const fixed = await cgmirror(["repair", "--group", "db", "--local", "--yes"], { cwd });
+    expect(fixed.code).toBe(0);
+    expect(fixed.stdout).toMatch(/repaired: HEAD is generation 2 \(ok\)/);
+    const after = await cgmirror(["status", "--group", "db", "--local", "--json"], { cwd });
+    expect(JSON.parse(after.stdout).head.generation).toBe(2);
+    const again = await cgmirror(["repair", "--group", "db", "--local"], { cwd });
+    expect(again.code).toBe(0);
+    expect(again.stdout).toMatch(/consistent: HEAD is generation 2; nothing to repair/);
   });
 });

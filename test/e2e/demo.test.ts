@@ -15,5 +15,11 @@ describe("cgmirror demo", () => {
       ],
     );
     expect(report.restores.every((r) => r.dataRecords > 0)).toBe(true);
+    // The last generation restored into EBS snapshots, then generation 1 incrementally on a known one.
+    expect(report.snapshotRestores.map((r) => [r.generation, r.volumesIdentical, r.volumes])).toEqual([
+      [2, 3, 3],
+      [1, 3, 3],
+    ]);
+    expect(Object.keys(report.snapshotRestores[1]!.parents)).toHaveLength(3);
   });
 });

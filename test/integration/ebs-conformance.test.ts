@@ -1028,3 +1028,116 @@ describe("CLI (npm run ebs:serve)", () => {
     expect(stderr).toMatch(/CGM_EBS_ERROR_RATE/);
   });
 });
+
+describe("encrypted snapshots and KMS grants (@aws-sdk/client-ebs)", () => {
+  const KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+  const OTHER_KEY = "arn:aws:kms:us-east-1:123456789012:key/0000abcd-12ab-34cd-56ef-1234567890ab";
+  let kms: EbsEmulator;
+  let granted: EBSClient;
+  let stranger: EBSClient;
+
+  beforeAll(async () => {
+    kms = await start({ kmsGrants: { [KEY]: ["AKIDGRANTED"] } });
+    granted = clientFor(kms, "AKIDGRANTED");
+    stranger = clientFor(kms, "AKIDSTRANGER");
+  });
+  afterAll(() => {
+    granted.destroy();
+    stranger.destroy();
+  });
+
+  async function encryptedSnapshot(client: EBSClient, parent?: string): Promise<string> {
+    const s = await client.send(
+      new StartSnapshotCommand(
+        parent
+          ? { VolumeSize: 1, ParentSnapshotId: parent }
+          : { VolumeSize: 1, Encrypted: true, KmsKeyArn: KEY },
+      ),
+    );
+    const id = s.SnapshotId as string;
+    await put(id, 3, blockOf(7), client);
+    await client.send(new CompleteSnapshotCommand({ SnapshotId: id, ChangedBlocksCount: 1 }));
+    return id;
+  }
+
+  it("GIVEN a snapshot encrypted with a key WHEN a caller granted that key reads it THEN it lists and reads as usual, and the snapshot reports the key", async () => {
+    const id = await encryptedSnapshot(granted);
+    const { blocks } = await listAll(id, undefined, granted);
+    const out = await read(id, 3, blocks[0]?.BlockToken as string, granted);
+    expect(out.data.equals(blockOf(7))).toBe(true);
+    expect(kms.describeSnapshot(id)).toMatchObject({ encrypted: true, kmsKeyArn: KEY });
+  });
+
+  it("fails with AccessDeniedException (DEPENDENCY_ACCESS_DENIED) for every read by a caller not granted the key", async () => {
+    const id = await encryptedSnapshot(granted);
+    const { blocks } = await listAll(id, undefined, granted);
+    const token = blocks[0]?.BlockToken as string;
+    const denied = await rejection(
+      stranger.send(new ListSnapshotBlocksCommand({ SnapshotId: id })),
+      AccessDeniedException,
+      "DEPENDENCY_ACCESS_DENIED",
+    );
+    expect(denied.message).toContain(`kms:Decrypt on ${KEY}`);
+    expect(denied.$metadata.httpStatusCode).toBe(403);
+    await rejection(
+      stranger.send(new GetSnapshotBlockCommand({ SnapshotId: id, BlockIndex: 3, BlockToken: token })),
+      AccessDeniedException,
+      "DEPENDENCY_ACCESS_DENIED",
+    );
+    await rejection(
+      stranger.send(new ListChangedBlocksCommand({ SecondSnapshotId: id })),
+      AccessDeniedException,
+      "DEPENDENCY_ACCESS_DENIED",
+    );
+  });
+
+  it("GIVEN a child of an encrypted snapshot THEN it inherits the key: the stranger can neither write nor read it", async () => {
+    const parent = await encryptedSnapshot(granted);
+    const child = await encryptedSnapshot(granted, parent);
+    expect(kms.describeSnapshot(child)?.kmsKeyArn).toBe(KEY);
+    await rejection(
+      stranger.send(new StartSnapshotCommand({ VolumeSize: 1, ParentSnapshotId: parent })),
+      AccessDeniedException,
+      "DEPENDENCY_ACCESS_DENIED",
+    );
+    await rejection(
+      stranger.send(new ListChangedBlocksCommand({ FirstSnapshotId: parent, SecondSnapshotId: child })),
+      AccessDeniedException,
+    );
+    expect((await changedAll(child, parent, undefined, granted)).blocks.map((b) => b.BlockIndex)).toEqual([
+      3,
+    ]);
+  });
+
+  it("GIVEN a synthetic snapshot encrypted with a key THEN grants apply to it too, and changed at run time", async () => {
+    const synth = await kms.createSyntheticSnapshot({
+      volumeSizeGiB: 1,
+      writtenFraction: 0.01,
+      kmsKeyArn: OTHER_KEY,
+    });
+    await rejection(
+      granted.send(new ListSnapshotBlocksCommand({ SnapshotId: synth.snapshotId })),
+      AccessDeniedException,
+    );
+    await ebsAdmin(kms.endpoint).setKmsGrants({ [KEY]: ["AKIDGRANTED"], [OTHER_KEY]: ["AKIDGRANTED"] });
+    expect((await listAll(synth.snapshotId, undefined, granted)).blocks.length).toBeGreaterThan(0);
+    kms.setKmsGrants({ [KEY]: ["AKIDGRANTED"] });
+  });
+
+  it("GIVEN an unencrypted snapshot THEN no grant is needed", async () => {
+    const id = await snapshot({ 1: 1 }, { client: stranger });
+    expect((await listAll(id, undefined, stranger)).blocks).toHaveLength(1);
+  });
+
+  it("fails with ValidationException for KmsKeyArn without Encrypted, and refuses malformed grants", async () => {
+    await rejection(
+      granted.send(new StartSnapshotCommand({ VolumeSize: 1, KmsKeyArn: KEY })),
+      ValidationException,
+      "INVALID_PARAMETER_VALUE",
+    );
+    expect(() => kms.setKmsGrants({ "alias/x": ["A"] })).toThrow(/KMS key ARNs/);
+    expect(() => kms.setKmsGrants({ [KEY]: "AKIDGRANTED" as unknown as string[] })).toThrow(
+      /list of access key ids/,
+    );
+  });
+});

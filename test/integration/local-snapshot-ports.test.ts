@@ -90,7 +90,7 @@ describe("local snapshot and freeze ports", () => {
     expect(result.snapshots.map((s) => s.volumeId)).toEqual([A, B, C]);
     expect(result.coordinationMs).toBeGreaterThanOrEqual(0);
     const check = await checkSnapshots(result.snapshots, result.startedAt, 5, { snapshots, clock });
-    expect(check).toEqual({ allCompleted: true, completed: 3, pending: 0 });
+    expect(check).toMatchObject({ allCompleted: true, completed: 3, pending: 0 });
     const found = await snapshots.findSnapshots("db", "run-1");
     expect(found.map((s) => s.volumeId).sort()).toEqual([A, B, C]);
     expect(found.every((s) => s.generation === 1)).toBe(true);

@@ -77,11 +77,16 @@ describe("repository on the local S3 server", () => {
     const next = await acquireLock(repo, { runId: "run-next", ttlMs: 60_000 });
     expect(next).toMatchObject({ acquired: true, takenOverFrom: "run-dead" });
     if (!next.acquired) throw new Error("unreachable");
-    expect(next.lease.fencing).toBe(2);
-    const recovered = await recoverRun(repo, { currentRunId: "run-next", deadRunId: "run-dead" });
-    expect(recovered.outcome).toBe("reverted");
-    if (recovered.outcome === "reverted") expect(recovered.reverted.indexVersions).toHaveLength(1);
-    expect((await readHead(repo))!.head.runId).toBe("run-2");
+    expect(next.lease.fencing).toBe(4);
+    const recovered = await recoverRun(repo, {
+      runId: "run-next",
+      fencing: next.lease.fencing,
+      deadRunId: "run-dead",
+      volumeIds: ["vol-a", "vol-b", "vol-c"],
+    });
+    expect(recovered).toMatchObject({ deadRunCommitted: false });
+    expect(recovered.indexVersions).toHaveLength(1);
+    expect((await readHead(repo))!.head.commit?.runId).toBe("run-2");
     expect(await releaseLock(repo, next.lease)).toBe(true);
   });
 });

@@ -142,7 +142,7 @@ describe("transfer against the EBS emulator and local S3", () => {
     });
     const repo = repoFor();
     try {
-      let previousVersionId: string | null = null;
+      let previous: { versionId: string | null; sha256: string } | null = null;
       let refreshes = 0;
       let throttled = 0;
       let generation = 0;
@@ -176,10 +176,11 @@ describe("transfer against the EBS emulator and local S3", () => {
           runId,
           generation,
           sizeBytes: plan.volumeSizeBytes,
+          fencing: generation,
           changes: runs,
-          previousVersionId,
+          previous,
         });
-        previousVersionId = prepared.versionId ?? null;
+        previous = { versionId: prepared.versionId ?? null, sha256: prepared.sha256 };
         const index = await openVolumeIndexRoot(repo, prepared.root, prepared.versionId);
         const entries: IndexEntry[] = [];
         await index.scan((batch) => {
@@ -215,7 +216,8 @@ describe("transfer against the EBS emulator and local S3", () => {
       get: (k, o) => s3.get(k, o),
       head: (k, o) => s3.head(k, o),
       delete: (k, o) => s3.delete(k, o),
-      list: (p) => s3.list(p),
+      deleteVersions: (v) => s3.deleteVersions(v),
+      list: (p, o) => s3.list(p, o),
       listVersions: (p) => s3.listVersions(p),
       createMultipartUpload: (k, o) => s3.createMultipartUpload(k, o),
       put: (key, body, options) => {
@@ -242,7 +244,7 @@ describe("transfer against the EBS emulator and local S3", () => {
     expect(third!.run).toEqual(again!.run);
     const entries: IndexEntry[] = [];
     const { IndexRunReader } = await import("#core/index-run.ts");
-    const reader = await IndexRunReader.open(repo.store, again!.run.key, again!.run.bytes);
+    const reader = await IndexRunReader.open(repo.store, again!.run.key, { bytes: again!.run.bytes });
     for (let p = 0; p < reader.pageCount; p++) {
       const page = await reader.readPage(p);
       for (let i = 0; i < page.count; i++) entries.push(page.entry(i));

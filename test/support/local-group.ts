@@ -82,7 +82,7 @@ export async function localGroup(
       const gen = generation ?? manifest!.generation;
       const out = join(dir, `restore-${gen}-${Date.now()}`);
       await restoreGroup(repo, { directory: out, generation: gen });
-      const m = manifest ?? (await import("#core/generation.ts")).readManifest(repo, gen);
+      const m = manifest ?? (await import("#core/generation.ts")).readGeneration(repo, gen);
       const mismatches: string[] = [];
       for (const v of (await m).volumes) {
         const at = await firstDifference(

@@ -13,7 +13,7 @@ import { readCommittedManifest, readHead } from "#core/generation.ts";
 import { keys, type Repo } from "#core/layout.ts";
 import { restoreGroup, restoreVolume } from "#core/restore.ts";
 import { verifyGeneration } from "#core/verify.ts";
-import { openVolumeIndex, readVolumeIndexRoot } from "#core/volume-index.ts";
+import { openVolumeIndex, readVolumeIndexRoot, runKeysOf } from "#core/volume-index.ts";
 import { type BlockWrite, writeGeneration } from "#core/write-generation.ts";
 import { type BlockKind, expectImage, makeBlock, VolumeModel } from "./blocks.ts";
 
@@ -55,6 +55,13 @@ export async function withTmp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   }
 }
 
+let lockClock = Date.now() - 3_600_000;
+/** Lock clock readings a second apart: each run's 1 ms lease has expired for the next one. */
+function nextLockTime(): Date {
+  lockClock += 1000;
+  return new Date(lockClock);
+}
+
 /** Applies one generation of ops to the models and to the repository (Transfer → Prepare → Commit). */
 export async function backupGeneration(
   repo: Repo,
@@ -85,6 +92,9 @@ export async function backupGeneration(
       })),
     ...SMALL,
     commit: options.commit ?? true,
+    // A run that dies (or stops after Prepare) leaves its lock; the next run takes it over at once.
+    lockTtlMs: 1,
+    lockNow: nextLockTime(),
   });
 }
 
@@ -150,19 +160,13 @@ export async function reachableFromHead(
   const state = await readHead(repo);
   if (!state) return { keys: out, indexVersions: versions };
   out.add(keys.head(repo));
-  out.add(state.head.manifestKey);
+  if (!state.head.commit) return { keys: out, indexVersions: versions };
+  out.add(keys.resolve(repo, state.head.commit.manifest.key, "HEAD"));
   const manifest = (await readCommittedManifest(repo))!;
   for (const v of manifest.volumes) {
-    versions.add(`${v.indexKey}@${v.indexVersionId}`);
-    const index = await openVolumeIndex(repo, v.volumeId, v.indexVersionId ?? undefined);
-    for (const r of index.readers) out.add(r.key);
-    const dedup = index.root.dedup;
-    for (const d of dedup ? [dedup.base, ...dedup.deltas] : []) {
-      if (d) {
-        out.add(d.key);
-        out.add(d.bloomKey);
-      }
-    }
+    versions.add(`${keys.volumeIndex(repo, v.volumeId)}@${v.index.versionId}`);
+    const index = await openVolumeIndex(repo, v.volumeId, v.index);
+    for (const k of runKeysOf(repo, index.root, "test")) out.add(k);
     await index.scan((batch) => {
       for (const e of batch) if (e.ref.codec !== Codec.zero) out.add(keys.segment(repo, e.ref.segment!));
     });
@@ -193,10 +197,14 @@ export async function checkRevert(repo: Repo): Promise<void> {
   expect((await readHead(repo))!.head.generation).toBe(2);
 
   const { revertRun } = await import("#core/commit.ts");
-  const reverted = await revertRun(repo, "run-3");
+  const lease = { runId: "run-3", fencing: run3.fencing };
+  const volumeIds = VOLUMES.map((v) => v.id);
+  const reverted = await revertRun(repo, { ...lease, volumeIds });
+  if (reverted.alreadyCommitted) throw new Error("run-3 did not commit");
   expect(reverted.indexVersions.map((v) => v.versionId).sort()).toEqual([...preparedVersions].sort());
   // Idempotent.
-  expect((await revertRun(repo, "run-3")).indexVersions).toEqual([]);
+  const again = await revertRun(repo, { ...lease, volumeIds });
+  expect(again.alreadyCommitted === false && again.indexVersions).toEqual([]);
 
   for (const v of ["vol-a", "vol-b"]) expect((await readVolumeIndexRoot(repo, v)).root.runId).toBe("run-2");
   const after = await reachableFromHead(repo);
@@ -210,7 +218,10 @@ export async function checkRevert(repo: Repo): Promise<void> {
     ),
   ]);
   expect(run3Runs.some((k) => k?.endsWith(".bloom"))).toBe(true);
-  const run3Only = run3Runs.filter((k): k is string => k !== undefined && !before.keys.has(k));
+  const run3Only = run3Runs
+    .filter((k): k is string => k !== undefined)
+    .map((k) => keys.resolve(repo, k, "test"))
+    .filter((k) => !before.keys.has(k));
   for (const k of run3Only) expect(await repo.store.head(k)).toBeUndefined();
   for await (const o of repo.store.list(keys.runPrefix(repo, "run-3")))
     throw new Error(`left behind: ${o.key}`);
@@ -237,7 +248,7 @@ async function corruptObject(repo: Repo, key: string, mutate: (b: Uint8Array) =>
 async function someSegment(repo: Repo, volumeId: string): Promise<{ key: string; block: number }> {
   const manifest = (await readCommittedManifest(repo))!;
   const v = manifest.volumes.find((x) => x.volumeId === volumeId)!;
-  const index = await openVolumeIndex(repo, volumeId, v.indexVersionId ?? undefined);
+  const index = await openVolumeIndex(repo, volumeId, v.index);
   let found: { key: string; block: number } | undefined;
   await index.scan((batch) => {
     for (const e of batch)
@@ -255,7 +266,7 @@ export async function checkCorruption(repo: Repo, kind: Corruption): Promise<voi
   let damaged: string;
   if (kind === "truncated-index-page") {
     const root = (await readVolumeIndexRoot(repo, "vol-a")).root;
-    damaged = (root.deltas.at(-1) ?? root.base)!.key;
+    damaged = keys.resolve(repo, (root.deltas.at(-1) ?? root.base)!.key, "test");
     await corruptObject(repo, damaged, (b) => b.subarray(0, Math.floor(b.byteLength / 2)));
   } else {
     damaged = (await someSegment(repo, "vol-a")).key;

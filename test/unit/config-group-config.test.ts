@@ -4,6 +4,8 @@ import { describe, expect, it } from "vitest";
 import {
   GroupConfigError,
   groupConfigJsonSchema,
+  groupSetProblems,
+  MAX_RPO_MINUTES,
   parseGroupConfig,
   rateIntervalSeconds,
 } from "#core/group-config.ts";
@@ -35,7 +37,13 @@ describe("parseGroupConfig", () => {
     expect(cfg.target.prefix).toBe("groups/orders");
     expect(cfg.prepare.policy).toBe("failFast");
     expect(cfg.freeze).toEqual({ enabled: false, maxCoordinationSeconds: 30 });
-    expect(cfg.snapshots.keep).toBe(2);
+    expect(cfg.snapshots.keep).toBe(1);
+    expect(cfg.retention).toBeUndefined();
+    expect(cfg.prune).toEqual({
+      schedule: { expression: "rate(1 day)", timezone: "UTC", enabled: true },
+      repackGarbagePercent: 50,
+      maxRepackGiB: 16,
+    });
     expect(cfg.transfer.maxConcurrency).toBe(100);
     expect(cfg.schedule.timezone).toBe("UTC");
     expect(cfg.alarms.rpoMinutes).toBe(120);
@@ -140,7 +148,7 @@ describe("parseGroupConfig", () => {
     expect(problemsOf("{not json")[0]?.message).toContain("expected JSON text");
   });
 
-  it("GIVEN any rate expression WHEN the RPO is derived THEN it is twice the interval", () => {
+  it("GIVEN any rate expression WHEN the RPO is derived THEN it is twice the interval, or a clear error beyond 7 days", () => {
     fc.assert(
       fc.property(
         fc.integer({ min: 1, max: 1000 }),
@@ -148,10 +156,85 @@ describe("parseGroupConfig", () => {
         (n, unit) => {
           const expression = `rate(${n} ${unit})`;
           const seconds = rateIntervalSeconds(expression) as number;
-          const cfg = parseGroupConfig({ ...valid, schedule: { expression } });
-          expect(cfg.alarms.rpoMinutes).toBe(Math.max(2, Math.ceil((2 * seconds) / 60)));
+          const derived = Math.max(2, Math.ceil((2 * seconds) / 60));
+          if (derived <= MAX_RPO_MINUTES) {
+            expect(parseGroupConfig({ ...valid, schedule: { expression } }).alarms.rpoMinutes).toBe(derived);
+          } else {
+            expect(problemsOf({ ...valid, schedule: { expression } }).map((p) => p.path)).toEqual([
+              "alarms.rpoMinutes",
+            ]);
+          }
         },
       ),
+    );
+  });
+
+  it("fails on a rate(4 days) schedule without an RPO: its default (8 days) is longer than a CloudWatch alarm can span", () => {
+    const problems = problemsOf({ ...valid, schedule: { expression: "rate(4 days)" } });
+    expect(problems).toEqual([
+      {
+        path: "alarms.rpoMinutes",
+        message: expect.stringContaining("at most 10080 (7 days, the longest span of a CloudWatch alarm)"),
+      },
+    ]);
+    expect(
+      parseGroupConfig({ ...valid, schedule: { expression: "rate(4 days)" }, alarms: { rpoMinutes: 10080 } })
+        .alarms.rpoMinutes,
+    ).toBe(10080);
+  });
+
+  it("fails on an RPO above 7 days, or not above the schedule's interval", () => {
+    expect(problemsOf({ ...valid, alarms: { rpoMinutes: 10081 } }).map((p) => p.message)).toEqual([
+      expect.stringContaining("from 2 to 10080"),
+    ]);
+    expect(problemsOf({ ...valid, alarms: { rpoMinutes: 60 } }).map((p) => p.message)).toEqual([
+      expect.stringContaining("above the schedule's interval (60 minutes"),
+    ]);
+  });
+
+  it("GIVEN a volume encrypted with a customer-managed key THEN its key ARN is kept; an alias or a bad ARN fails", () => {
+    const key = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    const mrk = "arn:aws:kms:eu-west-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab";
+    const cfg = parseGroupConfig({
+      ...valid,
+      volumes: [
+        { id: "vol-0123456789abcdef0", kmsKeyArn: key },
+        { id: "vol-0123456789abcdef1", kmsKeyArn: mrk },
+      ],
+    });
+    expect(cfg.volumes.map((v) => v.kmsKeyArn)).toEqual([key, mrk]);
+    const problems = problemsOf({
+      ...valid,
+      volumes: [
+        { id: "vol-0123456789abcdef0", kmsKeyArn: "arn:aws:kms:eu-west-1:123456789012:alias/aws/ebs" },
+        { id: "vol-0123456789abcdef1", kmsKeyArn: "1234abcd-12ab-34cd-56ef-1234567890ab" },
+      ],
+    });
+    expect(problems.map((p) => p.path)).toEqual(["volumes[0].kmsKeyArn", "volumes[1].kmsKeyArn"]);
+    expect(problems[0]?.message).toContain("a key, not an alias");
+  });
+});
+
+describe("the snapshot wait and the run timeout", () => {
+  it("GIVEN a run timeout shorter than the default snapshot wait THEN the wait ends 5 minutes before the run", () => {
+    expect(parseGroupConfig({ ...valid, runTimeoutMinutes: 60 }).snapshots.completionTimeoutMinutes).toBe(55);
+    expect(parseGroupConfig(valid).snapshots.completionTimeoutMinutes).toBe(240);
+  });
+
+  it("GIVEN a first snapshot that takes days THEN a run may wait up to 7 days", () => {
+    const c = parseGroupConfig({
+      ...valid,
+      runTimeoutMinutes: 10_080,
+      snapshots: { completionTimeoutMinutes: 4_320 },
+    });
+    expect(c.snapshots.completionTimeoutMinutes).toBe(4_320);
+  });
+
+  it("fails when an explicit snapshot wait does not end before the run timeout", () => {
+    expect(() =>
+      parseGroupConfig({ ...valid, runTimeoutMinutes: 60, snapshots: { completionTimeoutMinutes: 60 } }),
+    ).toThrow(
+      /snapshots\.completionTimeoutMinutes: expected a snapshot wait shorter than runTimeoutMinutes \(60\)/,
     );
   });
 });
@@ -168,5 +251,35 @@ describe("group config JSON Schema", () => {
     const schema = groupConfigJsonSchema() as { required: string[]; additionalProperties: boolean };
     expect(schema.required).toEqual(["group", "volumes", "target", "schedule"]);
     expect(schema.additionalProperties).toBe(false);
+  });
+});
+
+describe("groups deployed together", () => {
+  const group = (name: string, extra: Record<string, unknown> = {}) =>
+    parseGroupConfig({ ...valid, group: name, ...extra });
+
+  it("GIVEN groups with their own prefixes THEN the set is consistent, whatever their run timeouts (each has its own state machine)", () => {
+    expect(groupSetProblems([group("a"), group("b", { runTimeoutMinutes: 700 })])).toEqual([]);
+    expect(
+      groupSetProblems([
+        group("fast", { runTimeoutMinutes: 30 }),
+        group("slow", { runTimeoutMinutes: 1440 }),
+      ]),
+    ).toEqual([]);
+  });
+
+  it("fails when two groups share a bucket and prefix (two locks over one HEAD)", () => {
+    const problems = groupSetProblems([
+      group("a", { target: { bucket: "my-backups", prefix: "shared" } }),
+      group("b", { target: { bucket: "my-backups", prefix: "shared" } }),
+    ]);
+    expect(problems).toEqual([
+      {
+        path: "b.target",
+        message: expect.stringMatching(
+          /s3:\/\/my-backups\/shared for both "a" and "b"; give one of them another target\.prefix/,
+        ),
+      },
+    ]);
   });
 });

@@ -4,6 +4,7 @@ import { MemoryObjectStore } from "#adapters/memory-store.ts";
 import { recoverRun } from "#core/commit.ts";
 import { readHead } from "#core/generation.ts";
 import { createRepo } from "#core/layout.ts";
+import { acquireLock, releaseLock } from "#core/lock.ts";
 import { restoreGroup } from "#core/restore.ts";
 import { verifyGeneration } from "#core/verify.ts";
 import type { VolumeModel } from "../support/blocks.ts";
@@ -59,15 +60,24 @@ describe("crash at every write of a backup run", () => {
       );
       store.beforeOperation = undefined;
       expect(died, `the crash at write ${n} was injected`).toBe(true);
-      const outcome = await recoverRun(repo, { currentRunId: "run-4", deadRunId: "run-3" });
+      const lock = await acquireLock(repo, { runId: `recover-${n}`, ttlMs: 1 });
+      if (!lock.acquired) throw new Error("the dead run's lock did not expire");
+      const outcome = await recoverRun(repo, {
+        runId: `recover-${n}`,
+        fencing: lock.lease.fencing,
+        deadRunId: "run-3",
+        volumeIds: VOLUMES.map((v) => v.id),
+      });
+      await releaseLock(repo, lock.lease);
       const head = (await readHead(repo))!.head;
+      const run3Committed = head.commit?.runId === "run-3";
       // Committed exactly when HEAD moved to run-3 before the crash.
-      expect(outcome.outcome === "committed").toBe(head.runId === "run-3");
-      await expectHead(repo, head.runId === "run-3" ? after : committed!);
+      expect(outcome.deadRunCommitted).toBe(run3Committed);
+      await expectHead(repo, run3Committed ? after : committed!);
       const report = await verifyGeneration(repo, { readData: 1 });
       expect(report.problems, `crash at write ${n}`).toEqual([]);
       // The next run commits on top and restores exactly.
-      const base = head.runId === "run-3" ? after : committed!;
+      const base = run3Committed ? after : committed!;
       const next = base.map((m) => m.clone());
       const r4 = await backupGeneration(
         repo,

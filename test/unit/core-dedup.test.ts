@@ -8,7 +8,7 @@ import { BLOCK_SIZE, sha256 } from "#core/bytes.ts";
 import { Codec } from "#core/codec.ts";
 import { GroupDedup } from "#core/dedup-index.ts";
 import { compareKeys, HashRunReader, HashRunWriter, mergeHashRuns } from "#core/hash-run.ts";
-import { createRepo } from "#core/layout.ts";
+import { createRepo, keys } from "#core/layout.ts";
 import { restoreGroup } from "#core/restore.ts";
 import { readVolumeIndexRoot } from "#core/volume-index.ts";
 import { writeGeneration } from "#core/write-generation.ts";
@@ -73,7 +73,7 @@ describe("dedup runs", () => {
               want.set(Buffer.from(h).toString("hex"), r);
             }
             const info = await w.finish();
-            readers.push(await HashRunReader.open(store, info.key, info.bytes));
+            readers.push(await HashRunReader.open(store, info.key, { bytes: info.bytes }));
           }
           const got = new Map<string, number>();
           await mergeHashRuns(readers, (page, i) => {
@@ -137,7 +137,11 @@ describe("verify of dedup runs", () => {
       ],
       ...SMALL,
     });
-    const bloomKey = (await readVolumeIndexRoot(repo, "vol-a")).root.dedup!.base!.bloomKey;
+    const bloomKey = keys.resolve(
+      repo,
+      (await readVolumeIndexRoot(repo, "vol-a")).root.dedup!.base!.bloomKey,
+      "test",
+    );
     store.corrupt(bloomKey, (b) => {
       b[b.length - 1]! ^= 0x80;
       return b;

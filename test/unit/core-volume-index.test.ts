@@ -15,7 +15,7 @@ import {
   type RunRef,
 } from "#core/volume-index.ts";
 
-const run = (bytes: number): RunRef => ({ key: `k${bytes}`, entries: bytes, bytes });
+const run = (bytes: number): RunRef => ({ key: `k${bytes}`, entries: bytes, bytes, sha256: "0".repeat(64) });
 
 function fakeRef(seed: number): BlockRef {
   const sha = new Uint8Array(32);
@@ -85,7 +85,7 @@ describe("prepareVolume", () => {
           const store = new MemoryObjectStore();
           const repo = createRepo({ store, prefix: "", group: "g" });
           const model = new Map<number, number>();
-          let prev: string | null = null;
+          let prev: { versionId: string | null; sha256: string } | null = null;
           for (const [g, changes] of gens.entries()) {
             const m = new Map(changes);
             const entries = [...m.entries()]
@@ -96,13 +96,14 @@ describe("prepareVolume", () => {
             const p = await prepareVolume(repo, {
               volumeId: "vol-1",
               runId: `r${g}`,
+              fencing: g + 1,
               generation: g + 1,
               sizeBytes: 200 * BLOCK_SIZE,
               changes: [shard],
-              previousVersionId: prev,
+              previous: prev,
               runOptions: { pageEntries: 5 },
             });
-            prev = p.versionId!;
+            prev = { versionId: p.versionId ?? null, sha256: p.sha256 };
             expect(p.root.deltas.length).toBeLessThanOrEqual(DEFAULT_COMPACTION.maxDeltas);
           }
           const index = await openVolumeIndex(repo, "vol-1", prev ?? undefined);
@@ -129,10 +130,11 @@ describe("prepareVolume", () => {
     const opts = {
       volumeId: "vol-1",
       runId: "r1",
+      fencing: 1,
       generation: 1,
       sizeBytes: 4 * BLOCK_SIZE,
       changes: [shard],
-      previousVersionId: null,
+      previous: null,
     };
     const a = await prepareVolume(repo, opts);
     const b = await prepareVolume(repo, opts);
@@ -145,10 +147,11 @@ describe("prepareVolume", () => {
       prepareVolume(repo, {
         volumeId: "vol-1",
         runId: "r",
+        fencing: 1,
         generation: 1,
         sizeBytes: 1000,
         changes: [],
-        previousVersionId: null,
+        previous: null,
       }),
     ).rejects.toThrow(/whole 512 KiB blocks/);
   });

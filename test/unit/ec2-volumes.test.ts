@@ -32,4 +32,16 @@ describe("findTaggedVolumes (aws-sdk-client-mock)", () => {
     expect(calls[0]!.args[0].input.Filters).toEqual([{ Name: "tag:cgmirror:group", Values: ["db"] }]);
     expect(calls[1]!.args[0].input.NextToken).toBe("page-2");
   });
+
+  it("GIVEN an encrypted volume THEN its KMS key ARN is returned for volumes[].kmsKeyArn; an unencrypted one has none", async () => {
+    const key = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    ec2Mock.on(DescribeVolumesCommand).resolves({
+      Volumes: [
+        { VolumeId: "vol-0000000000000000a", Encrypted: true, KmsKeyId: key },
+        { VolumeId: "vol-0000000000000000b", Encrypted: false },
+      ],
+    });
+    const found = await findTaggedVolumes(new EC2Client({ region: "eu-west-1" }), { key: "g", value: "db" });
+    expect(found).toEqual([{ id: "vol-0000000000000000a", kmsKeyArn: key }, { id: "vol-0000000000000000b" }]);
+  });
 });

@@ -48,7 +48,7 @@ describe("index runs", () => {
         const info = await writeRun(store, "r.run", entries, { pageEntries });
         expect(info.entries).toBe(entries.length);
         expect(norm(await readAll(store, "r.run"))).toEqual(norm(entries));
-        const reader = await IndexRunReader.open(store, "r.run", info.bytes);
+        const reader = await IndexRunReader.open(store, "r.run", { bytes: info.bytes });
         for (const e of entries.slice(0, 5)) {
           const page = await reader.readPage(reader.pageFor(e.block));
           expect(page.find(e.block)).toBeGreaterThanOrEqual(0);
@@ -87,7 +87,7 @@ describe("index runs", () => {
     const entries = Array.from({ length: 100 }, (_, i) => ({ block: i, ref: ZERO_REF }));
     const info = await writeRun(store, "v/runs/x.run", entries, { pageEntries: 10 });
     store.corrupt("v/runs/x.run", (b) => b.subarray(0, b.byteLength - 10));
-    await expect(IndexRunReader.open(store, "v/runs/x.run", info.bytes)).rejects.toThrow(
+    await expect(IndexRunReader.open(store, "v/runs/x.run", { bytes: info.bytes })).rejects.toThrow(
       /v\/runs\/x\.run.*is corrupt or truncated/,
     );
     await expect(IndexRunReader.open(store, "v/runs/x.run")).rejects.toThrow(/CGMIRUN|corrupt/);
@@ -111,10 +111,10 @@ describe("index runs", () => {
     const store = new MemoryObjectStore();
     await writeRun(store, "k.run", [{ block: 1, ref: ZERO_REF }]);
     store.corrupt("k.run", (b) => {
-      new DataView(b.buffer, b.byteOffset).setUint16(b.byteLength - RUN_TRAILER_BYTES + 8, 2, true);
+      new DataView(b.buffer, b.byteOffset).setUint16(b.byteLength - RUN_TRAILER_BYTES + 8, 3, true);
       return b;
     });
-    await expect(IndexRunReader.open(store, "k.run")).rejects.toThrow(/index run 2\.0.*Upgrade cgmirror/);
+    await expect(IndexRunReader.open(store, "k.run")).rejects.toThrow(/index run 3\.0.*Upgrade cgmirror/);
   });
 
   it("fails when entries are not strictly ascending", async () => {

@@ -27,14 +27,19 @@ describe("segment footer", () => {
         fc.array(
           fc.record({
             sha256: fc.uint8Array({ minLength: 32, maxLength: 32 }),
-            offset: fc.integer({ min: 0, max: 1_000_000 }),
             length: fc.integer({ min: 1, max: BLOCK_SIZE }),
             codec: fc.constantFrom(Codec.raw, Codec.zstd, Codec.gzip, Codec.brotli),
           }),
           { maxLength: 50 },
         ),
-        (entries) => {
-          const dataLength = 2_000_000;
+        (blocks) => {
+          // Stored blocks lie back to back: each offset is the sum of the lengths before it.
+          let dataLength = 0;
+          const entries = blocks.map((b) => {
+            const e = { ...b, offset: dataLength };
+            dataLength += b.length;
+            return e;
+          });
           const tail = encodeSegmentTail("ab".repeat(16), dataLength, entries);
           const size = dataLength + tail.byteLength;
           const trailer = parseSegmentTrailer(
@@ -64,7 +69,7 @@ describe("segment footer", () => {
       10 + tail.byteLength,
     );
     expect(() => parseSegmentFooter(tail.subarray(0, trailer.footerLength), "seg/key", trailer)).toThrow(
-      /seg\/key is corrupt.*footer fails its SHA-256/,
+      /seg\/key is corrupt.*footer and trailer fail their SHA-256/,
     );
   });
 

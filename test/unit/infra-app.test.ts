@@ -34,12 +34,12 @@ beforeAll(async () => {
 }, 300_000);
 
 describe("infra/bin/app.ts", () => {
-  it("GIVEN the example config and no credentials WHEN synthesized THEN the template and ten bundles are written and cdk-nag passes", () => {
+  it("GIVEN the example config and no credentials WHEN synthesized THEN the template and eleven bundles (ten tasks and Prune) are written and cdk-nag passes", () => {
     const template = JSON.parse(readFileSync(join(outdir, "Cgmirror.template.json"), "utf8"));
     const functions = Object.values(template.Resources as Record<string, { Type: string }>).filter(
       (r) => r.Type === "AWS::Lambda::Function",
     );
-    expect(functions).toHaveLength(10);
+    expect(functions).toHaveLength(11);
     const report = JSON.parse(readFileSync(join(outdir, "validation-report.json"), "utf8"));
     expect(report.pluginReports[0]).toMatchObject({
       pluginName: "AwsSolutions",
@@ -82,5 +82,29 @@ describe("infra/bin/app.ts", () => {
     expect(error.stderr).toContain(`cgmirror: invalid group config ${bad} (4 problems):`);
     expect(error.stderr).toContain("group: expected a group name");
     expect(error.stderr).not.toMatch(/\n\s+at /);
+  });
+});
+
+describe("infra/bin/app.ts and local-only configs", () => {
+  it("fails with one line saying so when given a config made by `cgmirror config init --local` (simulated volumes, the local bucket)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "cgm-local-config-"));
+    const config = join(dir, "group.json");
+    writeFileSync(
+      config,
+      JSON.stringify({
+        group: "db",
+        volumes: [{ id: "vol-a", instanceId: "i-a" }],
+        target: { bucket: "cgmirror-local", prefix: "groups/db" },
+        schedule: { expression: "rate(1 hour)" },
+      }),
+    );
+    const err = (await app(config, join(dir, "out")).then(
+      () => undefined,
+      (e: { code: number; stderr: string }) => e,
+    )) as { code: number; stderr: string } | undefined;
+    expect(err?.code).toBe(1);
+    expect(err?.stderr.trim()).toMatch(
+      /^cgmirror: .*group\.json is a local-only config \(made by `cgmirror config init --local`\?\): target\.bucket is the local stack's bucket "cgmirror-local"; volume vol-a is not an EBS volume id/,
+    );
   });
 });

@@ -1,9 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { parseGroupConfig } from "#core/group-config.ts";
+import { createRepo } from "#core/layout.ts";
+import { acquireLock } from "#core/lock.ts";
+import { makeHandler as acquire } from "#lambdas/acquire-lock.ts";
 import { makeHandler as commit } from "#lambdas/commit.ts";
-import { MAX_INLINE_SHARDS, PlanOutput } from "#lambdas/contracts.ts";
+import { AcquireLockInput, AcquireLockOutput, MAX_INLINE_SHARDS, PlanOutput } from "#lambdas/contracts.ts";
 import { MissingEnvironmentError, requireEnv } from "#lambdas/env.ts";
-import { toContractError } from "#lambdas/runtime.ts";
+import { defineTask, MAX_ERROR_MESSAGE_CHARS, toContractError } from "#lambdas/runtime.ts";
 import { makeHandler as transfer } from "#lambdas/transfer.ts";
 import { Errors, NotImplementedError } from "#workflows/errors.ts";
 import { memoryDeps } from "./lambda-fixtures.ts";
@@ -69,6 +72,58 @@ describe("task input validation", () => {
     });
     expect(Buffer.byteLength(JSON.stringify(output))).toBeLessThan(200 * 1024);
     expect(() => PlanOutput.parse({ ...output, shards: [...shards, shards[0]] })).toThrow();
+  });
+});
+
+describe("errors a task hands to the state machine", () => {
+  it("GIVEN a huge message and a deep stack THEN the message is cut, the trace is one line, and the log has it all", async () => {
+    const logged: string[] = [];
+    const d = memoryDeps(new FakeBlockSource({ volumeBlocks: 8, has: () => true }));
+    const task = defineTask(
+      "AcquireLock",
+      AcquireLockInput,
+      AcquireLockOutput,
+      async () => {
+        const e = Object.assign(new Error(`lock refused ${"x".repeat(100_000)}`), {
+          name: "CommitConflictError",
+        });
+        e.stack = `${e.name}: ${e.message}\n${"    at frame (file:///var/task/index.mjs:1:1)\n".repeat(80)}`;
+        throw e;
+      },
+      () => ({ ...d, log: { ...d.log, error: (_m, x) => logged.push(JSON.stringify(x)) } }),
+    );
+    const error = await errorOf(task({ config, runId: "run-1" }));
+    expect(error.name).toBe("CommitConflictError");
+    expect(error.message.length).toBeLessThan(MAX_ERROR_MESSAGE_CHARS + 80);
+    expect(error.message).toMatch(/^lock refused x+… \(\d+ more characters in the task's log\)$/);
+    expect(error.stack?.split("\n")).toHaveLength(1);
+    expect(logged[0]!.length).toBeGreaterThan(100_000);
+  });
+});
+
+describe("AcquireLock", () => {
+  it("GIVEN a live lock whose holder's execution has ended THEN it takes the lock over at once, asking about the holder as an execution of its own state machine", async () => {
+    const d = memoryDeps(new FakeBlockSource({ volumeBlocks: 8, has: () => true }));
+    const repo = createRepo({ store: d.store("my-backups"), prefix: config.target.prefix, group: "orders" });
+    await acquireLock(repo, { runId: "dead-run", ttlMs: 3_600_000 });
+    const asked: string[] = [];
+    const machine = "arn:aws:states:eu-west-1:123456789012:stateMachine:Cgmirror-orders";
+    const handler = acquire(() => ({
+      ...d,
+      runStatus: (arn) => ({
+        runState: async (runId) => {
+          asked.push(`${arn} ${runId}`);
+          return "ended";
+        },
+      }),
+    }));
+    expect(await handler({ config, runId: "run-2", stateMachineId: machine })).toMatchObject({
+      acquired: true,
+      takenOverFrom: "dead-run",
+    });
+    expect(asked).toEqual([`${machine} dead-run`]);
+    // Without the state machine id (an older definition) the lease is waited out as before.
+    expect(await handler({ config, runId: "run-4" })).toMatchObject({ acquired: false, heldBy: "run-2" });
   });
 });
 

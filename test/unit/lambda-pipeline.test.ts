@@ -38,6 +38,8 @@ const config = parseGroupConfig({
   schedule: { expression: "rate(1 hour)" },
   freeze: { enabled: true },
   transfer: { shardBlocks: 64 },
+  // Two generations' snapshots per volume (the default, 1, keeps only the next run's base).
+  snapshots: { keep: 2 },
 });
 
 function bind(
@@ -67,7 +69,13 @@ async function run(name: string, handlers: Record<string, (input: Json) => Promi
           .map((s) => [s, 0]),
       ),
     },
-    context: { Execution: { Name: name, Input: input, StartTime: new Date().toISOString() } },
+    context: {
+      Execution: { Name: name, Input: input, StartTime: new Date().toISOString() },
+      StateMachine: {
+        Id: "arn:aws:states:us-east-1:000000000000:stateMachine:cgmirror-orders",
+        Name: "cgmirror-orders",
+      },
+    },
   }).result;
 }
 
@@ -121,7 +129,7 @@ describe("real handlers in the local interpreter (in-memory deps)", () => {
     expect(error).toBeInstanceOf(ExecutionError);
     expect(((error as ExecutionError).cause as Error).name).toBe("SourceAccessError");
     const head = await readHead(repo);
-    expect(head?.head).toMatchObject({ generation: 2, runId: "run-2" });
+    expect(head?.head).toMatchObject({ generation: 2, commit: { runId: "run-2" } });
     // The failed run's snapshots were deleted by Revert; the lock was released.
     expect([...deps.snapshotPort.snaps.values()].some((s) => s.runId === "run-3")).toBe(false);
 
@@ -144,6 +152,33 @@ describe("real handlers in the local interpreter (in-memory deps)", () => {
         if (!block.equals(expected)) throw new Error(`${v.id} block ${i} differs from the source`);
       }
     }
+  });
+
+  it("fails with PrepareFailedError and reverts when a shard's Map item 'succeeded' without transferring (LocalStack's Map ignores failed items): Prepare's missing-shard defence", async () => {
+    const source = new FakeBlockSource({ volumeBlocks: 200, has: (i) => i % 4 !== 3 });
+    const deps = memoryDeps(source);
+    const repo = createRepo({ store: deps.store("my-backups"), prefix: "groups/orders", group: "orders" });
+    expect(await run("run-1", bind(deps))).toMatchObject({ status: "committed", generation: 1 });
+    // Shard 1 of the second volume reports ok without having run: no shard summary is written.
+    const lossy = bind(deps, (task, fn) =>
+      task === "Transfer"
+        ? async (event) => {
+            const item = event as { volumeId: string; shard: number };
+            if (item.volumeId === "vol-0123456789abcdef1" && item.shard === 1) {
+              return { ok: true, blocks: 0, storedBytes: 0 };
+            }
+            return fn(event);
+          }
+        : fn,
+    );
+    const error = await run("run-2", lossy).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    const cause = (error as ExecutionError).cause as Error;
+    expect(cause.name).toBe("PrepareFailedError");
+    expect(cause.message).toContain("shard 1 of vol-0123456789abcdef1 was not transferred by run run-2");
+    expect((await readHead(repo))?.head).toMatchObject({ generation: 1, commit: { runId: "run-1" } });
   });
 
   it("GIVEN another run holds the lock WHEN a run starts THEN it is skipped", async () => {

@@ -19,8 +19,11 @@ const DATA = "vol-0123456789abcdef0";
 const WAL = "vol-0123456789abcdef1";
 const OTHER = "vol-0123456789abcdef9";
 
-function adapter() {
-  return new Ec2Snapshots({ client: new EC2Client({ region: "us-east-1" }) });
+function adapter(stackName?: string) {
+  return new Ec2Snapshots({
+    client: new EC2Client({ region: "us-east-1" }),
+    ...(stackName ? { stackName } : {}),
+  });
 }
 
 beforeEach(() => {
@@ -153,6 +156,61 @@ describe("Ec2Snapshots (aws-sdk-client-mock)", () => {
       { Name: "tag:cgmirror:group", Values: ["orders"] },
       { Name: "tag:cgmirror:run-id", Values: ["run-1"] },
     ]);
+  });
+
+  it("GIVEN the stack name WHEN snapshots are created THEN they carry the stack tag, and only the stack's own are found", async () => {
+    ec2.on(CreateSnapshotCommand).resolves({ SnapshotId: "snap-0000000000000000d" });
+    ec2.on(DescribeSnapshotsCommand).resolves({ Snapshots: [] });
+    const a = adapter("CgmirrorProd");
+    await a.createVolumeSnapshot(OTHER, labels);
+    expect(
+      ec2.commandCalls(CreateSnapshotCommand)[0]?.args[0].input.TagSpecifications?.[0]?.Tags,
+    ).toContainEqual({
+      Key: "cgmirror:stack",
+      Value: "CgmirrorProd",
+    });
+    await a.findSnapshots("orders");
+    expect(ec2.commandCalls(DescribeSnapshotsCommand)[0]?.args[0].input.Filters).toEqual([
+      { Name: "tag:cgmirror:group", Values: ["orders"] },
+      { Name: "tag:cgmirror:stack", Values: ["CgmirrorProd"] },
+    ]);
+  });
+
+  it("GIVEN a plan made before the freeze WHEN the snapshots are created THEN no DescribeInstances happens in the window", async () => {
+    const plan = await adapter().planInstanceSnapshots(I, [DATA, WAL]);
+    expect(plan).toEqual({
+      instanceId: I,
+      volumeIds: [DATA, WAL],
+      excludeBootVolume: true,
+      excludeDataVolumeIds: [OTHER],
+    });
+    ec2.resetHistory();
+    ec2.on(CreateSnapshotsCommand).resolves({
+      Snapshots: [
+        { SnapshotId: "snap-0000000000000000a", VolumeId: DATA },
+        { SnapshotId: "snap-0000000000000000b", VolumeId: WAL },
+      ],
+    });
+    await adapter().createInstanceSnapshots(I, [DATA, WAL], labels, plan);
+    expect(ec2.commandCalls(DescribeInstancesCommand)).toHaveLength(0);
+    expect(ec2.commandCalls(CreateSnapshotsCommand)[0]?.args[0].input.InstanceSpecification).toEqual({
+      InstanceId: I,
+      ExcludeBootVolume: true,
+      ExcludeDataVolumeIds: [OTHER],
+    });
+  });
+
+  it("fails to send a CreateSnapshots that would exclude more than 40 data volumes", async () => {
+    const plan = {
+      instanceId: I,
+      volumeIds: [DATA, WAL],
+      excludeBootVolume: true,
+      excludeDataVolumeIds: Array.from({ length: 41 }, (_, i) => `vol-${String(i).padStart(17, "0")}`),
+    };
+    await expect(adapter().createInstanceSnapshots(I, [DATA, WAL], labels, plan)).rejects.toThrow(
+      /would have to exclude 41 data volumes \(at most 40\)/,
+    );
+    expect(ec2.commandCalls(CreateSnapshotsCommand)).toHaveLength(0);
   });
 
   it("GIVEN a snapshot already gone WHEN deleted THEN it succeeds (idempotent revert)", async () => {

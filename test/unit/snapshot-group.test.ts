@@ -6,7 +6,12 @@ import {
   deleteRunSnapshots,
   type FreezePort,
   type FreezeTarget,
+  type InstanceSnapshotPlan,
+  MAX_POLL_SECONDS,
+  MIN_POLL_SECONDS,
+  nextPollSeconds,
   pruneBaseSnapshots,
+  SnapshotFailedError,
   type SnapshotLabels,
   type SnapshotPort,
   type SnapshotRef,
@@ -201,6 +206,133 @@ describe("snapshotGroup", () => {
   });
 });
 
+/** A port that plans like the EC2 adapter: `extra` non-group data volumes attached per instance. */
+class PlanningSnapshots extends MemorySnapshots {
+  readonly extra = new Map<string, number>();
+  readonly shared: string[];
+  constructor(clock: FakeClock, shared: string[]) {
+    super(clock);
+    this.shared = shared;
+  }
+  async planInstanceSnapshots(
+    instanceId: string,
+    volumeIds: readonly string[],
+  ): Promise<InstanceSnapshotPlan> {
+    this.shared.push(`plan ${instanceId}`);
+    const n = this.extra.get(instanceId) ?? 0;
+    return {
+      instanceId,
+      volumeIds,
+      excludeBootVolume: true,
+      excludeDataVolumeIds: Array.from({ length: n }, (_, i) => `vol-${String(i).padStart(17, "e")}`),
+    };
+  }
+  override async createInstanceSnapshots(
+    instanceId: string,
+    volumeIds: readonly string[],
+    labels: SnapshotLabels,
+    plan?: InstanceSnapshotPlan,
+  ) {
+    this.shared.push(`createInstance ${instanceId} planned=${plan?.instanceId === instanceId}`);
+    return super.createInstanceSnapshots(instanceId, volumeIds, labels);
+  }
+  override async createVolumeSnapshot(volumeId: string, labels: SnapshotLabels) {
+    this.shared.push(`createVolume ${volumeId}`);
+    return super.createVolumeSnapshot(volumeId, labels);
+  }
+}
+
+function planningSetup() {
+  const clock = new FakeClock();
+  const freeze = new FakeFreeze(clock);
+  const snapshots = new PlanningSnapshots(clock, freeze.log);
+  return { snapshots, freeze, deps: { snapshots, freeze, clock } };
+}
+
+const shortLog = (log: string[]) => log.map((l) => l.split(" ").slice(0, 2).join(" "));
+
+describe("snapshotGroup: instance lookups and the 40-volume exclusion limit", () => {
+  it("GIVEN instances WHEN snapshotted with freeze THEN every instance is described before the freeze window, and its plan is used inside it", async () => {
+    const { freeze, deps } = planningSetup();
+    await snapshotGroup(config, labels, deps);
+    expect(shortLog(freeze.log)).toEqual([
+      "plan i-0123456789abcdef0",
+      "plan i-0123456789abcdef1",
+      "freeze i-0123456789abcdef0:/data,/wal",
+      "createInstance i-0123456789abcdef0",
+      "createInstance i-0123456789abcdef1",
+      "createVolume vol-0123456789abcdef3",
+      "thaw i-0123456789abcdef0",
+    ]);
+    expect(
+      freeze.log.filter((l) => l.startsWith("createInstance")).every((l) => l.endsWith("planned=true")),
+    ).toBe(true);
+  });
+
+  it("GIVEN an instance with 41 other data volumes and freeze on THEN its group volumes are snapshotted one by one inside the freeze window", async () => {
+    const { snapshots, freeze, deps } = planningSetup();
+    snapshots.extra.set("i-0123456789abcdef0", 41);
+    const result = await snapshotGroup(config, labels, deps);
+    expect(shortLog(freeze.log).slice(2)).toEqual([
+      "freeze i-0123456789abcdef0:/data,/wal",
+      "createVolume vol-0123456789abcdef0",
+      "createVolume vol-0123456789abcdef1",
+      "createInstance i-0123456789abcdef1",
+      "createVolume vol-0123456789abcdef3",
+      "thaw i-0123456789abcdef0",
+    ]);
+    expect(result.snapshots.map((s) => s.volumeId)).toEqual(config.volumes.map((v) => v.id));
+  });
+
+  it("GIVEN an instance with 41 other data volumes and one group volume THEN CreateSnapshot of that volume, without freeze too", async () => {
+    const { snapshots, freeze, deps } = planningSetup();
+    snapshots.extra.set("i-0123456789abcdef1", 45);
+    await snapshotGroup({ ...config, freeze: { enabled: false, maxCoordinationSeconds: 5 } }, labels, deps);
+    expect(freeze.log).toContain("createVolume vol-0123456789abcdef2");
+    expect(freeze.log.some((l) => l.startsWith("createInstance i-0123456789abcdef1"))).toBe(false);
+  });
+
+  it("fails before freezing or snapshotting anything when several group volumes share an instance with more than 40 other data volumes and freeze is off", async () => {
+    const { snapshots, freeze, deps } = planningSetup();
+    snapshots.extra.set("i-0123456789abcdef0", 41);
+    const off = { ...config, freeze: { enabled: false, maxCoordinationSeconds: 5 } };
+    const error = await snapshotGroup(off, labels, deps).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(SnapshotFailedError);
+    expect((error as Error).message).toMatch(
+      /instance i-0123456789abcdef0 has 41 attached data volumes outside the group; CreateSnapshots can exclude at most 40.*Enable freeze/,
+    );
+    expect(freeze.log.filter((l) => !l.startsWith("plan"))).toEqual([]);
+    expect(snapshots.snaps.size).toBe(0);
+  });
+
+  it("GIVEN exactly 40 other data volumes THEN one CreateSnapshots request excludes them all", async () => {
+    const { snapshots, freeze, deps } = planningSetup();
+    snapshots.extra.set("i-0123456789abcdef0", 40);
+    await snapshotGroup(config, labels, deps);
+    expect(freeze.log).toContain("createInstance i-0123456789abcdef0 planned=true");
+  });
+});
+
+describe("nextPollSeconds", () => {
+  it("GIVEN a wait of days THEN the checks back off from 15 s to 15 min and stay far below 25,000 history events", () => {
+    let waited = 0;
+    let checks = 0;
+    const days = 7;
+    while (waited < days * 86_400_000) {
+      waited += nextPollSeconds(waited, days * 86_400_000 - waited) * 1000;
+      checks++;
+    }
+    expect(nextPollSeconds(0, 3_600_000)).toBe(MIN_POLL_SECONDS);
+    expect(nextPollSeconds(86_400_000, 86_400_000)).toBe(MAX_POLL_SECONDS);
+    // A Task, a Choice and a Wait per check: 9 history events each.
+    expect(checks * 9).toBeLessThan(7_000);
+  });
+
+  it("GIVEN the timeout is near THEN the next check comes just after it, not a whole backoff later", () => {
+    expect(nextPollSeconds(86_400_000, 30_000)).toBe(31);
+  });
+});
+
 describe("checkSnapshots", () => {
   it("GIVEN pending snapshots within the timeout THEN not all completed", async () => {
     const { snapshots, clock, deps } = setup();
@@ -210,6 +342,7 @@ describe("checkSnapshots", () => {
       allCompleted: false,
       completed: 0,
       pending: 4,
+      waitSeconds: 15,
     });
     snapshots.setState("completed");
     expect((await checkSnapshots(refs, startedAt, 10, { snapshots, clock })).allCompleted).toBe(true);

@@ -55,7 +55,7 @@ async function setup(o: Partial<FakeSourceOptions> = {}, shardBlocks = 40) {
 }
 
 async function resultEntries(repo: Repo, s: ShardResultSummary): Promise<IndexEntry[]> {
-  const reader = await IndexRunReader.open(repo.store, s.run.key, s.run.bytes);
+  const reader = await IndexRunReader.open(repo.store, s.run.key, { bytes: s.run.bytes });
   const out: IndexEntry[] = [];
   for (let p = 0; p < reader.pageCount; p++) {
     const page = await reader.readPage(p);

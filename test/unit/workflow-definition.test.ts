@@ -1,6 +1,6 @@
 import aslValidator from "asl-validator";
 import { beforeAll, describe, expect, it } from "vitest";
-import { type AslDefinition, localDefinition } from "#workflows/definition.ts";
+import { type AslDefinition, localDefinition, localDefinitionText } from "#workflows/definition.ts";
 import { Errors } from "#workflows/errors.ts";
 import { findLocalIncompatibilities } from "#workflows/local-compat.ts";
 import { TASKS } from "#workflows/tasks.ts";
@@ -47,6 +47,26 @@ describe("the synthesized consistency-group definition", () => {
       ExecutionType: "STANDARD",
     });
     expect(map.Catch).toEqual([{ ErrorEquals: ["States.ALL"], ResultPath: "$.error", Next: "Revert" }]);
+  });
+
+  it("GIVEN the definition text THEN the failure threshold is written 0.0, which both AWS (a float field) and LocalStack's parser accept", () => {
+    const text = localDefinitionText();
+    expect(text).toContain('"ToleratedFailurePercentage":0.0');
+    expect(text).not.toMatch(/"ToleratedFailurePercentage":0[,}]/);
+  });
+
+  it("GIVEN a failed lock release after the commit THEN the run fails as ReleaseLockFailedError, saying the group is committed", () => {
+    expect((definition.States.ReleaseLock as State).Catch).toEqual([
+      { ErrorEquals: ["States.ALL"], ResultPath: "$.releaseError", Next: "ReleaseFailureAsError" },
+    ]);
+    const pass = definition.States.ReleaseFailureAsError as State;
+    expect(pass.Parameters).toMatchObject({ Error: Errors.ReleaseLockFailed });
+    expect(String((pass.Parameters as Record<string, unknown>)["Cause.$"])).toContain("IS committed");
+    expect(definition.States.ReleaseLockFailed).toMatchObject({
+      Type: "Fail",
+      ErrorPath: "$.releaseFailure.Error",
+      CausePath: "$.releaseFailure.Cause",
+    });
   });
 
   it("GIVEN every state after AcquireLock that can fail THEN it is caught into Revert without losing its input", () => {
@@ -99,9 +119,22 @@ describe("the synthesized consistency-group definition", () => {
     expect((definition.States["AllPrepared?"] as State).Choices).toEqual([
       { Variable: "$.prepareDecision.anyFailed", BooleanEquals: false, Next: "Commit" },
     ]);
-    expect((definition.States.PrepareFailuresAsError as State).Parameters).toMatchObject({
-      Error: Errors.PrepareFailed,
+    // The failure keeps per volume only its id, error and (bounded) cause, in a state rebuilt
+    // without the prepare results.
+    expect((definition.States["AllPrepared?"] as State).Default).toBe("CollectPrepareFailures");
+    expect((definition.States.CollectPrepareFailures as State).Parameters).toEqual({
+      "config.$": "$.config",
+      "lock.$": "$.lock",
+      failed: {
+        "volumes.$": "$.prepare.results[?(@.ok == false)].volumeId",
+        "errors.$": "$.prepare.results[?(@.ok == false)].error",
+        "details.$": "$.prepare.results[?(@.ok == false)]",
+      },
     });
+    expect((definition.States.PrepareFailuresAsError as State).Parameters).toMatchObject({
+      error: { Error: Errors.PrepareFailed, "volumes.$": "$.failed.details" },
+    });
+    expect((definition.States.PrepareFailuresAsError as State).ResultPath).toBeUndefined();
   });
 
   it("GIVEN a held lock THEN the run ends in a Succeed state marked skipped", () => {

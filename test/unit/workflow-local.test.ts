@@ -56,11 +56,18 @@ function fakes(overrides: Partial<Record<TaskName, Handler>> = {}) {
       coordinationMs: 42,
       frozen: false,
       reused: false,
+      adopted: false,
+      waitingSince: "2026-01-01T00:00:01.000Z",
     }),
     // First check: still pending, second: all completed (exercises the poll loop).
     CheckSnapshots: () => {
       checks += 1;
-      return { allCompleted: checks >= 2, completed: checks >= 2 ? 2 : 1, pending: checks >= 2 ? 0 : 1 };
+      return {
+        allCompleted: checks >= 2,
+        completed: checks >= 2 ? 2 : 1,
+        pending: checks >= 2 ? 0 : 1,
+        waitSeconds: 15,
+      };
     },
     Plan: () => ({
       planKey: "groups/orders/runs/r/plan.json",
@@ -76,7 +83,7 @@ function fakes(overrides: Partial<Record<TaskName, Handler>> = {}) {
     Prepare: (input) => ({
       ok: true,
       volumeId: input.volumeId,
-      indexVersionId: `v-${String(input.volumeId)}`,
+      index: { versionId: `v-${String(input.volumeId)}`, sha256: "a".repeat(64) },
       sizeBytes: 8 * 2 ** 30,
       reused: false,
     }),
@@ -85,7 +92,14 @@ function fakes(overrides: Partial<Record<TaskName, Handler>> = {}) {
       committedAt: "2026-01-01T00:05:00.000Z",
       alreadyCommitted: false,
     }),
-    Revert: () => ({ alreadyCommitted: false, revertedVersions: 1, deletedObjects: 3, deletedSnapshots: 2 }),
+    Revert: () => ({
+      alreadyCommitted: false,
+      needsRepair: false,
+      revertedVersions: 1,
+      deletedObjects: 3,
+      deletedSnapshots: 2,
+      keptSnapshots: 0,
+    }),
     ReleaseLock: () => ({ released: true, prunedSnapshots: 0, cleanedObjects: 0 }),
   };
   const handlers: Record<string, (input: Json) => Promise<Json>> = {};
@@ -119,7 +133,13 @@ async function run(input: Json, handlers: Record<string, (input: Json) => Promis
           .map((s) => [s, 0]),
       ),
     },
-    context: { Execution: { Name: "run-1", Input: input, StartTime: "2026-01-01T00:00:00.000Z" } },
+    context: {
+      Execution: { Name: "run-1", Input: input, StartTime: "2026-01-01T00:00:00.000Z" },
+      StateMachine: {
+        Id: "arn:aws:states:us-east-1:000000000000:stateMachine:cgmirror-orders",
+        Name: "cgmirror-orders",
+      },
+    },
   });
   return execution.result;
 }
@@ -212,13 +232,37 @@ describe("the synthesized workflow run by aws-local-stepfunctions", () => {
     expect(f.contractViolations).toEqual([]);
   });
 
+  it("fails as ReleaseLockFailedError, naming the committed generation, when only the lock release fails after the commit", async () => {
+    const f = fakes({
+      ReleaseLock: () => {
+        throw Object.assign(new Error("lock object is gone"), { name: "LockLostError" });
+      },
+    });
+    const error = await run({ config } as unknown as Json, f.handlers).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    const cause = (error as ExecutionError).cause as { name: string; message: string };
+    expect(cause.name).toBe(Errors.ReleaseLockFailed);
+    expect(cause.message).toContain("generation 5 of group orders IS committed");
+    expect(cause.message).toContain("LockLostError: lock object is gone");
+    expect(f.states()).toContain("Commit");
+    expect(f.states()).not.toContain("Revert");
+  });
+
   it("fails with PrepareFailedError after attempting every volume under the collectAll policy", async () => {
     const f = fakes({
       Prepare: (input) => {
         if (input.volumeId === "vol-0123456789abcdef0") {
           throw Object.assign(new Error("index write refused"), { name: "CommitConflictError" });
         }
-        return { ok: true, volumeId: input.volumeId, indexVersionId: "v", sizeBytes: 0, reused: false };
+        return {
+          ok: true,
+          volumeId: input.volumeId,
+          index: { versionId: "v", sha256: "b".repeat(64) },
+          sizeBytes: 0,
+          reused: false,
+        };
       },
     });
     const collectAll = { ...config, prepare: { policy: "collectAll" } };

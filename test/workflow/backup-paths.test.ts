@@ -5,7 +5,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { readHead, readManifest } from "#core/generation.ts";
+import { readGeneration, readHead } from "#core/generation.ts";
 import { keys } from "#core/layout.ts";
 import { runLocalBackup } from "#local/runner.ts";
 import { BLOCK_SIZE } from "#local/volumes/simulator.ts";
@@ -41,7 +41,7 @@ describe("workflow paths on the local stack", () => {
     expect(run).toMatchObject({ outcome: "committed", generation: 1 });
     expect(await g.checkRestore()).toEqual({ generation: 1, mismatches: [] });
     // The manifest records what moved and how long the run took.
-    const manifest = await readManifest(g.repo, 1);
+    const manifest = await readGeneration(g.repo, 1);
     const changed = Object.fromEntries(manifest.volumes.map((v) => [v.volumeId, v.stats.changedBlocks]));
     expect(changed).toEqual({ [VOLUMES.data1.id]: 4, [VOLUMES.log.id]: 2, [VOLUMES.data2.id]: 1 });
     expect(manifest.volumes.every((v) => (v.stats.storedBytes ?? 0) > 0)).toBe(true);

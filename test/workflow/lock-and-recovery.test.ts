@@ -5,7 +5,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { readHead, readManifest } from "#core/generation.ts";
+import { readGeneration, readHead } from "#core/generation.ts";
 import { acquireLock, releaseLock } from "#core/lock.ts";
 import type { TaskDeps } from "#lambdas/runtime.ts";
 import { runLocalBackup } from "#local/runner.ts";
@@ -50,7 +50,7 @@ describe("workflow paths: lock, prepare policies, recovery, throttling", () => {
     const before = await headGeneration();
     const run = await runLocalBackup({ config: g.config, deps: g.deps() });
     expect(run).toMatchObject({ outcome: "committed", generation: before! + 1 });
-    const manifest = await readManifest(g.repo, before! + 1);
+    const manifest = await readGeneration(g.repo, before! + 1);
     expect(manifest.volumes.map((v) => v.stats.changedBlocks ?? 0)).toEqual([0, 0, 0]);
     const status = await g.checkRestore();
     expect(status.mismatches).toEqual([]);
@@ -130,7 +130,8 @@ describe("workflow paths: lock, prepare policies, recovery, throttling", () => {
             }
           : fn,
     });
-    expect(dead.outcome).toBe("reverted");
+    // Revert died too: the run reports that its revert did not finish (the next Recover does it).
+    expect(dead.outcome).toBe("revertFailed");
     expect(await headGeneration()).toBe(before);
 
     let recovered: unknown;
@@ -148,6 +149,34 @@ describe("workflow paths: lock, prepare policies, recovery, throttling", () => {
     expect(recovered).toMatchObject({ action: "revertedUncommitted" });
     expect((recovered as { revertedVersions: number }).revertedVersions).toBeGreaterThan(0);
     expect(next).toMatchObject({ outcome: "committed", generation: before! + 1 });
+    expect((await g.checkRestore()).mismatches).toEqual([]);
+  });
+
+  it("GIVEN a run that failed without reverting or releasing the lock (States.DataLimitExceeded) WHEN the next run starts at once THEN it takes the lock over, reverts the dead run and commits", async () => {
+    await g.simulator.write(VOLUMES.data1.id, 11 * BLOCK_SIZE, randomBytes(100));
+    const before = await headGeneration();
+    // Commit answers more than Step Functions' 256 KiB: the execution fails where no Catch helps,
+    // after Prepare wrote its index versions, and its 12.5-hour lease stays.
+    const dead = await runLocalBackup({
+      config: g.config,
+      deps: g.deps(),
+      wrap: (task, _state, fn) => (task === "Commit" ? async () => ({ blob: "x".repeat(300_000) }) : fn),
+    });
+    expect(dead).toMatchObject({ outcome: "failed", error: "States.DataLimitExceeded" });
+    let recovered: unknown;
+    const next = await runLocalBackup({
+      config: g.config,
+      deps: g.deps(), // no later clock: the lease has not expired
+      wrap: (task, _state, fn) =>
+        task === "Recover"
+          ? async (e) => {
+              recovered = await fn(e);
+              return recovered;
+            }
+          : fn,
+    });
+    expect(next).toMatchObject({ outcome: "committed", generation: before! + 1 });
+    expect(recovered).toMatchObject({ action: "revertedUncommitted" });
     expect((await g.checkRestore()).mismatches).toEqual([]);
   });
 

@@ -1,0 +1,300 @@
+/**
+ * `npm run bench:restore` — restore throughput to raw image files and into EBS snapshots, each against
+ * a raw loop at the same concurrency. Prints ONE JSON line.
+ *
+ * Set-up: the local S3 server (Versity, own process), the EBS emulator (own process, 20 ms latency per
+ * request, the AWS default quota of 1,000 PutSnapshotBlock/s per snapshot), and a committed generation
+ * of one volume of CGM_BENCH_GIB GiB (default 1) of incompressible blocks, stored raw (so that the raw
+ * loops move exactly the bytes restore moves). Phases, in CGM_BENCH_ROUNDS rounds (default 4) of
+ * alternating order; within a round each restore runs right next to its raw loop, and the ratios are
+ * the medians of the per-round ratios (both sides see the same machine load):
+ *   files          restoreVolume: index + footers checked, every block's SHA-256 checked, pwrite into a
+ *                  temporary image, fsync, rename                               → files_mib_s
+ *   files_raw      the same coalesced ranged GETs (8 in flight, ≤ 8 MiB, gaps ≤ 256 KiB), pwrite, no
+ *                  checks                                                       → files_raw_mib_s, files_ratio
+ *   snapshots      restoreVolumeToSnapshot: the checks above, PutSnapshotBlock with SHA-256 paced by the
+ *                  AIMD limiter (≤ 64 in flight), CompleteSnapshot             → snapshots_mib_s
+ *   snapshots_raw  the same GETs, then PutSnapshotBlock of every block with its known checksum, 64 in
+ *                  flight, throttled requests retried, CompleteSnapshot        → snapshots_raw_mib_s, snapshots_ratio
+ * Environment: CGM_BENCH_GIB (1), CGM_BENCH_LATENCY_MS (20), CGM_BENCH_QUOTA_RPS (1000).
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtemp, open, rm } from "node:fs/promises";
+import { Agent as HttpAgent } from "node:http";
+import { availableParallelism, loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { CreateBucketCommand, PutBucketVersioningCommand, S3Client } from "@aws-sdk/client-s3";
+import { NodeHttpHandler } from "@smithy/node-http-handler";
+import { createEbsClient } from "#adapters/ebs-source.ts";
+import { EbsSnapshotWriter } from "#adapters/ebs-writer.ts";
+import { usePrecomputedPayloadHash } from "#adapters/s3-payload-hash.ts";
+import { S3ObjectStore } from "#adapters/s3-store.ts";
+import type { IndexEntry } from "#core/block-ref.ts";
+import { BLOCK_SIZE, sha256 } from "#core/bytes.ts";
+import { readCommittedManifest } from "#core/generation.ts";
+import { createRepo, keys, type Repo } from "#core/layout.ts";
+import { TaskPool } from "#core/pool.ts";
+import { isBlockSourceError } from "#core/ports/block-source.ts";
+import { restoreVolume } from "#core/restore.ts";
+import { restoreVolumeToSnapshot } from "#core/restore-snapshots.ts";
+import { openVolumeIndex } from "#core/volume-index.ts";
+import { writeGeneration } from "#core/write-generation.ts";
+import { ebsAdmin } from "#local/ebs-emulator/index.ts";
+import { startS3Server } from "#local/s3-server/server.ts";
+import { emulatorSnapshotCatalog } from "#local/snapshot-catalog.ts";
+
+const MiB = 1024 ** 2;
+const gib = Number(process.env.CGM_BENCH_GIB ?? 1);
+const latencyMs = Number(process.env.CGM_BENCH_LATENCY_MS ?? 20);
+const quotaRps = Number(process.env.CGM_BENCH_QUOTA_RPS ?? 1000);
+const ROUNDS = Number(process.env.CGM_BENCH_ROUNDS ?? 4);
+const READ_CONCURRENCY = 8;
+const PUT_CONCURRENCY = 64;
+const log = (m: string) => process.stderr.write(`[bench:restore] ${m}\n`);
+
+async function startEmulator(): Promise<{ endpoint: string; child: ChildProcess }> {
+  const child = spawn(process.execPath, ["local/ebs-emulator/main.ts"], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: {
+      ...process.env,
+      CGM_EBS_PORT: "0",
+      CGM_EBS_LATENCY_MS: String(latencyMs),
+      CGM_EBS_DATA_RPS_PER_SNAPSHOT: String(quotaRps),
+    },
+  });
+  const rl = createInterface({ input: child.stdout! });
+  const line = await new Promise<string>((resolve, reject) => {
+    rl.once("line", resolve);
+    child.once("exit", (code) =>
+      reject(new Error(`the EBS emulator exited with ${code} before it listened`)),
+    );
+  });
+  rl.close();
+  return { endpoint: (JSON.parse(line) as { endpoint: string }).endpoint, child };
+}
+
+/** The coalesced ranges restore reads (same rule as fetchBlocks' defaults). */
+function ranges(
+  entries: readonly IndexEntry[],
+): Array<{ segment: string; start: number; end: number; blocks: IndexEntry[] }> {
+  const stored = [...entries].sort((a, b) =>
+    a.ref.segment === b.ref.segment ? a.ref.offset - b.ref.offset : a.ref.segment! < b.ref.segment! ? -1 : 1,
+  );
+  const out: Array<{ segment: string; start: number; end: number; blocks: IndexEntry[] }> = [];
+  for (const e of stored) {
+    const last = out.at(-1);
+    const r = e.ref;
+    if (
+      last &&
+      last.segment === r.segment &&
+      r.offset <= last.end + 256 * 1024 &&
+      Math.max(last.end, r.offset + r.length) - last.start <= 8 * MiB
+    ) {
+      last.end = Math.max(last.end, r.offset + r.length);
+      last.blocks.push(e);
+    } else out.push({ segment: r.segment!, start: r.offset, end: r.offset + r.length, blocks: [e] });
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  const s3server = await startS3Server({ log });
+  const emulator = await startEmulator();
+  const agent = new HttpAgent({ keepAlive: true, maxSockets: 256 });
+  const s3 = new S3Client({
+    endpoint: s3server.endpoint,
+    region: s3server.region,
+    forcePathStyle: true,
+    credentials: { accessKeyId: s3server.accessKeyId, secretAccessKey: s3server.secretAccessKey },
+    requestChecksumCalculation: "WHEN_REQUIRED",
+    responseChecksumValidation: "WHEN_REQUIRED",
+    requestHandler: new NodeHttpHandler({
+      httpAgent: agent,
+      connectionTimeout: 5000,
+      requestTimeout: 120_000,
+    }),
+  });
+  const ebs = createEbsClient({
+    endpoint: emulator.endpoint,
+    region: "us-east-1",
+    maxSockets: 256,
+    credentials: { accessKeyId: "AKIDBENCH", secretAccessKey: "x" },
+  });
+  const writer = new EbsSnapshotWriter({
+    client: ebs,
+    catalog: emulatorSnapshotCatalog(ebsAdmin(emulator.endpoint)),
+  });
+  const dir = await mkdtemp(join(tmpdir(), "cgm-bench-restore-"));
+  const bucket = "cgm-bench-restore";
+  try {
+    await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+    await s3.send(
+      new PutBucketVersioningCommand({ Bucket: bucket, VersioningConfiguration: { Status: "Enabled" } }),
+    );
+    const store = new S3ObjectStore({ client: usePrecomputedPayloadHash(s3), bucket });
+    const repo: Repo = createRepo({ store, prefix: "bench/restore", group: "bench" });
+    const blocks = gib * 2048;
+    const volumeId = "vol-bench";
+    // Written in generations of 256 MiB (bounded memory); HEAD's index names every block.
+    const perGeneration = 512;
+    for (let first = 0; first < blocks; first += perGeneration) {
+      const n = Math.min(perGeneration, blocks - first);
+      const { randomBytes } = await import("node:crypto");
+      const writes = Array.from({ length: n }, (_, i) => ({
+        block: first + i,
+        data: randomBytes(BLOCK_SIZE),
+      }));
+      await writeGeneration(repo, {
+        runId: `fill-${first}`,
+        volumes: [{ volumeId, sizeBytes: blocks * BLOCK_SIZE, blocks: writes }],
+        segments: { compression: "none" },
+      });
+    }
+    log(`wrote ${gib} GiB in ${Math.ceil(blocks / perGeneration)} generations`);
+    const manifest = (await readCommittedManifest(repo))!;
+    const index = await openVolumeIndex(repo, volumeId, manifest.volumes[0]!.index);
+    const entries: IndexEntry[] = [];
+    await index.scan((batch) => {
+      entries.push(...batch);
+    });
+    const bytes = entries.length * BLOCK_SIZE;
+
+    const phases = {
+      files: async () => {
+        await restoreVolume(repo, { volumeId, manifest, path: join(dir, "files.img") });
+      },
+      files_raw: async () => {
+        const file = await open(join(dir, "raw.img"), "w");
+        try {
+          await file.truncate(blocks * BLOCK_SIZE);
+          const pool = new TaskPool(READ_CONCURRENCY);
+          for (const r of ranges(entries)) {
+            await pool.run(async () => {
+              const got = await store.get(keys.segment(repo, r.segment), {
+                range: { start: r.start, end: r.end },
+              });
+              for (const e of r.blocks) {
+                const at = e.ref.offset - r.start;
+                await file.write(got.body, at, e.ref.length, e.block * BLOCK_SIZE);
+              }
+            });
+          }
+          await pool.drain();
+          await file.sync();
+        } finally {
+          await file.close();
+        }
+      },
+      snapshots: async () => {
+        const r = await restoreVolumeToSnapshot(repo, writer, {
+          manifest,
+          volumeId,
+          restoreId: `bench-${Date.now()}-${Math.random()}`,
+        });
+        if (r.status !== "completed" || r.dataBlocks !== entries.length)
+          throw new Error(`restore: ${JSON.stringify(r)}`);
+      },
+      snapshots_raw: async () => {
+        const { snapshotId } = await writer.startSnapshot({
+          volumeSizeGiB: gib,
+          description: "bench raw loop",
+          tags: {},
+          clientToken: `raw-${Date.now()}-${Math.random()}`.slice(0, 64),
+        });
+        const puts = new TaskPool(PUT_CONCURRENCY);
+        const reads = new TaskPool(READ_CONCURRENCY);
+        for (const r of ranges(entries)) {
+          await reads.run(async () => {
+            const got = await store.get(keys.segment(repo, r.segment), {
+              range: { start: r.start, end: r.end },
+            });
+            for (const e of r.blocks) {
+              const data = got.body.subarray(e.ref.offset - r.start, e.ref.offset - r.start + e.ref.length);
+              const checksum = Buffer.from(e.ref.sha256).toString("base64");
+              await puts.run(async () => {
+                for (let attempt = 0; ; attempt++) {
+                  try {
+                    await writer.putBlock({ snapshotId, blockIndex: e.block, data, checksum });
+                    return;
+                  } catch (error) {
+                    if (!isBlockSourceError(error) || error.kind === "fatal" || attempt > 50) throw error;
+                    await new Promise((res) => setTimeout(res, 5 + Math.random() * 20));
+                  }
+                }
+              });
+            }
+          });
+        }
+        await reads.drain();
+        await puts.drain();
+        await writer.completeSnapshot(snapshotId, entries.length);
+      },
+    };
+    // Warm-up (connections, JIT), then ROUNDS rounds in alternating order; each round runs restore and
+    // its raw loop back to back, so a ratio compares two runs under the same machine load. The ratios
+    // reported are the medians over the rounds.
+    await phases.files_raw();
+    const seconds: Record<string, number[]> = { files: [], files_raw: [], snapshots: [], snapshots_raw: [] };
+    const time = async (name: keyof typeof phases) => {
+      const t0 = performance.now();
+      await phases[name]();
+      seconds[name]!.push((performance.now() - t0) / 1000);
+      log(`${name}: ${(bytes / MiB / seconds[name]!.at(-1)!).toFixed(1)} MiB/s`);
+    };
+    for (let r = 0; r < ROUNDS; r++) {
+      const order: (keyof typeof phases)[] =
+        r % 2 === 0
+          ? ["files", "files_raw", "snapshots", "snapshots_raw"]
+          : ["snapshots_raw", "snapshots", "files_raw", "files"];
+      for (const name of order) await time(name);
+    }
+    const median = (xs: number[]) => {
+      const s = [...xs].sort((a, b) => a - b);
+      return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+    };
+    const mibs = (name: string) => bytes / MiB / median(seconds[name]!);
+    const ratio = (a: string, b: string) => median(seconds[a]!.map((t, i) => seconds[b]![i]! / t));
+    const round = (x: number, d = 1) => Number(x.toFixed(d));
+    const stats = await ebsAdmin(emulator.endpoint).stats();
+    process.stdout.write(
+      `${JSON.stringify({
+        gib,
+        blocks: entries.length,
+        emulator_latency_ms: latencyMs,
+        put_quota_rps: quotaRps,
+        files_mib_s: round(mibs("files")),
+        files_raw_mib_s: round(mibs("files_raw")),
+        files_ratio: round(ratio("files", "files_raw"), 3),
+        snapshots_mib_s: round(mibs("snapshots")),
+        snapshots_raw_mib_s: round(mibs("snapshots_raw")),
+        snapshots_ratio: round(ratio("snapshots", "snapshots_raw"), 3),
+        rounds: ROUNDS,
+        snapshots_put_rps: round(mibs("snapshots") * 2),
+        throttled: stats.throttled,
+        read_concurrency: READ_CONCURRENCY,
+        put_concurrency: PUT_CONCURRENCY,
+        load_average_1m: round(loadavg()[0]!, 2),
+        cpus: availableParallelism(),
+        node: process.version,
+        checksum_of_a_block_us: round(
+          (() => {
+            const b = Buffer.alloc(BLOCK_SIZE, 1);
+            const t = performance.now();
+            for (let i = 0; i < 20; i++) sha256(b);
+            return ((performance.now() - t) / 20) * 1000;
+          })(),
+          0,
+        ),
+      })}\n`,
+    );
+  } finally {
+    ebs.destroy();
+    s3.destroy();
+    emulator.child.kill("SIGTERM");
+    await s3server.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+await main();

@@ -1,0 +1,133 @@
+/**
+ * `cgmirror restore --to-snapshots`: a generation into one new EBS snapshot per volume, all or nothing
+ * (core/restore-snapshots.ts). Locally against the EBS emulator (its admin API stands in for EC2's
+ * DescribeSnapshots/DeleteSnapshot), in AWS with the EBS direct APIs and EC2.
+ */
+import { EC2Client } from "@aws-sdk/client-ec2";
+import { createEbsClient } from "#adapters/ebs-source.ts";
+import { EbsSnapshotWriter, ec2SnapshotCatalog, type SnapshotCatalog } from "#adapters/ebs-writer.ts";
+import type { Repo } from "#core/layout.ts";
+import { restoreGroupToSnapshots } from "#core/restore-snapshots.ts";
+import { ebsAdmin } from "../../local/ebs-emulator/admin-client.ts";
+import { emulatorSnapshotCatalog } from "../../local/snapshot-catalog.ts";
+import type { CliContext } from "../context.ts";
+import { printJson, table, UsageError } from "../output.ts";
+import { ProgressLine } from "../progress.ts";
+import type { RepoOptions } from "./repo.ts";
+import { manifestOrExplain, withRepo } from "./repo-run.ts";
+
+export interface RestoreSnapshotsFlags {
+  readonly generation?: number;
+  readonly volume?: string;
+  readonly parentSnapshot?: readonly string[];
+  readonly full?: boolean;
+  readonly json?: boolean;
+}
+
+/** `vol-a=snap-…` pairs → volume id → snapshot id. */
+export function parseParents(values: readonly string[] = []): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const v of values) {
+    const m = /^(vol-[0-9a-z]+)=(snap-[0-9a-f]+)$/.exec(v);
+    if (!m)
+      throw new UsageError(
+        `--parent-snapshot takes <volume id>=<snapshot id>, like vol-0abc=snap-0123, got "${v}"`,
+      );
+    if (out[m[1]!]) throw new UsageError(`--parent-snapshot names ${m[1]} twice`);
+    out[m[1]!] = m[2]!;
+  }
+  return out;
+}
+
+/** The EBS writer of the context: the local stack's emulator, $CGM_EBS_ENDPOINT's, or AWS. */
+function writerFor(ctx: CliContext): { writer: EbsSnapshotWriter; close: () => void } {
+  const endpoint = ctx.stack?.ebsEndpoint ?? process.env.CGM_EBS_ENDPOINT;
+  const client = createEbsClient({
+    ...(endpoint ? { endpoint } : {}),
+    ...(ctx.stack ? { region: ctx.stack.region } : {}),
+    ...(ctx.stack
+      ? { credentials: { accessKeyId: ctx.stack.accessKeyId, secretAccessKey: ctx.stack.secretAccessKey } }
+      : {}),
+  });
+  let ec2: EC2Client | undefined;
+  let catalog: SnapshotCatalog;
+  if (endpoint) catalog = emulatorSnapshotCatalog(ebsAdmin(endpoint));
+  else {
+    ec2 = new EC2Client({});
+    catalog = ec2SnapshotCatalog(ec2);
+  }
+  return {
+    writer: new EbsSnapshotWriter({ client, catalog }),
+    close: () => {
+      client.destroy();
+      ec2?.destroy();
+    },
+  };
+}
+
+/** `restore --to-snapshots`. */
+export async function restoreSnapshotsAction(
+  opts: RepoOptions & RestoreSnapshotsFlags & { toDir?: string },
+): Promise<void> {
+  if (opts.toDir) throw new UsageError("give exactly one of --to-dir <dir> or --to-snapshots");
+  await withRepo(opts, (repo, ctx) => restoreToSnapshotsAction(repo, ctx, opts));
+}
+
+export async function restoreToSnapshotsAction(
+  repo: Repo,
+  ctx: CliContext,
+  opts: RestoreSnapshotsFlags,
+): Promise<void> {
+  const manifest = await manifestOrExplain(repo, opts.generation);
+  const volumeIds = opts.volume ? [opts.volume] : manifest.volumes.map((v) => v.volumeId);
+  if (opts.volume && !manifest.volumes.some((v) => v.volumeId === opts.volume)) {
+    throw new UsageError(
+      `generation ${manifest.generation} has no volume ${opts.volume}; it has ${manifest.volumes.map((v) => v.volumeId).join(", ")}`,
+    );
+  }
+  const parents = parseParents(opts.parentSnapshot);
+  if (opts.full && Object.keys(parents).length > 0)
+    throw new UsageError("--full and --parent-snapshot exclude each other");
+  const { writer, close } = writerFor(ctx);
+  const tty = process.stdout.isTTY && !opts.json;
+  let line: ProgressLine | undefined;
+  const started = Date.now();
+  try {
+    const result = await restoreGroupToSnapshots(repo, writer, {
+      generation: manifest.generation,
+      volumeIds,
+      parents,
+      autoParent: !opts.full,
+      onVolume: (volumeId, parent) => {
+        line = new ProgressLine(
+          `restoring ${volumeId} into a snapshot${parent ? ` on ${parent.snapshotId} (generation ${parent.generation})` : ""}`,
+          tty,
+        );
+      },
+      onProgress: (s) => line?.update(s.blocksWritten, undefined, s.bytesWritten),
+    });
+    line?.done(`restored ${volumeIds.length} volume(s) in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    if (opts.json) {
+      printJson(result);
+      return;
+    }
+    console.log(
+      table(
+        ["VOLUME", "SNAPSHOT", "PARENT", "BLOCKS WRITTEN", "ZERO BLOCKS", "STATUS"],
+        result.volumes.map((v) => [
+          v.volumeId,
+          v.snapshotId,
+          v.parentSnapshotId ? `${v.parentSnapshotId} (gen ${v.parentGeneration})` : "-",
+          v.blocksWritten,
+          v.zeroBlocks,
+          v.status,
+        ]),
+      ),
+    );
+    console.log(
+      `generation ${result.generation} (point in time ${result.pointInTime}) restored into ${result.volumes.length} snapshot(s), restore id ${result.restoreId}; create volumes from them to start the instances again`,
+    );
+  } finally {
+    close();
+  }
+}
