@@ -78,6 +78,8 @@ export class GroupMaintenance extends Construct {
         CGM_STACK_NAME: stack.stackName,
       },
       bundling: {
+        // No per-bundle size lines on synth (errors still print).
+        logLevel: nodejs.LogLevel.ERROR,
         forceDockerBundling: false,
         format: nodejs.OutputFormat.ESM,
         target: "node24",
