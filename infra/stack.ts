@@ -39,6 +39,7 @@ import type { Construct } from "constructs";
 import { type GroupConfig, groupSetProblems } from "#core/group-config.ts";
 import { SNAPSHOT_TAGS } from "#core/snapshot-group.ts";
 import { COMMITTED_METRIC } from "#lambdas/commit.ts";
+import { RUN_METRICS } from "#lambdas/metric-names.ts";
 import { NEEDS_REPAIR_METRIC } from "#lambdas/recover.ts";
 import { ConsistencyGroupWorkflow } from "#workflows/consistency-group.ts";
 import { TASK_NAMES, TASKS, type TaskName } from "#workflows/tasks.ts";
@@ -525,36 +526,7 @@ export class CgmirrorStack extends Stack {
       });
       needsRepair.addAlarmAction(action);
       dashboard.addWidgets(
-        new cloudwatch.GraphWidget({
-          title: `${g.group}: commits and coordination time`,
-          left: [committed.with({ period: Duration.hours(1) })],
-          right: [
-            new cloudwatch.Metric({
-              namespace: METRICS_NAMESPACE,
-              metricName: "CoordinationTime",
-              dimensionsMap: dims,
-              statistic: "Maximum",
-            }),
-          ],
-          width: 12,
-        }),
-        new cloudwatch.GraphWidget({
-          title: `${g.group}: changed blocks per run`,
-          left: [
-            new cloudwatch.Metric({
-              namespace: METRICS_NAMESPACE,
-              metricName: "ChangedBlocks",
-              dimensionsMap: dims,
-              statistic: "Sum",
-            }),
-          ],
-          width: 12,
-        }),
-        new cloudwatch.AlarmStatusWidget({
-          title: `${g.group}: alarms`,
-          alarms: [rpoAlarm, needsRepair, runFailed],
-          width: 24,
-        }),
+        ...groupWidgets(g, machine, dims, { committed, rpoAlarm, needsRepair, runFailed }),
       );
     }
 
@@ -952,4 +924,89 @@ export function rpoAlarmShape(g: GroupConfig): { periodMinutes: number; evaluati
 function cdkTimeZone(name: string): TimeZone | undefined {
   // UTC is the Scheduler's default; TimeZone.of accepts any IANA name.
   return name === "UTC" ? undefined : TimeZone.of(name);
+}
+
+/**
+ * The dashboard row of one group (docs/operations.md, "Metrics and the dashboard" describes each
+ * widget): recovery point age against the RPO target, runs (committed, reverted, failed), bytes
+ * changed and stored, run duration and coordination time, EBS throttling, and the group's alarms.
+ */
+function groupWidgets(
+  g: GroupConfig,
+  machine: sfn.StateMachine,
+  dims: Record<string, string>,
+  alarms: {
+    committed: cloudwatch.Metric;
+    rpoAlarm: cloudwatch.Alarm;
+    needsRepair: cloudwatch.Alarm;
+    runFailed: cloudwatch.Alarm;
+  },
+): cloudwatch.IWidget[] {
+  const metric = (metricName: string, statistic: string, label: string, period = Duration.hours(1)) =>
+    new cloudwatch.Metric({
+      namespace: METRICS_NAMESPACE,
+      metricName,
+      dimensionsMap: dims,
+      statistic,
+      label,
+      period,
+    });
+  const hour = Duration.hours(1);
+  return [
+    new cloudwatch.GraphWidget({
+      title: `${g.group}: recovery point age (RPO)`,
+      left: [
+        new cloudwatch.MathExpression({
+          expression: "age / 60",
+          label: "minutes since the committed point in time (max)",
+          usingMetrics: { age: metric(RUN_METRICS.recoveryPointAge, "Maximum", "age") },
+          period: hour,
+        }),
+      ],
+      leftYAxis: { min: 0, label: "minutes", showUnits: false },
+      leftAnnotations: [{ value: g.alarms.rpoMinutes, label: "RPO target (alarms.rpoMinutes)" }],
+      width: 8,
+    }),
+    new cloudwatch.GraphWidget({
+      title: `${g.group}: runs`,
+      left: [
+        alarms.committed.with({ period: hour, label: "committed" }),
+        metric(RUN_METRICS.runReverted, "Sum", "reverted"),
+        machine.metricFailed({ statistic: "Sum", period: hour, label: "failed" }),
+        machine.metricTimedOut({ statistic: "Sum", period: hour, label: "timed out" }),
+        machine.metricAborted({ statistic: "Sum", period: hour, label: "aborted" }),
+      ],
+      leftYAxis: { min: 0, showUnits: false },
+      width: 8,
+    }),
+    new cloudwatch.GraphWidget({
+      title: `${g.group}: bytes changed and stored`,
+      left: [
+        metric(RUN_METRICS.bytesChanged, "Sum", "changed (logical)"),
+        metric(RUN_METRICS.bytesStored, "Sum", "stored in S3"),
+      ],
+      right: [metric(RUN_METRICS.changedBlocks, "Sum", "changed blocks (plan)")],
+      leftYAxis: { min: 0 },
+      width: 8,
+    }),
+    new cloudwatch.GraphWidget({
+      title: `${g.group}: run duration and coordination time`,
+      left: [metric(RUN_METRICS.runDuration, "Maximum", "run duration (s, committed runs)")],
+      right: [metric(RUN_METRICS.coordinationTime, "Maximum", "freeze → thaw (ms)")],
+      leftYAxis: { min: 0, showUnits: false },
+      rightYAxis: { min: 0, showUnits: false },
+      width: 8,
+    }),
+    new cloudwatch.GraphWidget({
+      title: `${g.group}: EBS direct API throttling`,
+      left: [metric(RUN_METRICS.ebsThrottled, "Sum", "throttled requests (retried)")],
+      leftYAxis: { min: 0, showUnits: false },
+      width: 8,
+    }),
+    new cloudwatch.AlarmStatusWidget({
+      title: `${g.group}: alarms`,
+      alarms: [alarms.rpoAlarm, alarms.needsRepair, alarms.runFailed],
+      width: 8,
+    }),
+  ];
 }

@@ -1,15 +1,17 @@
 /**
  * Commit (DESIGN.md section 4, step 7; Withdraw-commit): write the generation manifest and move HEAD
- * with one conditional write. Publishes GroupCommitted (the RPO alarm's metric) and CoordinationTime.
+ * with one conditional write. Publishes GroupCommitted (the RPO alarm's metric), RecoveryPointAge and
+ * RunDuration (lambdas/metric-names.ts).
  */
 import { commitGeneration } from "#core/commit.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { CommitInput, type CommitInputT, CommitOutput, type CommitOutputT } from "./contracts.ts";
+import { RUN_METRICS } from "./metric-names.ts";
 import { defineTask, groupConfig, type TaskDeps } from "./runtime.ts";
 import { leaseOf, repoOf } from "./shared.ts";
 
 /** The metric the RPO alarm watches (infra/): one per committed generation, dimension Group. */
-export const COMMITTED_METRIC = "GroupCommitted";
+export const COMMITTED_METRIC = RUN_METRICS.committed;
 
 export async function commitTask(input: CommitInputT, deps: TaskDeps): Promise<CommitOutputT> {
   const config = groupConfig(input.config);
@@ -33,7 +35,25 @@ export async function commitTask(input: CommitInputT, deps: TaskDeps): Promise<C
         : {}),
     },
   });
-  if (!result.alreadyCommitted) deps.metrics.add(config.group, COMMITTED_METRIC, "Count", 1);
+  if (!result.alreadyCommitted) {
+    const now = deps.clock.now();
+    deps.metrics.add(config.group, COMMITTED_METRIC, "Count", 1);
+    // The new HEAD's age: its point in time is the snapshots' start.
+    deps.metrics.add(
+      config.group,
+      RUN_METRICS.recoveryPointAge,
+      "Seconds",
+      Math.max(0, (now - Date.parse(input.startedAt)) / 1000),
+    );
+    if (input.executionStartedAt) {
+      deps.metrics.add(
+        config.group,
+        RUN_METRICS.runDuration,
+        "Seconds",
+        Math.max(0, (now - Date.parse(input.executionStartedAt)) / 1000),
+      );
+    }
+  }
   deps.log.info("generation committed", {
     generation: result.generation,
     alreadyCommitted: result.alreadyCommitted,
