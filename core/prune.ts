@@ -40,7 +40,12 @@ import {
 import { type GenerationManifest, listGenerations, readGeneration, readHead } from "./generation.ts";
 import { keys, parseManifestName, type Repo } from "./layout.ts";
 import { TaskPool } from "./pool.ts";
-import { ObjectNotFoundError, type ObjectVersionRef, PreconditionFailedError } from "./ports/object-store.ts";
+import {
+  ObjectLockedError,
+  ObjectNotFoundError,
+  type ObjectVersionRef,
+  PreconditionFailedError,
+} from "./ports/object-store.ts";
 import { encodeSegmentTail, openStoredBlock, readSegmentFooter, type SegmentFooterEntry } from "./segment.ts";
 import {
   openRunRef,
@@ -67,6 +72,13 @@ export interface PruneOptions {
   readonly shouldStop?: () => boolean;
   /** Progress lines. */
   readonly log?: (message: string, fields?: Record<string, unknown>) => void;
+  /**
+   * The group locks committed objects (`target.objectLock`): nothing is repacked (a repacked copy
+   * would carry no lock, and its locked source could not be deleted anyway). Versions the store keeps
+   * because their retention has not passed are reported in `keptLocked` and tried again next time.
+   * @default false
+   */
+  readonly objectLock?: boolean;
 }
 
 export interface ObjectTally {
@@ -106,6 +118,8 @@ export interface PruneReport {
   }[];
   readonly objectsDeleted: number;
   readonly bytesReclaimed: number;
+  /** Garbage versions kept because an Object Lock retention still protects them (deleted by a later prune). */
+  readonly keptLocked: ObjectTally;
   /** False when the run stopped early (shouldStop) or deferred repacks: run prune again. */
   readonly done: boolean;
 }
@@ -287,7 +301,8 @@ export async function pruneRepository(repo: Repo, options: PruneOptions): Promis
   }
   // A dry run without a lease reads only; it treats every run as older than itself.
   const lease: Lease = options.lease ?? { runId: "dry-run", fencing: Number.MAX_SAFE_INTEGER };
-  const threshold = options.repackThreshold ?? 0.5;
+  // Under Object Lock nothing is repacked (a threshold above 1 selects no segment).
+  const threshold = options.objectLock ? 2 : (options.repackThreshold ?? 0.5);
   const maxRepack = options.maxRepackBytes ?? 16 * 2 ** 30;
   const concurrency = options.concurrency ?? 8;
   const log = options.log ?? (() => {});
@@ -517,6 +532,12 @@ export async function pruneRepository(repo: Repo, options: PruneOptions): Promis
   }
 
   const deleted = emptyTally();
+  const keptLocked: ObjectTally = { count: 0, bytes: 0 };
+  /** Size per doomed version (`key\0versionId`), to tally what Object Lock kept. */
+  const sizeOf = new Map<string, number>();
+  for (const { versions: v } of doomed.values()) {
+    for (const [i, ref] of v.versions.entries()) sizeOf.set(`${ref.key}\0${ref.versionId}`, v.sizes[i] ?? 0);
+  }
   const report = (done: boolean, repacked: { segments: number; copied: number; newSegments: number }) => {
     let objectsDeleted = 0;
     let bytesReclaimed = 0;
@@ -546,6 +567,7 @@ export async function pruneRepository(repo: Repo, options: PruneOptions): Promis
       unreadable,
       objectsDeleted,
       bytesReclaimed,
+      keptLocked,
       done,
     } satisfies PruneReport;
   };
@@ -723,9 +745,19 @@ export async function pruneRepository(repo: Repo, options: PruneOptions): Promis
     const send = async () => {
       if (batch.length === 0) return;
       await assertFenced(repo, lease);
-      await repo.store.deleteVersions(batch);
-      deleted[kind].count += batch.length;
-      deleted[kind].bytes += bytes;
+      let kept: readonly ObjectVersionRef[] = [];
+      try {
+        await repo.store.deleteVersions(batch);
+      } catch (error) {
+        if (!(error instanceof ObjectLockedError)) throw error;
+        // Locked garbage stays until its retention passes; everything else in the batch is deleted.
+        kept = error.refs;
+      }
+      const keptBytes = kept.reduce((n, r) => n + (sizeOf.get(`${r.key}\0${r.versionId}`) ?? 0), 0);
+      keptLocked.count += kept.length;
+      keptLocked.bytes += keptBytes;
+      deleted[kind].count += batch.length - kept.length;
+      deleted[kind].bytes += bytes - keptBytes;
       batches.push({ kind, refs: batch, bytes });
       batch = [];
       bytes = 0;

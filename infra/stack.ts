@@ -84,6 +84,9 @@ export interface S3Access {
   readonly deleteVersion: readonly RepositoryArea[];
 }
 
+/** The areas whose objects a committed generation reaches, locked under `target.objectLock`. */
+export const OBJECT_LOCK_AREAS: readonly RepositoryArea[] = ["commits", "generations", "volumes", "segments"];
+
 /** Every area a run reads (run records are written by the lock and revert tasks, read only by the CLI). */
 const ALL_AREAS: readonly RepositoryArea[] = REPOSITORY_AREAS.filter((a) => a !== "history");
 
@@ -260,7 +263,10 @@ export class CgmirrorStack extends Stack {
         objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
         serverAccessLogsBucket: accessLogs,
         serverAccessLogsPrefix: `${bucketName}/`,
-        objectLockEnabled: props.objectLock ?? false,
+        // A group with target.objectLock needs it; never a default retention (Revert deletes what a
+        // failed run wrote: only committed objects are locked, by Commit).
+        objectLockEnabled:
+          (props.objectLock ?? false) || members.some((g) => g.target.objectLock !== undefined),
         removalPolicy: RemovalPolicy.RETAIN,
         lifecycleRules: repositoryLifecycle(members),
       });
@@ -634,6 +640,30 @@ export class CgmirrorStack extends Stack {
             sid: "RepositoryDeleteVersion",
             actions: ["s3:DeleteObjectVersion"],
             resources: areaArns(access.deleteVersion),
+          }),
+        );
+      }
+      const locking = groups.filter((g) => g.target.objectLock !== undefined);
+      const lockArns = (areas: readonly RepositoryArea[]) =>
+        locking.flatMap((g) =>
+          areas.map((a) => `arn:${p}:s3:::${g.target.bucket}/${g.target.prefix}/${areaPattern(a)}`),
+        );
+      if (locking.length > 0 && task === "Commit") {
+        // Commit locks what a committed generation reaches (core/object-lock.ts); HEAD is never locked.
+        out.push(
+          new iam.PolicyStatement({
+            sid: "RepositoryObjectLock",
+            actions: ["s3:PutObjectRetention", "s3:GetObjectRetention"],
+            resources: lockArns(OBJECT_LOCK_AREAS),
+          }),
+        );
+      } else if (locking.length > 0 && access.deleteVersion.length > 0) {
+        // A refused delete is AccessDenied for a lock and an IAM deny alike: the retention tells them apart.
+        out.push(
+          new iam.PolicyStatement({
+            sid: "RepositoryReadRetention",
+            actions: ["s3:GetObjectRetention"],
+            resources: lockArns(access.deleteVersion),
           }),
         );
       }

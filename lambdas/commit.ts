@@ -4,6 +4,9 @@
  * RunDuration (lambdas/metric-names.ts).
  */
 import { commitGeneration } from "#core/commit.ts";
+import { readCommitRecord } from "#core/generation.ts";
+import type { Repo } from "#core/layout.ts";
+import { isGenerationLocked, lockGeneration } from "#core/object-lock.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { CommitInput, type CommitInputT, CommitOutput, type CommitOutputT } from "./contracts.ts";
 import { RUN_METRICS } from "./metric-names.ts";
@@ -54,6 +57,7 @@ export async function commitTask(input: CommitInputT, deps: TaskDeps): Promise<C
       );
     }
   }
+  if (config.target.objectLock) await lockCommitted(repo, result.generation, config.target.objectLock, deps);
   deps.log.info("generation committed", {
     generation: result.generation,
     alreadyCommitted: result.alreadyCommitted,
@@ -63,6 +67,36 @@ export async function commitTask(input: CommitInputT, deps: TaskDeps): Promise<C
     committedAt: new Date(deps.clock.now()).toISOString(),
     alreadyCommitted: result.alreadyCommitted,
   };
+}
+
+/**
+ * Object Lock (`target.objectLock`): locks what the committed generation reaches, after HEAD moved —
+ * never before, so Revert can delete what a failed run wrote (core/object-lock.ts). Also locks the
+ * previous generation when a run stopped between its commit and its lock. A failure fails the task:
+ * its retry (or the next run) locks again.
+ */
+async function lockCommitted(
+  repo: Repo,
+  generation: number,
+  policy: NonNullable<ReturnType<typeof groupConfig>["target"]["objectLock"]>,
+  deps: TaskDeps,
+): Promise<void> {
+  const previous = generation - 1;
+  if (
+    previous > 0 &&
+    (await readCommitRecord(repo, previous)) &&
+    !(await isGenerationLocked(repo, previous))
+  ) {
+    const late = await lockGeneration(repo, previous, policy);
+    deps.log.warn("locked the previous generation, which its run had not locked", { ...late });
+  }
+  const locked = await lockGeneration(repo, generation, policy);
+  deps.log.info("generation locked", {
+    generation,
+    objects: locked.objects,
+    lockedOrExtended: locked.locked,
+    retainUntil: locked.retainUntil.toISOString(),
+  });
 }
 
 export const makeHandler = (deps: () => TaskDeps) =>
