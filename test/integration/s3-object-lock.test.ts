@@ -13,7 +13,10 @@ import {
 } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
+import { createRepo, keys } from "#core/layout.ts";
+import { generationObjects, isGenerationLocked, lockGeneration } from "#core/object-lock.ts";
 import { ObjectLockedError, type ObjectVersionRef } from "#core/ports/object-store.ts";
+import { twoGenerations } from "../support/repo-scenarios.ts";
 import { s3Client } from "../support/s3.ts";
 
 const client = s3Client();
@@ -83,5 +86,37 @@ describe("Object Lock on the local S3 server", () => {
         { mode: "GOVERNANCE", retainUntil: new Date(Date.now() + 86_400_000) },
       ),
     ).rejects.toThrow();
+  });
+
+  it("GIVEN two committed generations WHEN each is locked THEN exactly their objects carry the retention, HEAD none, and locking again changes nothing", async () => {
+    const repo = createRepo({ store, prefix: "repo", group: "g1" });
+    await twoGenerations(repo);
+    const policy = { mode: "GOVERNANCE" as const, retentionDays: 1 };
+    expect(await isGenerationLocked(repo, 1)).toBe(false);
+    const first = await lockGeneration(repo, 1, policy);
+    const second = await lockGeneration(repo, 2, policy);
+    expect(first.locked).toBe(first.objects);
+    expect(await isGenerationLocked(repo, 1)).toBe(true);
+    const expected = new Set(
+      [...(await generationObjects(repo, 1)), ...(await generationObjects(repo, 2))].map(
+        (r) => `${r.key}@${r.versionId}`,
+      ),
+    );
+    const lockedNow = new Set<string>();
+    let headChecked = false;
+    for await (const v of store.listVersions("repo/")) {
+      if (v.isDeleteMarker) continue;
+      const r = await store.getRetention({ key: v.key, versionId: v.versionId });
+      if (v.key === keys.head(repo)) {
+        expect(r, "HEAD is never locked").toBeUndefined();
+        headChecked = true;
+      }
+      if (r) lockedNow.add(`${v.key}@${v.versionId}`);
+    }
+    expect(headChecked).toBe(true);
+    expect(lockedNow).toEqual(expected);
+    // Generation 2 shares generation 1's unchanged blocks: their locks already reach far enough.
+    expect(second.locked).toBeLessThan(second.objects);
+    expect((await lockGeneration(repo, 2, policy)).locked).toBe(0);
   });
 });
