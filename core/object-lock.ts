@@ -28,6 +28,8 @@ import type { ObjectRetention, ObjectVersionRef } from "./ports/object-store.ts"
 import { openRunRef, readVolumeIndexRoot, runKeysOf } from "./volume-index.ts";
 
 const DAY_MS = 86_400_000;
+/** Requests in flight while locking (HEAD, GetObjectRetention, PutObjectRetention: small and independent). */
+const LOCK_CONCURRENCY = 32;
 
 /** The store cannot lock objects (a store or bucket without Object Lock). */
 export class ObjectLockUnsupportedError extends Error {
@@ -45,7 +47,11 @@ export interface LockGenerationResult {
 }
 
 /** The exact versions committed generation `n` reaches (see the module comment). */
-export async function generationObjects(repo: Repo, n: number, concurrency = 8): Promise<ObjectVersionRef[]> {
+export async function generationObjects(
+  repo: Repo,
+  n: number,
+  concurrency = LOCK_CONCURRENCY,
+): Promise<ObjectVersionRef[]> {
   const recordKey = keys.commit(repo, n);
   const record = await readCommitRecord(repo, n);
   if (!record) throw new Error(`generation ${n} has no commit record (${recordKey}): it is not committed`);
@@ -119,7 +125,7 @@ export async function lockGeneration(
   };
   const refs = await generationObjects(repo, n, options.concurrency);
   let locked = 0;
-  const pool = new TaskPool(options.concurrency ?? 8);
+  const pool = new TaskPool(options.concurrency ?? LOCK_CONCURRENCY);
   for (const ref of refs) {
     await pool.run(async () => {
       const now = await store.getRetention!(ref);
