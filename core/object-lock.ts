@@ -132,7 +132,20 @@ export async function lockGeneration(
       if (now && now.retainUntil.getTime() >= retainUntil.getTime()) return;
       // A COMPLIANCE lock is never weakened to GOVERNANCE (S3 refuses it): keep the stronger mode.
       const mode = now?.mode === "COMPLIANCE" ? "COMPLIANCE" : extended.mode;
-      await store.putRetention!(ref, { mode, retainUntil: extended.retainUntil });
+      try {
+        await store.putRetention!(ref, { mode, retainUntil: extended.retainUntil });
+      } catch (error) {
+        // S3: InvalidRequest "Bucket is missing Object Lock Configuration".
+        if (/Object Lock Configuration/i.test((error as Error).message ?? "")) {
+          throw new ObjectLockUnsupportedError(
+            "target.objectLock is set but the bucket has no Object Lock: the stack creates a new bucket with it; " +
+              "enable it on an existing one (docs/operations.md, Object Lock). The generation is committed but not locked; " +
+              "the next run's Commit locks it",
+            { cause: error },
+          );
+        }
+        throw error;
+      }
       locked++;
     });
   }

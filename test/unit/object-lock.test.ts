@@ -11,13 +11,14 @@ import { MemoryObjectStore } from "#adapters/memory-store.ts";
 import { readHead } from "#core/generation.ts";
 import { GroupConfigError, parseGroupConfig } from "#core/group-config.ts";
 import { createRepo, keys } from "#core/layout.ts";
-import { generationObjects } from "#core/object-lock.ts";
+import { generationObjects, lockGeneration, ObjectLockUnsupportedError } from "#core/object-lock.ts";
 import { ObjectLockedError, type ObjectVersionRef } from "#core/ports/object-store.ts";
 import { HANDLER_MAKERS } from "#lambdas/makers.ts";
 import { pruneTask } from "#lambdas/prune.ts";
 import type { TaskDeps } from "#lambdas/runtime.ts";
 import { type AslDefinition, localDefinition } from "#workflows/definition.ts";
 import { TASK_NAMES, TASKS, type TaskName } from "#workflows/tasks.ts";
+import { twoGenerations } from "../support/repo-scenarios.ts";
 import { memoryDeps } from "./lambda-fixtures.ts";
 import { FakeBlockSource } from "./transfer-fixtures.ts";
 
@@ -93,6 +94,18 @@ describe("the memory store enforces Object Lock like S3", () => {
     await expect(
       new MemoryObjectStore().putRetention(refB, { mode: "GOVERNANCE", retainUntil: new Date(now) }),
     ).rejects.toThrow(/Object Lock Configuration/);
+  });
+});
+
+describe("a bucket without Object Lock", () => {
+  it("GIVEN target.objectLock on a bucket created without Object Lock WHEN a generation is locked THEN a clear error says what to do", async () => {
+    const repo = createRepo({ store: new MemoryObjectStore(), prefix: "r", group: "g1" });
+    await twoGenerations(repo);
+    const lock = lockGeneration(repo, 1, { mode: "GOVERNANCE", retentionDays: 1 });
+    await expect(lock).rejects.toThrow(ObjectLockUnsupportedError);
+    await expect(lockGeneration(repo, 1, { mode: "GOVERNANCE", retentionDays: 1 })).rejects.toThrow(
+      /the bucket has no Object Lock.*committed but not locked/,
+    );
   });
 });
 
