@@ -145,4 +145,28 @@ describe("metrics the backup tasks publish", () => {
     expect(of(RUN_METRICS.runDuration).map((m) => m.value)).toEqual([120, 30]);
     expect(of(RUN_METRICS.committed)).toHaveLength(2);
   });
+
+  it("GIVEN a run that failed and could not revert WHEN a later run takes its lock over THEN Recover reverts it and publishes RunReverted once", async () => {
+    const source = new FakeBlockSource({ volumeBlocks: 64, has: (i) => i % 2 === 0 });
+    const deps = memoryDeps(source);
+    const of = (name: string) => deps.recordedMetrics.filter((m) => m.name === name);
+    const t0 = Date.now();
+    deps.setTime(t0);
+    await run("run-1", bind(deps, t0));
+    // Commit fails and so does Revert: the run ends holding the lock, its work left behind.
+    const broken = bind(deps, t0, (task, fn) =>
+      task === "Commit" || task === "Revert"
+        ? async () => {
+            throw Object.assign(new Error("injected"), { name: "SourceAccessError" });
+          }
+        : fn,
+    );
+    await expect(run("run-2", broken)).rejects.toThrow();
+    expect(of(RUN_METRICS.runReverted)).toHaveLength(0);
+    // After its lease (run timeout + 30 min) the next run takes the group over; Recover reverts run-2.
+    deps.setTime(t0 + (config.runTimeoutMinutes + 31) * 60_000);
+    await run("run-3", bind(deps, t0));
+    expect(of(RUN_METRICS.runReverted).map((m) => m.value)).toEqual([1]);
+    expect(of(RUN_METRICS.committed)).toHaveLength(2);
+  });
 });
