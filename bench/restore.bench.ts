@@ -39,7 +39,7 @@ import { isBlockSourceError } from "#core/ports/block-source.ts";
 import { writeGeneration } from "#core/protocol/write-generation.ts";
 import { restoreVolume } from "#core/restore/restore.ts";
 import { restoreVolumeToSnapshot } from "#core/restore/restore-snapshots.ts";
-import { TaskPool } from "#core/transfer/pool.ts";
+import { TaskPool } from "#core/util/pool.ts";
 import { ebsAdmin } from "#local/ebs-emulator/index.ts";
 import { startS3Server } from "#local/s3-server/server.ts";
 import { emulatorSnapshotCatalog } from "#local/snapshot-catalog.ts";

@@ -198,6 +198,22 @@ export class GroupMaintenance extends Construct {
         resources: arns(PRUNE_S3_ACCESS.deleteVersion),
       }),
     );
+    const locking = groups.filter((g) => g.target.objectLock !== undefined);
+    if (locking.length > 0) {
+      // Prune keeps garbage whose Object Lock retention has not passed: a refused delete is AccessDenied
+      // for a lock and an IAM deny alike, and the version's retention tells them apart.
+      fn.addToRolePolicy(
+        new iam.PolicyStatement({
+          sid: "RepositoryReadRetention",
+          actions: ["s3:GetObjectRetention"],
+          resources: locking.flatMap((g) =>
+            PRUNE_S3_ACCESS.deleteVersion.map(
+              (a) => `arn:${p}:s3:::${g.target.bucket}/${g.target.prefix}/${area(a)}`,
+            ),
+          ),
+        }),
+      );
+    }
     fn.addToRolePolicy(
       new iam.PolicyStatement({
         sid: "RepositoryKey",

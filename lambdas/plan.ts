@@ -10,6 +10,7 @@ import { planVolume } from "#core/transfer/planner.ts";
 import { TransferFailedError } from "#workflows/errors.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { MAX_INLINE_SHARDS, PlanInput, type PlanInputT, PlanOutput, type PlanOutputT } from "./contracts.ts";
+import { RUN_METRICS } from "./metric-names.ts";
 import { defineTask, groupConfig, type TaskDeps } from "./runtime.ts";
 import { leaseOf, type RunPlan, repoOf, runPlanKey, writeRunPlan } from "./shared.ts";
 
@@ -76,7 +77,7 @@ export async function planTask(input: PlanInputT, deps: TaskDeps): Promise<PlanO
   const planKey = runPlanKey(repo, input.runId);
   await writeRunPlan(repo, planKey, plan);
   const changedBlocks = volumes.reduce((n, v) => n + v.changedBlocks, 0);
-  deps.metrics.add(config.group, "ChangedBlocks", "Count", changedBlocks);
+  deps.metrics.add(config.group, RUN_METRICS.changedBlocks, "Count", changedBlocks);
   deps.log.info("planned", { shards: shards.length, changedBlocks });
   return { planKey, shardCount: shards.length, changedBlocks, shards };
 }

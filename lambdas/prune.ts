@@ -63,11 +63,18 @@ export async function pruneTask(input: PruneInputT, deps: TaskDeps): Promise<Pru
         now: new Date(started),
       },
       async ({ lease }) => {
-        const forgotten = config.retention
-          ? (await applyForget(repo, lease, await planForget(repo, config.retention))).forgotten
-          : [];
+        const forget = config.retention
+          ? await applyForget(repo, lease, await planForget(repo, config.retention))
+          : undefined;
+        const forgotten = forget?.forgotten ?? [];
+        if (forget && forget.locked.length > 0) {
+          deps.log.info("generations kept under Object Lock retention (forgotten once it passes)", {
+            generations: forget.locked,
+          });
+        }
         const report = await pruneRepository(repo, {
           lease,
+          objectLock: config.target.objectLock !== undefined,
           repackThreshold: config.prune.repackGarbagePercent / 100,
           maxRepackBytes: config.prune.maxRepackGiB * 2 ** 30,
           shouldStop: () => deps.clock.now() - started > budgetMs,
@@ -94,6 +101,7 @@ export async function pruneTask(input: PruneInputT, deps: TaskDeps): Promise<Pru
       objectsDeleted: r.objectsDeleted,
       bytesReclaimed: r.bytesReclaimed,
       repacked: r.repack.segments,
+      keptLocked: r.keptLocked,
       done: r.done,
     });
     return {

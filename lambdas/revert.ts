@@ -19,6 +19,7 @@ import { deleteSnapshotSet, readSnapshotSet } from "#core/protocol/snapshot-set.
 import { causeMessage, Errors } from "#workflows/errors.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { RevertInput, type RevertInputT, RevertOutput, type RevertOutputT } from "./contracts.ts";
+import { RUN_METRICS } from "./metric-names.ts";
 import { defineTask, groupConfig, type TaskDeps } from "./runtime.ts";
 import { readRunPlan, repoOf, runPlanKey } from "./shared.ts";
 
@@ -126,6 +127,7 @@ export async function revertTask(input: RevertInputT, deps: TaskDeps): Promise<R
       keptSnapshots: 0,
     };
   }
+  deps.metrics.add(config.group, RUN_METRICS.runReverted, "Count", 1);
   const snapshots = await revertSnapshots(repo, input, config.group, deps);
   await recordRevertedRun(repo, input, deps, changedBlocks);
   deps.log.warn("run reverted", {

@@ -2,6 +2,8 @@
  * Transfer (one Map item; DESIGN.md section 4, step 5): copy one shard's blocks into segments.
  * Re-running a shard is safe (the core worker returns a finished shard's summary).
  */
+
+import { BLOCK_SIZE } from "#core/format/bytes.ts";
 import { GroupDedup } from "#core/format/dedup-index.ts";
 import { retiredSegmentsVersion } from "#core/format/gc-state.ts";
 import { readHead } from "#core/format/generation.ts";
@@ -11,6 +13,7 @@ import { transferShard } from "#core/transfer/worker.ts";
 import { TransferFailedError } from "#workflows/errors.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { TransferInput, type TransferInputT, TransferOutput, type TransferOutputT } from "./contracts.ts";
+import { RUN_METRICS } from "./metric-names.ts";
 import { defineTask, type TaskDeps } from "./runtime.ts";
 
 // Group-wide dedup index of the COMMITTED generation, kept per container and keyed by the committed
@@ -58,6 +61,12 @@ export async function transferTask(input: TransferInputT, deps: TaskDeps): Promi
     dedupedBlocks: summary.stats.dedupedBlocks,
     throttled: summary.stats.throttled,
   });
+  if (!summary.reused) {
+    // A finished shard's summary returned again (a retried Map item) was counted when it finished.
+    deps.metrics.add(input.group, RUN_METRICS.bytesChanged, "Bytes", summary.stats.blocks * BLOCK_SIZE);
+    deps.metrics.add(input.group, RUN_METRICS.bytesStored, "Bytes", summary.stats.storedBytes);
+    deps.metrics.add(input.group, RUN_METRICS.ebsThrottled, "Count", summary.stats.throttled);
+  }
   return { ok: true, blocks: summary.stats.blocks, storedBytes: summary.stats.storedBytes };
 }
 

@@ -134,6 +134,27 @@ export const GroupConfigSchema = z.strictObject({
         .max(200)
         .optional()
         .describe('Key prefix of this group\'s repository. @default "groups/<group>"'),
+      objectLock: z
+        .strictObject({
+          mode: z
+            .enum(["GOVERNANCE", "COMPLIANCE"], {
+              error: (iss) =>
+                `expected "GOVERNANCE" or "COMPLIANCE" (S3 Object Lock retention modes, upper case), got ${describeValue(iss.input)}`,
+            })
+            .describe(
+              "GOVERNANCE: users with s3:BypassGovernanceRetention can still delete or shorten a lock. " +
+                "COMPLIANCE: nobody, not even the account's root user, can until the retention passes.",
+            ),
+          retentionDays: int(1, 36_500, "the days a committed object stays locked").describe(
+            "Each committed object is locked until this many days after the commit of the newest generation that uses it.",
+          ),
+        })
+        .optional()
+        .describe(
+          "Opt-in S3 Object Lock (the bucket must be created with Object Lock enabled; the stack does so). " +
+            "Objects are locked when their generation commits, never before: revert still deletes what a " +
+            "failed run wrote, and prune deletes garbage only once its retention has passed. See docs/operations.md.",
+        ),
     })
     .describe("Where the copies go."),
   schedule: z
@@ -382,11 +403,21 @@ export type GroupConfigInput = z.input<typeof GroupConfigSchema>;
 
 /** A parsed config: defaults applied, `target.prefix` and `alarms.rpoMinutes` always set. */
 export type GroupConfig = Omit<z.output<typeof GroupConfigSchema>, "$schema" | "target" | "alarms"> & {
-  readonly target: { readonly bucket: string; readonly prefix: string };
+  readonly target: {
+    readonly bucket: string;
+    readonly prefix: string;
+    readonly objectLock?: ObjectLockConfig | undefined;
+  };
   readonly alarms: { readonly rpoMinutes: number };
 };
 
 export type VolumeConfig = z.output<typeof VolumeSchema>;
+
+/** `target.objectLock`: the S3 Object Lock retention of committed objects. */
+export interface ObjectLockConfig {
+  readonly mode: "GOVERNANCE" | "COMPLIANCE";
+  readonly retentionDays: number;
+}
 
 /** A group config is invalid; `problems` lists every one of them. */
 export class GroupConfigError extends Error {
@@ -434,7 +465,11 @@ export function parseGroupConfig(json: unknown, source = "(input)"): GroupConfig
   return {
     ...cfg,
     snapshots: { ...cfg.snapshots, completionTimeoutMinutes },
-    target: { bucket: cfg.target.bucket, prefix: cfg.target.prefix ?? `groups/${cfg.group}` },
+    target: {
+      bucket: cfg.target.bucket,
+      prefix: cfg.target.prefix ?? `groups/${cfg.group}`,
+      ...(cfg.target.objectLock ? { objectLock: cfg.target.objectLock } : {}),
+    },
     alarms: {
       rpoMinutes: cfg.alarms.rpoMinutes ?? Math.max(2, Math.ceil((2 * (interval ?? 0)) / 60)),
     },

@@ -8,7 +8,7 @@
 import { InvalidArgumentError } from "../errors.ts";
 import { listGenerations, readCommitRecord, readGeneration, readHead } from "../format/generation.ts";
 import { keys, type Repo } from "../format/layout.ts";
-import type { ObjectVersionRef } from "../ports/object-store.ts";
+import { ObjectLockedError, type ObjectVersionRef } from "../ports/object-store.ts";
 import { assertFenced, type Lease } from "../protocol/commit.ts";
 import { applyRetention, hasRules, type RetentionDecision, type RetentionPolicy } from "./retention.ts";
 
@@ -61,6 +61,22 @@ export interface ForgetResult {
   readonly forgotten: readonly number[];
   /** Object versions deleted (commit records and manifests). */
   readonly objectsDeleted: number;
+  /**
+   * Generations the plan forgets whose commit record is still under an Object Lock retention: they
+   * stay committed (and retained by prune) until a later forget, after the retention has passed.
+   */
+  readonly locked: readonly number[];
+}
+
+/** Deletes the versions; returns how many the store kept under an Object Lock retention. */
+async function deleteUnlessLocked(repo: Repo, refs: readonly ObjectVersionRef[]): Promise<number> {
+  try {
+    await repo.store.deleteVersions(refs);
+    return 0;
+  } catch (error) {
+    if (error instanceof ObjectLockedError) return error.refs.length;
+    throw error;
+  }
 }
 
 async function versionsOf(repo: Repo, key: string): Promise<ObjectVersionRef[]> {
@@ -79,6 +95,7 @@ async function versionsOf(repo: Repo, key: string): Promise<ObjectVersionRef[]> 
  */
 export async function applyForget(repo: Repo, lease: Lease, plan: ForgetPlan): Promise<ForgetResult> {
   const forgotten: number[] = [];
+  const locked: number[] = [];
   let objectsDeleted = 0;
   for (const n of [...plan.forget].sort((a, b) => a - b)) {
     const head = (await assertFenced(repo, lease)).head;
@@ -91,15 +108,20 @@ export async function applyForget(repo: Repo, lease: Lease, plan: ForgetPlan): P
     const recordVersions = await versionsOf(repo, keys.commit(repo, n));
     // The record first: from then on no reader reaches the manifest; a crash before the manifest's
     // delete leaves an unreferenced manifest for prune.
-    await repo.store.deleteVersions(recordVersions);
-    objectsDeleted += recordVersions.length;
+    const keptRecords = await deleteUnlessLocked(repo, recordVersions);
+    objectsDeleted += recordVersions.length - keptRecords;
+    if (keptRecords > 0) {
+      // Still committed: its manifest stays too.
+      locked.push(n);
+      continue;
+    }
     if (record) {
       const manifestVersions = await versionsOf(repo, keys.manifest(repo, n, record.fencing));
       await assertFenced(repo, lease);
-      await repo.store.deleteVersions(manifestVersions);
-      objectsDeleted += manifestVersions.length;
+      // A locked manifest is unreferenced from now on: prune deletes it once its retention passes.
+      objectsDeleted += manifestVersions.length - (await deleteUnlessLocked(repo, manifestVersions));
     }
     if (record || recordVersions.length > 0) forgotten.push(n);
   }
-  return { forgotten, objectsDeleted };
+  return { forgotten, objectsDeleted, locked };
 }

@@ -53,12 +53,13 @@ import {
   type VolumeIndexRoot,
 } from "../format/volume-index.ts";
 import {
+  ObjectLockedError,
   ObjectNotFoundError,
   type ObjectVersionRef,
   PreconditionFailedError,
 } from "../ports/object-store.ts";
 import { assertFenced, type Lease } from "../protocol/commit.ts";
-import { TaskPool } from "../transfer/pool.ts";
+import { TaskPool } from "../util/pool.ts";
 
 export interface PruneOptions {
   /** The lease this run holds (lock + fenced HEAD). Only a dry run may go without (it writes nothing). */
@@ -77,6 +78,13 @@ export interface PruneOptions {
   readonly shouldStop?: () => boolean;
   /** Progress lines. */
   readonly log?: (message: string, fields?: Record<string, unknown>) => void;
+  /**
+   * The group locks committed objects (`target.objectLock`): nothing is repacked (a repacked copy
+   * would carry no lock, and its locked source could not be deleted anyway). Versions the store keeps
+   * because their retention has not passed are reported in `keptLocked` and tried again next time.
+   * @default false
+   */
+  readonly objectLock?: boolean;
 }
 
 export interface ObjectTally {
@@ -116,6 +124,8 @@ export interface PruneReport {
   }[];
   readonly objectsDeleted: number;
   readonly bytesReclaimed: number;
+  /** Garbage versions kept because an Object Lock retention still protects them (deleted by a later prune). */
+  readonly keptLocked: ObjectTally;
   /** False when the run stopped early (shouldStop) or deferred repacks: run prune again. */
   readonly done: boolean;
 }
@@ -297,7 +307,8 @@ export async function pruneRepository(repo: Repo, options: PruneOptions): Promis
   }
   // A dry run without a lease reads only; it treats every run as older than itself.
   const lease: Lease = options.lease ?? { runId: "dry-run", fencing: Number.MAX_SAFE_INTEGER };
-  const threshold = options.repackThreshold ?? 0.5;
+  // Under Object Lock nothing is repacked (a threshold above 1 selects no segment).
+  const threshold = options.objectLock ? 2 : (options.repackThreshold ?? 0.5);
   const maxRepack = options.maxRepackBytes ?? 16 * 2 ** 30;
   const concurrency = options.concurrency ?? 8;
   const log = options.log ?? (() => {});
@@ -527,6 +538,12 @@ export async function pruneRepository(repo: Repo, options: PruneOptions): Promis
   }
 
   const deleted = emptyTally();
+  const keptLocked: ObjectTally = { count: 0, bytes: 0 };
+  /** Size per doomed version (`key\0versionId`), to tally what Object Lock kept. */
+  const sizeOf = new Map<string, number>();
+  for (const { versions: v } of doomed.values()) {
+    for (const [i, ref] of v.versions.entries()) sizeOf.set(`${ref.key}\0${ref.versionId}`, v.sizes[i] ?? 0);
+  }
   const report = (done: boolean, repacked: { segments: number; copied: number; newSegments: number }) => {
     let objectsDeleted = 0;
     let bytesReclaimed = 0;
@@ -556,6 +573,7 @@ export async function pruneRepository(repo: Repo, options: PruneOptions): Promis
       unreadable,
       objectsDeleted,
       bytesReclaimed,
+      keptLocked,
       done,
     } satisfies PruneReport;
   };
@@ -733,9 +751,19 @@ export async function pruneRepository(repo: Repo, options: PruneOptions): Promis
     const send = async () => {
       if (batch.length === 0) return;
       await assertFenced(repo, lease);
-      await repo.store.deleteVersions(batch);
-      deleted[kind].count += batch.length;
-      deleted[kind].bytes += bytes;
+      let kept: readonly ObjectVersionRef[] = [];
+      try {
+        await repo.store.deleteVersions(batch);
+      } catch (error) {
+        if (!(error instanceof ObjectLockedError)) throw error;
+        // Locked garbage stays until its retention passes; everything else in the batch is deleted.
+        kept = error.refs;
+      }
+      const keptBytes = kept.reduce((n, r) => n + (sizeOf.get(`${r.key}\0${r.versionId}`) ?? 0), 0);
+      keptLocked.count += kept.length;
+      keptLocked.bytes += keptBytes;
+      deleted[kind].count += batch.length - kept.length;
+      deleted[kind].bytes += bytes - keptBytes;
       batches.push({ kind, refs: batch, bytes });
       batch = [];
       bytes = 0;

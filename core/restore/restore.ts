@@ -18,7 +18,7 @@ import { keys, type Repo } from "../format/layout.ts";
 import { openStoredBlock, readSegmentFooter, type SegmentFooterEntry } from "../format/segment.ts";
 import { openVolumeIndex } from "../format/volume-index.ts";
 import { ObjectNotFoundError } from "../ports/object-store.ts";
-import { TaskPool } from "../transfer/pool.ts";
+import { TaskPool } from "../util/pool.ts";
 
 export interface FetchOptions {
   /** Ranged GETs in flight. @default 8 */

@@ -14,7 +14,7 @@ import {
 import { keys, type Repo } from "../format/layout.ts";
 import { openVolumeIndex, type VolumeIndex, type VolumeIndexRoot } from "../format/volume-index.ts";
 import { ObjectNotFoundError } from "../ports/object-store.ts";
-import { TaskPool } from "../transfer/pool.ts";
+import { TaskPool } from "../util/pool.ts";
 import { fetchBlocks, type LocatedBlock, SegmentFooters } from "./restore.ts";
 
 export type VerifyProblemKind =

@@ -10,9 +10,10 @@ import { describe, expect, it } from "vitest";
 const ROOT = resolve(new URL("../../", import.meta.url).pathname);
 const CORE = join(ROOT, "core");
 
-/** Who may import whom (besides itself, `ports/` and `core/errors.ts`, which every folder may use). */
+/** Who may import whom (besides itself, `ports/`, `util/` and `core/errors.ts`, which every folder may use). */
 export const ALLOWED: Record<string, readonly string[]> = {
   ports: [],
+  util: [],
   config: [],
   format: [],
   protocol: ["format", "config"],
@@ -20,7 +21,7 @@ export const ALLOWED: Record<string, readonly string[]> = {
   restore: ["format", "protocol", "transfer"],
   lifecycle: ["format", "protocol", "transfer"],
 };
-const SHARED = new Set(["ports", "errors"]);
+const SHARED = new Set(["ports", "util", "errors"]);
 
 function sources(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
