@@ -7,6 +7,7 @@
 import { assertFenced } from "#core/commit.ts";
 import { readCommittedManifest } from "#core/generation.ts";
 import { planVolume } from "#core/planner.ts";
+import { interleaveShards, planTransferConcurrency } from "#core/transfer-concurrency.ts";
 import { TransferFailedError } from "#workflows/errors.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { MAX_INLINE_SHARDS, PlanInput, type PlanInputT, PlanOutput, type PlanOutputT } from "./contracts.ts";
@@ -59,8 +60,19 @@ export async function planTask(input: PlanInputT, deps: TaskDeps): Promise<PlanO
       manifestKey: r.manifestKey,
     });
   }
-  const shards = volumes.flatMap((v) =>
-    Array.from({ length: v.shards }, (_, shard) => ({ volumeId: v.volumeId, shard })),
+  // Round-robin over the volumes: the tasks running at once spread over the snapshots' quotas.
+  const shards = interleaveShards(
+    volumes.flatMap((v) => Array.from({ length: v.shards }, (_, shard) => ({ volumeId: v.volumeId, shard }))),
+  );
+  const t = config.transfer;
+  const concurrency = planTransferConcurrency(
+    volumes.map((v) => v.shards),
+    {
+      snapshotBlockRps: t.snapshotBlockRps,
+      accountBlockRps: t.accountBlockRps,
+      shardRps: t.shardRps,
+      maxConcurrency: t.maxConcurrency,
+    },
   );
   if (shards.length > MAX_INLINE_SHARDS) {
     throw new TransferFailedError(
@@ -77,8 +89,20 @@ export async function planTask(input: PlanInputT, deps: TaskDeps): Promise<PlanO
   await writeRunPlan(repo, planKey, plan);
   const changedBlocks = volumes.reduce((n, v) => n + v.changedBlocks, 0);
   deps.metrics.add(config.group, "ChangedBlocks", "Count", changedBlocks);
-  deps.log.info("planned", { shards: shards.length, changedBlocks });
-  return { planKey, shardCount: shards.length, changedBlocks, shards };
+  deps.log.info("planned", {
+    shards: shards.length,
+    changedBlocks,
+    maxConcurrency: concurrency.maxConcurrency,
+    shardRate: concurrency.shardRate,
+  });
+  return {
+    planKey,
+    shardCount: shards.length,
+    changedBlocks,
+    maxConcurrency: concurrency.maxConcurrency,
+    shardRate: concurrency.shardRate,
+    shards,
+  };
 }
 
 export const makeHandler = (deps: () => TaskDeps) =>
