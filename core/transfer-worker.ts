@@ -779,6 +779,8 @@ export async function transferShardStep(
     throw new InvalidArgumentError(`expected stopBeforeDeadlineMs >= 0, got ${reserve}`);
   }
   const remaining = deps.remainingMs;
+  /** Blocks this invocation completed, and the time left when the first one did (the pace). */
+  const pace: { blocks: number; firstAt: number | undefined } = { blocks: 0, firstAt: undefined };
   const stats = newStats();
   const refs = new RefTable(n);
   const writer = new SegmentWriter({
@@ -835,6 +837,11 @@ export async function transferShardStep(
    * Returns undefined when the block is done, or what was wrong with the read (it is read again).
    * `writer.add` copies what it stores before it resolves, so `got.data` is free afterwards.
    */
+  const completedOne = () => {
+    if (remaining === undefined) return;
+    pace.blocks++;
+    if (pace.blocks === 1) pace.firstAt = remaining();
+  };
   const useBlock = async (pos: number, index: number, got: BlockData): Promise<string | undefined> => {
     if (got.dataLength !== BLOCK_SIZE || got.data.byteLength !== BLOCK_SIZE) {
       return `length ${got.data.byteLength} (DataLength ${got.dataLength}), expected ${BLOCK_SIZE}`;
@@ -851,6 +858,7 @@ export async function transferShardStep(
         stats.unchangedBlocks++;
         tokens.release(pos);
         progress.add(1, BLOCK_SIZE);
+        completedOne();
         return undefined;
       }
     }
@@ -865,6 +873,7 @@ export async function transferShardStep(
     if (ref.codec === Codec.zero) stats.zeroBlocks++;
     tokens.release(pos);
     progress.add(1, BLOCK_SIZE);
+    completedOne();
     return undefined;
   };
 
@@ -951,7 +960,18 @@ export async function transferShardStep(
   const tasks = new Set<Promise<void>>();
   /** Positions [start, cursor) were taken by this invocation; all are done once `tasks` settle. */
   let cursor = n;
-  const timeUp = (pos: number) => remaining !== undefined && pos > start && remaining() < reserve;
+  /**
+   * Time is up when what is left no longer covers the reserve plus draining the blocks in flight at
+   * the pace blocks have been completing (read, checked, packed) in this invocation: a backlog of
+   * blocks read faster than they can be packed must still finish before the deadline.
+   */
+  const timeUp = (pos: number): boolean => {
+    if (remaining === undefined || pos <= start) return false;
+    const left = remaining();
+    const perBlock =
+      pace.blocks >= 2 && pace.firstAt !== undefined ? (pace.firstAt - left) / (pace.blocks - 1) : 0;
+    return left < reserve + 1.5 * tasks.size * Math.max(0, perBlock);
+  };
   try {
     for (let pos = start; pos < n && failure === undefined; pos++) {
       if (timeUp(pos)) {
