@@ -16,7 +16,11 @@
  * 1,000 (S3 pricing page, same date, not re-checked here).
  */
 import { parseGroupConfig } from "#core/group-config.ts";
-import { planTransferConcurrency } from "#core/transfer-concurrency.ts";
+import {
+  planTransferConcurrency,
+  shardBlocksFor,
+  targetShardsPerVolume,
+} from "#core/transfer-concurrency.ts";
 import { TASKS } from "#workflows/tasks.ts";
 
 const BLOCK = 524_288;
@@ -56,14 +60,20 @@ const config = parseGroupConfig({
 function project(changedBytes: number) {
   const t = config.transfer;
   const blocks = Math.ceil(changedBytes / BLOCK);
-  const shardSizes: number[] = [];
-  for (let left = blocks; left > 0; left -= t.shardBlocks) shardSizes.push(Math.min(left, t.shardBlocks));
-  const plan = planTransferConcurrency([shardSizes.length], {
+  const quotas = {
     snapshotBlockRps: t.snapshotBlockRps,
     accountBlockRps: t.accountBlockRps,
     shardRps: t.shardRps,
     maxConcurrency: t.maxConcurrency,
-  });
+  };
+  // As Plan does: count up to target × shardBlocks, cut a small change set finer.
+  const target = targetShardsPerVolume(1, quotas);
+  const counted = Math.min(blocks, target * t.shardBlocks);
+  const countPages = Math.ceil(counted / A.listPageBlocks);
+  const shardBlocks = shardBlocksFor(counted, t.shardBlocks, target);
+  const shardSizes: number[] = [];
+  for (let left = blocks; left > 0; left -= shardBlocks) shardSizes.push(Math.min(left, shardBlocks));
+  const plan = planTransferConcurrency([shardSizes.length], quotas);
   const rate = plan.shardRate;
   // Each shard: invocations back to back on one Map slot.
   const readPerInvocation = A.lambdaTimeoutSeconds - A.stopBeforeDeadlineSeconds - A.invocationStartSeconds;
@@ -92,7 +102,7 @@ function project(changedBytes: number) {
     slots[i]! += s;
   }
   const transferSeconds = Math.max(...slots);
-  const listPages = Math.ceil(blocks / A.listPageBlocks);
+  const listPages = Math.ceil(blocks / A.listPageBlocks) + countPages;
   const planSeconds = listPages * A.listPageSeconds;
   const totalSeconds = planSeconds + transferSeconds + A.otherStatesSeconds;
   const quotaBoundSeconds = changedBytes / (1000 * BLOCK);

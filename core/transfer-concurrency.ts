@@ -6,6 +6,8 @@
  * only slows each one down (and, before resumption, made shards miss Lambda's 15 minutes).
  */
 import { InvalidArgumentError } from "./errors.ts";
+import type { BlockSource } from "./ports/block-source.ts";
+import { type RetryOptions, retrySource } from "./transfer-errors.ts";
 
 export interface TransferQuotas {
   /** GetSnapshotBlock requests/s per snapshot. */
@@ -72,4 +74,59 @@ export function interleaveShards<T extends { readonly volumeId: string }>(items:
   const out: T[] = [];
   for (let i = 0; out.length < items.length; i++) for (const l of lists) if (i < l.length) out.push(l[i]!);
   return out;
+}
+
+/**
+ * Shards one volume should be cut into for the planned tasks to use the quotas: as many as its
+ * snapshot's quota feeds, at most its share of what the account quota feeds.
+ */
+export function targetShardsPerVolume(volumes: number, q: TransferQuotas): number {
+  const want = Math.min(q.shardRps, q.snapshotBlockRps, q.accountBlockRps);
+  const perSnapshot = Math.max(1, Math.floor(q.snapshotBlockRps / want));
+  const feedable = Math.max(1, Math.floor(q.accountBlockRps / want));
+  return Math.max(1, Math.min(perSnapshot, Math.ceil(feedable / Math.max(1, volumes)), q.maxConcurrency));
+}
+
+/**
+ * Counts the blocks a plan of this snapshot will list, stopping as soon as there are `limit` (a
+ * large change set costs `limit` / 10,000 List requests, a small one its whole listing, a few pages).
+ */
+export async function countBlocksUpTo(
+  source: BlockSource,
+  snapshot: { readonly snapshotId: string; readonly baseSnapshotId: string | null },
+  limit: number,
+  retry?: RetryOptions,
+): Promise<number> {
+  let count = 0;
+  let nextToken: string | undefined;
+  let start = 0;
+  for (;;) {
+    const token = nextToken;
+    const from = start;
+    const page = await retrySource(
+      snapshot.baseSnapshotId ? "ListChangedBlocks" : "ListSnapshotBlocks",
+      () =>
+        source.listBlocks({
+          snapshotId: snapshot.snapshotId,
+          baseSnapshotId: snapshot.baseSnapshotId ?? undefined,
+          maxResults: 10_000,
+          ...(token ? { nextToken: token } : { startingBlockIndex: from }),
+        }),
+      retry,
+    );
+    count += page.blocks.length;
+    if (count >= limit || !page.nextToken) return count;
+    nextToken = page.nextToken;
+    const last = page.blocks.at(-1);
+    if (last) start = last.index + 1;
+  }
+}
+
+/**
+ * The shard size for a volume with `counted` blocks (counted up to `target × configured`): the
+ * configured size for a large change set, else small enough for `target` shards (at least 64 blocks).
+ */
+export function shardBlocksFor(counted: number, configured: number, target: number): number {
+  if (counted >= target * configured) return configured;
+  return Math.min(configured, Math.max(64, Math.ceil(counted / target)));
 }

@@ -7,7 +7,13 @@
 import { assertFenced } from "#core/commit.ts";
 import { readCommittedManifest } from "#core/generation.ts";
 import { planVolume } from "#core/planner.ts";
-import { interleaveShards, planTransferConcurrency } from "#core/transfer-concurrency.ts";
+import {
+  countBlocksUpTo,
+  interleaveShards,
+  planTransferConcurrency,
+  shardBlocksFor,
+  targetShardsPerVolume,
+} from "#core/transfer-concurrency.ts";
 import { TransferFailedError } from "#workflows/errors.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { MAX_INLINE_SHARDS, PlanInput, type PlanInputT, PlanOutput, type PlanOutputT } from "./contracts.ts";
@@ -30,6 +36,15 @@ export async function planTask(input: PlanInputT, deps: TaskDeps): Promise<PlanO
           .map((s) => s.snapshotId),
   );
   const volumes: RunPlan["volumes"] = [];
+  const t = config.transfer;
+  const quotas = {
+    snapshotBlockRps: t.snapshotBlockRps,
+    accountBlockRps: t.accountBlockRps,
+    shardRps: t.shardRps,
+    maxConcurrency: t.maxConcurrency,
+  };
+  // Enough shards per volume for the tasks the quotas feed: a small change set is cut finer.
+  const target = targetShardsPerVolume(input.snapshots.length, quotas);
   for (const s of input.snapshots) {
     let base = bases.get(s.volumeId) ?? null;
     if (base !== null && !present.has(base)) {
@@ -39,6 +54,11 @@ export async function planTask(input: PlanInputT, deps: TaskDeps): Promise<PlanO
       });
       base = null;
     }
+    const counted = await countBlocksUpTo(
+      deps.blockSource(),
+      { snapshotId: s.snapshotId, baseSnapshotId: base },
+      target * t.shardBlocks,
+    );
     const r = await planVolume(
       { repo, source: deps.blockSource() },
       {
@@ -46,7 +66,7 @@ export async function planTask(input: PlanInputT, deps: TaskDeps): Promise<PlanO
         volumeId: s.volumeId,
         snapshotId: s.snapshotId,
         baseSnapshotId: base,
-        shardBlocks: config.transfer.shardBlocks,
+        shardBlocks: shardBlocksFor(counted, t.shardBlocks, target),
       },
     );
     volumes.push({
@@ -64,15 +84,9 @@ export async function planTask(input: PlanInputT, deps: TaskDeps): Promise<PlanO
   const shards = interleaveShards(
     volumes.flatMap((v) => Array.from({ length: v.shards }, (_, shard) => ({ volumeId: v.volumeId, shard }))),
   );
-  const t = config.transfer;
   const concurrency = planTransferConcurrency(
     volumes.map((v) => v.shards),
-    {
-      snapshotBlockRps: t.snapshotBlockRps,
-      accountBlockRps: t.accountBlockRps,
-      shardRps: t.shardRps,
-      maxConcurrency: t.maxConcurrency,
-    },
+    quotas,
   );
   if (shards.length > MAX_INLINE_SHARDS) {
     throw new TransferFailedError(

@@ -1,6 +1,13 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { interleaveShards, planTransferConcurrency } from "#core/transfer-concurrency.ts";
+import {
+  countBlocksUpTo,
+  interleaveShards,
+  planTransferConcurrency,
+  shardBlocksFor,
+  targetShardsPerVolume,
+} from "#core/transfer-concurrency.ts";
+import { FakeBlockSource } from "./transfer-fixtures.ts";
 
 const DEFAULTS = { snapshotBlockRps: 1000, accountBlockRps: 1000, shardRps: 100, maxConcurrency: 100 };
 
@@ -75,5 +82,36 @@ describe("interleaveShards", () => {
       "a2",
       "a3",
     ]);
+  });
+});
+
+describe("shard size from the change set", () => {
+  it("GIVEN AWS's default quotas THEN one volume is cut into 10 shards at least, three volumes into 4 each", () => {
+    expect(targetShardsPerVolume(1, DEFAULTS)).toBe(10);
+    expect(targetShardsPerVolume(3, DEFAULTS)).toBe(4);
+    expect(targetShardsPerVolume(50, DEFAULTS)).toBe(1);
+  });
+
+  it("GIVEN 100 GiB changed (204,800 blocks) THEN shards of 20,480 blocks: 10 tasks can use the whole quota", () => {
+    expect(shardBlocksFor(204_800, 30_000, 10)).toBe(20_480);
+    expect(shardBlocksFor(300_000, 30_000, 10)).toBe(30_000);
+    expect(shardBlocksFor(5, 30_000, 10)).toBe(64);
+    expect(shardBlocksFor(5, 40, 10)).toBe(40);
+  });
+
+  it("GIVEN a listing of 2,500 blocks in pages WHEN counted up to 1,000 or to 10,000 THEN it stops at the first page past the limit, or counts them all", async () => {
+    const source = new FakeBlockSource({ volumeBlocks: 5000, has: (i) => i % 2 === 0, scanWindow: 700 });
+    const first = await countBlocksUpTo(
+      source,
+      { snapshotId: source.snapshotId, baseSnapshotId: null },
+      1000,
+    );
+    expect(first).toBeGreaterThanOrEqual(1000);
+    expect(first).toBeLessThan(2500);
+    const calls = source.listCalls;
+    expect(
+      await countBlocksUpTo(source, { snapshotId: source.snapshotId, baseSnapshotId: null }, 10_000),
+    ).toBe(2500);
+    expect(source.listCalls - calls).toBeGreaterThan(3);
   });
 });

@@ -144,7 +144,12 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-function group(name: string, volumes: string[], shardBlocks: number): { config: GroupConfig; repo: Repo } {
+function group(
+  name: string,
+  volumes: string[],
+  shardBlocks: number,
+  shardRps = 20,
+): { config: GroupConfig; repo: Repo } {
   const config = parseGroupConfig({
     group: name,
     volumes: volumes.map((id) => ({ id })),
@@ -154,8 +159,8 @@ function group(name: string, volumes: string[], shardBlocks: number): { config: 
       shardBlocks,
       snapshotBlockRps: QUOTA,
       accountBlockRps: QUOTA,
-      // What one task reads at (a worker's capability, not a quota): 20/s here.
-      shardRps: 20,
+      // What one task reads at (a worker's capability, not a quota).
+      shardRps,
     },
     snapshots: { keep: 1, completionTimeoutMinutes: 60 },
   });
@@ -291,7 +296,7 @@ describe("a multi-TiB first backup under AWS's limits, time compressed", () => {
 
   it("GIVEN a resumed invocation killed mid-way (it keeps running) WHEN Step Functions retries it THEN the run commits an exact generation", async () => {
     const volumes = ["vol-5ca1e00000000003"];
-    const { config, repo } = group("scalecrash", volumes, 120);
+    const { config, repo } = group("scalecrash", volumes, 120, QUOTA);
     const clock = new SimulatedClock({ scale: SCALE });
     const invocations: Invocation[] = [];
     let killed = 0;
