@@ -1,7 +1,7 @@
 /**
  * `npm run bench:aws` — a projection of one backup run in AWS at AWS's default quotas, for 100 GiB,
  * 2 TiB and 16 TiB changed on one volume. Prints ONE JSON line. A model, not a measurement: it plans
- * the Map exactly as Plan does (core/transfer-concurrency.ts over the config defaults) and schedules
+ * the Map exactly as Plan does (core/transfer/concurrency.ts over the config defaults) and schedules
  * the shards' invocations as the resumable worker runs them (each reads at the planned rate, stops
  * taking blocks when less than `stopBeforeDeadlineMs` of Lambda's 15 minutes is left, checkpoints,
  * and the Map item invokes it again), on `maxConcurrency` slots in Map item order.
@@ -15,12 +15,12 @@
  * pricing: https://docs.aws.amazon.com/ebs/latest/userguide/ebsapi-pricing.html), S3 GET $0.0004 per
  * 1,000 (S3 pricing page, same date, not re-checked here).
  */
-import { parseGroupConfig } from "#core/group-config.ts";
+import { parseGroupConfig } from "#core/config/group-config.ts";
 import {
   planTransferConcurrency,
   shardBlocksFor,
   targetShardsPerVolume,
-} from "#core/transfer-concurrency.ts";
+} from "#core/transfer/concurrency.ts";
 import { TASKS } from "#workflows/tasks.ts";
 
 const BLOCK = 524_288;

@@ -102,7 +102,7 @@ export const CheckSnapshotsOutput = z.strictObject({
   allCompleted: z.boolean(),
   completed: count,
   pending: count,
-  /** Seconds the workflow waits before the next check (backs off, core/snapshot-group.ts). */
+  /** Seconds the workflow waits before the next check (backs off, core/protocol/snapshot-group.ts). */
   waitSeconds: z.number().int().positive(),
 });
 
@@ -113,7 +113,7 @@ export const PlanOutput = z.strictObject({
   planKey: z.string().min(1),
   shardCount: count,
   changedBlocks: count,
-  /** The Transfer Map's MaxConcurrency, from the GetSnapshotBlock quotas (core/transfer-concurrency.ts). */
+  /** The Transfer Map's MaxConcurrency, from the GetSnapshotBlock quotas (core/transfer/concurrency.ts). */
   maxConcurrency: z.number().int().positive(),
   /** GetSnapshotBlock requests/s each Transfer task reads at. */
   shardRate: z.number().int().positive(),

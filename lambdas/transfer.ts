@@ -4,12 +4,12 @@
  * nears its deadline checkpoints and answers `done: false`; the Map iteration invokes it again with
  * that checkpoint until the shard is done (docs/transfer.md, "Resumption").
  */
-import { GroupDedup } from "#core/dedup-index.ts";
-import { retiredSegmentsVersion } from "#core/gc-state.ts";
-import { readHead } from "#core/generation.ts";
-import { createRepo, type Repo } from "#core/layout.ts";
-import { readShardIndex } from "#core/planner.ts";
-import { transferShardStep } from "#core/transfer-worker.ts";
+import { GroupDedup } from "#core/format/dedup-index.ts";
+import { retiredSegmentsVersion } from "#core/format/gc-state.ts";
+import { readHead } from "#core/format/generation.ts";
+import { createRepo, type Repo } from "#core/format/layout.ts";
+import { readShardIndex } from "#core/transfer/planner.ts";
+import { transferShardStep } from "#core/transfer/worker.ts";
 import { TransferFailedError } from "#workflows/errors.ts";
 import { TASKS } from "#workflows/tasks.ts";
 import { awsDeps } from "./aws-deps.ts";

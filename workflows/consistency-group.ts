@@ -251,7 +251,7 @@ export class ConsistencyGroupWorkflow extends Construct {
         shard: sfn.JsonPath.numberAt("$$.Map.Item.Value.shard"),
         rate: sfn.JsonPath.numberAt("$.plan.shardRate"),
       },
-      // Planned from the GetSnapshotBlock quotas (core/transfer-concurrency.ts), at most the config's.
+      // Planned from the GetSnapshotBlock quotas (core/transfer/concurrency.ts), at most the config's.
       maxConcurrencyPath: sfn.JsonPath.stringAt("$.plan.maxConcurrency"),
       mapExecutionType: sfn.StateMachineType.STANDARD,
       label: "TransferShards",

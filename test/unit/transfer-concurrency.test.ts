@@ -6,7 +6,7 @@ import {
   planTransferConcurrency,
   shardBlocksFor,
   targetShardsPerVolume,
-} from "#core/transfer-concurrency.ts";
+} from "#core/transfer/concurrency.ts";
 import { FakeBlockSource } from "./transfer-fixtures.ts";
 
 const DEFAULTS = { snapshotBlockRps: 1000, accountBlockRps: 1000, shardRps: 100, maxConcurrency: 100 };

@@ -6,12 +6,12 @@
  */
 import { describe, expect, it } from "vitest";
 import { MemoryObjectStore } from "#adapters/memory-store.ts";
-import type { IndexEntry } from "#core/block-ref.ts";
 import { CorruptObjectError } from "#core/errors.ts";
-import { IndexRunReader } from "#core/index-run.ts";
-import { createRepo, keys, type Repo } from "#core/layout.ts";
-import { planVolume, type ShardDescriptor } from "#core/planner.ts";
-import { fetchBlocks } from "#core/restore.ts";
+import type { IndexEntry } from "#core/format/block-ref.ts";
+import { IndexRunReader } from "#core/format/index-run.ts";
+import { createRepo, keys, type Repo } from "#core/format/layout.ts";
+import { fetchBlocks } from "#core/restore/restore.ts";
+import { planVolume, type ShardDescriptor } from "#core/transfer/planner.ts";
 import {
   readTransferCheckpoint,
   type ShardResultSummary,
@@ -20,7 +20,7 @@ import {
   type TransferStep,
   transferShard,
   transferShardStep,
-} from "#core/transfer-worker.ts";
+} from "#core/transfer/worker.ts";
 import { FakeBlockSource } from "./transfer-fixtures.ts";
 
 const RUN = "run-1";

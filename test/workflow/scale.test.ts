@@ -21,11 +21,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
-import type { IndexEntry } from "#core/block-ref.ts";
-import { readCommittedManifest } from "#core/generation.ts";
-import { type GroupConfig, parseGroupConfig } from "#core/group-config.ts";
-import { createRepo, type Repo } from "#core/layout.ts";
-import { fetchBlocks } from "#core/restore.ts";
+import { type GroupConfig, parseGroupConfig } from "#core/config/group-config.ts";
+import type { IndexEntry } from "#core/format/block-ref.ts";
+import { readCommittedManifest } from "#core/format/generation.ts";
+import { createRepo, type Repo } from "#core/format/layout.ts";
+import { openVolumeIndex } from "#core/format/volume-index.ts";
 import {
   SNAPSHOT_TAGS,
   type SnapshotLabels,
@@ -33,8 +33,8 @@ import {
   type SnapshotRef,
   type SnapshotStatus,
   type TaggedSnapshot,
-} from "#core/snapshot-group.ts";
-import { openVolumeIndex } from "#core/volume-index.ts";
+} from "#core/protocol/snapshot-group.ts";
+import { fetchBlocks } from "#core/restore/restore.ts";
 import type { TaskDeps } from "#lambdas/runtime.ts";
 import { localClients } from "#local/clients.ts";
 import { type EbsAdminClient, ebsAdmin } from "#local/ebs-emulator/admin-client.ts";
