@@ -11,7 +11,7 @@ const ROOT = resolve(new URL("../../", import.meta.url).pathname);
 const CORE = join(ROOT, "core");
 
 /** Who may import whom (besides itself, `ports/` and `core/errors.ts`, which every folder may use). */
-export const ALLOWED: Record<string, readonly string[]> = {
+const ALLOWED: Record<string, readonly string[]> = {
   ports: [],
   config: [],
   format: [],
@@ -35,7 +35,7 @@ function domainOf(file: string): string {
 }
 
 /** Every core/ file a source imports (relative and #core/ specifiers), resolved to a path. */
-export function coreImports(file: string, text: string): string[] {
+function coreImports(file: string, text: string): string[] {
   const out: string[] = [];
   for (const m of text.matchAll(/(?:from\s+|import\s*\(\s*|import\s+)["']([^"']+)["']/g)) {
     const spec = m[1]!;
@@ -49,7 +49,7 @@ export function coreImports(file: string, text: string): string[] {
 }
 
 /** The rule each import breaks, as "from -> to (file)". */
-export function violations(files: ReadonlyArray<{ file: string; text: string }>): string[] {
+function violations(files: ReadonlyArray<{ file: string; text: string }>): string[] {
   const broken: string[] = [];
   for (const { file, text } of files) {
     const from = domainOf(file);
