@@ -50,6 +50,12 @@ export interface TaskDeps {
    */
   runStatus?(stateMachineArn: string): RunStatusPort;
   readonly clock: Clock;
+  /**
+   * Milliseconds the current invocation has left (Lambda's `context.getRemainingTimeInMillis`, set by
+   * `defineTask` per invocation). Absent outside Lambda: a task that needs it measures its function
+   * timeout on `clock`, which the local runner enforces on the same clock.
+   */
+  readonly remainingMs?: () => number;
   /** Overrides of the transfer worker's defaults (the local runner writes progress more often). */
   readonly transferOptions?: TransferOptions;
   readonly log: TaskLogger;
@@ -165,7 +171,12 @@ export function parseTaskInput<S extends z.ZodType>(
   return result.data;
 }
 
-export type TaskHandler<O> = (event: unknown) => Promise<O>;
+/** What Lambda passes besides the event (only the remaining time is used). */
+export interface LambdaContextLike {
+  getRemainingTimeInMillis?: () => number;
+}
+
+export type TaskHandler<O> = (event: unknown, context?: LambdaContextLike) => Promise<O>;
 
 /**
  * Builds a handler: parse input, run, check output, map errors (bounded for the state, logged whole).
@@ -178,8 +189,11 @@ export function defineTask<I extends z.ZodType, O extends z.ZodType>(
   run: (input: z.infer<I>, deps: TaskDeps) => Promise<z.infer<O>>,
   deps: () => TaskDeps,
 ): TaskHandler<z.infer<O>> {
-  return async (event: unknown) => {
-    const d = deps();
+  return async (event: unknown, context?: LambdaContextLike) => {
+    const base = deps();
+    const remaining = context?.getRemainingTimeInMillis;
+    const d: TaskDeps =
+      typeof remaining === "function" ? { ...base, remainingMs: () => remaining.call(context) } : base;
     try {
       const parsed = parseTaskInput(task, input, event);
       const result = await run(parsed, d);

@@ -214,9 +214,32 @@ export const GroupConfigSchema = z.strictObject({
         .describe("Changed blocks per Transfer task (30,000 blocks = 15 GiB, ~5 min at 50 MiB/s)."),
       maxConcurrency: int(1, 10_000, "the transfer MaxConcurrency")
         .default(100)
-        .describe("Transfer tasks running at once (distributed Map MaxConcurrency)."),
+        .describe(
+          'At most this many Transfer tasks at once; Plan runs fewer when the GetSnapshotBlock quotas cannot feed more (docs/transfer.md, "Concurrency from the quotas").',
+        ),
+      snapshotBlockRps: int(1, 1_000, "the GetSnapshotBlock requests/s per snapshot")
+        .default(1_000)
+        .describe(
+          "EBS direct APIs quota 'GetSnapshotBlock requests per snapshot' (1,000/s, not adjustable): all shards of one snapshot share it.",
+        ),
+      accountBlockRps: int(1, 1_000_000, "the GetSnapshotBlock requests/s per account")
+        .default(1_000)
+        .describe(
+          "EBS direct APIs quota 'GetSnapshotBlock requests per account' in this Region (1,000/s by default, adjustable): this group's share of it.",
+        ),
+      shardRps: int(1, 1_000, "the GetSnapshotBlock requests/s of one Transfer task")
+        .default(100)
+        .describe(
+          "The rate one Transfer task reads at (100/s = 50 MiB/s, what one vCPU hashes, compresses and uploads); Plan lowers it to the task's share of the quotas.",
+        ),
     })
-    .default({ shardBlocks: 30_000, maxConcurrency: 100 }),
+    .default({
+      shardBlocks: 30_000,
+      maxConcurrency: 100,
+      snapshotBlockRps: 1_000,
+      accountBlockRps: 1_000,
+      shardRps: 100,
+    }),
   retention: z
     .strictObject({
       keepLast: keepCount("keepLast", "the newest n generations"),

@@ -95,6 +95,36 @@ export const keys = {
       repo,
       `runs/${runId}/shards/${volumeId}/${String(shard).padStart(6, "0")}${attempt ? `-${attempt}` : ""}.run`,
     ),
+  /**
+   * Transfer checkpoints of a run (docs/transfer.md, "Resumption"): one sealed JSON object per
+   * invocation that stopped before its deadline, unique per attempt (`attempt` is a random id).
+   */
+  checkpointsPrefix: (repo: Repo, runId: string) => join(repo, `runs/${runId}/checkpoints/`),
+  checkpoint: (
+    repo: Repo,
+    runId: string,
+    volumeId: string,
+    shard: number,
+    sequence: number,
+    attempt: string,
+  ) =>
+    join(
+      repo,
+      `runs/${runId}/checkpoints/${volumeId}/${String(shard).padStart(6, "0")}-${String(sequence).padStart(4, "0")}-${attempt}.json`,
+    ),
+  /** The partial result (index run) a checkpoint pins: the blocks its invocation transferred. */
+  checkpointRun: (
+    repo: Repo,
+    runId: string,
+    volumeId: string,
+    shard: number,
+    sequence: number,
+    attempt: string,
+  ) =>
+    join(
+      repo,
+      `runs/${runId}/checkpoints/${volumeId}/${String(shard).padStart(6, "0")}-${String(sequence).padStart(4, "0")}-${attempt}.run`,
+    ),
   /** The key relative to the repository prefix, as a pointer stores it. */
   relative(repo: Repo, key: string): string {
     const base = repo.prefix === "" ? "" : `${repo.prefix}/`;

@@ -16,9 +16,9 @@ import { BlockIntegrityError, CorruptObjectError, InvalidArgumentError } from ".
 import { type BlockRef, ZERO_REF } from "../format/block-ref.ts";
 import { BLOCK_SIZE, equalBytes, randomId } from "../format/bytes.ts";
 import { Codec, type CompressionChoice, type CompressionProbeOptions } from "../format/codec.ts";
-import { IndexRunWriter, type RunInfo } from "../format/index-run.ts";
+import { IndexRunReader, IndexRunWriter, type RunInfo } from "../format/index-run.ts";
 import { assertName, assertRunId, keys, type Repo } from "../format/layout.ts";
-import { decodeMetadata, encodeMetadata, Sha256Hex } from "../format/metadata.ts";
+import { decodeMetadata, encodeMetadata, Sha256Hex, sealMetadata } from "../format/metadata.ts";
 import { type DedupLookup, MiB, SegmentWriter } from "../format/segment.ts";
 import { type BlockData, type BlockSource, isBlockSourceError } from "../ports/block-source.ts";
 import { ObjectNotFoundError } from "../ports/object-store.ts";
@@ -67,12 +67,26 @@ export interface TransferOptions {
   readonly listPageSize?: number;
   /** Retry of the listing calls. */
   readonly listRetry?: RetryOptions;
+  /**
+   * With `TransferDeps.remainingMs`: stop taking new blocks once less than this is left, finish the
+   * blocks in flight, make the segments durable and write a checkpoint (docs/transfer.md,
+   * "Resumption"). In the units of `remainingMs` (ms). @default 120000
+   */
+  readonly stopBeforeDeadlineMs?: number;
+}
+
+/** A checkpoint as the state machine carries it: its key and the SHA-256 its seal must have. */
+export interface TransferCheckpointRef {
+  readonly key: string;
+  readonly sha256: string;
 }
 
 export interface TransferShardInput {
   readonly runId: string;
   readonly shard: ShardDescriptor;
   readonly options?: TransferOptions;
+  /** Continue from this checkpoint (the one the previous invocation of this shard returned). */
+  readonly resume?: TransferCheckpointRef;
 }
 
 export interface TransferProgress {
@@ -100,6 +114,11 @@ export interface TransferDeps {
   readonly previous?: { lookup(block: number): Promise<BlockRef | undefined> };
   readonly sleep?: (ms: number) => Promise<void>;
   readonly now?: () => number;
+  /**
+   * Milliseconds left before the invocation's deadline (Lambda's `getRemainingTimeInMillis`, or the
+   * local runner's clock). Absent: the shard runs to its end in one call.
+   */
+  readonly remainingMs?: () => number;
   /** Called on every progress update (in memory; the S3 object is throttled). */
   readonly onProgress?: (progress: TransferProgress) => void;
 }
@@ -263,7 +282,9 @@ class ShardTokens {
     pageSize: number,
     stats: ShardStats,
     retry?: RetryOptions,
+    from = 0,
   ) {
+    this.#listed = from;
     this.#source = source;
     this.#d = d;
     this.#list = list;
@@ -561,14 +582,173 @@ export async function readShardSummary(
   }
 }
 
+const RunInfoSchema = z.object({
+  key: z.string(),
+  entries: z.number().int().nonnegative(),
+  bytes: z.number().int().positive(),
+  pages: z.number().int().nonnegative(),
+  sha256: Sha256Hex,
+});
+
+const CheckpointSchema = z.object({
+  runId: z.string(),
+  volumeId: z.string(),
+  shard: z.number().int().nonnegative(),
+  snapshotId: z.string(),
+  /** Blocks of the shard list. */
+  blocks: z.number().int().nonnegative(),
+  /** 1 for the shard's first checkpoint, +1 per resumed invocation that stopped again. */
+  sequence: z.number().int().positive(),
+  /** The random id of the invocation that wrote it (keys are unique per attempt). */
+  attempt: z.string().regex(/^[0-9a-f]{1,32}$/),
+  /** Shard-list positions [0, cursor) are done: their refs are in `parts`. */
+  cursor: z.number().int().nonnegative(),
+  /** The segments THIS checkpoint's invocation made durable (Revert deletes them with the run). */
+  segments: z.array(z.object({ segmentId: z.string(), key: z.string() })),
+  /** Partial results in shard-list order, one per invocation so far (this one last). */
+  parts: z.array(
+    z.object({
+      from: z.number().int().nonnegative(),
+      to: z.number().int().nonnegative(),
+      run: RunInfoSchema,
+      /** Segment ids the part's refs point at. */
+      segments: z.array(z.string()),
+    }),
+  ),
+  /** Stats summed over the invocations so far. */
+  stats: z.record(z.string(), z.number()),
+});
+
+export type TransferCheckpoint = z.infer<typeof CheckpointSchema>;
+
 /**
- * Transfers one shard. Fails only with a named error (TransferErrors, FormatErrors) once retries are
- * exhausted; throttling and 5xx answers slow the worker down (AIMD) and are retried.
+ * Opens the checkpoint the state machine handed over: it must be the object whose seal is `ref.sha256`
+ * (a checkpoint another, failed attempt wrote has another key and another digest), of this run's
+ * scratch area, of this shard of this snapshot, and its parts must tile [0, cursor).
+ */
+export async function readTransferCheckpoint(
+  repo: Repo,
+  runId: string,
+  d: ShardDescriptor,
+  ref: TransferCheckpointRef,
+): Promise<TransferCheckpoint> {
+  const prefix = keys.checkpointsPrefix(repo, runId);
+  if (typeof ref?.key !== "string" || !ref.key.startsWith(prefix) || !ref.key.endsWith(".json")) {
+    throw new InvalidArgumentError(
+      `expected a checkpoint key under ${prefix}, got ${JSON.stringify(ref?.key)}; pass the checkpoint the previous Transfer of this shard returned`,
+    );
+  }
+  if (!Sha256Hex.safeParse(ref.sha256).success) {
+    throw new InvalidArgumentError(
+      `expected the checkpoint's sha256 as 64 hex digits, got ${JSON.stringify(ref.sha256)}`,
+    );
+  }
+  const got = await repo.store.get(ref.key);
+  const cp = decodeMetadata(
+    got.body,
+    "cgmirror.transfer-checkpoint",
+    CheckpointSchema,
+    ref.key,
+    got.versionId,
+    ref.sha256,
+  );
+  const wrong = (what: string) => new CorruptObjectError(ref.key, got.versionId, what);
+  if (
+    cp.runId !== runId ||
+    cp.volumeId !== d.volumeId ||
+    cp.shard !== d.shard ||
+    cp.snapshotId !== d.snapshotId
+  ) {
+    throw wrong(
+      `it is the checkpoint of ${cp.volumeId} shard ${cp.shard} (${cp.snapshotId}) of run ${cp.runId}, not of ${d.volumeId} shard ${d.shard} (${d.snapshotId}) of run ${runId}`,
+    );
+  }
+  if (cp.blocks !== d.blocks || cp.cursor > cp.blocks) {
+    throw wrong(`its cursor ${cp.cursor} of ${cp.blocks} blocks does not fit the shard's ${d.blocks} blocks`);
+  }
+  let at = 0;
+  for (const part of cp.parts) {
+    if (part.from !== at || part.to <= part.from || !part.run.key.startsWith(prefix)) {
+      throw wrong(`its parts do not tile [0, ${cp.cursor}) with runs of the run's checkpoints`);
+    }
+    at = part.to;
+  }
+  if (at !== cp.cursor || cp.sequence !== cp.parts.length) {
+    throw wrong(
+      `its ${cp.parts.length} parts end at ${at}, not at its cursor ${cp.cursor} (sequence ${cp.sequence})`,
+    );
+  }
+  return cp;
+}
+
+/** What one invocation of a shard achieved: the shard's result, or a checkpoint to resume from. */
+export type TransferStep =
+  | { readonly done: true; readonly summary: ShardResultSummary }
+  | {
+      readonly done: false;
+      readonly checkpoint: TransferCheckpointRef;
+      /** Shard-list positions done so far, of `blocksTotal`. */
+      readonly cursor: number;
+      readonly blocksTotal: number;
+      /** How many invocations of this shard stopped before their deadline, this one included. */
+      readonly sequence: number;
+      /** Stats summed over the invocations so far. */
+      readonly stats: ShardStats;
+    };
+
+/**
+ * Transfers one shard in one call (no deadline). Fails only with a named error (TransferErrors,
+ * FormatErrors) once retries are exhausted; throttling and 5xx answers slow the worker down (AIMD)
+ * and are retried.
  */
 export async function transferShard(
   deps: TransferDeps,
   input: TransferShardInput,
 ): Promise<ShardResultSummary> {
+  const { remainingMs: _ignored, ...rest } = deps;
+  const step = await transferShardStep(rest, input);
+  if (!step.done) throw new Error("unreachable: a transfer without a deadline stopped early");
+  return step.summary;
+}
+
+const COUNTERS = [
+  "absentBlocks",
+  "zeroBlocks",
+  "dedupedBlocks",
+  "storedBlocks",
+  "rawBytes",
+  "storedBytes",
+  "segments",
+  "compressionSkipped",
+  "getRequests",
+  "listRequests",
+  "throttled",
+  "transientErrors",
+  "tokenRefreshes",
+  "checksumRetries",
+  "unchangedBlocks",
+  "progressWrites",
+] as const;
+
+/** Adds the counters of earlier invocations (a checkpoint's `stats`) to this one's. */
+function addStats(stats: ShardStats, earlier: Readonly<Record<string, number>> | undefined): void {
+  if (!earlier) return;
+  for (const k of COUNTERS) stats[k] += earlier[k] ?? 0;
+  stats.maxInFlight = Math.max(stats.maxInFlight, earlier.maxInFlight ?? 0);
+}
+
+/**
+ * One invocation of a shard's transfer. With `deps.remainingMs` it stops taking blocks once less than
+ * `stopBeforeDeadlineMs` is left, finishes the blocks in flight, closes its segments (durable), writes
+ * a partial result and a checkpoint, and returns `done: false`; the next invocation passes that
+ * checkpoint as `input.resume` and neither reads nor stores the blocks it covers again. The last
+ * invocation merges the checkpoints' partial results with its own into the shard's one result run:
+ * Prepare sees the same shard result as from a single invocation.
+ */
+export async function transferShardStep(
+  deps: TransferDeps,
+  input: TransferShardInput,
+): Promise<TransferStep> {
   validate(input);
   const { repo, source } = deps;
   const d = input.shard;
@@ -581,7 +761,7 @@ export async function transferShard(
   const segmentBytes = o.segmentBytes ?? 64 * MiB;
 
   const done = await readShardSummary(repo, input.runId, d.volumeId, d.shard);
-  if (done) return done;
+  if (done) return { done: true, summary: done };
 
   const listKey = planKeys.shardList(repo, input.runId, d.volumeId, d.shard);
   const list = decodeShardList((await repo.store.get(listKey)).body, listKey);
@@ -592,6 +772,15 @@ export async function transferShard(
     );
   }
   const n = list.blocks.length;
+  const resumed = input.resume ? await readTransferCheckpoint(repo, input.runId, d, input.resume) : undefined;
+  const start = resumed?.cursor ?? 0;
+  const reserve = o.stopBeforeDeadlineMs ?? 120_000;
+  if (!(Number.isFinite(reserve) && reserve >= 0)) {
+    throw new InvalidArgumentError(`expected stopBeforeDeadlineMs >= 0, got ${reserve}`);
+  }
+  const remaining = deps.remainingMs;
+  /** Blocks this invocation completed, and the time left when the first one did (the pace). */
+  const pace: { blocks: number; firstAt: number | undefined } = { blocks: 0, firstAt: undefined };
   const stats = newStats();
   const refs = new RefTable(n);
   const writer = new SegmentWriter({
@@ -613,7 +802,7 @@ export async function transferShard(
     now,
   });
   const slots = new Slots(maxConcurrency);
-  const tokens = new ShardTokens(source, d, list, o.listPageSize ?? 10_000, stats, o.listRetry);
+  const tokens = new ShardTokens(source, d, list, o.listPageSize ?? 10_000, stats, o.listRetry, start);
   let bytesTotal = 0;
   for (let i = 0; i < n; i++) if (!list.absent[i]) bytesTotal += BLOCK_SIZE;
   const progress = new ProgressWriter(
@@ -631,6 +820,10 @@ export async function transferShard(
     stats,
     deps.onProgress,
   );
+  for (let i = 0; i < start; i++) {
+    progress.blocksDone++;
+    if (!list.absent[i]) progress.bytesDone += BLOCK_SIZE;
+  }
 
   let packTail: Promise<unknown> = Promise.resolve();
   const pack = (data: Uint8Array, expected: Uint8Array): Promise<BlockRef> => {
@@ -644,6 +837,11 @@ export async function transferShard(
    * Returns undefined when the block is done, or what was wrong with the read (it is read again).
    * `writer.add` copies what it stores before it resolves, so `got.data` is free afterwards.
    */
+  const completedOne = () => {
+    if (remaining === undefined) return;
+    pace.blocks++;
+    if (pace.blocks === 1) pace.firstAt = remaining();
+  };
   const useBlock = async (pos: number, index: number, got: BlockData): Promise<string | undefined> => {
     if (got.dataLength !== BLOCK_SIZE || got.data.byteLength !== BLOCK_SIZE) {
       return `length ${got.data.byteLength} (DataLength ${got.dataLength}), expected ${BLOCK_SIZE}`;
@@ -660,6 +858,7 @@ export async function transferShard(
         stats.unchangedBlocks++;
         tokens.release(pos);
         progress.add(1, BLOCK_SIZE);
+        completedOne();
         return undefined;
       }
     }
@@ -674,6 +873,7 @@ export async function transferShard(
     if (ref.codec === Codec.zero) stats.zeroBlocks++;
     tokens.release(pos);
     progress.add(1, BLOCK_SIZE);
+    completedOne();
     return undefined;
   };
 
@@ -758,8 +958,26 @@ export async function transferShard(
 
   let failure: unknown;
   const tasks = new Set<Promise<void>>();
+  /** Positions [start, cursor) were taken by this invocation; all are done once `tasks` settle. */
+  let cursor = n;
+  /**
+   * Time is up when what is left no longer covers the reserve plus draining the blocks in flight at
+   * the pace blocks have been completing (read, checked, packed) in this invocation: a backlog of
+   * blocks read faster than they can be packed must still finish before the deadline.
+   */
+  const timeUp = (pos: number): boolean => {
+    if (remaining === undefined || pos <= start) return false;
+    const left = remaining();
+    const perBlock =
+      pace.blocks >= 2 && pace.firstAt !== undefined ? (pace.firstAt - left) / (pace.blocks - 1) : 0;
+    return left < reserve + 1.5 * tasks.size * Math.max(0, perBlock);
+  };
   try {
-    for (let pos = 0; pos < n && failure === undefined; pos++) {
+    for (let pos = start; pos < n && failure === undefined; pos++) {
+      if (timeUp(pos)) {
+        cursor = pos;
+        break;
+      }
       if (list.absent[pos]) {
         refs.put(pos, ZERO_REF);
         stats.absentBlocks++;
@@ -769,6 +987,11 @@ export async function transferShard(
       await tokens.ensure(pos);
       const s = slots.take();
       if (s) await s;
+      if (timeUp(pos)) {
+        slots.give();
+        cursor = pos;
+        break;
+      }
       await limiter.acquire();
       if (failure !== undefined) {
         limiter.release("failed");
@@ -795,8 +1018,76 @@ export async function transferShard(
     throw failure;
   }
 
+  // Durable from here: what the refs below point at.
   const segments = await writer.close();
   const attempt = randomId().slice(0, 12);
+  const ws = writer.stats;
+  stats.blocks = n;
+  stats.dedupedBlocks = ws.dedupedBlocks;
+  stats.storedBlocks = ws.storedBlocks;
+  stats.rawBytes = ws.rawBytes;
+  stats.storedBytes = ws.storedBytes;
+  stats.segments = segments.length;
+  stats.compressionSkipped = ws.compressionSkipped;
+  stats.maxInFlight = limiter.stats.maxInFlight;
+  stats.finalRate = Math.round(limiter.state.rate);
+  addStats(stats, resumed?.stats);
+
+  if (cursor < n) {
+    // Out of time: this invocation's blocks [start, cursor) become a partial result and a checkpoint.
+    const sequence = (resumed?.sequence ?? 0) + 1;
+    const pw = new IndexRunWriter(
+      repo.store,
+      keys.checkpointRun(repo, input.runId, d.volumeId, d.shard, sequence, attempt),
+      { metadata: { "cgmirror-run-id": input.runId, "cgmirror-shard": String(d.shard) } },
+    );
+    let part: RunInfo;
+    try {
+      for (let pos = start; pos < cursor; pos++) {
+        if (refs.set[pos] !== 1) continue;
+        const s = refs.seg[pos]!;
+        const p = pw.appendRaw(
+          list.blocks[pos]!,
+          s < 0 ? null : refs.segments[s]!,
+          refs.offsets[pos]!,
+          refs.lengths[pos]!,
+          refs.codecs[pos]!,
+          refs.hashes.subarray(pos * 32, pos * 32 + 32),
+        );
+        if (p) await p;
+      }
+      part = await pw.finish();
+    } catch (error) {
+      await pw.abort();
+      throw error;
+    }
+    const checkpoint: TransferCheckpoint = {
+      runId: input.runId,
+      volumeId: d.volumeId,
+      shard: d.shard,
+      snapshotId: d.snapshotId,
+      blocks: n,
+      sequence,
+      attempt,
+      cursor,
+      segments: segments.map((x) => ({ segmentId: x.segmentId, key: x.key })),
+      parts: [...(resumed?.parts ?? []), { from: start, to: cursor, run: part, segments: refs.segments }],
+      stats: { ...stats },
+    };
+    const sealed = sealMetadata("cgmirror.transfer-checkpoint", checkpoint);
+    const key = keys.checkpoint(repo, input.runId, d.volumeId, d.shard, sequence, attempt);
+    await progress.stop();
+    await repo.store.put(key, sealed.bytes, { contentType: "application/json" });
+    return {
+      done: false,
+      checkpoint: { key, sha256: sealed.sha256 },
+      cursor,
+      blocksTotal: n,
+      sequence,
+      stats,
+    };
+  }
+
   const w = new IndexRunWriter(
     repo.store,
     keys.shardResult(repo, input.runId, d.volumeId, d.shard, attempt),
@@ -806,7 +1097,21 @@ export async function transferShard(
   );
   let run: RunInfo;
   try {
-    for (let pos = 0; pos < n; pos++) {
+    // The checkpoints' partial results first (they cover [0, start) in block order), pinned by SHA-256.
+    for (const part of resumed?.parts ?? []) {
+      const reader = await IndexRunReader.open(repo.store, part.run.key, {
+        bytes: part.run.bytes,
+        sha256: part.run.sha256,
+      });
+      for (let p = 0; p < reader.pageCount; p++) {
+        const page = await reader.readPage(p);
+        for (let i = 0; i < page.count; i++) {
+          const r = w.appendFrom(page, i);
+          if (r) await r;
+        }
+      }
+    }
+    for (let pos = start; pos < n; pos++) {
       if (refs.set[pos] !== 1) continue;
       const s = refs.seg[pos]!;
       const p = w.appendRaw(
@@ -825,16 +1130,9 @@ export async function transferShard(
     throw error;
   }
 
-  const ws = writer.stats;
-  stats.blocks = n;
-  stats.dedupedBlocks = ws.dedupedBlocks;
-  stats.storedBlocks = ws.storedBlocks;
-  stats.rawBytes = ws.rawBytes;
-  stats.storedBytes = ws.storedBytes;
-  stats.segments = segments.length;
-  stats.compressionSkipped = ws.compressionSkipped;
-  stats.maxInFlight = limiter.stats.maxInFlight;
-  stats.finalRate = Math.round(limiter.state.rate);
+  const referenced = new Set<string>();
+  for (const part of resumed?.parts ?? []) for (const id of part.segments) referenced.add(id);
+  for (const id of refs.segments) referenced.add(id);
   const summaryKey = planKeys.shardSummary(repo, input.runId, d.volumeId, d.shard);
   const summary: ShardResultSummary = {
     runId: input.runId,
@@ -843,7 +1141,7 @@ export async function transferShard(
     snapshotId: d.snapshotId,
     run,
     summaryKey,
-    segments: refs.segments,
+    segments: [...referenced],
     stats,
     reused: false,
   };
@@ -852,7 +1150,7 @@ export async function transferShard(
   await repo.store.put(summaryKey, encodeMetadata("cgmirror.shard-result", stored), {
     contentType: "application/json",
   });
-  return summary;
+  return { done: true, summary };
 }
 
 /**

@@ -68,6 +68,8 @@ describe("task input validation", () => {
       planKey: "groups/orders-with-a-long-name/runs/0123456789abcdef0123456789abcdef01234567/plan.json",
       shardCount: shards.length,
       changedBlocks: 1e9,
+      maxConcurrency: 10,
+      shardRate: 100,
       shards,
     });
     expect(Buffer.byteLength(JSON.stringify(output))).toBeLessThan(200 * 1024);

@@ -165,7 +165,7 @@ describe("real handlers in the local interpreter (in-memory deps)", () => {
         ? async (event) => {
             const item = event as { volumeId: string; shard: number };
             if (item.volumeId === "vol-0123456789abcdef1" && item.shard === 1) {
-              return { ok: true, blocks: 0, storedBytes: 0 };
+              return { ok: true, done: true, checkpoint: null, blocks: 0, blocksDone: 0, storedBytes: 0 };
             }
             return fn(event);
           }

@@ -100,9 +100,11 @@ function tasks(revertInputs: unknown[]): Record<string, LimitedTask> {
       planKey: "groups/big/runs/r/plan.json",
       shardCount: 100,
       changedBlocks: 100,
+      maxConcurrency: 10,
+      shardRate: 100,
       shards: VOLUMES.map((volumeId) => ({ volumeId, shard: 0 })),
     }),
-    Transfer: () => ({ ok: true, blocks: 1, storedBytes: 1 }),
+    Transfer: () => ({ ok: true, done: true, checkpoint: null, blocks: 1, blocksDone: 1, storedBytes: 1 }),
     Prepare: (input) => prepare(input),
     Commit: () => {
       throw new Error("must not commit");
