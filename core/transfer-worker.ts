@@ -23,7 +23,7 @@ import { decodeMetadata, encodeMetadata, Sha256Hex } from "./metadata.ts";
 import type { ShardDescriptor } from "./planner.ts";
 import { type BlockData, type BlockSource, isBlockSourceError } from "./ports/block-source.ts";
 import { ObjectNotFoundError } from "./ports/object-store.ts";
-import { type DedupLookup, MiB, SegmentWriter } from "./segment.ts";
+import { type DedupLookup, MiB, SEGMENT_RUN_ID_METADATA, SegmentWriter } from "./segment.ts";
 import { decodeShardList, planKeys, type ShardList } from "./shard-list.ts";
 import {
   BlockChecksumMismatchError,
@@ -102,6 +102,11 @@ export interface TransferDeps {
   readonly now?: () => number;
   /** Called on every progress update (in memory; the S3 object is throttled). */
   readonly onProgress?: (progress: TransferProgress) => void;
+  /**
+   * Called before each segment upload (SegmentWriter `beforeUpload`): rejects (e.g. LockLostError from
+   * core/run-guard.ts) when the run no longer holds its group, which fails the shard with that error.
+   */
+  readonly beforeSegmentUpload?: () => Promise<void>;
 }
 
 export interface ShardStats {
@@ -603,6 +608,9 @@ export async function transferShard(
     // One PUT per segment: a segment is target + one block + footer at most.
     partBytes: segmentBytes + 2 * BLOCK_SIZE + 4 * MiB,
     ...(deps.dedup ? { dedup: deps.dedup } : {}),
+    // Revert deletes only segments that name the reverted run (core/run-segments.ts).
+    metadata: { [SEGMENT_RUN_ID_METADATA]: input.runId },
+    ...(deps.beforeSegmentUpload ? { beforeUpload: deps.beforeSegmentUpload } : {}),
   });
   const maxConcurrency = o.maxConcurrency ?? 64;
   const limiter = new AimdLimiter({

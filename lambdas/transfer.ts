@@ -7,6 +7,7 @@ import { retiredSegmentsVersion } from "#core/gc-state.ts";
 import { readHead } from "#core/generation.ts";
 import { createRepo, type Repo } from "#core/layout.ts";
 import { readShardIndex } from "#core/planner.ts";
+import { RunGuard } from "#core/run-guard.ts";
 import { transferShard } from "#core/transfer-worker.ts";
 import { TransferFailedError } from "#workflows/errors.ts";
 import { awsDeps } from "./aws-deps.ts";
@@ -45,8 +46,11 @@ export async function transferTask(input: TransferInputT, deps: TaskDeps): Promi
     );
   }
   const dedup = (await dedupFor(repo, input.bucket)).session();
+  // Before each segment upload: does this run still hold the group? A zombie Transfer of a run that
+  // lost it (taken over, or released after Revert) fails with LockLostError and writes nothing more.
+  const guard = new RunGuard(repo, input.runId, { now: () => deps.clock.now() });
   const summary = await transferShard(
-    { repo, source: deps.blockSource(), dedup },
+    { repo, source: deps.blockSource(), dedup, beforeSegmentUpload: () => guard.check() },
     { runId: input.runId, shard, ...(deps.transferOptions ? { options: deps.transferOptions } : {}) },
   );
   deps.log.info("shard transferred", {
