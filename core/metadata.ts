@@ -24,6 +24,7 @@ export type MetadataFormat =
   | "cgmirror.volume-index"
   | "cgmirror.lock"
   | "cgmirror.shard-result"
+  | "cgmirror.transfer-checkpoint"
   | "cgmirror.run-plan"
   | "cgmirror.snapshot-set"
   | "cgmirror.run-record"

@@ -70,6 +70,8 @@ export const RecoverOutput = z.strictObject({
   action: z.enum(["none", "cleanedCommitted", "revertedUncommitted"]),
   revertedVersions: count,
   deletedSnapshots: count,
+  /** Segments of the taken-over run deleted (it provably did not commit; docs/operations.md). */
+  deletedSegments: count.optional(),
   /** HEAD's generation, 0 when nothing is committed yet. */
   headGeneration: count,
   nextGeneration: generation,
@@ -192,6 +194,8 @@ export const RevertOutput = z.strictObject({
   needsRepair: z.boolean(),
   revertedVersions: count,
   deletedObjects: count,
+  /** Segments this run wrote, deleted from its records (docs/operations.md). */
+  deletedSegments: count.optional(),
   deletedSnapshots: count,
   /** Snapshots kept for the next run to adopt (the run failed waiting for them). */
   keptSnapshots: count,

@@ -6,20 +6,47 @@
  * before anything is written, and publishes the RepositoryNeedsRepair metric (alarmed in AWS).
  */
 import { recoverRun } from "#core/commit.ts";
-import { RepositoryStateError } from "#core/errors.ts";
+import { CorruptObjectError, RepositoryStateError, UnsupportedFormatError } from "#core/errors.ts";
+import type { Repo } from "#core/layout.ts";
+import { ObjectNotFoundError } from "#core/ports/object-store.ts";
 import { writeRunRecord } from "#core/run-history.ts";
 import { readSnapshotSet } from "#core/snapshot-set.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { RecoverInput, type RecoverInputT, RecoverOutput, type RecoverOutputT } from "./contracts.ts";
 import { defineTask, groupConfig, type TaskDeps } from "./runtime.ts";
-import { repoOf } from "./shared.ts";
+import { readRunPlan, repoOf, runPlanKey } from "./shared.ts";
 
 /** The metric of a run stopped on an ambiguous repository (alarmed; infra/). */
 export const NEEDS_REPAIR_METRIC = "RepositoryNeedsRepair";
 
+/**
+ * The generation the taken-over run prepared, from its sealed run plan (`runs/<runId>/plan.json`);
+ * undefined when it has none (it died before Plan: then it wrote no segment) or the plan fails its
+ * check (its segments are then left to prune).
+ */
+async function deadRunPlanGeneration(repo: Repo, runId: string, deps: TaskDeps): Promise<number | undefined> {
+  try {
+    const plan = await readRunPlan(repo, runPlanKey(repo, runId));
+    return plan.runId === runId ? plan.generation : undefined;
+  } catch (error) {
+    if (error instanceof ObjectNotFoundError) return undefined;
+    if (error instanceof CorruptObjectError || error instanceof UnsupportedFormatError) {
+      deps.log.warn("the taken-over run's plan fails its check; its segments are left to prune", {
+        runId,
+        message: error.message,
+      });
+      return undefined;
+    }
+    throw error;
+  }
+}
+
 export async function recoverTask(input: RecoverInputT, deps: TaskDeps): Promise<RecoverOutputT> {
   const config = groupConfig(input.config);
   const repo = repoOf(config, deps);
+  const deadRunGeneration = input.takenOverFrom
+    ? await deadRunPlanGeneration(repo, input.takenOverFrom, deps)
+    : undefined;
   let result: Awaited<ReturnType<typeof recoverRun>>;
   try {
     result = await recoverRun(repo, {
@@ -28,6 +55,7 @@ export async function recoverTask(input: RecoverInputT, deps: TaskDeps): Promise
       volumeIds: config.volumes.map((v) => v.id),
       now: new Date(deps.clock.now()),
       ...(input.takenOverFrom ? { deadRunId: input.takenOverFrom } : {}),
+      ...(deadRunGeneration !== undefined ? { deadRunGeneration } : {}),
     });
   } catch (error) {
     if (error instanceof RepositoryStateError) {
@@ -64,8 +92,16 @@ export async function recoverTask(input: RecoverInputT, deps: TaskDeps): Promise
       versions: result.unreadable.map((u) => `${u.key}@${u.versionId}`),
     });
   }
+  const deletedSegments = result.segments.deletedSegments;
+  if (deletedSegments > 0 && action === "none") action = "revertedUncommitted";
   if (action !== "none")
-    deps.log.warn("recovered an earlier run", { action, revertedVersions, deletedSnapshots });
+    deps.log.warn("recovered an earlier run", {
+      action,
+      revertedVersions,
+      deletedSnapshots,
+      deletedSegments,
+      ...(result.segments.skipped !== undefined ? { segmentsLeftToPrune: result.segments.skipped } : {}),
+    });
   if (input.takenOverFrom && input.fencing > 1) {
     // The run whose lease expired (timed out, aborted, crashed): its record says how it was finished.
     // Its fencing number is the one just below ours (ours is one more than the lock's).
@@ -88,7 +124,14 @@ export async function recoverTask(input: RecoverInputT, deps: TaskDeps): Promise
       }),
     );
   }
-  return { action, revertedVersions, deletedSnapshots, headGeneration, nextGeneration: headGeneration + 1 };
+  return {
+    action,
+    revertedVersions,
+    deletedSnapshots,
+    deletedSegments,
+    headGeneration,
+    nextGeneration: headGeneration + 1,
+  };
 }
 
 export const makeHandler = (deps: () => TaskDeps) =>
