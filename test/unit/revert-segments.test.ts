@@ -158,6 +158,49 @@ describe("Revert deletes the segments of the reverted run", () => {
     for (const n of [1, 2, 3]) expect(await readMatches(g, n), `generation ${n}`).toEqual([]);
   });
 
+  it("GIVEN a run that committed and died before ReleaseLock WHEN the next run takes over THEN its Recover deletes none of the dead run's segments", async () => {
+    const g = await committedGroup();
+    churn(g, 3, 6);
+    const died = await runPipeline(g.deps(), g.config, "run-3", {
+      call: async (task, input, invoke) => {
+        if (task === "ReleaseLock" || task === "Revert") throw new Error("the execution died");
+        return invoke(input);
+      },
+    });
+    expect(died.outcome).toBe("committed");
+    expect((await readLock(g.repo))!.record).toMatchObject({ runId: "run-3", released: false });
+    expect((await readHead(g.repo))!.head.commit?.runId).toBe("run-3");
+    const before = await segmentsByRun(g);
+    expect(before.get("run-3")?.length).toBeGreaterThan(0);
+    churn(g, 4, 3);
+    const later = g.deps({ clock: { now: () => Date.now() + DAY } });
+    expect(await runPipeline(later, g.config, "run-4")).toMatchObject({ outcome: "committed" });
+    expect((await segmentsByRun(g)).get("run-3")).toEqual(before.get("run-3"));
+    for (const n of [1, 2, 3, 4]) expect(await readMatches(g, n), `generation ${n}`).toEqual([]);
+  });
+
+  it("GIVEN a dead run whose run plan fails its check WHEN the next run takes over THEN its segments are left to prune (its generation is unknown)", async () => {
+    const g = await committedGroup();
+    churn(g, 3, 6);
+    await runPipeline(g.deps(), g.config, "run-3", {
+      call: async (task, input, invoke) => {
+        if (task === "Commit" || task === "Revert") throw new Error("the execution died");
+        return invoke(input);
+      },
+    });
+    const planKey = `${keys.runPrefix(g.repo, "run-3")}plan.json`;
+    const plan = (await g.store.get(planKey)).body.slice();
+    plan[20] = plan[20]! ^ 1;
+    await g.store.put(planKey, plan);
+    const before = (await segmentsByRun(g)).get("run-3");
+    expect(before?.length).toBeGreaterThan(0);
+    churn(g, 4, 3);
+    const later = g.deps({ clock: { now: () => Date.now() + DAY } });
+    expect(await runPipeline(later, g.config, "run-4")).toMatchObject({ outcome: "committed" });
+    expect((await segmentsByRun(g)).get("run-3")).toEqual(before);
+    for (const n of [1, 2, 3]) expect(await readMatches(g, n), `generation ${n}`).toEqual([]);
+  });
+
   it("GIVEN Transfer checkpoints WHEN Revert reads them THEN a checked checkpoint's segments are deleted and a checkpoint that fails its check is not trusted", async () => {
     const g = await committedGroup();
     const ours = async (id: string) => {
