@@ -43,7 +43,7 @@ const SummarySchema = z.looseObject({
 const CheckpointSchema = z.looseObject({
   runId: z.string().optional(),
   run: z.looseObject({ key: z.string() }).optional(),
-  segments: z.array(z.strictObject({ segmentId: SegmentId, key: z.string() })),
+  segments: z.array(z.looseObject({ segmentId: SegmentId, key: z.string() })),
 });
 
 export interface RunSegmentRecords {
