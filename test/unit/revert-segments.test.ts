@@ -19,6 +19,7 @@ import { planVolume } from "#core/planner.ts";
 import { RunGuard } from "#core/run-guard.ts";
 import { readRunSegmentRecords } from "#core/run-segments.ts";
 import { SEGMENT_RUN_ID_METADATA } from "#core/segment.ts";
+import { planKeys } from "#core/shard-list.ts";
 import { transferShard } from "#core/transfer-worker.ts";
 import { churn, type MemGroup, memGroup, readMatches } from "../support/mem-group.ts";
 import { runPipeline } from "../support/pipeline.ts";
@@ -76,6 +77,28 @@ describe("Revert deletes the segments of the reverted run", () => {
     churn(g, 4, 3);
     expect(await runPipeline(g.deps(), g.config, "run-4")).toMatchObject({ outcome: "committed" });
     expect(await readMatches(g)).toEqual([]);
+  });
+
+  it("GIVEN Transfer attempts that wrote their result run but crashed before their summary THEN Revert finds their segments in the result runs", async () => {
+    const g = await committedGroup();
+    churn(g, 3, 8);
+    let crashed = 0;
+    const out = await runPipeline(g.deps(), g.config, "run-3", {
+      call: async (task, input, invoke) => {
+        const result = await invoke(input);
+        if (task === "Transfer") {
+          const { volumeId, shard } = input as { volumeId: string; shard: number };
+          await g.store.delete(planKeys.shardSummary(g.repo, "run-3", volumeId, shard));
+          crashed++;
+          throw Object.assign(new Error("crashed before its summary"), { name: "Crash" });
+        }
+        return result;
+      },
+    });
+    expect(out).toMatchObject({ outcome: "reverted", error: "Crash" });
+    expect(crashed).toBeGreaterThan(0);
+    expect((await segmentsByRun(g)).get("run-3")).toBeUndefined();
+    expect(await readMatches(g, 2)).toEqual([]);
   });
 
   it("GIVEN a reverted run whose blocks were deduplicated against committed segments THEN Revert keeps those segments (their metadata names another run)", async () => {
