@@ -7,8 +7,10 @@ export default defineConfig({
     exclude: ["test/localstack/**", "**/node_modules/**"],
     globalSetup: ["test/support/global-setup.ts"],
     pool: "forks",
-    testTimeout: 120_000,
-    hookTimeout: 180_000,
+    // Far above any test's idle duration (the slowest take 1–2 min on an idle 2-core machine): the
+    // machines are shared, and a test must not fail because another process took the CPU.
+    testTimeout: 600_000,
+    hookTimeout: 600_000,
     reporters: ["default"],
   },
 });

@@ -17,8 +17,8 @@ import * as schedulerTargets from "aws-cdk-lib/aws-scheduler-targets";
 import type * as sqs from "aws-cdk-lib/aws-sqs";
 import * as sfn from "aws-cdk-lib/aws-stepfunctions";
 import { Construct } from "constructs";
-import type { GroupConfig } from "#core/group-config.ts";
-import { SNAPSHOT_TAGS } from "#core/snapshot-group.ts";
+import type { GroupConfig } from "#core/config/group-config.ts";
+import { SNAPSHOT_TAGS } from "#core/protocol/snapshot-group.ts";
 import { PRUNE_METRICS } from "#lambdas/prune.ts";
 import { LIFECYCLE_TASKS } from "#workflows/lifecycle-tasks.ts";
 import { MaintenanceWorkflow } from "#workflows/maintenance.ts";
@@ -78,6 +78,8 @@ export class GroupMaintenance extends Construct {
         CGM_STACK_NAME: stack.stackName,
       },
       bundling: {
+        // No per-bundle size lines on synth (errors still print).
+        logLevel: nodejs.LogLevel.ERROR,
         forceDockerBundling: false,
         format: nodejs.OutputFormat.ESM,
         target: "node24",

@@ -36,8 +36,8 @@ import * as sqs from "aws-cdk-lib/aws-sqs";
 import type * as ssm from "aws-cdk-lib/aws-ssm";
 import * as sfn from "aws-cdk-lib/aws-stepfunctions";
 import type { Construct } from "constructs";
-import { type GroupConfig, groupSetProblems } from "#core/group-config.ts";
-import { SNAPSHOT_TAGS } from "#core/snapshot-group.ts";
+import { type GroupConfig, groupSetProblems } from "#core/config/group-config.ts";
+import { SNAPSHOT_TAGS } from "#core/protocol/snapshot-group.ts";
 import { COMMITTED_METRIC } from "#lambdas/commit.ts";
 import { NEEDS_REPAIR_METRIC } from "#lambdas/recover.ts";
 import { ConsistencyGroupWorkflow } from "#workflows/consistency-group.ts";
@@ -146,7 +146,7 @@ const SNAPSHOT_TASKS: ReadonlySet<TaskName> = new Set([
 ]);
 
 export interface CgmirrorStackProps extends StackProps {
-  /** Parsed group configs (core/group-config.ts); at least one. */
+  /** Parsed group configs (core/config/group-config.ts); at least one. */
   readonly groups: readonly GroupConfig[];
   /**
    * Enable S3 Object Lock on the bucket(s) (no default retention: Revert deletes exact versions).

@@ -3,8 +3,8 @@
  * its holder's execution (an execution of this state machine named after the holder's run id) has
  * ended without releasing it: then the lock is taken over at once and Recover cleans up after it.
  */
-import { lockLeaseMinutes } from "#core/group-config.ts";
-import { acquireLock } from "#core/lock.ts";
+import { lockLeaseMinutes } from "#core/config/group-config.ts";
+import { acquireLock } from "#core/protocol/lock.ts";
 import { awsDeps } from "./aws-deps.ts";
 import {
   AcquireLockInput,

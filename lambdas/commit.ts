@@ -2,7 +2,7 @@
  * Commit (DESIGN.md section 4, step 7; Withdraw-commit): write the generation manifest and move HEAD
  * with one conditional write. Publishes GroupCommitted (the RPO alarm's metric) and CoordinationTime.
  */
-import { commitGeneration } from "#core/commit.ts";
+import { commitGeneration } from "#core/protocol/commit.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { CommitInput, type CommitInputT, CommitOutput, type CommitOutputT } from "./contracts.ts";
 import { defineTask, groupConfig, type TaskDeps } from "./runtime.ts";

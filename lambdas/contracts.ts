@@ -98,7 +98,7 @@ export const CheckSnapshotsOutput = z.strictObject({
   allCompleted: z.boolean(),
   completed: count,
   pending: count,
-  /** Seconds the workflow waits before the next check (backs off, core/snapshot-group.ts). */
+  /** Seconds the workflow waits before the next check (backs off, core/protocol/snapshot-group.ts). */
   waitSeconds: z.number().int().positive(),
 });
 

@@ -4,9 +4,9 @@
  * S3, and return one small Map item per shard.
  */
 
-import { assertFenced } from "#core/commit.ts";
-import { readCommittedManifest } from "#core/generation.ts";
-import { planVolume } from "#core/planner.ts";
+import { readCommittedManifest } from "#core/format/generation.ts";
+import { assertFenced } from "#core/protocol/commit.ts";
+import { planVolume } from "#core/transfer/planner.ts";
 import { TransferFailedError } from "#workflows/errors.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { MAX_INLINE_SHARDS, PlanInput, type PlanInputT, PlanOutput, type PlanOutputT } from "./contracts.ts";

@@ -5,12 +5,13 @@
  * repository (HEAD missing, delete-marked, rolled back) stops the run here with RepositoryStateError
  * before anything is written, and publishes the RepositoryNeedsRepair metric (alarmed in AWS).
  */
-import { recoverRun } from "#core/commit.ts";
+
 import { CorruptObjectError, RepositoryStateError, UnsupportedFormatError } from "#core/errors.ts";
-import type { Repo } from "#core/layout.ts";
+import type { Repo } from "#core/format/layout.ts";
 import { ObjectNotFoundError } from "#core/ports/object-store.ts";
-import { writeRunRecord } from "#core/run-history.ts";
-import { readSnapshotSet } from "#core/snapshot-set.ts";
+import { recoverRun } from "#core/protocol/commit.ts";
+import { writeRunRecord } from "#core/protocol/run-history.ts";
+import { readSnapshotSet } from "#core/protocol/snapshot-set.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { RecoverInput, type RecoverInputT, RecoverOutput, type RecoverOutputT } from "./contracts.ts";
 import { defineTask, groupConfig, type TaskDeps } from "./runtime.ts";

@@ -7,14 +7,15 @@
  * A run that failed waiting for its snapshots (SnapshotTimeoutError) keeps them and their record
  * (`pending/snapshot-set.json`): the next run adopts the set instead of taking a new full snapshot.
  */
-import { revertRun } from "#core/commit.ts";
+
 import { RepositoryStateError } from "#core/errors.ts";
-import { readHead } from "#core/generation.ts";
-import type { Repo } from "#core/layout.ts";
-import { readLock } from "#core/lock.ts";
-import { writeRunRecord } from "#core/run-history.ts";
-import { deleteRunSnapshots } from "#core/snapshot-group.ts";
-import { deleteSnapshotSet, readSnapshotSet } from "#core/snapshot-set.ts";
+import { readHead } from "#core/format/generation.ts";
+import type { Repo } from "#core/format/layout.ts";
+import { revertRun } from "#core/protocol/commit.ts";
+import { readLock } from "#core/protocol/lock.ts";
+import { writeRunRecord } from "#core/protocol/run-history.ts";
+import { deleteRunSnapshots } from "#core/protocol/snapshot-group.ts";
+import { deleteSnapshotSet, readSnapshotSet } from "#core/protocol/snapshot-set.ts";
 import { causeMessage, Errors } from "#workflows/errors.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { RevertInput, type RevertInputT, RevertOutput, type RevertOutputT } from "./contracts.ts";

@@ -4,13 +4,13 @@
  * error to a name of the workflow's error contract (workflows/errors.ts).
  */
 import type { z } from "zod";
-import { type GroupConfig, parseGroupConfig } from "#core/group-config.ts";
+import { type GroupConfig, parseGroupConfig } from "#core/config/group-config.ts";
+import { formatProblems, toProblems } from "#core/config/zod-issues.ts";
 import type { BlockSource } from "#core/ports/block-source.ts";
 import type { ObjectStore } from "#core/ports/object-store.ts";
 import type { RunStatusPort } from "#core/ports/run-status.ts";
-import type { Clock, FreezePort, SnapshotPort } from "#core/snapshot-group.ts";
-import type { TransferOptions } from "#core/transfer-worker.ts";
-import { formatProblems, toProblems } from "#core/zod-issues.ts";
+import type { Clock, FreezePort, SnapshotPort } from "#core/protocol/snapshot-group.ts";
+import type { TransferOptions } from "#core/transfer/worker.ts";
 import {
   Errors,
   InternalError,

@@ -1,10 +1,10 @@
 /** Helpers shared by the task handlers: the group's repository, this run's lease, the run plan. */
 
 import { z } from "zod";
-import type { Lease } from "#core/commit.ts";
-import type { GroupConfig } from "#core/group-config.ts";
-import { createRepo, keys, type Repo } from "#core/layout.ts";
-import { decodeMetadata, encodeMetadata } from "#core/metadata.ts";
+import type { GroupConfig } from "#core/config/group-config.ts";
+import { createRepo, keys, type Repo } from "#core/format/layout.ts";
+import { decodeMetadata, encodeMetadata } from "#core/format/metadata.ts";
+import type { Lease } from "#core/protocol/commit.ts";
 import type { TaskDeps } from "./runtime.ts";
 
 export function repoOf(config: GroupConfig, deps: TaskDeps): Repo {

@@ -4,14 +4,14 @@
  * generation whose snapshots may still be pending (it timed out waiting, or died), adopt it instead:
  * no new snapshot, the original point in time (docs/format.md §8.1).
  */
-import { assertFenced } from "#core/commit.ts";
-import { snapshotGroup } from "#core/snapshot-group.ts";
+import { assertFenced } from "#core/protocol/commit.ts";
+import { snapshotGroup } from "#core/protocol/snapshot-group.ts";
 import {
   deleteSnapshotSet,
   judgeSnapshotSet,
   readSnapshotSet,
   writeSnapshotSet,
-} from "#core/snapshot-set.ts";
+} from "#core/protocol/snapshot-set.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { SnapshotInput, type SnapshotInputT, SnapshotOutput, type SnapshotOutputT } from "./contracts.ts";
 import { defineTask, groupConfig, type TaskDeps } from "./runtime.ts";

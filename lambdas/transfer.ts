@@ -2,13 +2,13 @@
  * Transfer (one Map item; DESIGN.md section 4, step 5): copy one shard's blocks into segments.
  * Re-running a shard is safe (the core worker returns a finished shard's summary).
  */
-import { GroupDedup } from "#core/dedup-index.ts";
-import { retiredSegmentsVersion } from "#core/gc-state.ts";
-import { readHead } from "#core/generation.ts";
-import { createRepo, type Repo } from "#core/layout.ts";
-import { readShardIndex } from "#core/planner.ts";
-import { RunGuard } from "#core/run-guard.ts";
-import { transferShard } from "#core/transfer-worker.ts";
+import { GroupDedup } from "#core/format/dedup-index.ts";
+import { retiredSegmentsVersion } from "#core/format/gc-state.ts";
+import { readHead } from "#core/format/generation.ts";
+import { createRepo, type Repo } from "#core/format/layout.ts";
+import { RunGuard } from "#core/protocol/run-guard.ts";
+import { readShardIndex } from "#core/transfer/planner.ts";
+import { transferShard } from "#core/transfer/worker.ts";
 import { TransferFailedError } from "#workflows/errors.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { TransferInput, type TransferInputT, TransferOutput, type TransferOutputT } from "./contracts.ts";

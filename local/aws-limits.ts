@@ -213,6 +213,22 @@ interface Prepared {
  * The definition as the interpreter runs it: its timers off (the runner enforces timeouts on the
  * clock), Wait states turned into local Tasks that wait on the clock.
  */
+/**
+ * One interpreter per definition text: constructing it validates the definition (asl-validator, about
+ * a second of CPU), which need not happen again for every run of the same definition.
+ */
+const machines = new Map<string, StateMachine>();
+function stateMachineOf(definition: unknown): StateMachine {
+  const text = JSON.stringify(definition);
+  let machine = machines.get(text);
+  if (!machine) {
+    machine = new StateMachine(definition as never);
+    if (machines.size >= 16) machines.delete(machines.keys().next().value as string);
+    machines.set(text, machine);
+  }
+  return machine;
+}
+
 function prepareDefinition(def: AslDefinition): Prepared {
   const copy = structuredClone(def) as AslDefinition;
   const taskTimeouts = new Map<string, number>();
@@ -463,7 +479,7 @@ export async function runWithAwsLimits(options: LimitedRunOptions): Promise<Limi
   };
 
   // ---- run
-  const machine = new StateMachine(prepared.definition as never);
+  const machine = stateMachineOf(prepared.definition);
   const execution = machine.run(options.input as Json, {
     overrides: {
       taskResourceLocalHandlers: handlers,

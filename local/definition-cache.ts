@@ -3,7 +3,9 @@
  * costs seconds (aws-cdk-lib alone takes about a second to load); the definition only changes when the
  * group config or the code that shapes it changes, so a local backup reads it from here instead.
  *
- * The key is the SHA-256 of: the group config (as the runner receives it), every source file under
+ * The key is the SHA-256 of: the parts of the group config that shape the definition
+ * (`definitionShape`: the run timeout; the rest of the config reaches the run as its input, and
+ * test/unit/definition-cache.test.ts proves two configs alike only there get the same definition), every source file under
  * infra/, workflows/, lambdas/ and core/ (anything the stack imports), and the installed aws-cdk-lib
  * version. Any change to one of them is a miss, which synthesizes and stores a new entry. Entries are
  * written whole and renamed into place, so concurrent commands never read half a file; an entry that
@@ -18,7 +20,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { GroupConfig } from "#core/group-config.ts";
+import type { GroupConfig } from "#core/config/group-config.ts";
 import type { AslDefinition } from "#workflows/definition.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -64,11 +66,20 @@ export function definitionCacheDir(env: NodeJS.ProcessEnv = process.env): string
   return env.CGM_CACHE_DIR ? join(env.CGM_CACHE_DIR, "definitions") : join(ROOT, ".cache", "definitions");
 }
 
+/**
+ * What of a group config the synthesized definition depends on: only the run timeout (the state
+ * machine's TimeoutSeconds). Volumes, bucket, freeze, policies, transfer settings and the rest reach
+ * the run as its input. Keying the cache by this lets every group (and every test) share one synth.
+ */
+export function definitionShape(config: GroupConfig): { runTimeoutMinutes: number } {
+  return { runTimeoutMinutes: config.runTimeoutMinutes };
+}
+
 export function definitionCacheKey(config: GroupConfig): string {
   return createHash("sha256")
     .update(definitionCodeHash())
     .update("\0")
-    .update(JSON.stringify(config))
+    .update(JSON.stringify(definitionShape(config)))
     .digest("hex");
 }
 

@@ -14,7 +14,7 @@ import { createEbsClient, EbsBlockSource } from "#adapters/ebs-source.ts";
 import { usePrecomputedPayloadHash } from "#adapters/s3-payload-hash.ts";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
 import { executionArnOf } from "#adapters/sfn-arns.ts";
-import type { GroupConfig } from "#core/group-config.ts";
+import type { GroupConfig } from "#core/config/group-config.ts";
 import type { ObjectStore } from "#core/ports/object-store.ts";
 import type { RunStatusPort } from "#core/ports/run-status.ts";
 import { HANDLER_MAKERS } from "#lambdas/makers.ts";
@@ -24,7 +24,7 @@ import { Errors } from "#workflows/errors.ts";
 import { findLocalIncompatibilities } from "#workflows/local-compat.ts";
 import { TASK_NAMES, TASKS, type TaskName } from "#workflows/tasks.ts";
 import { type RunEvent, runWithAwsLimits } from "./aws-limits.ts";
-import { cachedDefinition } from "./definition-cache.ts";
+import { cachedDefinition, definitionShape } from "./definition-cache.ts";
 import { ebsAdmin } from "./ebs-emulator/admin-client.ts";
 import { SimulatedClock } from "./sim-clock.ts";
 import type { LocalEndpoints } from "./stack.ts";
@@ -46,7 +46,7 @@ const definitions = new Map<string, AslDefinition>();
  * the config and the code that shapes the definition), so a local backup synthesizes only after a change.
  */
 export async function synthesizedDefinition(config: GroupConfig): Promise<AslDefinition> {
-  const key = JSON.stringify(config);
+  const key = JSON.stringify(definitionShape(config));
   let def = definitions.get(key);
   if (!def) {
     def = (await cachedDefinition(config, () => synthesize(config))).definition;
@@ -63,7 +63,8 @@ export async function synthesizedDefinition(config: GroupConfig): Promise<AslDef
   return def;
 }
 
-async function synthesize(config: GroupConfig): Promise<AslDefinition> {
+/** Synthesizes CgmirrorStack for this one group and reads its workflow's definition (no cache). */
+export async function synthesize(config: GroupConfig): Promise<AslDefinition> {
   const [{ App }, { CgmirrorStack }, { definitionFromTemplate }] = await Promise.all([
     import("aws-cdk-lib"),
     import("#infra/stack.ts"),

@@ -1,10 +1,10 @@
 /** The actions of `cgmirror forget` and `cgmirror prune` (loaded when one of them runs). */
 import { LockHeldError } from "#core/errors.ts";
-import { applyForget, type ForgetPlan, planForget } from "#core/forget.ts";
-import type { Repo } from "#core/layout.ts";
-import { maintenanceRunId, withGroupHeld } from "#core/maintenance.ts";
-import { type PruneReport, pruneRepository } from "#core/prune.ts";
-import { parseRetentionDuration, type RetentionPolicy } from "#core/retention.ts";
+import type { Repo } from "#core/format/layout.ts";
+import { applyForget, type ForgetPlan, planForget } from "#core/lifecycle/forget.ts";
+import { maintenanceRunId, withGroupHeld } from "#core/lifecycle/maintenance.ts";
+import { type PruneReport, pruneRepository } from "#core/lifecycle/prune.ts";
+import { parseRetentionDuration, type RetentionPolicy } from "#core/lifecycle/retention.ts";
 import { BusyError } from "../errors.ts";
 import { formatBytes, printJson, table, UsageError } from "../output.ts";
 import { loadConfigFile } from "./config.ts";

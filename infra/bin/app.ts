@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { App, Validations } from "aws-cdk-lib";
 import cdkNag from "cdk-nag";
-import { type GroupConfig, GroupConfigError, parseGroupConfig } from "#core/group-config.ts";
+import { type GroupConfig, GroupConfigError, parseGroupConfig } from "#core/config/group-config.ts";
 import { CgmirrorStack, StackPropsError } from "../stack.ts";
 
 // cdk-nag is CommonJS without named-export hints for Node's ESM loader.
@@ -67,7 +67,22 @@ export function localOnlyProblems(g: GroupConfig, path: string): string[] {
       ];
 }
 
+/**
+ * aws-cdk-lib writes "Bundling asset <path>..." to stderr for every function it bundles, with no
+ * option to turn it off; ten such lines on every synth and deploy say nothing a user acts on.
+ * CGMIRROR_SHOW_BUNDLING=1 shows them.
+ */
+function quietBundling(): void {
+  if (process.env.CGMIRROR_SHOW_BUNDLING === "1") return;
+  const write = process.stderr.write.bind(process.stderr) as (chunk: unknown, ...rest: unknown[]) => boolean;
+  process.stderr.write = ((chunk: unknown, ...rest: unknown[]) =>
+    typeof chunk === "string" && /^Bundling asset [^\n]*\.\.\.\n$/.test(chunk)
+      ? true
+      : write(chunk, ...rest)) as typeof process.stderr.write;
+}
+
 function main(): void {
+  quietBundling();
   const app = new App();
   const spec = (app.node.tryGetContext("config") as string | undefined) ?? process.env.CGMIRROR_CONFIG;
   const groups = loadGroups(spec);

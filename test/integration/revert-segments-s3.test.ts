@@ -5,10 +5,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
-import { parseGroupConfig } from "#core/group-config.ts";
-import { createRepo, keys } from "#core/layout.ts";
-import { readVolume } from "#core/restore.ts";
-import { SEGMENT_RUN_ID_METADATA } from "#core/segment.ts";
+import { parseGroupConfig } from "#core/config/group-config.ts";
+import { createRepo, keys } from "#core/format/layout.ts";
+import { SEGMENT_RUN_ID_METADATA } from "#core/format/segment.ts";
+import { readVolume } from "#core/restore/restore.ts";
 import { churn, memGroup } from "../support/mem-group.ts";
 import { runPipeline } from "../support/pipeline.ts";
 import { type S3TestBucket, s3TestBucket } from "../support/s3.ts";

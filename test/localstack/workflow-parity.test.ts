@@ -21,7 +21,7 @@ import {
 import { App } from "aws-cdk-lib";
 import { ExecutionError, StateMachine } from "aws-local-stepfunctions";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type GroupConfig, parseGroupConfig } from "#core/group-config.ts";
+import { type GroupConfig, parseGroupConfig } from "#core/config/group-config.ts";
 import { CgmirrorStack } from "#infra/stack.ts";
 import { type CfnTemplate, definitionTextFromTemplate } from "#workflows/definition.ts";
 import { Errors } from "#workflows/errors.ts";

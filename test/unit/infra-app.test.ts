@@ -3,12 +3,12 @@
  * no credentials, no network), and one bundled handler loaded the way Lambda loads it.
  */
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { promisify } from "node:util";
-import { beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const run = promisify(execFile);
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -28,10 +28,13 @@ function app(config: string, outdir: string) {
 }
 
 let outdir: string;
+let synthOutput: string;
 beforeAll(async () => {
   outdir = mkdtempSync(join(tmpdir(), "cgmirror-synth-"));
-  await app("infra/examples/group.json", outdir);
+  const { stdout, stderr } = await app("infra/examples/group.json", outdir);
+  synthOutput = stdout + stderr;
 }, 300_000);
+afterAll(() => rmSync(outdir, { recursive: true, force: true }));
 
 describe("infra/bin/app.ts", () => {
   it("GIVEN the example config and no credentials WHEN synthesized THEN the template and eleven bundles (ten tasks and Prune) are written and cdk-nag passes", () => {
@@ -46,6 +49,10 @@ describe("infra/bin/app.ts", () => {
       conclusion: "success",
       violations: [],
     });
+  });
+
+  it("GIVEN a synth THEN it prints nothing: no bundling lines, no bundle sizes", () => {
+    expect(synthOutput).toBe("");
   });
 
   it("GIVEN the bundled AcquireLock handler WHEN invoked with a bad payload THEN it fails with the contract's error name (ESM bundle loads, names kept)", async () => {

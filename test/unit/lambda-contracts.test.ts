@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { parseGroupConfig } from "#core/group-config.ts";
-import { createRepo } from "#core/layout.ts";
-import { acquireLock } from "#core/lock.ts";
+import { parseGroupConfig } from "#core/config/group-config.ts";
+import { createRepo } from "#core/format/layout.ts";
+import { acquireLock } from "#core/protocol/lock.ts";
 import { makeHandler as acquire } from "#lambdas/acquire-lock.ts";
 import { makeHandler as commit } from "#lambdas/commit.ts";
 import { AcquireLockInput, AcquireLockOutput, MAX_INLINE_SHARDS, PlanOutput } from "#lambdas/contracts.ts";

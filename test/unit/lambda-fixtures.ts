@@ -13,7 +13,7 @@ import type {
   SnapshotRef,
   SnapshotStatus,
   TaggedSnapshot,
-} from "#core/snapshot-group.ts";
+} from "#core/protocol/snapshot-group.ts";
 import type { TaskDeps } from "#lambdas/runtime.ts";
 
 export class MemorySnapshotPort implements SnapshotPort {

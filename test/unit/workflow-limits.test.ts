@@ -6,7 +6,7 @@
  * bound is the one deployed; the other tasks answer like the real ones (lambdas/contracts.ts).
  */
 import { beforeAll, describe, expect, it } from "vitest";
-import { parseGroupConfig } from "#core/group-config.ts";
+import { parseGroupConfig } from "#core/config/group-config.ts";
 import { PrepareInput, PrepareOutput } from "#lambdas/contracts.ts";
 import { defineTask, type TaskDeps } from "#lambdas/runtime.ts";
 import { type LimitedTask, PAYLOAD_LIMIT_BYTES, runWithAwsLimits } from "#local/aws-limits.ts";

@@ -5,7 +5,7 @@
  */
 import { ExecutionError, StateMachine } from "aws-local-stepfunctions";
 import { beforeAll, describe, expect, it } from "vitest";
-import { parseGroupConfig } from "#core/group-config.ts";
+import { parseGroupConfig } from "#core/config/group-config.ts";
 import { CONTRACTS } from "#lambdas/contracts.ts";
 import { type AslDefinition, localDefinition } from "#workflows/definition.ts";
 import { Errors, TransferFailedError } from "#workflows/errors.ts";
