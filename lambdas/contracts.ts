@@ -76,6 +76,8 @@ export const RecoverOutput = z.strictObject({
   action: z.enum(["none", "cleanedCommitted", "revertedUncommitted"]),
   revertedVersions: count,
   deletedSnapshots: count,
+  /** Segments of the taken-over run deleted (it provably did not commit; docs/operations.md). */
+  deletedSegments: count.optional(),
   /** HEAD's generation, 0 when nothing is committed yet. */
   headGeneration: count,
   nextGeneration: generation,
@@ -217,6 +219,8 @@ export const RevertOutput = z.strictObject({
   needsRepair: z.boolean(),
   revertedVersions: count,
   deletedObjects: count,
+  /** Segments this run wrote, deleted from its records (docs/operations.md). */
+  deletedSegments: count.optional(),
   deletedSnapshots: count,
   /** Snapshots kept for the next run to adopt (the run failed waiting for them). */
   keptSnapshots: count,

@@ -6,7 +6,9 @@
  * before anything is written, and publishes the RepositoryNeedsRepair metric (alarmed in AWS).
  */
 
-import { RepositoryStateError } from "#core/errors.ts";
+import { CorruptObjectError, RepositoryStateError, UnsupportedFormatError } from "#core/errors.ts";
+import type { Repo } from "#core/format/layout.ts";
+import { ObjectNotFoundError } from "#core/ports/object-store.ts";
 import { recoverRun } from "#core/protocol/commit.ts";
 import { writeRunRecord } from "#core/protocol/run-history.ts";
 import { readSnapshotSet } from "#core/protocol/snapshot-set.ts";
@@ -14,14 +16,39 @@ import { awsDeps } from "./aws-deps.ts";
 import { RecoverInput, type RecoverInputT, RecoverOutput, type RecoverOutputT } from "./contracts.ts";
 import { RUN_METRICS } from "./metric-names.ts";
 import { defineTask, groupConfig, type TaskDeps } from "./runtime.ts";
-import { repoOf } from "./shared.ts";
+import { readRunPlan, repoOf, runPlanKey } from "./shared.ts";
 
 /** The metric of a run stopped on an ambiguous repository (alarmed; infra/). */
 export const NEEDS_REPAIR_METRIC = RUN_METRICS.needsRepair;
 
+/**
+ * The generation the taken-over run prepared, from its sealed run plan (`runs/<runId>/plan.json`);
+ * undefined when it has none (it died before Plan: then it wrote no segment) or the plan fails its
+ * check (its segments are then left to prune).
+ */
+async function deadRunPlanGeneration(repo: Repo, runId: string, deps: TaskDeps): Promise<number | undefined> {
+  try {
+    const plan = await readRunPlan(repo, runPlanKey(repo, runId));
+    return plan.runId === runId ? plan.generation : undefined;
+  } catch (error) {
+    if (error instanceof ObjectNotFoundError) return undefined;
+    if (error instanceof CorruptObjectError || error instanceof UnsupportedFormatError) {
+      deps.log.warn("the taken-over run's plan fails its check; its segments are left to prune", {
+        runId,
+        message: error.message,
+      });
+      return undefined;
+    }
+    throw error;
+  }
+}
+
 export async function recoverTask(input: RecoverInputT, deps: TaskDeps): Promise<RecoverOutputT> {
   const config = groupConfig(input.config);
   const repo = repoOf(config, deps);
+  const deadRunGeneration = input.takenOverFrom
+    ? await deadRunPlanGeneration(repo, input.takenOverFrom, deps)
+    : undefined;
   let result: Awaited<ReturnType<typeof recoverRun>>;
   try {
     result = await recoverRun(repo, {
@@ -30,6 +57,7 @@ export async function recoverTask(input: RecoverInputT, deps: TaskDeps): Promise
       volumeIds: config.volumes.map((v) => v.id),
       now: new Date(deps.clock.now()),
       ...(input.takenOverFrom ? { deadRunId: input.takenOverFrom } : {}),
+      ...(deadRunGeneration !== undefined ? { deadRunGeneration } : {}),
     });
   } catch (error) {
     if (error instanceof RepositoryStateError) {
@@ -66,8 +94,16 @@ export async function recoverTask(input: RecoverInputT, deps: TaskDeps): Promise
       versions: result.unreadable.map((u) => `${u.key}@${u.versionId}`),
     });
   }
+  const deletedSegments = result.segments.deletedSegments;
+  if (deletedSegments > 0 && action === "none") action = "revertedUncommitted";
   if (action !== "none")
-    deps.log.warn("recovered an earlier run", { action, revertedVersions, deletedSnapshots });
+    deps.log.warn("recovered an earlier run", {
+      action,
+      revertedVersions,
+      deletedSnapshots,
+      deletedSegments,
+      ...(result.segments.skipped !== undefined ? { segmentsLeftToPrune: result.segments.skipped } : {}),
+    });
   if (input.takenOverFrom && !result.deadRunCommitted) {
     // The run whose lease expired did not commit: what it left is reverted now.
     deps.metrics.add(config.group, RUN_METRICS.runReverted, "Count", 1);
@@ -94,7 +130,14 @@ export async function recoverTask(input: RecoverInputT, deps: TaskDeps): Promise
       }),
     );
   }
-  return { action, revertedVersions, deletedSnapshots, headGeneration, nextGeneration: headGeneration + 1 };
+  return {
+    action,
+    revertedVersions,
+    deletedSnapshots,
+    deletedSegments,
+    headGeneration,
+    nextGeneration: headGeneration + 1,
+  };
 }
 
 export const makeHandler = (deps: () => TaskDeps) =>

@@ -130,9 +130,18 @@ export async function revertTask(input: RevertInputT, deps: TaskDeps): Promise<R
   deps.metrics.add(config.group, RUN_METRICS.runReverted, "Count", 1);
   const snapshots = await revertSnapshots(repo, input, config.group, deps);
   await recordRevertedRun(repo, input, deps, changedBlocks);
+  const seg = outcome.segments;
+  if (seg.skipped !== undefined || seg.untrusted.length > 0) {
+    deps.log.warn("left some of the run's segments to prune", {
+      ...(seg.skipped !== undefined ? { why: seg.skipped } : {}),
+      untrustedRecords: seg.untrusted,
+    });
+  }
   deps.log.warn("run reverted", {
     error: input.error.Error,
     revertedVersions: outcome.indexVersions.length,
+    deletedSegments: seg.deletedSegments,
+    keptSegments: seg.keptSegments,
     ...snapshots,
   });
   return {
@@ -140,6 +149,7 @@ export async function revertTask(input: RevertInputT, deps: TaskDeps): Promise<R
     needsRepair: false,
     revertedVersions: outcome.indexVersions.length,
     deletedObjects: outcome.otherObjects.length + outcome.transientVersions,
+    deletedSegments: seg.deletedSegments,
     ...snapshots,
   };
 }

@@ -10,6 +10,7 @@ import { GroupDedup } from "#core/format/dedup-index.ts";
 import { retiredSegmentsVersion } from "#core/format/gc-state.ts";
 import { readHead } from "#core/format/generation.ts";
 import { createRepo, type Repo } from "#core/format/layout.ts";
+import { RunGuard } from "#core/protocol/run-guard.ts";
 import { readShardIndex } from "#core/transfer/planner.ts";
 import { transferShardStep } from "#core/transfer/worker.ts";
 import { TransferFailedError } from "#workflows/errors.ts";
@@ -67,8 +68,11 @@ export async function transferTask(input: TransferInputT, deps: TaskDeps): Promi
     ...deps.transferOptions,
     ...(input.rate !== undefined ? { initialRate: input.rate, maxRate: input.rate } : {}),
   };
+  // Before each segment upload: does this run still hold the group? A zombie Transfer of a run that
+  // lost it (taken over, or released after Revert) fails with LockLostError and writes nothing more.
+  const guard = new RunGuard(repo, input.runId, { now: () => deps.clock.now() });
   const step = await transferShardStep(
-    { repo, source: deps.blockSource(), dedup, remainingMs },
+    { repo, source: deps.blockSource(), dedup, remainingMs, beforeSegmentUpload: () => guard.check() },
     {
       runId: input.runId,
       shard,

@@ -12,7 +12,7 @@ import {
   PutBucketVersioningCommand,
   S3Client,
 } from "@aws-sdk/client-s3";
-import { type EbsEmulator, startEbsEmulator } from "./ebs-emulator/index.ts";
+import { AWS_DEFAULT_QUOTAS, type EbsEmulator, startEbsEmulator } from "./ebs-emulator/index.ts";
 import { defaultStateDir, isAlive, LOCAL_BUCKET, runningStack, stackLockFile } from "./names.ts";
 import { startS3Server } from "./s3-server/server.ts";
 
@@ -132,7 +132,13 @@ export async function startLocalStack(
   });
   let emulator: EbsEmulator;
   try {
-    emulator = await startEbsEmulator({ dataDir: join(stateDir, "ebs"), useEnv: true });
+    // AWS's default EBS direct API quotas, so the local run is throttled where AWS would be; the
+    // CGM_EBS_* variables override them (CGM_EBS_DATA_RPS_PER_ACCOUNT=0 lifts one).
+    emulator = await startEbsEmulator({
+      dataDir: join(stateDir, "ebs"),
+      defaults: AWS_DEFAULT_QUOTAS,
+      useEnv: true,
+    });
   } catch (err) {
     await s3.stop();
     throw err;

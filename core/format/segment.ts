@@ -232,7 +232,21 @@ export interface SegmentWriterOptions {
   readonly dedup?: DedupLookup;
   /** When to stop trying to compress runs of incompressible blocks (core/format/codec.ts). */
   readonly compressionProbe?: CompressionProbeOptions;
+  /**
+   * More user metadata for every segment object (lower-case keys, ASCII values), e.g. the run that
+   * writes it (`SEGMENT_RUN_ID_METADATA`: Revert deletes only segments that name the reverted run).
+   */
+  readonly metadata?: Readonly<Record<string, string>>;
+  /**
+   * Called before each segment upload starts; a rejection fails the upload (nothing is written) and
+   * the writer: the next `add` or `close` throws it. Transfer checks here that its run still holds
+   * the group (core/run-guard.ts), so a zombie of a run that lost the group uploads nothing more.
+   */
+  readonly beforeUpload?: (segment: { readonly segmentId: string; readonly key: string }) => Promise<void>;
 }
+
+/** User metadata key naming the run whose Transfer wrote a segment (docs/format.md, "Segments"). */
+export const SEGMENT_RUN_ID_METADATA = "cgmirror-run-id";
 
 export interface SegmentInfo {
   readonly segmentId: string;
@@ -276,6 +290,10 @@ export class SegmentWriter {
   readonly #probe: CompressionProbe;
   readonly #partBytes: number;
   readonly #dedup: DedupLookup | undefined;
+  readonly #metadata: Readonly<Record<string, string>>;
+  readonly #beforeUpload: SegmentWriterOptions["beforeUpload"];
+  /** The first failed upload (or beforeUpload): every later add/close throws it. */
+  #failure: { error: unknown } | undefined;
   readonly #seen = new Map<string, BlockRef>();
   readonly #written: SegmentInfo[] = [];
   readonly #capacity: number;
@@ -314,6 +332,8 @@ export class SegmentWriter {
     this.#probe = new CompressionProbe(options.compressionProbe);
     this.#partBytes = options.partBytes ?? 8 * MiB;
     this.#dedup = options.dedup;
+    this.#metadata = { ...options.metadata, "cgmirror-kind": "segment" };
+    this.#beforeUpload = options.beforeUpload;
   }
 
   /**
@@ -323,6 +343,7 @@ export class SegmentWriter {
    */
   async add(raw: Uint8Array, expectedSha256?: Uint8Array): Promise<BlockRef> {
     if (this.#closed) throw new InvalidArgumentError("SegmentWriter.add after close()");
+    if (this.#failure) throw this.#failure.error;
     if (raw.byteLength !== BLOCK_SIZE) {
       throw new InvalidArgumentError(`expected a block of ${BLOCK_SIZE} bytes, got ${raw.byteLength}`);
     }
@@ -423,7 +444,11 @@ export class SegmentWriter {
     // A plain Uint8Array view: a store that keeps `body.slice()` then copies (on a Buffer it would be
     // a view of a buffer this writer reuses).
     const body = new Uint8Array(buf.buffer, buf.byteOffset, bytes);
-    this.#uploading = this.#upload(key, body, crc).then(() => {
+    const before = this.#beforeUpload;
+    const upload = before
+      ? before({ segmentId: id, key }).then(() => this.#upload(key, body, crc))
+      : this.#upload(key, body, crc);
+    this.#uploading = upload.then(() => {
       this.#written.push({ segmentId: id, key, bytes, blocks });
       this.stats.segments++;
       if (buf.byteLength === this.#capacity && !this.#closed) this.#spare = buf;
@@ -431,12 +456,14 @@ export class SegmentWriter {
       for (const ref of refs) this.#dedup?.record?.(ref.sha256, ref);
     });
     // Surface an upload failure on the next add/close rather than as an unhandled rejection.
-    this.#uploading.catch(() => {});
+    this.#uploading.catch((error: unknown) => {
+      this.#failure ??= { error };
+    });
   }
 
   async #upload(key: string, body: Uint8Array, crc: number): Promise<void> {
     const store = this.#repo.store;
-    const metadata = { "cgmirror-kind": "segment" };
+    const metadata = this.#metadata;
     if (body.byteLength <= this.#partBytes) {
       const checksumCrc32 = new Uint8Array(4);
       new DataView(checksumCrc32.buffer).setUint32(0, crc >>> 0, false);

@@ -49,6 +49,7 @@ import {
   type ObjectVersionRef,
   PreconditionFailedError,
 } from "../ports/object-store.ts";
+import { deleteRunSegments, type RunSegmentsOutcome, skippedSegments } from "./run-segments.ts";
 
 /** Who a run is: its run id (the execution name) and the fencing number its lock acquisition got. */
 export interface Lease {
@@ -481,6 +482,8 @@ export interface RevertResult {
   readonly unreadable: readonly RevertedObject[];
   /** Versions of transient run files (`runs/<runId>/`) deleted. */
   readonly transientVersions: number;
+  /** The segments the run wrote, deleted from its records (core/run-segments.ts), or why not. */
+  readonly segments: RunSegmentsOutcome;
 }
 
 /**
@@ -674,8 +677,19 @@ export async function revertRun(repo: Repo, options: RevertOptions): Promise<Rev
     await repo.store.deleteVersions(manifests);
     out.otherObjects.push(...manifests);
   }
+  // The run's segments, from its records under runs/<runId>/ (so before those are deleted). Only when
+  // no run that fenced at or after this one committed: every committed generation was then committed
+  // before this run fenced HEAD, i.e. before any of its segments existed (Transfer runs after the
+  // fence), so none can reference them, whatever deduplication did. Otherwise they are left to prune.
+  const newer = state.kind === "ok" ? state.head.head.commit : null;
+  const segments =
+    newer && newer.fencing >= options.fencing
+      ? skippedSegments(
+          `run ${newer.runId} (fencing ${newer.fencing}) committed generation ${state.kind === "ok" ? state.head.head.generation : "?"} after this run fenced`,
+        )
+      : await deleteRunSegments(repo, options.runId);
   const transientVersions = await cleanupRun(repo, options.runId);
-  return { alreadyCommitted: false, ...out, transientVersions };
+  return { alreadyCommitted: false, ...out, transientVersions, segments };
 }
 
 // ---------------------------------------------------------------------------------------- recover
@@ -683,6 +697,12 @@ export async function revertRun(repo: Repo, options: RevertOptions): Promise<Rev
 export interface RecoverOptions extends Lease {
   /** The run whose expired lock this run took over (its transient files are deleted). */
   readonly deadRunId?: string;
+  /**
+   * The generation the dead run prepared (its run plan's). Its segments are deleted only when it is
+   * known and HEAD never reached it: nothing was committed since the dead run fenced, so nothing
+   * committed can reference what it wrote. Unknown: its segments are left to prune.
+   */
+  readonly deadRunGeneration?: number;
   /** The group's volumes (the group config's); the committed manifest's are added. */
   readonly volumeIds: readonly string[];
   readonly now?: Date;
@@ -731,9 +751,23 @@ export async function recoverRun(repo: Repo, options: RecoverOptions): Promise<R
   );
   let deadRunCommitted = false;
   let transientVersions = 0;
+  let segments = skippedSegments("no run was taken over");
   if (options.deadRunId !== undefined && options.deadRunId !== options.runId) {
     deadRunCommitted = head.commit?.runId === options.deadRunId;
+    const g = options.deadRunGeneration;
+    // HEAD is fenced by this run now: no commit can land after this check but ours.
+    segments = deadRunCommitted
+      ? skippedSegments(`run ${options.deadRunId} committed generation ${head.generation}`)
+      : g === undefined
+        ? skippedSegments(
+            `the generation run ${options.deadRunId} prepared is unknown (no readable run plan)`,
+          )
+        : head.generation >= g
+          ? skippedSegments(
+              `HEAD reached generation ${head.generation} since run ${options.deadRunId} prepared ${g}`,
+            )
+          : await deleteRunSegments(repo, options.deadRunId);
     transientVersions = await cleanupRun(repo, options.deadRunId);
   }
-  return { ...out, transientVersions, deadRunCommitted, head, committed };
+  return { ...out, transientVersions, segments, deadRunCommitted, head, committed };
 }

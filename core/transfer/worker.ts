@@ -19,7 +19,7 @@ import { Codec, type CompressionChoice, type CompressionProbeOptions } from "../
 import { IndexRunReader, IndexRunWriter, type RunInfo } from "../format/index-run.ts";
 import { assertName, assertRunId, keys, type Repo } from "../format/layout.ts";
 import { decodeMetadata, encodeMetadata, Sha256Hex, sealMetadata } from "../format/metadata.ts";
-import { type DedupLookup, MiB, SegmentWriter } from "../format/segment.ts";
+import { type DedupLookup, MiB, SEGMENT_RUN_ID_METADATA, SegmentWriter } from "../format/segment.ts";
 import { type BlockData, type BlockSource, isBlockSourceError } from "../ports/block-source.ts";
 import { ObjectNotFoundError } from "../ports/object-store.ts";
 import { AimdLimiter, type AimdOptions, backoffMs } from "./aimd.ts";
@@ -121,6 +121,11 @@ export interface TransferDeps {
   readonly remainingMs?: () => number;
   /** Called on every progress update (in memory; the S3 object is throttled). */
   readonly onProgress?: (progress: TransferProgress) => void;
+  /**
+   * Called before each segment upload (SegmentWriter `beforeUpload`): rejects (e.g. LockLostError from
+   * core/run-guard.ts) when the run no longer holds its group, which fails the shard with that error.
+   */
+  readonly beforeSegmentUpload?: () => Promise<void>;
 }
 
 export interface ShardStats {
@@ -792,6 +797,9 @@ export async function transferShardStep(
     // One PUT per segment: a segment is target + one block + footer at most.
     partBytes: segmentBytes + 2 * BLOCK_SIZE + 4 * MiB,
     ...(deps.dedup ? { dedup: deps.dedup } : {}),
+    // Revert deletes only segments that name the reverted run (core/run-segments.ts).
+    metadata: { [SEGMENT_RUN_ID_METADATA]: input.runId },
+    ...(deps.beforeSegmentUpload ? { beforeUpload: deps.beforeSegmentUpload } : {}),
   });
   const maxConcurrency = o.maxConcurrency ?? 64;
   const limiter = new AimdLimiter({

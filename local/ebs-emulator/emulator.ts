@@ -47,6 +47,12 @@ export interface EbsEmulatorOptions {
   readonly ownerId?: string | undefined;
   /** Initial fault/quota knobs (merged over the defaults, after the environment when `useEnv`). */
   readonly faults?: Partial<EbsFaults> | undefined;
+  /**
+   * Knobs merged over the built-in defaults BEFORE the environment and `faults`, e.g.
+   * `AWS_DEFAULT_QUOTAS` (what the local stack starts with: the local run is throttled where AWS
+   * would be, unless CGM_EBS_* variables say otherwise). @default none
+   */
+  readonly defaults?: Partial<EbsFaults> | undefined;
   /** Also read the CGM_EBS_* fault variables from process.env. @default false */
   readonly useEnv?: boolean | undefined;
   /** A List page scans at most this many block indices, then returns (maybe short or empty) with a NextToken. @default 1048576 */
@@ -365,6 +371,7 @@ export async function startEbsEmulator(opts: EbsEmulatorOptions = {}): Promise<E
   }
   const defaultMaxResults = opts.defaultMaxResults ?? 10000;
   let faults = DEFAULT_FAULTS;
+  if (opts.defaults !== undefined) faults = mergeFaults(faults, opts.defaults);
   if (opts.useEnv === true) faults = mergeFaults(faults, faultsFromEnv());
   if (opts.faults !== undefined) faults = mergeFaults(faults, opts.faults);
 
@@ -406,8 +413,10 @@ export async function startEbsEmulator(opts: EbsEmulatorOptions = {}): Promise<E
   };
 
   // quotas
+  // AWS's quotas are per operation: GetSnapshotBlock and PutSnapshotBlock each have their own
+  // per-snapshot and per-account rate (docs/ebs-emulator.md, "Fault and quota knobs").
   let snapshotBuckets = new Map<string, TokenBucket>();
-  let accountData: TokenBucket | undefined;
+  let accountData = new Map<EbsOperation, TokenBucket>();
   let accountList: TokenBucket | undefined;
   let accountControl: TokenBucket | undefined;
   let requestsSinceFaults = 0;
@@ -415,7 +424,7 @@ export async function startEbsEmulator(opts: EbsEmulatorOptions = {}): Promise<E
     rate > 0 ? new TokenBucket(rate, Math.max(1, rate * faults.burstSeconds), quotaNow()) : undefined;
   const resetQuotas = (): void => {
     snapshotBuckets = new Map();
-    accountData = bucket(faults.dataPlaneRpsPerAccount);
+    accountData = new Map();
     accountList = bucket(faults.listRpsPerAccount);
     accountControl = bucket(faults.controlRpsPerAccount);
     requestsSinceFaults = 0;
@@ -429,29 +438,35 @@ export async function startEbsEmulator(opts: EbsEmulatorOptions = {}): Promise<E
       stats.throttledBy[scope]++;
       return new EbsApiError(
         faults.accountThrottleError,
-        `rate exceeded: the account's ${scope === "account" ? "GetSnapshotBlock/PutSnapshotBlock" : scope === "list" ? "List*" : "StartSnapshot/CompleteSnapshot"} quota is ${scope === "account" ? faults.dataPlaneRpsPerAccount : scope === "list" ? faults.listRpsPerAccount : faults.controlRpsPerAccount} requests/s; retry with backoff`,
+        `rate exceeded: the account's ${scope === "account" ? op : scope === "list" ? "List*" : "StartSnapshot/CompleteSnapshot"} quota is ${scope === "account" ? faults.dataPlaneRpsPerAccount : scope === "list" ? faults.listRpsPerAccount : faults.controlRpsPerAccount} requests/s; retry with backoff`,
         "ACCOUNT_THROTTLED",
       );
     };
     if (op === "GetSnapshotBlock" || op === "PutSnapshotBlock") {
       let snap: TokenBucket | undefined;
       if (faults.dataPlaneRpsPerSnapshot > 0) {
-        snap = snapshotBuckets.get(snapshotId);
+        const key = `${op}:${snapshotId}`;
+        snap = snapshotBuckets.get(key);
         if (snap === undefined) {
           snap = bucket(faults.dataPlaneRpsPerSnapshot) as TokenBucket;
-          snapshotBuckets.set(snapshotId, snap);
+          snapshotBuckets.set(key, snap);
         }
         if (!snap.tryTake(now)) {
           stats.throttled++;
           stats.throttledBy.snapshot++;
           throw new EbsApiError(
             "RequestThrottledException",
-            `rate exceeded: snapshot ${snapshotId} allows ${faults.dataPlaneRpsPerSnapshot} GetSnapshotBlock/PutSnapshotBlock requests/s; retry with backoff`,
+            `rate exceeded: snapshot ${snapshotId} allows ${faults.dataPlaneRpsPerSnapshot} ${op} requests/s; retry with backoff`,
             "RESOURCE_LEVEL_THROTTLE",
           );
         }
       }
-      if (accountData !== undefined && !accountData.tryTake(now)) {
+      let account = accountData.get(op);
+      if (account === undefined && faults.dataPlaneRpsPerAccount > 0) {
+        account = bucket(faults.dataPlaneRpsPerAccount) as TokenBucket;
+        accountData.set(op, account);
+      }
+      if (account !== undefined && !account.tryTake(now)) {
         snap?.refund();
         throw accountError("account");
       }

@@ -16,9 +16,16 @@ export interface EbsFaults {
   readonly latencyMs: number;
   /** Extra uniform random latency in [0, latencyJitterMs) per request. @default 0 */
   readonly latencyJitterMs: number;
-  /** Get/PutSnapshotBlock requests per second per snapshot (AWS: 1000, fixed); 0 = unlimited. @default 0 */
+  /**
+   * GetSnapshotBlock requests per second per snapshot, and PutSnapshotBlock requests per second per
+   * snapshot (two separate quotas, as in AWS: 1000 each, fixed); 0 = unlimited. @default 0
+   */
   readonly dataPlaneRpsPerSnapshot: number;
-  /** Get/PutSnapshotBlock requests per second for the whole account (AWS: 1000); 0 = unlimited. @default 0 */
+  /**
+   * GetSnapshotBlock requests per second for the whole account (all snapshots together), and
+   * PutSnapshotBlock likewise (separate quotas; AWS: 1000 each by default, adjustable); 0 = unlimited.
+   * @default 0
+   */
   readonly dataPlaneRpsPerAccount: number;
   /** ListSnapshotBlocks + ListChangedBlocks requests per second for the account (AWS: 50); 0 = unlimited. @default 0 */
   readonly listRpsPerAccount: number;

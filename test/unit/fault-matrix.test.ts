@@ -6,13 +6,15 @@
  * the other, and at the same time). After each fault point: the next run commits; every committed
  * generation reads back exactly (readVolume: every check restore makes, and every block's SHA-256)
  * and verifies; no manifest and no index version of an uncommitted generation is left; every
- * manifest and index version left is reachable from a committed generation.
+ * manifest and index version left is reachable from a committed generation; after a faulted Revert,
+ * no segment of the reverted run is left (issue 10, finding 5).
  *
  * Runs on in-memory S3 and EBS through the real task handlers (test/support/pipeline.ts).
  */
 import { describe, expect, it } from "vitest";
 import { listCommitRecords, listGenerations, readGeneration, readHead } from "#core/format/generation.ts";
 import { keys, parseManifestName } from "#core/format/layout.ts";
+import { SEGMENT_RUN_ID_METADATA } from "#core/format/segment.ts";
 import { newerRootVersions } from "#core/format/volume-index.ts";
 import { verifyGeneration } from "#core/restore/verify.ts";
 import type { TaskName } from "#workflows/tasks.ts";
@@ -97,8 +99,26 @@ async function faultedRun(
   return runPipeline(g.deps({ store: () => store, ...(clock ? { clock } : {}) }), g.config, runId, hooks);
 }
 
-/** The invariants after a fault point and the next run. */
-async function checkAfter(g: MemGroup, label: string, fileRestore: boolean): Promise<void> {
+/** Runs whose Transfers wrote the segments left (their metadata: core/format/segment.ts). */
+async function segmentWriters(g: MemGroup): Promise<Set<string>> {
+  const runs = new Set<string>();
+  const prefix = keys.segment(g.repo, "0".repeat(32)).replace(/00\/0+\.seg$/, "");
+  for await (const o of g.store.list(prefix)) {
+    runs.add((await g.store.head(o.key))?.metadata[SEGMENT_RUN_ID_METADATA] ?? "(none)");
+  }
+  return runs;
+}
+
+/**
+ * The invariants after a fault point and the next run. `reverted`: a run whose segments must all be
+ * gone (its Revert was faulted, then retried or finished by the next run's Recover).
+ */
+async function checkAfter(
+  g: MemGroup,
+  label: string,
+  fileRestore: boolean,
+  reverted?: string,
+): Promise<void> {
   const next = await runPipeline(
     g.deps({ clock: { now: () => Date.now() + 2 * DAY } }),
     g.config,
@@ -122,6 +142,9 @@ async function checkAfter(g: MemGroup, label: string, fileRestore: boolean): Pro
     expect(report.problems, `${label}: generation ${n} verifies`).toEqual([]);
   }
   if (fileRestore) expect(await restoreMatches(g), `${label}: HEAD restores to files`).toEqual([]);
+  if (reverted !== undefined) {
+    expect(await segmentWriters(g), `${label}: no segment of ${reverted} is left`).not.toContain(reverted);
+  }
   // Nothing of an uncommitted generation is left, and every manifest / index version left is committed.
   for await (const o of g.store.list(keys.generationsPrefix(g.repo))) {
     const name = parseManifestName(o.key.slice(keys.generationsPrefix(g.repo).length));
@@ -184,7 +207,7 @@ describe("fault-point matrix", () => {
         // A failure the workflow does not catch (AcquireLock has no Catch) fails the execution.
         await faultedRun(g, scenario, store, point, "run-3").catch(() => undefined);
         if (point.fault && !store.fired) continue; // the run took another path before this request
-        await checkAfter(g, point.label, i % 25 === 0);
+        await checkAfter(g, point.label, i % 25 === 0, scenario === "revert" ? "run-3" : undefined);
         const kind = point.fault ? `${scenario} ${point.fault.mode}` : `${scenario} duplicate`;
         covered[kind] = (covered[kind] ?? 0) + 1;
         total++;
