@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import type { IndexEntry } from "./block-ref.ts";
 import { BLOCK_SIZE, equalBytes, toHex } from "./bytes.ts";
 import { Codec } from "./codec.ts";
-import { openHashRunRef, readBloomRef } from "./dedup-index.ts";
+import { openHashRunRef, readBloomRef } from "./dedup-runs.ts";
 import { RetiredSegments, readRetiredSegments, retiredSegmentsKey } from "./gc-state.ts";
 import {
   type GenerationManifest,

@@ -7,7 +7,7 @@ import {
   DedupRunsSchema,
   type HashRunRef,
   mergeDedupRuns,
-} from "./dedup-index.ts";
+} from "./dedup-runs.ts";
 import {
   CorruptObjectError,
   InvalidArgumentError,
