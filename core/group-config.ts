@@ -6,7 +6,9 @@
  * `parseGroupConfig` is used at synth time (infra/bin/app.ts) and again at run time by every task
  * handler, so a bad config fails before anything is written, with every problem listed.
  */
+
 import { z } from "zod";
+import { namedError } from "./named-error.ts";
 import { describeValue, formatProblems, toProblems, type ValidationProblem } from "./zod-issues.ts";
 
 // AWS ids are 8 or 17 hex digits; the local volume simulator also accepts short ids like vol-a / i-a.
@@ -389,8 +391,7 @@ export type GroupConfig = Omit<z.output<typeof GroupConfigSchema>, "$schema" | "
 export type VolumeConfig = z.output<typeof VolumeSchema>;
 
 /** A group config is invalid; `problems` lists every one of them. */
-export class GroupConfigError extends Error {
-  override readonly name = "GroupConfigError";
+export class GroupConfigError extends namedError("GroupConfigError") {
   readonly problems: readonly ValidationProblem[];
   constructor(source: string, problems: readonly ValidationProblem[], options?: ErrorOptions) {
     super(

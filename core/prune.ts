@@ -23,6 +23,7 @@
  * our check reads it and cannot dedup into a deleted segment. Every step is idempotent and derived
  * from the bucket's state: a crash anywhere leaves a repository a later prune finishes.
  */
+
 import { BloomFilter } from "./bloom.ts";
 import { concatBytes, randomId, sha256, toHex } from "./bytes.ts";
 import { Codec, type CodecId } from "./codec.ts";
@@ -39,6 +40,7 @@ import {
 } from "./gc-state.ts";
 import { type GenerationManifest, listGenerations, readGeneration, readHead } from "./generation.ts";
 import { keys, parseManifestName, type Repo } from "./layout.ts";
+import { namedError } from "./named-error.ts";
 import { TaskPool } from "./pool.ts";
 import { ObjectNotFoundError, type ObjectVersionRef, PreconditionFailedError } from "./ports/object-store.ts";
 import { encodeSegmentTail, openStoredBlock, readSegmentFooter, type SegmentFooterEntry } from "./segment.ts";
@@ -113,9 +115,7 @@ export interface PruneReport {
 export type PruneKind = "segments" | "relocations" | "indexRuns" | "rootVersions" | "manifests" | "runFiles";
 
 /** A prune refuses to delete anything when a retained generation references a missing segment. */
-export class PruneRefusedError extends Error {
-  override readonly name = "PruneRefusedError";
-}
+export class PruneRefusedError extends namedError("PruneRefusedError") {}
 
 const SEGMENTS = /^([0-9a-f]{2})\/([0-9a-f]{32})\.(seg|moved)$/;
 const DEDUP_RUN_GENERATION = /\/runs\/(\d{10})-dedup[^/]*\.run(?:\.bloom)?$/;

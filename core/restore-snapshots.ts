@@ -18,6 +18,7 @@
  *   that must stop returns a cursor, and the next invocation (same restore id: StartSnapshot's client
  *   token gives the same snapshot) continues from it.
  */
+
 import { createHash } from "node:crypto";
 import { AimdLimiter, type AimdOptions, backoffMs } from "./aimd.ts";
 import type { IndexEntry } from "./block-ref.ts";
@@ -31,6 +32,7 @@ import {
   readGeneration,
 } from "./generation.ts";
 import { keys, type Repo } from "./layout.ts";
+import { namedError } from "./named-error.ts";
 import { isBlockSourceError } from "./ports/block-source.ts";
 import type { SnapshotWriter, WrittenSnapshot } from "./ports/snapshot-writer.ts";
 import { fetchBlocks, SegmentFooters } from "./restore.ts";
@@ -49,8 +51,7 @@ const ZERO_BLOCK = new Uint8Array(BLOCK_SIZE);
 const ZERO_CHECKSUM = Buffer.from(ZERO_BLOCK_SHA256).toString("base64");
 
 /** A restore into EBS failed; the snapshots it had created were deleted (or are named as left). */
-export class RestoreToSnapshotsError extends Error {
-  override readonly name = "RestoreToSnapshotsError";
+export class RestoreToSnapshotsError extends namedError("RestoreToSnapshotsError") {
   readonly deleted: readonly string[];
   readonly left: readonly string[];
   constructor(message: string, deleted: readonly string[], left: readonly string[], options?: ErrorOptions) {

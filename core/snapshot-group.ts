@@ -6,7 +6,9 @@
  * even when a snapshot request failed — and measure the coordination time (freeze start to thaw end).
  * Everything talks to ports: EC2/SSM adapters implement them in AWS, the volume simulator locally.
  */
+
 import type { GroupConfig } from "./group-config.ts";
+import { namedError } from "./named-error.ts";
 
 /** Tag keys on every snapshot cgmirror creates. */
 export const SNAPSHOT_TAGS = {
@@ -107,19 +109,13 @@ export interface Clock {
 }
 
 /** The file systems could not be frozen or thawed, or the freeze lasted longer than allowed. */
-export class FreezeFailedError extends Error {
-  override readonly name = "FreezeFailedError";
-}
+export class FreezeFailedError extends namedError("FreezeFailedError") {}
 
 /** A snapshot could not be created or ended in an error state. */
-export class SnapshotFailedError extends Error {
-  override readonly name = "SnapshotFailedError";
-}
+export class SnapshotFailedError extends namedError("SnapshotFailedError") {}
 
 /** Snapshots did not complete in time. */
-export class SnapshotTimeoutError extends Error {
-  override readonly name = "SnapshotTimeoutError";
-}
+export class SnapshotTimeoutError extends namedError("SnapshotTimeoutError") {}
 
 export interface SnapshotGroupResult {
   /** One per volume, in the config's volume order. */
