@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import {
@@ -42,6 +42,17 @@ describe("architecture: import directions", () => {
 
   it("has no import circle among core/ files", () => {
     expect(cycles(edges, "core/")).toEqual([]);
+  });
+});
+
+describe("architecture: the map in docs/architecture.md", () => {
+  it("names every core/ file in its table of concerns", () => {
+    const doc = readFileSync(join(ROOT, "docs", "architecture.md"), "utf8");
+    const unnamed = sourceFiles()
+      .filter((f) => f.startsWith("core/"))
+      .map((f) => f.slice("core/".length))
+      .filter((f) => !doc.includes(`\`${f}\``));
+    expect(unnamed).toEqual([]);
   });
 });
 
