@@ -288,6 +288,11 @@ const isObject = (v: unknown): v is Raw => typeof v === "object" && v !== null &
  */
 function crossFieldProblems(raw: unknown): ValidationProblem[] {
   if (!isObject(raw)) return [];
+  return [...volumeProblems(raw), ...retentionProblems(raw), ...timingProblems(raw)];
+}
+
+/** Each volume once; a mount point only on an instance; with freeze, mount points on instances. */
+function volumeProblems(raw: Raw): ValidationProblem[] {
   const problems: ValidationProblem[] = [];
   const volumes = Array.isArray(raw.volumes) ? raw.volumes : [];
   const freeze = isObject(raw.freeze) && raw.freeze.enabled === true;
@@ -326,6 +331,12 @@ function crossFieldProblems(raw: unknown): ValidationProblem[] {
       message: "expected at least one volume with an instanceId when freeze.enabled is true, got none",
     });
   }
+  return problems;
+}
+
+/** A retention policy names at least one rule. */
+function retentionProblems(raw: Raw): ValidationProblem[] {
+  const problems: ValidationProblem[] = [];
   if (isObject(raw.retention)) {
     const r = raw.retention;
     const rules = [
@@ -344,6 +355,12 @@ function crossFieldProblems(raw: unknown): ValidationProblem[] {
       });
     }
   }
+  return problems;
+}
+
+/** The snapshot wait fits the run; the RPO alarm fits the schedule. */
+function timingProblems(raw: Raw): ValidationProblem[] {
+  const problems: ValidationProblem[] = [];
   const completion = isObject(raw.snapshots) ? raw.snapshots.completionTimeoutMinutes : undefined;
   const runTimeout = typeof raw.runTimeoutMinutes === "number" ? raw.runTimeoutMinutes : 720;
   if (typeof completion === "number" && completion >= runTimeout) {
