@@ -1,12 +1,15 @@
-/** Errors of the repository format. Every one names the object (key and version) it is about. */
+/**
+ * What can go wrong in the repository: its format and integrity (every error names the object, key
+ * and version, it is about), the lock and commit protocol, the repository's state, and bad arguments.
+ * The other sub-domains' errors: see core/util/named-error.ts (the map) and docs/architecture.md.
+ */
 
-function where(key: string, versionId?: string): string {
-  return versionId ? `${key} (version ${versionId})` : key;
-}
+import { namedError, objectVersion as where } from "./util/named-error.ts";
+
+// ── Format and integrity ──────────────────────────────────────────────────────────────────────────
 
 /** An object is corrupt or truncated: a checksum, a magic number or a length does not hold. */
-export class CorruptObjectError extends Error {
-  override readonly name = "CorruptObjectError";
+export class CorruptObjectError extends namedError("CorruptObjectError") {
   readonly key: string;
   readonly versionId: string | undefined;
   constructor(key: string, versionId: string | undefined, detail: string, options?: ErrorOptions) {
@@ -21,8 +24,7 @@ export class CorruptObjectError extends Error {
 }
 
 /** An object has a format major version this reader does not know. */
-export class UnsupportedFormatError extends Error {
-  override readonly name = "UnsupportedFormatError";
+export class UnsupportedFormatError extends namedError("UnsupportedFormatError") {
   readonly key: string;
   constructor(key: string, received: string, supported: string, options?: ErrorOptions) {
     const major = (s: string) => Number.parseInt(/(\d+)\.(?:\d+|x)$/.exec(s)?.[1] ?? "", 10);
@@ -39,8 +41,7 @@ export class UnsupportedFormatError extends Error {
 }
 
 /** A block's content does not match its recorded SHA-256. */
-export class BlockIntegrityError extends Error {
-  override readonly name = "BlockIntegrityError";
+export class BlockIntegrityError extends namedError("BlockIntegrityError") {
   readonly key: string;
   readonly blockIndex: number | undefined;
   constructor(key: string, blockIndex: number | undefined, detail: string, options?: ErrorOptions) {
@@ -54,9 +55,10 @@ export class BlockIntegrityError extends Error {
   }
 }
 
+// ── Lock, commit and the repository's state ───────────────────────────────────────────────────────
+
 /** The group lock is held by another live run. */
-export class LockHeldError extends Error {
-  override readonly name = "LockHeldError";
+export class LockHeldError extends namedError("LockHeldError") {
   readonly holderRunId: string;
   readonly expiresAt: string;
   constructor(key: string, holderRunId: string, expiresAt: string, options?: ErrorOptions) {
@@ -70,16 +72,14 @@ export class LockHeldError extends Error {
 }
 
 /** This run no longer holds the group lock (it expired and another run took it over). */
-export class LockLostError extends Error {
-  override readonly name = "LockLostError";
+export class LockLostError extends namedError("LockLostError") {
   constructor(key: string, detail: string, options?: ErrorOptions) {
     super(`lock ${key} is no longer held by this run: ${detail}; the run must revert`, options);
   }
 }
 
 /** HEAD moved under this run (another commit won), or the generation number is not the next one. */
-export class CommitConflictError extends Error {
-  override readonly name = "CommitConflictError";
+export class CommitConflictError extends namedError("CommitConflictError") {
   constructor(detail: string, options?: ErrorOptions) {
     super(`commit conflict: ${detail}; the run must revert`, options);
   }
@@ -90,8 +90,7 @@ export class CommitConflictError extends Error {
  * committed generation, or unreadable): the run stops before it changes anything. `cgmirror repair`
  * explains the state and, with confirmation, points HEAD at the newest generation that verifies.
  */
-export class RepositoryStateError extends Error {
-  override readonly name = "RepositoryStateError";
+export class RepositoryStateError extends namedError("RepositoryStateError") {
   readonly key: string;
   constructor(key: string, detail: string, options?: ErrorOptions) {
     super(
@@ -104,8 +103,7 @@ export class RepositoryStateError extends Error {
 }
 
 /** A generation that is not (or no longer) committed was asked for. */
-export class GenerationNotFoundError extends Error {
-  override readonly name = "GenerationNotFoundError";
+export class GenerationNotFoundError extends namedError("GenerationNotFoundError") {
   readonly generation: number;
   readonly available: readonly number[];
   constructor(group: string, generation: number, available: readonly number[], options?: ErrorOptions) {
@@ -132,16 +130,14 @@ export function formatGenerations(list: readonly number[]): string {
 }
 
 /** A run id was used before: a run id names exactly one run (Step Functions execution names are unique). */
-export class RunIdReusedError extends Error {
-  override readonly name = "RunIdReusedError";
+export class RunIdReusedError extends namedError("RunIdReusedError") {
   constructor(runId: string, detail: string, options?: ErrorOptions) {
     super(`run id ${runId} was already used (${detail}); start the run with a new run id`, options);
   }
 }
 
 /** A volume is smaller than in the committed generation (EBS volumes only grow). */
-export class VolumeShrunkError extends Error {
-  override readonly name = "VolumeShrunkError";
+export class VolumeShrunkError extends namedError("VolumeShrunkError") {
   constructor(volumeId: string, before: number, now: number, options?: ErrorOptions) {
     super(
       `volume ${volumeId} is ${now} bytes but was ${before} bytes in the committed generation; ` +
@@ -151,10 +147,10 @@ export class VolumeShrunkError extends Error {
   }
 }
 
+// ── Arguments ─────────────────────────────────────────────────────────────────────────────────────
+
 /** A caller passed an invalid value. */
-export class InvalidArgumentError extends TypeError {
-  override readonly name = "InvalidArgumentError";
-}
+export class InvalidArgumentError extends namedError("InvalidArgumentError", TypeError) {}
 
 /** Error names, the contract used by the workflow's Retry/Catch. */
 export const FormatErrors = {

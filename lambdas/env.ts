@@ -1,9 +1,9 @@
 /** Environment read once per container, through helpers that say exactly what is missing. */
 
+import { namedError } from "#core/util/named-error.ts";
+
 /** A variable the handler is a misconfiguration without. */
-export class MissingEnvironmentError extends Error {
-  override readonly name = "MissingEnvironmentError";
-}
+export class MissingEnvironmentError extends namedError("MissingEnvironmentError") {}
 
 export function requireEnv(env: Readonly<Record<string, string | undefined>>, name: string): string {
   const value = env[name];

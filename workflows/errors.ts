@@ -7,6 +7,8 @@
  * `keepNames`. Renaming one is a breaking change of the workflow.
  */
 
+import { namedError } from "#core/util/named-error.ts";
+
 export const Errors = {
   /** A dependency (EBS direct APIs, S3, EC2, SSM) throttled us: retried with long backoff. */
   Throttled: "ThrottledError",
@@ -69,37 +71,22 @@ export type ErrorName = (typeof Errors)[keyof typeof Errors];
 /** Error names retried with exponential backoff by every task. */
 export const RETRYABLE_ERRORS: readonly ErrorName[] = [Errors.Throttled, Errors.Transient];
 
-export class ThrottledError extends Error {
-  override readonly name = "ThrottledError";
-}
+export class ThrottledError extends namedError("ThrottledError") {}
 
-export class TransientError extends Error {
-  override readonly name = "TransientError";
-}
+export class TransientError extends namedError("TransientError") {}
 
-export class InvalidInputError extends Error {
-  override readonly name = "InvalidInputError";
-}
+export class InvalidInputError extends namedError("InvalidInputError") {}
 
-export class TransferFailedError extends Error {
-  override readonly name = "TransferFailedError";
-}
+export class TransferFailedError extends namedError("TransferFailedError") {}
 
-export class PrepareFailedError extends Error {
-  override readonly name = "PrepareFailedError";
-}
+export class PrepareFailedError extends namedError("PrepareFailedError") {}
 
-export class RevertFailedError extends Error {
-  override readonly name = "RevertFailedError";
-}
+export class RevertFailedError extends namedError("RevertFailedError") {}
 
-export class InternalError extends Error {
-  override readonly name = "InternalError";
-}
+export class InternalError extends namedError("InternalError") {}
 
 /** A task whose implementation (a core or transfer API) is not available yet. Never a fake success. */
-export class NotImplementedError extends Error {
-  override readonly name = "NotImplementedError";
+export class NotImplementedError extends namedError("NotImplementedError") {
   constructor(task: string, missing: string, options?: ErrorOptions) {
     super(`task ${task} is not implemented yet: it needs ${missing}; this run reverts`, options);
   }

@@ -6,7 +6,9 @@
  * `parseGroupConfig` is used at synth time (infra/bin/app.ts) and again at run time by every task
  * handler, so a bad config fails before anything is written, with every problem listed.
  */
+
 import { z } from "zod";
+import { namedError } from "../util/named-error.ts";
 import { describeValue, formatProblems, toProblems, type ValidationProblem } from "./zod-issues.ts";
 
 // AWS ids are 8 or 17 hex digits; the local volume simulator also accepts short ids like vol-a / i-a.
@@ -330,6 +332,11 @@ const isObject = (v: unknown): v is Raw => typeof v === "object" && v !== null &
  */
 function crossFieldProblems(raw: unknown): ValidationProblem[] {
   if (!isObject(raw)) return [];
+  return [...volumeProblems(raw), ...retentionProblems(raw), ...timingProblems(raw)];
+}
+
+/** Each volume once; a mount point only on an instance; with freeze, mount points on instances. */
+function volumeProblems(raw: Raw): ValidationProblem[] {
   const problems: ValidationProblem[] = [];
   const volumes = Array.isArray(raw.volumes) ? raw.volumes : [];
   const freeze = isObject(raw.freeze) && raw.freeze.enabled === true;
@@ -368,6 +375,12 @@ function crossFieldProblems(raw: unknown): ValidationProblem[] {
       message: "expected at least one volume with an instanceId when freeze.enabled is true, got none",
     });
   }
+  return problems;
+}
+
+/** A retention policy names at least one rule. */
+function retentionProblems(raw: Raw): ValidationProblem[] {
+  const problems: ValidationProblem[] = [];
   if (isObject(raw.retention)) {
     const r = raw.retention;
     const rules = [
@@ -386,6 +399,12 @@ function crossFieldProblems(raw: unknown): ValidationProblem[] {
       });
     }
   }
+  return problems;
+}
+
+/** The snapshot wait fits the run; the RPO alarm fits the schedule. */
+function timingProblems(raw: Raw): ValidationProblem[] {
+  const problems: ValidationProblem[] = [];
   const completion = isObject(raw.snapshots) ? raw.snapshots.completionTimeoutMinutes : undefined;
   const runTimeout = typeof raw.runTimeoutMinutes === "number" ? raw.runTimeoutMinutes : 720;
   if (typeof completion === "number" && completion >= runTimeout) {
@@ -443,8 +462,7 @@ export interface ObjectLockConfig {
 }
 
 /** A group config is invalid; `problems` lists every one of them. */
-export class GroupConfigError extends Error {
-  override readonly name = "GroupConfigError";
+export class GroupConfigError extends namedError("GroupConfigError") {
   readonly problems: readonly ValidationProblem[];
   constructor(source: string, problems: readonly ValidationProblem[], options?: ErrorOptions) {
     super(

@@ -14,7 +14,7 @@ import {
   DedupRunsSchema,
   type HashRunRef,
   mergeDedupRuns,
-} from "./dedup-index.ts";
+} from "./dedup-runs.ts";
 import { readRetiredSegments } from "./gc-state.ts";
 import { getPinned } from "./generation.ts";
 import {
@@ -363,25 +363,9 @@ export async function prepareVolume(repo: Repo, options: PrepareVolumeOptions): 
   if (previous && options.sizeBytes < previous.sizeBytes) {
     throw new VolumeShrunkError(options.volumeId, previous.sizeBytes, options.sizeBytes);
   }
-  for (const v of await newerRootVersions(repo, options.volumeId, previousState?.versionId ?? null)) {
-    const r = v.root;
-    if (
-      r &&
-      r.runId === options.runId &&
-      r.fencing === options.fencing &&
-      r.generation === options.generation
-    ) {
-      const state = await readVolumeIndexRoot(repo, options.volumeId, { versionId: v.versionId });
-      return {
-        volumeId: options.volumeId,
-        key,
-        versionId: v.versionId,
-        sha256: state.sha256,
-        root: r,
-        reused: true,
-      };
-    }
-  }
+  const since = previousState?.versionId ?? null;
+  const already = await findOwnVersion(repo, options, since);
+  if (already) return already;
   const changed = options.changes.filter((c) => c.entries > 0);
   if (previousState && changed.length === 0 && previousState.root.sizeBytes === options.sizeBytes) {
     // Nothing changed: the generation names the previous version again; nothing to revert.
@@ -394,54 +378,11 @@ export async function prepareVolume(repo: Repo, options: PrepareVolumeOptions): 
       reused: true,
     };
   }
-  const from = key;
-  let written = 0;
-  let newDelta: RunInfo | undefined;
-  let base = previous?.base ?? null;
-  let deltas = [...(previous?.deltas ?? [])];
-  const open = (runs: readonly RunRef[]) => Promise.all(runs.map((r) => openRunRef(repo, r, from)));
-  if (changed.length > 0) {
-    const inputs = await Promise.all(
-      changed.map((c) => IndexRunReader.open(repo.store, c.key, { bytes: c.bytes, sha256: c.sha256 })),
-    );
-    const delta = await mergeToRun(
-      repo,
-      keys.volumeRun(repo, options.volumeId, runName(options.generation, "delta")),
-      inputs,
-      options.runOptions,
-    );
-    written += delta.bytes;
-    newDelta = delta;
-    deltas.push(toRunRef(repo, delta));
-    const plan = planCompaction(base, deltas, options.policy);
-    if (plan.kind === "full" && base === null && deltas.length === 1) {
-      // First generation of the volume: the delta is the base.
-      base = deltas[0]!;
-      deltas = [];
-    } else if (plan.kind === "full") {
-      const merged = await mergeToRun(
-        repo,
-        keys.volumeRun(repo, options.volumeId, runName(options.generation, "base")),
-        await open([...(base ? [base] : []), ...deltas]),
-        options.runOptions,
-      );
-      written += merged.bytes;
-      base = toRunRef(repo, merged);
-      deltas = [];
-    } else if (plan.from < deltas.length - 1) {
-      const merged = await mergeToRun(
-        repo,
-        keys.volumeRun(repo, options.volumeId, runName(options.generation, "merge")),
-        await open(deltas.slice(plan.from)),
-        options.runOptions,
-      );
-      written += merged.bytes;
-      deltas = [...deltas.slice(0, plan.from), toRunRef(repo, merged)];
-    }
-  }
+  const runs = await updateBlockRuns(repo, options, previous, changed);
+  let written = runs.written;
   let dedup: DedupRuns | undefined = previous?.dedup;
-  if (changed.length > 0 && options.dedupIndex !== false) {
-    const d = await updateDedupRuns(repo, options, newDelta!, previous?.dedup ?? { base: null, deltas: [] });
+  if (runs.delta && options.dedupIndex !== false) {
+    const d = await updateDedupRuns(repo, options, runs.delta, previous?.dedup ?? { base: null, deltas: [] });
     dedup = d.runs;
     written += d.written;
   }
@@ -453,20 +394,82 @@ export async function prepareVolume(repo: Repo, options: PrepareVolumeOptions): 
     runId: options.runId,
     fencing: options.fencing,
     createdAt: new Date().toISOString(),
-    base,
-    deltas,
+    base: runs.base,
+    deltas: runs.deltas,
     writtenBytes: 0,
     ...(dedup ? { dedup } : {}),
   };
   const probe = sealMetadata("cgmirror.volume-index", rootBody);
   rootBody.writtenBytes = written + probe.bytes.byteLength;
-  const sealed = sealMetadata("cgmirror.volume-index", rootBody);
-  // The new version is written conditionally on the version current a moment ago, so two deliveries of
-  // this Prepare running at once cannot both add a version: the loser finds the winner's and uses it.
+  return putRootVersion(repo, options, sealMetadata("cgmirror.volume-index", rootBody), since);
+}
+
+/**
+ * Streams this run's changes into one delta run and merges runs per the compaction policy; returns
+ * the new base and deltas, the delta (undefined when nothing changed) and the bytes written.
+ */
+async function updateBlockRuns(
+  repo: Repo,
+  options: PrepareVolumeOptions,
+  previous: VolumeIndexRoot | null,
+  changed: readonly RunInfo[],
+): Promise<{ base: RunRef | null; deltas: RunRef[]; delta: RunInfo | undefined; written: number }> {
+  let base = previous?.base ?? null;
+  let deltas = [...(previous?.deltas ?? [])];
+  if (changed.length === 0) return { base, deltas, delta: undefined, written: 0 };
+  const from = keys.volumeIndex(repo, options.volumeId);
+  const open = (runs: readonly RunRef[]) => Promise.all(runs.map((r) => openRunRef(repo, r, from)));
+  const runKey = (kind: string) => keys.volumeRun(repo, options.volumeId, runName(options.generation, kind));
+  const inputs = await Promise.all(
+    changed.map((c) => IndexRunReader.open(repo.store, c.key, { bytes: c.bytes, sha256: c.sha256 })),
+  );
+  const delta = await mergeToRun(repo, runKey("delta"), inputs, options.runOptions);
+  let written = delta.bytes;
+  deltas.push(toRunRef(repo, delta));
+  const plan = planCompaction(base, deltas, options.policy);
+  if (plan.kind === "full" && base === null && deltas.length === 1) {
+    // First generation of the volume: the delta is the base.
+    base = deltas[0]!;
+    deltas = [];
+  } else if (plan.kind === "full") {
+    const merged = await mergeToRun(
+      repo,
+      runKey("base"),
+      await open([...(base ? [base] : []), ...deltas]),
+      options.runOptions,
+    );
+    written += merged.bytes;
+    base = toRunRef(repo, merged);
+    deltas = [];
+  } else if (plan.from < deltas.length - 1) {
+    const merged = await mergeToRun(
+      repo,
+      runKey("merge"),
+      await open(deltas.slice(plan.from)),
+      options.runOptions,
+    );
+    written += merged.bytes;
+    deltas = [...deltas.slice(0, plan.from), toRunRef(repo, merged)];
+  }
+  return { base, deltas, delta, written };
+}
+
+/**
+ * Writes the sealed root as a new version, conditionally on the version current a moment ago, so two
+ * deliveries of one Prepare running at once cannot both add a version: the loser finds the winner's
+ * (`since`: the committed version) and uses it.
+ */
+async function putRootVersion(
+  repo: Repo,
+  options: PrepareVolumeOptions,
+  sealed: { readonly bytes: Uint8Array; readonly sha256: string },
+  since: string | null,
+): Promise<PreparedVolume> {
+  const key = keys.volumeIndex(repo, options.volumeId);
   for (let attempt = 0; attempt < 8; attempt++) {
     const current = await repo.store.head(key);
     if (attempt > 0) {
-      const mine = await findOwnVersion(repo, options, previousState?.versionId ?? null);
+      const mine = await findOwnVersion(repo, options, since);
       if (mine) return mine;
     }
     try {

@@ -59,6 +59,7 @@ import {
   PreconditionFailedError,
 } from "../ports/object-store.ts";
 import { assertFenced, type Lease } from "../protocol/commit.ts";
+import { namedError } from "../util/named-error.ts";
 import { TaskPool } from "../util/pool.ts";
 
 export interface PruneOptions {
@@ -133,9 +134,7 @@ export interface PruneReport {
 export type PruneKind = "segments" | "relocations" | "indexRuns" | "rootVersions" | "manifests" | "runFiles";
 
 /** A prune refuses to delete anything when a retained generation references a missing segment. */
-export class PruneRefusedError extends Error {
-  override readonly name = "PruneRefusedError";
-}
+export class PruneRefusedError extends namedError("PruneRefusedError") {}
 
 const SEGMENTS = /^([0-9a-f]{2})\/([0-9a-f]{32})\.(seg|moved)$/;
 const DEDUP_RUN_GENERATION = /\/runs\/(\d{10})-dedup[^/]*\.run(?:\.bloom)?$/;

@@ -7,6 +7,8 @@
  * never does that on versioned keys), `delete` with a version id removes exactly that version.
  */
 
+import { namedError, objectVersion } from "../util/named-error.ts";
+
 /** A byte range: `start` inclusive, `end` exclusive; or the last `suffix` bytes of the object. */
 export type ByteRange = { readonly start: number; readonly end: number } | { readonly suffix: number };
 
@@ -162,13 +164,12 @@ export interface ObjectVersionRef {
 }
 
 /** The key (or the version) does not exist. */
-export class ObjectNotFoundError extends Error {
-  override readonly name = "ObjectNotFoundError";
+export class ObjectNotFoundError extends namedError("ObjectNotFoundError") {
   readonly key: string;
   readonly versionId: string | undefined;
   constructor(key: string, versionId?: string, options?: ErrorOptions) {
     super(
-      `object ${key}${versionId ? ` (version ${versionId})` : ""} does not exist in the bucket; ` +
+      `object ${objectVersion(key, versionId)} does not exist in the bucket; ` +
         "check the key and that nothing pruned it",
       options,
     );
@@ -178,8 +179,7 @@ export class ObjectNotFoundError extends Error {
 }
 
 /** A conditional write (`ifMatch` / `ifNoneMatch`) did not hold: someone else wrote the key first. */
-export class PreconditionFailedError extends Error {
-  override readonly name = "PreconditionFailedError";
+export class PreconditionFailedError extends namedError("PreconditionFailedError") {
   readonly key: string;
   constructor(key: string, condition: string, options?: ErrorOptions) {
     super(`conditional write of ${key} failed (${condition}): another writer changed it first`, options);

@@ -6,7 +6,9 @@
  * even when a snapshot request failed — and measure the coordination time (freeze start to thaw end).
  * Everything talks to ports: EC2/SSM adapters implement them in AWS, the volume simulator locally.
  */
+
 import type { GroupConfig } from "../config/group-config.ts";
+import { namedError } from "../util/named-error.ts";
 
 /** Tag keys on every snapshot cgmirror creates. */
 export const SNAPSHOT_TAGS = {
@@ -107,19 +109,13 @@ export interface Clock {
 }
 
 /** The file systems could not be frozen or thawed, or the freeze lasted longer than allowed. */
-export class FreezeFailedError extends Error {
-  override readonly name = "FreezeFailedError";
-}
+export class FreezeFailedError extends namedError("FreezeFailedError") {}
 
 /** A snapshot could not be created or ended in an error state. */
-export class SnapshotFailedError extends Error {
-  override readonly name = "SnapshotFailedError";
-}
+export class SnapshotFailedError extends namedError("SnapshotFailedError") {}
 
 /** Snapshots did not complete in time. */
-export class SnapshotTimeoutError extends Error {
-  override readonly name = "SnapshotTimeoutError";
-}
+export class SnapshotTimeoutError extends namedError("SnapshotTimeoutError") {}
 
 export interface SnapshotGroupResult {
   /** One per volume, in the config's volume order. */
@@ -163,16 +159,12 @@ async function deleteAll(port: SnapshotPort, refs: readonly SnapshotRef[]): Prom
   await Promise.allSettled(refs.map((r) => port.deleteSnapshot(r.snapshotId)));
 }
 
-/**
- * Takes the group's snapshots at one point in time. Idempotent per run id: a retried attempt reuses
- * a complete set from an earlier attempt and deletes an incomplete one before starting again.
- * @throws FreezeFailedError, SnapshotFailedError — after deleting whatever this attempt created.
- */
-export async function snapshotGroup(
+/** A complete set of snapshots an earlier attempt of this run took; an incomplete one is deleted. */
+async function reuseEarlier(
   config: GroupConfig,
   labels: SnapshotLabels,
   deps: SnapshotGroupDeps,
-): Promise<SnapshotGroupResult> {
+): Promise<SnapshotGroupResult | undefined> {
   const earlier = (await deps.snapshots.findSnapshots(labels.group, labels.runId)).filter(
     (s) => s.state !== "error",
   );
@@ -188,18 +180,18 @@ export async function snapshotGroup(
     };
   }
   await deleteAll(deps.snapshots, earlier);
+  return undefined;
+}
 
-  const byInstance = new Map<string, string[]>();
-  const detached: string[] = [];
-  for (const v of config.volumes) {
-    if (v.instanceId === undefined) detached.push(v.id);
-    else byInstance.set(v.instanceId, [...(byInstance.get(v.instanceId) ?? []), v.id]);
-  }
-
-  const targets = config.freeze.enabled ? freezeTargets(config) : [];
-  const frozenInstances = new Set(targets.map((t) => t.instanceId));
-  // Describe every instance before the freeze window: the window holds the snapshot requests only.
-  const port = deps.snapshots;
+/**
+ * Describes every instance before the freeze window (the window holds the snapshot requests only)
+ * and decides which instances are snapshotted volume by volume.
+ */
+async function planInstances(
+  port: SnapshotPort,
+  byInstance: ReadonlyMap<string, string[]>,
+  frozenInstances: ReadonlySet<string>,
+): Promise<{ plans: Map<string, InstanceSnapshotPlan>; perVolume: Set<string> }> {
   const plans = new Map<string, InstanceSnapshotPlan>();
   if (port.planInstanceSnapshots) {
     const planned = await Promise.all(
@@ -227,47 +219,31 @@ export async function snapshotGroup(
         "attached. No snapshot was taken",
     );
   }
+  return { plans, perVolume };
+}
 
-  const maxMs = config.freeze.maxCoordinationSeconds * 1000;
-  const t0 = deps.clock.now();
-  if (targets.length > 0) {
-    try {
-      await deps.freeze.freeze(targets, config.freeze.maxCoordinationSeconds, labels.runId);
-    } catch (cause) {
-      throw new FreezeFailedError(
-        `could not freeze the group's file systems: ${(cause as Error).message}; no snapshot was taken`,
-        { cause },
-      );
-    }
-  }
-
-  const requests: Promise<SnapshotRef[]>[] = [
-    ...[...byInstance].flatMap(([instanceId, volumeIds]) =>
-      perVolume.has(instanceId)
-        ? volumeIds.map((volumeId) => port.createVolumeSnapshot(volumeId, labels).then((r) => [r]))
-        : [port.createInstanceSnapshots(instanceId, volumeIds, labels, plans.get(instanceId))],
-    ),
-    ...detached.map((volumeId) => port.createVolumeSnapshot(volumeId, labels).then((r) => [r])),
-  ];
-  const settled = await Promise.allSettled(requests);
-
-  let thawError: unknown;
-  if (targets.length > 0) {
-    try {
-      await deps.freeze.thaw(targets, labels.runId);
-    } catch (error) {
-      thawError = error;
-    }
-  }
-  const t1 = deps.clock.now();
-  const coordinationMs = t1 - t0;
-
+/**
+ * After the window: when a request failed, the thaw failed or the freeze lasted too long, deletes
+ * what was created and throws why.
+ */
+async function checkWindow(
+  config: GroupConfig,
+  deps: SnapshotGroupDeps,
+  window: {
+    readonly requests: number;
+    readonly settled: readonly PromiseSettledResult<SnapshotRef[]>[];
+    readonly frozen: boolean;
+    readonly thawError: unknown;
+    readonly coordinationMs: number;
+  },
+): Promise<SnapshotRef[]> {
+  const { settled, thawError, coordinationMs } = window;
   const created = settled.flatMap((s) => (s.status === "fulfilled" ? s.value : []));
   const failures = settled.flatMap((s) => (s.status === "rejected" ? [s.reason as Error] : []));
   if (failures.length > 0) {
     await deleteAll(deps.snapshots, created);
     throw new SnapshotFailedError(
-      `${failures.length} of ${requests.length} snapshot request(s) failed: ${failures
+      `${failures.length} of ${window.requests} snapshot request(s) failed: ${failures
         .map((f) => f.message)
         .join("; ")}; the snapshots that were created are deleted`,
       { cause: failures[0] },
@@ -281,7 +257,7 @@ export async function snapshotGroup(
       { cause: thawError },
     );
   }
-  if (targets.length > 0 && coordinationMs > maxMs) {
+  if (window.frozen && coordinationMs > config.freeze.maxCoordinationSeconds * 1000) {
     // The safety net may have thawed before every snapshot was initiated: the point in time is not shared.
     await deleteAll(deps.snapshots, created);
     throw new FreezeFailedError(
@@ -290,11 +266,78 @@ export async function snapshotGroup(
         "they are deleted. Raise freeze.maxCoordinationSeconds or reduce the group",
     );
   }
+  return created;
+}
+
+/**
+ * Takes the group's snapshots at one point in time. Idempotent per run id: a retried attempt reuses
+ * a complete set from an earlier attempt and deletes an incomplete one before starting again.
+ * @throws FreezeFailedError, SnapshotFailedError — after deleting whatever this attempt created.
+ */
+export async function snapshotGroup(
+  config: GroupConfig,
+  labels: SnapshotLabels,
+  deps: SnapshotGroupDeps,
+): Promise<SnapshotGroupResult> {
+  const reused = await reuseEarlier(config, labels, deps);
+  if (reused) return reused;
+
+  const byInstance = new Map<string, string[]>();
+  const detached: string[] = [];
+  for (const v of config.volumes) {
+    if (v.instanceId === undefined) detached.push(v.id);
+    else byInstance.set(v.instanceId, [...(byInstance.get(v.instanceId) ?? []), v.id]);
+  }
+  const targets = config.freeze.enabled ? freezeTargets(config) : [];
+  const port = deps.snapshots;
+  const { plans, perVolume } = await planInstances(
+    port,
+    byInstance,
+    new Set(targets.map((t) => t.instanceId)),
+  );
+
+  const t0 = deps.clock.now();
+  if (targets.length > 0) {
+    try {
+      await deps.freeze.freeze(targets, config.freeze.maxCoordinationSeconds, labels.runId);
+    } catch (cause) {
+      throw new FreezeFailedError(
+        `could not freeze the group's file systems: ${(cause as Error).message}; no snapshot was taken`,
+        { cause },
+      );
+    }
+  }
+  const requests: Promise<SnapshotRef[]>[] = [
+    ...[...byInstance].flatMap(([instanceId, volumeIds]) =>
+      perVolume.has(instanceId)
+        ? volumeIds.map((volumeId) => port.createVolumeSnapshot(volumeId, labels).then((r) => [r]))
+        : [port.createInstanceSnapshots(instanceId, volumeIds, labels, plans.get(instanceId))],
+    ),
+    ...detached.map((volumeId) => port.createVolumeSnapshot(volumeId, labels).then((r) => [r])),
+  ];
+  const settled = await Promise.allSettled(requests);
+  let thawError: unknown;
+  if (targets.length > 0) {
+    try {
+      await deps.freeze.thaw(targets, labels.runId);
+    } catch (error) {
+      thawError = error;
+    }
+  }
+  const coordinationMs = deps.clock.now() - t0;
+  const frozen = targets.length > 0;
+  const created = await checkWindow(config, deps, {
+    requests: requests.length,
+    settled,
+    frozen,
+    thawError,
+    coordinationMs,
+  });
   return {
     snapshots: inConfigOrder(config, created),
     startedAt: new Date(t0).toISOString(),
     coordinationMs,
-    frozen: targets.length > 0,
+    frozen,
     reused: false,
   };
 }

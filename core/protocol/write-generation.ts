@@ -160,21 +160,7 @@ export async function writeGeneration(
   repo: Repo,
   options: WriteGenerationOptions,
 ): Promise<WriteGenerationResult> {
-  let lease = options.lease;
-  if (!lease) {
-    const got = await acquireLock(repo, {
-      runId: options.runId,
-      ttlMs: options.lockTtlMs ?? 3_600_000,
-      ...(options.lockNow ? { now: options.lockNow } : {}),
-    });
-    if (!got.acquired) throw new LockHeldError(keys.lock(repo), got.holderRunId, got.expiresAt);
-    lease = { runId: options.runId, fencing: got.lease.fencing };
-    await recoverRun(repo, {
-      ...lease,
-      ...(got.takenOverFrom ? { deadRunId: got.takenOverFrom } : {}),
-      volumeIds: options.volumes.map((v) => v.volumeId),
-    });
-  }
+  const lease = options.lease ?? (await takeLock(repo, options));
   const { committed: manifest } = await fenceHead(repo, lease);
   const committed: GenerationManifest | undefined = manifest;
   const generation = (committed?.generation ?? 0) + 1;
@@ -185,47 +171,10 @@ export async function writeGeneration(
   const shards: ShardResult[] = [];
   const commitVolumes: CommitVolume[] = [];
   for (const v of options.volumes) {
-    const prev = committed?.volumes.find((x) => x.volumeId === v.volumeId);
-    const previous = prev ? await openVolumeIndex(repo, v.volumeId, prev.index) : undefined;
-    const shard = await transferShard(repo, {
-      runId: options.runId,
-      volumeId: v.volumeId,
-      shard: 0,
-      blocks: v.blocks,
-      sizeBytes: v.sizeBytes,
-      dedup: session,
-      ...(options.segments ? { segments: options.segments } : {}),
-      ...(previous ? { previous } : {}),
-      ...(options.runOptions ? { runOptions: options.runOptions } : {}),
-    });
-    shards.push(shard);
-    await assertFenced(repo, lease);
-    const p = await prepareVolume(repo, {
-      volumeId: v.volumeId,
-      runId: options.runId,
-      fencing: lease.fencing,
-      generation,
-      sizeBytes: v.sizeBytes,
-      changes: [shard.run],
-      previous: prev?.index ?? null,
-      ...(options.policy ? { policy: options.policy } : {}),
-      ...(options.runOptions ? { runOptions: options.runOptions } : {}),
-    });
-    prepared.push(p);
-    commitVolumes.push({
-      volumeId: v.volumeId,
-      sizeBytes: v.sizeBytes,
-      sourceSnapshotId: v.sourceSnapshotId ?? null,
-      index: { versionId: p.versionId ?? null, sha256: p.sha256 },
-      stats: {
-        changedBlocks: shard.stats.blocks,
-        storedBlocks: shard.stats.storedBlocks,
-        zeroBlocks: shard.stats.zeroBlocks,
-        dedupedBlocks: shard.stats.dedupedBlocks,
-        storedBytes: shard.stats.storedBytes,
-        indexBytesWritten: p.reused ? 0 : p.root.writtenBytes,
-      },
-    });
+    const done = await backUpVolume(repo, options, { lease, generation, committed, dedup: session }, v);
+    shards.push(done.shard);
+    prepared.push(done.prepared);
+    commitVolumes.push(done.commitVolume);
   }
   for (const v of committed?.volumes ?? []) {
     if (options.volumes.some((x) => x.volumeId === v.volumeId)) continue;
@@ -242,4 +191,75 @@ export async function writeGeneration(
   await cleanupRun(repo, options.runId);
   if (!options.lease) await releaseLock(repo, lease);
   return { ...base, commit };
+}
+
+/** AcquireLock and Recover, as the workflow's first two tasks. @throws LockHeldError */
+async function takeLock(repo: Repo, options: WriteGenerationOptions): Promise<Lease> {
+  const got = await acquireLock(repo, {
+    runId: options.runId,
+    ttlMs: options.lockTtlMs ?? 3_600_000,
+    ...(options.lockNow ? { now: options.lockNow } : {}),
+  });
+  if (!got.acquired) throw new LockHeldError(keys.lock(repo), got.holderRunId, got.expiresAt);
+  const lease = { runId: options.runId, fencing: got.lease.fencing };
+  await recoverRun(repo, {
+    ...lease,
+    ...(got.takenOverFrom ? { deadRunId: got.takenOverFrom } : {}),
+    volumeIds: options.volumes.map((v) => v.volumeId),
+  });
+  return lease;
+}
+
+/** Transfer (one shard) and Prepare of one volume; returns what Commit records for it. */
+async function backUpVolume(
+  repo: Repo,
+  options: WriteGenerationOptions,
+  run: {
+    readonly lease: Lease;
+    readonly generation: number;
+    readonly committed: GenerationManifest | undefined;
+    readonly dedup: DedupLookup;
+  },
+  v: VolumeWrites,
+): Promise<{ shard: ShardResult; prepared: PreparedVolume; commitVolume: CommitVolume }> {
+  const prev = run.committed?.volumes.find((x) => x.volumeId === v.volumeId);
+  const previous = prev ? await openVolumeIndex(repo, v.volumeId, prev.index) : undefined;
+  const shard = await transferShard(repo, {
+    runId: options.runId,
+    volumeId: v.volumeId,
+    shard: 0,
+    blocks: v.blocks,
+    sizeBytes: v.sizeBytes,
+    dedup: run.dedup,
+    ...(options.segments ? { segments: options.segments } : {}),
+    ...(previous ? { previous } : {}),
+    ...(options.runOptions ? { runOptions: options.runOptions } : {}),
+  });
+  await assertFenced(repo, run.lease);
+  const p = await prepareVolume(repo, {
+    volumeId: v.volumeId,
+    runId: options.runId,
+    fencing: run.lease.fencing,
+    generation: run.generation,
+    sizeBytes: v.sizeBytes,
+    changes: [shard.run],
+    previous: prev?.index ?? null,
+    ...(options.policy ? { policy: options.policy } : {}),
+    ...(options.runOptions ? { runOptions: options.runOptions } : {}),
+  });
+  const commitVolume: CommitVolume = {
+    volumeId: v.volumeId,
+    sizeBytes: v.sizeBytes,
+    sourceSnapshotId: v.sourceSnapshotId ?? null,
+    index: { versionId: p.versionId ?? null, sha256: p.sha256 },
+    stats: {
+      changedBlocks: shard.stats.blocks,
+      storedBlocks: shard.stats.storedBlocks,
+      zeroBlocks: shard.stats.zeroBlocks,
+      dedupedBlocks: shard.stats.dedupedBlocks,
+      storedBytes: shard.stats.storedBytes,
+      indexBytesWritten: p.reused ? 0 : p.root.writtenBytes,
+    },
+  };
+  return { shard, prepared: p, commitVolume };
 }

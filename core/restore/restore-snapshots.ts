@@ -18,6 +18,7 @@
  *   that must stop returns a cursor, and the next invocation (same restore id: StartSnapshot's client
  *   token gives the same snapshot) continues from it.
  */
+
 import { createHash } from "node:crypto";
 import { CorruptObjectError, InvalidArgumentError } from "../errors.ts";
 import type { IndexEntry } from "../format/block-ref.ts";
@@ -34,6 +35,7 @@ import { openVolumeIndex, type VolumeIndex } from "../format/volume-index.ts";
 import { isBlockSourceError } from "../ports/block-source.ts";
 import type { SnapshotWriter, WrittenSnapshot } from "../ports/snapshot-writer.ts";
 import { AimdLimiter, type AimdOptions, backoffMs } from "../transfer/aimd.ts";
+import { namedError } from "../util/named-error.ts";
 import { fetchBlocks, SegmentFooters } from "./restore.ts";
 
 /** Tags on every snapshot a restore writes. Not the backup's tags: backup retention never sees them. */
@@ -49,8 +51,7 @@ const ZERO_BLOCK = new Uint8Array(BLOCK_SIZE);
 const ZERO_CHECKSUM = Buffer.from(ZERO_BLOCK_SHA256).toString("base64");
 
 /** A restore into EBS failed; the snapshots it had created were deleted (or are named as left). */
-export class RestoreToSnapshotsError extends Error {
-  override readonly name = "RestoreToSnapshotsError";
+export class RestoreToSnapshotsError extends namedError("RestoreToSnapshotsError") {
   readonly deleted: readonly string[];
   readonly left: readonly string[];
   constructor(message: string, deleted: readonly string[], left: readonly string[], options?: ErrorOptions) {
@@ -310,15 +311,8 @@ class BlockPutter {
   }
 }
 
-/**
- * Restores one volume of a generation into a new EBS snapshot (or continues one, with `resume`).
- * Writes only what the index holds (or, with a parent, what differs from the parent's generation).
- */
-export async function restoreVolumeToSnapshot(
-  repo: Repo,
-  writer: SnapshotWriter,
-  options: VolumeToSnapshotOptions,
-): Promise<VolumeToSnapshotResult> {
+/** The volume's entry in the manifest, its index and (with a parent) the parent generation's index. */
+async function openIndexes(repo: Repo, options: VolumeToSnapshotOptions) {
   const { manifest, volumeId, parent } = options;
   const volume = manifest.volumes.find((v) => v.volumeId === volumeId);
   if (!volume) {
@@ -347,9 +341,19 @@ export async function restoreVolumeToSnapshot(
     }
     parentIndex = await openVolumeIndex(repo, volumeId, pv.index);
   }
-  const blockCount = Math.ceil(volume.sizeBytes / BLOCK_SIZE);
+  return { volume, index, rootKey, parentIndex };
+}
+
+/** StartSnapshot (idempotent by client token); a resumed restore must get its snapshot back. */
+async function startSnapshot(
+  repo: Repo,
+  writer: SnapshotWriter,
+  options: VolumeToSnapshotOptions,
+  sizeBytes: number,
+): Promise<string> {
+  const { manifest, volumeId, parent } = options;
   const started = await writer.startSnapshot({
-    volumeSizeGiB: Math.max(1, Math.ceil(volume.sizeBytes / GiB)),
+    volumeSizeGiB: Math.max(1, Math.ceil(sizeBytes / GiB)),
     ...(parent ? { parentSnapshotId: parent.snapshotId } : {}),
     description: `cgmirror restore of ${repo.group} generation ${manifest.generation}, volume ${volumeId}`,
     tags: {
@@ -368,81 +372,149 @@ export async function restoreVolumeToSnapshot(
       `restore ${options.restoreId} of ${volumeId} resumes snapshot ${options.resume.snapshotId}, but StartSnapshot gave ${snapshotId}`,
     );
   }
-  const resumeFrom = options.resume?.cursor ?? 0;
-  let cursor = resumeFrom;
-  let blocksWritten = options.resume?.blocksWritten ?? 0;
-  let bytesWritten = options.resume?.bytesWritten ?? 0;
-  let dataBlocks = 0;
-  let zeroBlocks = 0;
-  const state = (): VolumeRestoreState => ({ snapshotId, cursor, blocksWritten, bytesWritten });
-  await options.onProgress?.(state()); // the caller learns the snapshot id before any block is sent
-  const putter = new BlockPutter(writer, snapshotId, options);
-  const footers = new SegmentFooters(repo);
-  let done = true;
-  try {
-    let batch: Write[] = [];
-    // Batches are pipelined: the next batch is read while the previous one's puts finish; the cursor
-    // (and the checkpoint) moves only once every put of a batch has completed, in order.
-    let previous: Promise<void> = Promise.resolve();
-    const flush = async () => {
-      const mine = batch;
-      batch = [];
-      const sends: Promise<void>[] = [];
-      for (const w of mine) {
-        if (w.entry !== null) continue;
-        sends.push((await putter.put(w.block, ZERO_BLOCK, ZERO_CHECKSUM)).sent);
-        zeroBlocks++;
-      }
-      await fetchBlocks(
-        repo,
-        mine.flatMap((w) => (w.entry === null ? [] : [w.entry])),
-        async (block, raw, ref) => {
-          sends.push((await putter.put(block, raw, Buffer.from(ref.sha256).toString("base64"))).sent);
-          dataBlocks++;
-        },
-        { concurrency: options.readConcurrency ?? 8 },
-        undefined,
-        footers,
-      );
-      const before = previous;
-      previous = (async () => {
-        await before;
-        await Promise.all(sends);
-        putter.check();
-        blocksWritten += mine.length;
-        bytesWritten += (mine.length - mine.filter((w) => w.entry === null).length) * BLOCK_SIZE;
-        cursor = mine.at(-1)!.block + 1;
-        await options.onProgress?.(state());
-      })();
-      previous.catch(() => {});
-    };
-    for await (const w of differences(entriesOf(parentIndex), entriesOf(index))) {
-      if (w.block >= blockCount) {
-        throw new CorruptObjectError(
-          rootKey,
-          index.versionId,
-          `block ${w.block} is beyond the volume's ${blockCount} blocks`,
-        );
-      }
-      if (w.block < resumeFrom) continue; // written by an earlier invocation
-      batch.push(w);
-      if (batch.length >= (options.batchBlocks ?? 1024)) {
-        await flush();
-        if (options.shouldStop?.()) {
-          done = false;
-          break;
-        }
-      }
+  return snapshotId;
+}
+
+/**
+ * Sends batches of blocks into the snapshot. Batches are pipelined: the next batch is read while the
+ * previous one's puts finish; the cursor (and the checkpoint) moves only once every put of a batch has
+ * completed, in order.
+ */
+class BatchSender {
+  readonly #repo: Repo;
+  readonly #putter: BlockPutter;
+  readonly #footers: SegmentFooters;
+  readonly #options: VolumeToSnapshotOptions;
+  readonly #snapshotId: string;
+  #previous: Promise<void> = Promise.resolve();
+  cursor: number;
+  blocksWritten: number;
+  bytesWritten: number;
+  dataBlocks = 0;
+  zeroBlocks = 0;
+
+  constructor(repo: Repo, putter: BlockPutter, snapshotId: string, options: VolumeToSnapshotOptions) {
+    this.#repo = repo;
+    this.#putter = putter;
+    this.#footers = new SegmentFooters(repo);
+    this.#options = options;
+    this.#snapshotId = snapshotId;
+    this.cursor = options.resume?.cursor ?? 0;
+    this.blocksWritten = options.resume?.blocksWritten ?? 0;
+    this.bytesWritten = options.resume?.bytesWritten ?? 0;
+  }
+
+  state(): VolumeRestoreState {
+    const { cursor, blocksWritten, bytesWritten } = this;
+    return { snapshotId: this.#snapshotId, cursor, blocksWritten, bytesWritten };
+  }
+
+  /** Reads and sends one batch; returns once its puts are under way (`settle` waits for them). */
+  async send(batch: readonly Write[]): Promise<void> {
+    const putter = this.#putter;
+    const sends: Promise<void>[] = [];
+    for (const w of batch) {
+      if (w.entry !== null) continue;
+      sends.push((await putter.put(w.block, ZERO_BLOCK, ZERO_CHECKSUM)).sent);
+      this.zeroBlocks++;
     }
-    if (done && batch.length > 0) await flush();
-    await previous;
+    await fetchBlocks(
+      this.#repo,
+      batch.flatMap((w) => (w.entry === null ? [] : [w.entry])),
+      async (block, raw, ref) => {
+        sends.push((await putter.put(block, raw, Buffer.from(ref.sha256).toString("base64"))).sent);
+        this.dataBlocks++;
+      },
+      { concurrency: this.#options.readConcurrency ?? 8 },
+      undefined,
+      this.#footers,
+    );
+    const before = this.#previous;
+    this.#previous = (async () => {
+      await before;
+      await Promise.all(sends);
+      putter.check();
+      this.blocksWritten += batch.length;
+      this.bytesWritten += (batch.length - batch.filter((w) => w.entry === null).length) * BLOCK_SIZE;
+      this.cursor = batch.at(-1)!.block + 1;
+      await this.#options.onProgress?.(this.state());
+    })();
+    this.#previous.catch(() => {});
+  }
+
+  /** Waits for every batch sent so far; throws the first failure. */
+  async settle(): Promise<void> {
+    await this.#previous;
+  }
+}
+
+/**
+ * Sends every block where the index differs from the parent's (all, without a parent) from the resume
+ * cursor on, in batches; returns false when `shouldStop` stopped it between batches.
+ */
+async function sendDifferences(
+  sender: BatchSender,
+  indexes: Awaited<ReturnType<typeof openIndexes>>,
+  options: VolumeToSnapshotOptions,
+): Promise<boolean> {
+  const { index, parentIndex, rootKey } = indexes;
+  const blockCount = Math.ceil(indexes.volume.sizeBytes / BLOCK_SIZE);
+  const resumeFrom = options.resume?.cursor ?? 0;
+  let batch: Write[] = [];
+  for await (const w of differences(entriesOf(parentIndex), entriesOf(index))) {
+    if (w.block >= blockCount) {
+      throw new CorruptObjectError(
+        rootKey,
+        index.versionId,
+        `block ${w.block} is beyond the volume's ${blockCount} blocks`,
+      );
+    }
+    if (w.block < resumeFrom) continue; // written by an earlier invocation
+    batch.push(w);
+    if (batch.length >= (options.batchBlocks ?? 1024)) {
+      const full = batch;
+      batch = [];
+      await sender.send(full);
+      if (options.shouldStop?.()) return false;
+    }
+  }
+  if (batch.length > 0) await sender.send(batch);
+  return true;
+}
+
+/**
+ * Restores one volume of a generation into a new EBS snapshot (or continues one, with `resume`).
+ * Writes only what the index holds (or, with a parent, what differs from the parent's generation).
+ */
+export async function restoreVolumeToSnapshot(
+  repo: Repo,
+  writer: SnapshotWriter,
+  options: VolumeToSnapshotOptions,
+): Promise<VolumeToSnapshotResult> {
+  const { manifest, volumeId, parent } = options;
+  const indexes = await openIndexes(repo, options);
+  const blockCount = Math.ceil(indexes.volume.sizeBytes / BLOCK_SIZE);
+  const snapshotId = await startSnapshot(repo, writer, options, indexes.volume.sizeBytes);
+  await options.onProgress?.({
+    snapshotId,
+    cursor: options.resume?.cursor ?? 0,
+    blocksWritten: options.resume?.blocksWritten ?? 0,
+    bytesWritten: options.resume?.bytesWritten ?? 0,
+  }); // the caller learns the snapshot id before any block is sent
+  const putter = new BlockPutter(writer, snapshotId, options);
+  const sender = new BatchSender(repo, putter, snapshotId, options);
+  let done: boolean;
+  try {
+    done = await sendDifferences(sender, indexes, options);
+    await sender.settle();
     await putter.drain();
   } finally {
     putter.close();
   }
   let status = "pending";
+  let cursor = sender.cursor;
   if (done) {
-    status = (await writer.completeSnapshot(snapshotId, blocksWritten)).status;
+    status = (await writer.completeSnapshot(snapshotId, sender.blocksWritten)).status;
     cursor = blockCount;
   }
   return {
@@ -452,10 +524,10 @@ export async function restoreVolumeToSnapshot(
     parentSnapshotId: parent?.snapshotId ?? null,
     parentGeneration: parent?.generation ?? null,
     cursor,
-    blocksWritten,
-    bytesWritten,
-    dataBlocks,
-    zeroBlocks,
+    blocksWritten: sender.blocksWritten,
+    bytesWritten: sender.bytesWritten,
+    dataBlocks: sender.dataBlocks,
+    zeroBlocks: sender.zeroBlocks,
     done,
     status,
   };
@@ -569,6 +641,45 @@ async function resolveManifest(repo: Repo, generation: number | undefined): Prom
 }
 
 /**
+ * After a failed volume: deletes every snapshot this restore created (also the failing volume's, found
+ * by its tag when it made no progress report) and returns the error that says what was deleted and left.
+ */
+async function undoRestore(
+  writer: SnapshotWriter,
+  generation: number,
+  restoreId: string,
+  created: string[],
+  error: unknown,
+): Promise<RestoreToSnapshotsError> {
+  for (const s of await writer.findSnapshots({ [RESTORE_TAGS.restoreId]: restoreId }).catch(() => [])) {
+    if (!created.includes(s.snapshotId)) created.push(s.snapshotId);
+  }
+  const deleted: string[] = [];
+  const left: string[] = [];
+  for (const id of created) {
+    try {
+      await writer.deleteSnapshot(id);
+      deleted.push(id);
+    } catch {
+      left.push(id);
+    }
+  }
+  const why = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+  return new RestoreToSnapshotsError(
+    `restoring generation ${generation} into snapshots failed (${why}); ` +
+      (deleted.length > 0
+        ? `deleted the ${deleted.length} snapshot(s) it had created (${deleted.join(", ")})`
+        : "it had created no snapshot") +
+      (left.length > 0
+        ? `; could not delete ${left.join(", ")}: delete them by hand (tag ${RESTORE_TAGS.restoreId}=${restoreId})`
+        : ""),
+    deleted,
+    left,
+    { cause: error },
+  );
+}
+
+/**
  * Restores a generation into one new EBS snapshot per volume, all or nothing: when a volume fails,
  * every snapshot this restore created is deleted and RestoreToSnapshotsError says why.
  */
@@ -625,33 +736,7 @@ export async function restoreGroupToSnapshots(
       results.push(r);
     }
   } catch (error) {
-    // The snapshot of the failing volume may exist without a progress report: find it by its tag.
-    for (const s of await writer.findSnapshots({ [RESTORE_TAGS.restoreId]: restoreId }).catch(() => [])) {
-      if (!created.includes(s.snapshotId)) created.push(s.snapshotId);
-    }
-    const deleted: string[] = [];
-    const left: string[] = [];
-    for (const id of created) {
-      try {
-        await writer.deleteSnapshot(id);
-        deleted.push(id);
-      } catch {
-        left.push(id);
-      }
-    }
-    const why = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
-    throw new RestoreToSnapshotsError(
-      `restoring generation ${manifest.generation} into snapshots failed (${why}); ` +
-        (deleted.length > 0
-          ? `deleted the ${deleted.length} snapshot(s) it had created (${deleted.join(", ")})`
-          : "it had created no snapshot") +
-        (left.length > 0
-          ? `; could not delete ${left.join(", ")}: delete them by hand (tag ${RESTORE_TAGS.restoreId}=${restoreId})`
-          : ""),
-      deleted,
-      left,
-      { cause: error },
-    );
+    throw await undoRestore(writer, manifest.generation, restoreId, created, error);
   }
   return { restoreId, generation: manifest.generation, pointInTime: manifest.pointInTime, volumes: results };
 }

@@ -4,11 +4,11 @@
  */
 
 import { type BlockSourceError, isBlockSourceError } from "../ports/block-source.ts";
+import { namedError } from "../util/named-error.ts";
 import { backoffMs } from "./aimd.ts";
 
 /** A block read kept failing (throttling, 5xx, network) until the retry budget ran out. */
-export class TransferRetriesExhaustedError extends Error {
-  override readonly name = "TransferRetriesExhaustedError";
+export class TransferRetriesExhaustedError extends namedError("TransferRetriesExhaustedError") {
   readonly attempts: number;
   constructor(what: string, attempts: number, options?: ErrorOptions) {
     super(
@@ -21,8 +21,7 @@ export class TransferRetriesExhaustedError extends Error {
 }
 
 /** GetSnapshotBlock returned data whose SHA-256 or length does not match what the service announced, every time. */
-export class BlockChecksumMismatchError extends Error {
-  override readonly name = "BlockChecksumMismatchError";
+export class BlockChecksumMismatchError extends namedError("BlockChecksumMismatchError") {
   readonly snapshotId: string;
   readonly blockIndex: number;
   constructor(snapshotId: string, blockIndex: number, detail: string, options?: ErrorOptions) {
@@ -37,8 +36,7 @@ export class BlockChecksumMismatchError extends Error {
 }
 
 /** The source refused the request for a reason retrying does not fix (access denied, not found, validation). */
-export class SourceAccessError extends Error {
-  override readonly name = "SourceAccessError";
+export class SourceAccessError extends namedError("SourceAccessError") {
   readonly code: string;
   constructor(cause: BlockSourceError) {
     super(`${cause.message}; check the snapshot ids and that the role may call ebs:${cause.operation}`, {
@@ -49,8 +47,7 @@ export class SourceAccessError extends Error {
 }
 
 /** Re-listing a shard's range does not give the blocks its shard list names (wrong snapshots or a corrupt plan). */
-export class ShardPlanMismatchError extends Error {
-  override readonly name = "ShardPlanMismatchError";
+export class ShardPlanMismatchError extends namedError("ShardPlanMismatchError") {
   constructor(detail: string, options?: ErrorOptions) {
     super(`the shard's blocks do not match a fresh listing: ${detail}; plan the run again`, options);
   }

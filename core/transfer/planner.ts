@@ -101,9 +101,16 @@ function assertInt(what: string, value: number, lo: number, hi: number): void {
   }
 }
 
-/** Plans one volume. Idempotent: re-planning the same run overwrites the same keys with the same bytes. */
-export async function planVolume(deps: PlanDeps, input: PlanVolumeInput): Promise<PlanVolumeResult> {
-  const { repo, source } = deps;
+/** The input, checked, with its defaults. */
+interface PlanOptions {
+  readonly base: string | null;
+  readonly shardBlocks: number;
+  readonly pageSize: number;
+  readonly maxInline: number;
+  readonly uploadConcurrency: number;
+}
+
+function checkInput(input: PlanVolumeInput): PlanOptions {
   assertRunId(input.runId);
   assertName("volume id", input.volumeId);
   assertSnapshotId("snapshotId", input.snapshotId);
@@ -116,34 +123,65 @@ export async function planVolume(deps: PlanDeps, input: PlanVolumeInput): Promis
   const maxInline = input.maxInlineBytes ?? DEFAULT_MAX_INLINE_BYTES;
   const uploadConcurrency = input.uploadConcurrency ?? 4;
   assertInt("uploadConcurrency", uploadConcurrency, 1, 64);
+  return { base, shardBlocks, pageSize, maxInline, uploadConcurrency };
+}
 
-  const descriptors: ShardDescriptor[] = [];
-  const uploads = new Set<Promise<void>>();
-  let uploadError: unknown;
-  let builder: ShardListBuilder | undefined;
-  let changed = 0;
-  let absent = 0;
-  let pages = 0;
-  let emptyPages = 0;
-  let volumeSizeBytes = 0;
+/**
+ * Cuts the listed blocks into shard lists and uploads each (a few in flight while listing goes on);
+ * the first upload error fails the next block added or `finish`.
+ */
+class ShardWriter {
+  readonly descriptors: ShardDescriptor[] = [];
+  readonly #repo: Repo;
+  readonly #input: PlanVolumeInput;
+  readonly #options: PlanOptions;
+  readonly #uploads = new Set<Promise<void>>();
+  #uploadError: unknown;
+  #builder: ShardListBuilder | undefined;
+  changed = 0;
+  absent = 0;
 
-  const flush = async (end: number): Promise<void> => {
-    const b = builder;
+  constructor(repo: Repo, input: PlanVolumeInput, options: PlanOptions) {
+    this.#repo = repo;
+    this.#input = input;
+    this.#options = options;
+  }
+
+  /** Adds the next listed block (`absent`: the new snapshot does not hold it). */
+  async add(index: number, absent: boolean): Promise<void> {
+    if (this.#builder && this.#builder.count >= this.#options.shardBlocks) await this.#flush(index);
+    this.#builder ??= new ShardListBuilder(index);
+    this.#builder.add(index, absent);
+    this.changed++;
+    if (absent) this.absent++;
+  }
+
+  /** Uploads the last shard (ending at `end`) and waits for every upload. */
+  async finish(end: number): Promise<void> {
+    await this.#flush(end);
+    await Promise.all(this.#uploads);
+    if (this.#uploadError) throw this.#uploadError;
+  }
+
+  async #flush(end: number): Promise<void> {
+    const b = this.#builder;
     if (!b || b.count === 0) return;
-    builder = undefined;
-    const shard = descriptors.length;
-    descriptors.push({
-      volumeId: input.volumeId,
-      snapshotId: input.snapshotId,
-      baseSnapshotId: base,
+    this.#builder = undefined;
+    const { runId, volumeId, snapshotId } = this.#input;
+    const shard = this.descriptors.length;
+    this.descriptors.push({
+      volumeId,
+      snapshotId,
+      baseSnapshotId: this.#options.base,
       shard,
       first: b.first,
       end,
       blocks: b.count,
     });
     const bytes = b.encode(end);
-    const p = repo.store
-      .put(planKeys.shardList(repo, input.runId, input.volumeId, shard), bytes, {
+    const uploads = this.#uploads;
+    const p = this.#repo.store
+      .put(planKeys.shardList(this.#repo, runId, volumeId, shard), bytes, {
         contentType: "application/octet-stream",
         metadata: { "cgmirror-kind": "shard-list" },
       })
@@ -153,14 +191,32 @@ export async function planVolume(deps: PlanDeps, input: PlanVolumeInput): Promis
         },
         (error: unknown) => {
           uploads.delete(p);
-          uploadError ??= error;
+          this.#uploadError ??= error;
         },
       );
     uploads.add(p);
-    while (uploads.size >= uploadConcurrency) await Promise.race(uploads);
-    if (uploadError) throw uploadError;
-  };
+    while (uploads.size >= this.#options.uploadConcurrency) await Promise.race(uploads);
+    if (this.#uploadError) throw this.#uploadError;
+  }
+}
 
+interface ListingStats {
+  readonly pages: number;
+  readonly emptyPages: number;
+  readonly volumeSizeBytes: number;
+}
+
+/** Lists the changed (or written) blocks page by page into `shards`; checks they ascend. */
+async function listInto(
+  deps: PlanDeps,
+  input: PlanVolumeInput,
+  options: PlanOptions,
+  shards: ShardWriter,
+): Promise<ListingStats> {
+  const base = options.base;
+  let pages = 0;
+  let emptyPages = 0;
+  let volumeSizeBytes = 0;
   let nextToken: string | undefined;
   let last = -1;
   do {
@@ -168,10 +224,10 @@ export async function planVolume(deps: PlanDeps, input: PlanVolumeInput): Promis
     const page = await retrySource(
       base ? "ListChangedBlocks" : "ListSnapshotBlocks",
       () =>
-        source.listBlocks({
+        deps.source.listBlocks({
           snapshotId: input.snapshotId,
           baseSnapshotId: base ?? undefined,
-          maxResults: pageSize,
+          maxResults: options.pageSize,
           ...(token ? { nextToken: token } : {}),
         }),
       deps.retry,
@@ -185,19 +241,24 @@ export async function planVolume(deps: PlanDeps, input: PlanVolumeInput): Promis
           `the listing of ${input.snapshotId} went back from block ${last} to ${b.index}; it must ascend`,
         );
       }
-      if (builder && builder.count >= shardBlocks) await flush(b.index);
-      builder ??= new ShardListBuilder(b.index);
-      builder.add(b.index, b.token === undefined);
-      changed++;
-      if (b.token === undefined) absent++;
+      await shards.add(b.index, b.token === undefined);
       last = b.index;
     }
     nextToken = page.nextToken;
   } while (nextToken);
-  await flush(last + 1);
-  await Promise.all(uploads);
-  if (uploadError) throw uploadError;
+  await shards.finish(last + 1);
+  return { pages, emptyPages, volumeSizeBytes };
+}
 
+/** Writes the shard index and the plan manifest; returns the result. */
+async function writePlan(
+  repo: Repo,
+  input: PlanVolumeInput,
+  options: PlanOptions,
+  shards: ShardWriter,
+  listing: ListingStats,
+): Promise<PlanVolumeResult> {
+  const { descriptors, changed, absent } = shards;
   const readBlocks = changed - absent;
   const totals: PlanTotals = {
     changedBlocks: changed,
@@ -205,8 +266,8 @@ export async function planVolume(deps: PlanDeps, input: PlanVolumeInput): Promis
     readBlocks,
     readBytes: readBlocks * BLOCK_SIZE,
     shards: descriptors.length,
-    listPages: pages,
-    emptyPages,
+    listPages: listing.pages,
+    emptyPages: listing.emptyPages,
   };
   const shardIndexKey = planKeys.shardIndex(repo, input.runId, input.volumeId);
   const manifestKey = planKeys.manifest(repo, input.runId, input.volumeId);
@@ -215,10 +276,10 @@ export async function planVolume(deps: PlanDeps, input: PlanVolumeInput): Promis
   const result: PlanVolumeResult = {
     volumeId: input.volumeId,
     snapshotId: input.snapshotId,
-    baseSnapshotId: base,
-    volumeSizeBytes,
+    baseSnapshotId: options.base,
+    volumeSizeBytes: listing.volumeSizeBytes,
     totals,
-    shards: json.length <= maxInline ? descriptors : null,
+    shards: json.length <= options.maxInline ? descriptors : null,
     shardIndexKey,
     manifestKey,
   };
@@ -226,7 +287,7 @@ export async function planVolume(deps: PlanDeps, input: PlanVolumeInput): Promis
     format: "cgmirror.plan",
     version: "1.0",
     runId: input.runId,
-    shardBlocks,
+    shardBlocks: options.shardBlocks,
     createdAt: new Date().toISOString(),
     ...result,
     shards: descriptors,
@@ -235,6 +296,14 @@ export async function planVolume(deps: PlanDeps, input: PlanVolumeInput): Promis
     contentType: "application/json",
   });
   return result;
+}
+
+/** Plans one volume. Idempotent: re-planning the same run overwrites the same keys with the same bytes. */
+export async function planVolume(deps: PlanDeps, input: PlanVolumeInput): Promise<PlanVolumeResult> {
+  const options = checkInput(input);
+  const shards = new ShardWriter(deps.repo, input, options);
+  const listing = await listInto(deps, input, options, shards);
+  return writePlan(deps.repo, input, options, shards, listing);
 }
 
 /** Reads every descriptor of a planned volume (when `planVolume` returned `shards: null`). */

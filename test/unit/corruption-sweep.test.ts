@@ -28,7 +28,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BlockRef } from "#core/format/block-ref.ts";
 import { BLOCK_SIZE, equalBytes, sha256 } from "#core/format/bytes.ts";
 import { Codec, decodeBlock } from "#core/format/codec.ts";
-import { GroupDedup, openHashRunRef } from "#core/format/dedup-index.ts";
+import { GroupDedup } from "#core/format/dedup-index.ts";
+import { openHashRunRef } from "#core/format/dedup-runs.ts";
 import {
   type GenerationManifest,
   readCommitRecord,
