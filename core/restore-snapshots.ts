@@ -625,33 +625,63 @@ export async function restoreGroupToSnapshots(
       results.push(r);
     }
   } catch (error) {
-    // The snapshot of the failing volume may exist without a progress report: find it by its tag.
-    for (const s of await writer.findSnapshots({ [RESTORE_TAGS.restoreId]: restoreId }).catch(() => [])) {
-      if (!created.includes(s.snapshotId)) created.push(s.snapshotId);
-    }
-    const deleted: string[] = [];
-    const left: string[] = [];
-    for (const id of created) {
-      try {
-        await writer.deleteSnapshot(id);
-        deleted.push(id);
-      } catch {
-        left.push(id);
-      }
-    }
+    const { deleted, left } = await deleteRestoreSnapshots(writer, restoreId, created);
     const why = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
     throw new RestoreToSnapshotsError(
-      `restoring generation ${manifest.generation} into snapshots failed (${why}); ` +
-        (deleted.length > 0
-          ? `deleted the ${deleted.length} snapshot(s) it had created (${deleted.join(", ")})`
-          : "it had created no snapshot") +
-        (left.length > 0
-          ? `; could not delete ${left.join(", ")}: delete them by hand (tag ${RESTORE_TAGS.restoreId}=${restoreId})`
-          : ""),
+      `restoring generation ${manifest.generation} into snapshots failed (${why}); ${describeCleanup(restoreId, deleted, left)}`,
       deleted,
       left,
       { cause: error },
     );
   }
   return { restoreId, generation: manifest.generation, pointInTime: manifest.pointInTime, volumes: results };
+}
+
+/**
+ * Deletes every snapshot of a restore (all or nothing): the ones the caller knows it created, and any
+ * tagged with the restore id (the failing volume's snapshot may exist without a progress report).
+ * Never throws for a snapshot it cannot delete: it names it in `left`.
+ */
+export async function deleteRestoreSnapshots(
+  writer: SnapshotWriter,
+  restoreId: string,
+  known: readonly string[] = [],
+): Promise<{ deleted: string[]; left: string[] }> {
+  const created = [...known];
+  let found: WrittenSnapshot[] = [];
+  let findFailed = false;
+  try {
+    found = await writer.findSnapshots({ [RESTORE_TAGS.restoreId]: restoreId });
+  } catch {
+    findFailed = true;
+  }
+  for (const s of found) if (!created.includes(s.snapshotId)) created.push(s.snapshotId);
+  const deleted: string[] = [];
+  const left: string[] = [];
+  for (const id of created) {
+    try {
+      await writer.deleteSnapshot(id);
+      deleted.push(id);
+    } catch {
+      left.push(id);
+    }
+  }
+  if (findFailed) left.push(`any other snapshot of the restore (finding them by tag failed)`);
+  return { deleted, left };
+}
+
+/** What a failed restore's cleanup did, as the end of its error message. */
+export function describeCleanup(
+  restoreId: string,
+  deleted: readonly string[],
+  left: readonly string[],
+): string {
+  return (
+    (deleted.length > 0
+      ? `deleted the ${deleted.length} snapshot(s) it had created (${deleted.join(", ")})`
+      : "it had created no snapshot") +
+    (left.length > 0
+      ? `; could not delete ${left.join(", ")}: delete them by hand (tag ${RESTORE_TAGS.restoreId}=${restoreId})`
+      : "")
+  );
 }
