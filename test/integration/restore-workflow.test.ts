@@ -13,7 +13,9 @@ import { BLOCK_SIZE } from "#core/bytes.ts";
 import { readGeneration } from "#core/generation.ts";
 import { RESTORE_TAGS } from "#core/restore-snapshots.ts";
 import type { RestoreWorkflowInputT } from "#lambdas/contracts.ts";
+import { makeHandler } from "#lambdas/restore-volume.ts";
 import type { TaskDeps } from "#lambdas/runtime.ts";
+import { TransientError } from "#workflows/errors.ts";
 import { type EbsEmulator, startEbsEmulator } from "../../local/ebs-emulator/index.ts";
 import { runLocalRestore } from "../../local/restore-runner.ts";
 import { emulatorSnapshotCatalog } from "../../local/snapshot-catalog.ts";
@@ -185,5 +187,56 @@ describe("the restore workflow, run locally against the EBS emulator", () => {
     expect(r.status).toBe("FAILED");
     expect(r.cause).toMatch(/generation 9|9/);
     expect(r.cause).toMatch(/it had created no snapshot/);
+  });
+
+  it("GIVEN a volume step that fails transiently after writing a batch WHEN the state machine retries it THEN the retry continues from the last returned cursor and the snapshot reads back right", async () => {
+    let failed = 0;
+    const r = await runLocalRestore({
+      input: input("restore-wf-5", { volumes: ["vol-a"] }),
+      deps: deps({ batchBlocks: 4, budgetMs: 0 }),
+      wrap: (state, fn) =>
+        state !== "RestoreVolume"
+          ? fn
+          : async (event) => {
+              const out = await fn(event); // the blocks are written, then the invocation is lost
+              if ((event as { resume: unknown }).resume !== null && failed++ === 0) {
+                throw new TransientError("injected: the response was lost");
+              }
+              return out;
+            },
+    });
+    expect(r.status, `${r.error}: ${r.cause}`).toBe("SUCCEEDED");
+    expect(failed).toBeGreaterThan(1);
+    const out = r.output as { snapshots: { volumeId: string; snapshotId: string }[] };
+    expect(out.snapshots).toHaveLength(1);
+    expect(await compare(out.snapshots[0]!.snapshotId, 2, "vol-a")).toEqual([]);
+  });
+
+  it("GIVEN the same volume step invoked twice at once (a duplicate delivery) THEN both get the same snapshot and continuing from either cursor completes it with the generation's image", async () => {
+    const handler = makeHandler(() => deps({ batchBlocks: 4, budgetMs: 0 }));
+    const event = {
+      op: "volume",
+      config: g.config,
+      restoreId: "restore-wf-6",
+      generation: 2,
+      volumeId: "vol-b",
+      parent: null,
+      resume: null,
+    };
+    const [a, b] = (await Promise.all([handler(event), handler(event)])) as {
+      done: boolean;
+      state: { snapshotId: string };
+    }[];
+    expect(a!.state.snapshotId).toBe(b!.state.snapshotId);
+    let step = a!;
+    for (let i = 0; !step.done && i < 100; i++) {
+      step = (await handler({ ...event, resume: step.state })) as typeof step;
+    }
+    expect(step.done).toBe(true);
+    expect(await compare(step.state.snapshotId, 2, "vol-b")).toEqual([]);
+    const mine = emu
+      .listSnapshots()
+      .filter((d) => d.tags.some((t) => t.Key === RESTORE_TAGS.restoreId && t.Value === "restore-wf-6"));
+    expect(mine).toHaveLength(1);
   });
 });
