@@ -161,7 +161,14 @@ async function restoreViaStateMachine(opts: RepoOptions & RestoreSnapshotsFlags,
   const parents = parseParents(opts.parentSnapshot);
   if (opts.full && Object.keys(parents).length > 0)
     throw new UsageError("--full and --parent-snapshot exclude each other");
-  const region = regionOfStateMachineArn(arn);
+  let region: string;
+  try {
+    region = regionOfStateMachineArn(arn);
+  } catch {
+    throw new UsageError(
+      `expected the restore state machine's ARN (stack output RestoreStateMachineArn), like arn:aws:states:eu-west-1:123456789012:stateMachine:Name, got ${JSON.stringify(arn)}`,
+    );
+  }
   applyAwsOptions(opts);
   const sfn = new SFNClient({ region });
   const tty = process.stdout.isTTY && !opts.json;
