@@ -1,5 +1,5 @@
 /**
- * The SnapshotPort (core/snapshot-group.ts) over Amazon EC2.
+ * The SnapshotPort (core/protocol/snapshot-group.ts) over Amazon EC2.
  *
  * - Volumes of one instance: `CreateSnapshots` with an instance specification — one crash-consistent
  *   point in time for all of them. Attached volumes that are not in the group are excluded
@@ -32,7 +32,7 @@ import {
   type SnapshotState,
   type SnapshotStatus,
   type TaggedSnapshot,
-} from "#core/snapshot-group.ts";
+} from "#core/protocol/snapshot-group.ts";
 
 export interface Ec2SnapshotsProps {
   /** A configured client, created once by the caller. */

@@ -10,7 +10,9 @@ import {
   type ListOptions,
   type MultipartUpload,
   type MultipartUploadOptions,
+  ObjectLockedError,
   ObjectNotFoundError,
+  type ObjectRetention,
   type ObjectStore,
   type ObjectSummary,
   type ObjectVersionRef,
@@ -75,6 +77,14 @@ export interface MemoryObjectStoreOptions {
   readonly spillDir?: string;
   /** @default 1 MiB */
   readonly spillBytes?: number;
+  /**
+   * The bucket has S3 Object Lock enabled: putRetention/getRetention work and a version under
+   * retention cannot be deleted (as S3: even a COMPLIANCE lock is never shortened; no bypass).
+   * @default false
+   */
+  readonly objectLock?: boolean;
+  /** The clock retentions are checked against (ms since the epoch). @default Date.now */
+  readonly now?: () => number;
 }
 
 interface Version {
@@ -102,6 +112,10 @@ export class MemoryObjectStore implements ObjectStore {
   #seq = 0;
   readonly #spillDir: string | undefined;
   readonly #spillBytes: number;
+  readonly #objectLock: boolean;
+  readonly #now: () => number;
+  /** Retention per `key\0versionId`. */
+  readonly #retention = new Map<string, ObjectRetention>();
   readonly stats: MemoryStoreStats = { gets: 0, puts: 0, bytesRead: 0, bytesWritten: 0 };
   /** Test hook: called before every operation with its name and key; may throw to inject faults. */
   beforeOperation: ((operation: string, key: string) => void) | undefined;
@@ -109,6 +123,47 @@ export class MemoryObjectStore implements ObjectStore {
   constructor(options: MemoryObjectStoreOptions = {}) {
     this.#spillDir = options.spillDir;
     this.#spillBytes = options.spillBytes ?? 1024 * 1024;
+    this.#objectLock = options.objectLock ?? false;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** Whether a retention protects the version now. */
+  #locked(key: string, versionId: string): boolean {
+    const r = this.#retention.get(`${key}\0${versionId}`);
+    return r !== undefined && r.retainUntil.getTime() > this.#now();
+  }
+
+  async putRetention(ref: ObjectVersionRef, retention: ObjectRetention): Promise<void> {
+    this.beforeOperation?.("putRetention", ref.key);
+    if (!this.#objectLock) {
+      throw Object.assign(new Error("Bucket is missing Object Lock Configuration"), {
+        name: "InvalidRequest",
+      });
+    }
+    this.#find(ref.key, ref.versionId);
+    const id = `${ref.key}\0${ref.versionId}`;
+    const old = this.#retention.get(id);
+    if (old && old.retainUntil.getTime() > this.#now()) {
+      if (
+        retention.retainUntil < old.retainUntil ||
+        (old.mode === "COMPLIANCE" && retention.mode !== "COMPLIANCE")
+      ) {
+        throw Object.assign(
+          new Error(
+            `AccessDenied: the retention of ${ref.key} version ${ref.versionId} cannot be shortened or weakened`,
+          ),
+          { name: "AccessDenied" },
+        );
+      }
+    }
+    this.#retention.set(id, { mode: retention.mode, retainUntil: new Date(retention.retainUntil) });
+  }
+
+  async getRetention(ref: ObjectVersionRef): Promise<ObjectRetention | undefined> {
+    this.beforeOperation?.("getRetention", ref.key);
+    this.#find(ref.key, ref.versionId);
+    const r = this.#retention.get(`${ref.key}\0${ref.versionId}`);
+    return r ? { mode: r.mode, retainUntil: new Date(r.retainUntil) } : undefined;
   }
 
   resetStats(): void {
@@ -223,6 +278,9 @@ export class MemoryObjectStore implements ObjectStore {
     }
     if (!versions) return;
     const i = versions.findIndex((v) => v.versionId === options.versionId);
+    if (i >= 0 && this.#locked(key, options.versionId)) {
+      throw new ObjectLockedError([{ key, versionId: options.versionId }]);
+    }
     if (i >= 0) versions.splice(i, 1);
     if (versions.length === 0) this.#objects.delete(key);
   }
@@ -311,7 +369,10 @@ export class MemoryObjectStore implements ObjectStore {
     const c = new MemoryObjectStore({
       ...(this.#spillDir ? { spillDir: this.#spillDir } : {}),
       spillBytes: this.#spillBytes,
+      objectLock: this.#objectLock,
+      now: this.#now,
     });
+    for (const [id, r] of this.#retention) c.#retention.set(id, r);
     for (const [key, versions] of this.#objects)
       c.#objects.set(
         key,
@@ -322,7 +383,16 @@ export class MemoryObjectStore implements ObjectStore {
   }
 
   async deleteVersions(objects: readonly ObjectVersionRef[]): Promise<void> {
-    for (const o of objects) await this.delete(o.key, { versionId: o.versionId });
+    const locked: ObjectVersionRef[] = [];
+    for (const o of objects) {
+      try {
+        await this.delete(o.key, { versionId: o.versionId });
+      } catch (error) {
+        if (!(error instanceof ObjectLockedError)) throw error;
+        locked.push(...error.refs);
+      }
+    }
+    if (locked.length > 0) throw new ObjectLockedError(locked);
   }
 
   /**

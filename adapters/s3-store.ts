@@ -6,10 +6,12 @@ import {
   DeleteObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
+  GetObjectRetentionCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   ListObjectVersionsCommand,
   PutObjectCommand,
+  PutObjectRetentionCommand,
   type S3Client,
   UploadPartCommand,
 } from "@aws-sdk/client-s3";
@@ -21,7 +23,9 @@ import {
   type ListOptions,
   type MultipartUpload,
   type MultipartUploadOptions,
+  ObjectLockedError,
   ObjectNotFoundError,
+  type ObjectRetention,
   type ObjectStore,
   type ObjectSummary,
   type ObjectVersionRef,
@@ -155,7 +159,51 @@ export class S3ObjectStore implements ObjectStore {
       );
     } catch (error) {
       if (isNotFound(error, false)) return;
+      if (options.versionId !== undefined && (error as { name?: string }).name === "AccessDenied") {
+        const ref = { key, versionId: options.versionId };
+        if (await this.#underRetention(ref)) throw new ObjectLockedError([ref], { cause: error });
+      }
       throw error;
+    }
+  }
+
+  async putRetention(ref: ObjectVersionRef, retention: ObjectRetention): Promise<void> {
+    await this.#client.send(
+      new PutObjectRetentionCommand({
+        Bucket: this.bucket,
+        Key: ref.key,
+        VersionId: ref.versionId,
+        Retention: { Mode: retention.mode, RetainUntilDate: retention.retainUntil },
+      }),
+    );
+  }
+
+  async getRetention(ref: ObjectVersionRef): Promise<ObjectRetention | undefined> {
+    try {
+      const out = await this.#client.send(
+        new GetObjectRetentionCommand({ Bucket: this.bucket, Key: ref.key, VersionId: ref.versionId }),
+      );
+      const r = out.Retention;
+      if (!r?.Mode || !r.RetainUntilDate) return undefined;
+      return { mode: r.Mode, retainUntil: new Date(r.RetainUntilDate) };
+    } catch (error) {
+      const name = (error as { name?: string }).name;
+      // S3 answers a version without a retention with NoSuchObjectLockConfiguration.
+      if (name === "NoSuchObjectLockConfiguration" || name === "ObjectLockConfigurationNotFoundError") {
+        return undefined;
+      }
+      if (isNotFound(error, false)) throw new ObjectNotFoundError(ref.key, ref.versionId, { cause: error });
+      throw error;
+    }
+  }
+
+  /** Whether a retention protects the version now (a refused delete is AccessDenied, as an IAM deny is). */
+  async #underRetention(ref: ObjectVersionRef): Promise<boolean> {
+    try {
+      const r = await this.getRetention(ref);
+      return r !== undefined && r.retainUntil.getTime() > Date.now();
+    } catch {
+      return false;
     }
   }
 
@@ -248,6 +296,7 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async deleteVersions(objects: readonly ObjectVersionRef[]): Promise<void> {
+    const allLocked: ObjectVersionRef[] = [];
     for (let i = 0; i < objects.length; i += 1000) {
       const batch = objects.slice(i, i + 1000);
       const out = await this.#client.send(
@@ -256,7 +305,17 @@ export class S3ObjectStore implements ObjectStore {
           Delete: { Quiet: true, Objects: batch.map((o) => ({ Key: o.key, VersionId: o.versionId })) },
         }),
       );
-      const failed = (out.Errors ?? []).filter((e) => e.Code !== "NoSuchKey" && e.Code !== "NoSuchVersion");
+      let failed = (out.Errors ?? []).filter((e) => e.Code !== "NoSuchKey" && e.Code !== "NoSuchVersion");
+      // S3 refuses a version under an Object Lock retention with AccessDenied, as it does an IAM deny:
+      // a refusal counts as "locked" only when the version's retention says so.
+      const locked: ObjectVersionRef[] = [];
+      for (const e of failed.filter((x) => x.Code === "AccessDenied" && x.Key && x.VersionId)) {
+        const ref = { key: e.Key!, versionId: e.VersionId! };
+        if (await this.#underRetention(ref)) locked.push(ref);
+      }
+      const lockedIds = new Set(locked.map((r) => `${r.key}\0${r.versionId}`));
+      failed = failed.filter((e) => !lockedIds.has(`${e.Key}\0${e.VersionId}`));
+      allLocked.push(...locked);
       if (failed.length > 0) {
         const e = failed[0]!;
         throw Object.assign(
@@ -267,6 +326,7 @@ export class S3ObjectStore implements ObjectStore {
         );
       }
     }
+    if (allLocked.length > 0) throw new ObjectLockedError(allLocked);
   }
 
   async createMultipartUpload(key: string, options: MultipartUploadOptions = {}): Promise<MultipartUpload> {

@@ -3,7 +3,7 @@
 const STATE_MACHINE_ARN =
   /^arn:(aws[a-z-]*):states:([a-z0-9-]+):(\d{12}):stateMachine:([A-Za-z0-9_-]{1,80})(?::[A-Za-z0-9_-]+)?$/;
 /**
- * Run ids that can be execution names: a run id is [A-Za-z0-9][A-Za-z0-9._:-]{0,127} (core/layout.ts),
+ * Run ids that can be execution names: a run id is [A-Za-z0-9][A-Za-z0-9._:-]{0,127} (core/format/layout.ts),
  * an execution name at most 80 characters without ':' (among others).
  */
 const EXECUTION_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$/;

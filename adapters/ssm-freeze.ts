@@ -1,5 +1,5 @@
 /**
- * The FreezePort (core/snapshot-group.ts) over AWS Systems Manager Run Command, with cgmirror's own
+ * The FreezePort (core/protocol/snapshot-group.ts) over AWS Systems Manager Run Command, with cgmirror's own
  * SSM documents (never AWS-RunShellScript: the Snapshot role can run exactly these two scripts).
  *
  * - `freezeDocument()`: refuses to start after `notAfter` (a command delivered late must not freeze
@@ -23,9 +23,9 @@ import {
   SendCommandCommand,
   type SSMClient,
 } from "@aws-sdk/client-ssm";
-import type { FreezePort, FreezeTarget } from "#core/snapshot-group.ts";
+import type { FreezePort, FreezeTarget } from "#core/protocol/snapshot-group.ts";
 
-/** Mount points joined by single spaces; each as the group config allows (core/group-config.ts). */
+/** Mount points joined by single spaces; each as the group config allows (core/config/group-config.ts). */
 export const MOUNT_POINTS_PATTERN = "^/[A-Za-z0-9._/-]*( /[A-Za-z0-9._/-]*){0,99}$";
 /** 1..120 seconds (freeze.maxCoordinationSeconds). */
 export const MAX_SECONDS_PATTERN = "^([1-9]|[1-9][0-9]|1[01][0-9]|120)$";

@@ -16,7 +16,7 @@ import {
   zstdCompressSync,
   zstdDecompressSync,
 } from "node:zlib";
-import { BLOCK_SIZE } from "#core/bytes.ts";
+import { BLOCK_SIZE } from "#core/format/bytes.ts";
 
 const BLOCKS_PER_KIND = Number(process.env.CGM_BENCH_BLOCKS ?? 32);
 

@@ -1,5 +1,5 @@
 /**
- * `npm run bench:planner` — the planner (core/planner.ts) at scale. Prints ONE JSON line.
+ * `npm run bench:planner` — the planner (core/transfer/planner.ts) at scale. Prints ONE JSON line.
  *
  * A synthetic 16 TiB volume (33,554,432 blocks; the EBS emulator serves synthetic snapshots without
  * storing their data, local/ebs-emulator/synthetic.ts), half written in the base snapshot, 10 % of
@@ -26,8 +26,7 @@ import { createInterface } from "node:readline";
 import { CreateBucketCommand, S3Client } from "@aws-sdk/client-s3";
 import { createEbsClient, EbsBlockSource } from "#adapters/ebs-source.ts";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
-import { createRepo } from "#core/layout.ts";
-import { planVolume } from "#core/planner.ts";
+import { createRepo } from "#core/format/layout.ts";
 import type {
   BlockSource,
   GetBlockRequest,
@@ -35,6 +34,7 @@ import type {
   ListBlocksRequest,
 } from "#core/ports/block-source.ts";
 import type { ObjectStore } from "#core/ports/object-store.ts";
+import { planVolume } from "#core/transfer/planner.ts";
 import { ebsAdmin } from "#local/ebs-emulator/index.ts";
 import { startS3Server } from "#local/s3-server/server.ts";
 

@@ -13,14 +13,15 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { MemoryObjectStore } from "#adapters/memory-store.ts";
-import { BLOCK_SIZE } from "#core/bytes.ts";
-import { Codec } from "#core/codec.ts";
-import { cleanupRun, commitGeneration, fenceHead } from "#core/commit.ts";
-import { applyForget, planForget } from "#core/forget.ts";
-import { listGenerations, readGeneration } from "#core/generation.ts";
-import { IndexRunWriter, mergeRuns } from "#core/index-run.ts";
-import { createRepo, keys } from "#core/layout.ts";
-import { withGroupHeld } from "#core/maintenance.ts";
+import { BLOCK_SIZE } from "#core/format/bytes.ts";
+import { Codec } from "#core/format/codec.ts";
+import { listGenerations, readGeneration } from "#core/format/generation.ts";
+import { IndexRunWriter, mergeRuns } from "#core/format/index-run.ts";
+import { createRepo, keys } from "#core/format/layout.ts";
+import { openVolumeIndex, prepareVolume, readVolumeIndexRoot } from "#core/format/volume-index.ts";
+import { applyForget, planForget } from "#core/lifecycle/forget.ts";
+import { withGroupHeld } from "#core/lifecycle/maintenance.ts";
+import { pruneRepository } from "#core/lifecycle/prune.ts";
 import type {
   GetOptions,
   ListOptions,
@@ -30,8 +31,7 @@ import type {
   ObjectVersionSummary,
   PutOptions,
 } from "#core/ports/object-store.ts";
-import { pruneRepository } from "#core/prune.ts";
-import { openVolumeIndex, prepareVolume, readVolumeIndexRoot } from "#core/volume-index.ts";
+import { cleanupRun, commitGeneration, fenceHead } from "#core/protocol/commit.ts";
 
 const VOLUME_TIB = Number(process.env.CGM_BENCH_TIB ?? 16);
 const GENERATIONS = Number(process.env.CGM_BENCH_GENERATIONS ?? 20);

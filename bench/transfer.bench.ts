@@ -55,17 +55,17 @@ import { NodeHttpHandler } from "@smithy/node-http-handler";
 import { createEbsClient, EbsBlockSource } from "#adapters/ebs-source.ts";
 import { usePrecomputedPayloadHash } from "#adapters/s3-payload-hash.ts";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
-import { AimdLimiter, backoffMs } from "#core/aimd.ts";
-import { BLOCK_SIZE } from "#core/bytes.ts";
-import { createRepo, type Repo } from "#core/layout.ts";
-import { planVolume, type ShardDescriptor } from "#core/planner.ts";
+import { BLOCK_SIZE } from "#core/format/bytes.ts";
+import { createRepo, type Repo } from "#core/format/layout.ts";
 import type { ObjectStore } from "#core/ports/object-store.ts";
+import { AimdLimiter, backoffMs } from "#core/transfer/aimd.ts";
+import { planVolume, type ShardDescriptor } from "#core/transfer/planner.ts";
 import {
   type ShardResultSummary,
   type TransferOptions,
   type TransferProgress,
   transferShard,
-} from "#core/transfer-worker.ts";
+} from "#core/transfer/worker.ts";
 import { type EbsAdminClient, ebsAdmin } from "#local/ebs-emulator/index.ts";
 import { TokenBucket } from "#local/ebs-emulator/token-bucket.ts";
 import { startS3Server } from "#local/s3-server/server.ts";

@@ -5,7 +5,7 @@
  */
 import { S3Client } from "@aws-sdk/client-s3";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
-import { createRepo, type Repo } from "#core/layout.ts";
+import { createRepo, type Repo } from "#core/format/layout.ts";
 import { runningStack } from "../local/names.ts";
 import type { LocalEndpoints } from "../local/stack.ts";
 import { UsageError } from "./errors.ts";

@@ -17,8 +17,8 @@ import * as schedulerTargets from "aws-cdk-lib/aws-scheduler-targets";
 import type * as sqs from "aws-cdk-lib/aws-sqs";
 import * as sfn from "aws-cdk-lib/aws-stepfunctions";
 import { Construct } from "constructs";
-import type { GroupConfig } from "#core/group-config.ts";
-import { SNAPSHOT_TAGS } from "#core/snapshot-group.ts";
+import type { GroupConfig } from "#core/config/group-config.ts";
+import { SNAPSHOT_TAGS } from "#core/protocol/snapshot-group.ts";
 import { PRUNE_METRICS } from "#lambdas/prune.ts";
 import { LIFECYCLE_TASKS } from "#workflows/lifecycle-tasks.ts";
 import { MaintenanceWorkflow } from "#workflows/maintenance.ts";
@@ -198,6 +198,22 @@ export class GroupMaintenance extends Construct {
         resources: arns(PRUNE_S3_ACCESS.deleteVersion),
       }),
     );
+    const locking = groups.filter((g) => g.target.objectLock !== undefined);
+    if (locking.length > 0) {
+      // Prune keeps garbage whose Object Lock retention has not passed: a refused delete is AccessDenied
+      // for a lock and an IAM deny alike, and the version's retention tells them apart.
+      fn.addToRolePolicy(
+        new iam.PolicyStatement({
+          sid: "RepositoryReadRetention",
+          actions: ["s3:GetObjectRetention"],
+          resources: locking.flatMap((g) =>
+            PRUNE_S3_ACCESS.deleteVersion.map(
+              (a) => `arn:${p}:s3:::${g.target.bucket}/${g.target.prefix}/${area(a)}`,
+            ),
+          ),
+        }),
+      );
+    }
     fn.addToRolePolicy(
       new iam.PolicyStatement({
         sid: "RepositoryKey",

@@ -13,8 +13,8 @@ import * as nodejs from "aws-cdk-lib/aws-lambda-nodejs";
 import * as logs from "aws-cdk-lib/aws-logs";
 import * as sfn from "aws-cdk-lib/aws-stepfunctions";
 import { Construct } from "constructs";
-import type { GroupConfig } from "#core/group-config.ts";
-import { RESTORE_TAGS } from "#core/restore-snapshots.ts";
+import type { GroupConfig } from "#core/config/group-config.ts";
+import { RESTORE_TAGS } from "#core/restore/restore-snapshots.ts";
 import { LIFECYCLE_TASKS } from "#workflows/lifecycle-tasks.ts";
 import { RestoreWorkflow } from "#workflows/restore.ts";
 

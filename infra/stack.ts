@@ -36,9 +36,10 @@ import * as sqs from "aws-cdk-lib/aws-sqs";
 import type * as ssm from "aws-cdk-lib/aws-ssm";
 import * as sfn from "aws-cdk-lib/aws-stepfunctions";
 import type { Construct } from "constructs";
-import { type GroupConfig, groupSetProblems } from "#core/group-config.ts";
-import { SNAPSHOT_TAGS } from "#core/snapshot-group.ts";
+import { type GroupConfig, groupSetProblems } from "#core/config/group-config.ts";
+import { SNAPSHOT_TAGS } from "#core/protocol/snapshot-group.ts";
 import { COMMITTED_METRIC } from "#lambdas/commit.ts";
+import { RUN_METRICS } from "#lambdas/metric-names.ts";
 import { NEEDS_REPAIR_METRIC } from "#lambdas/recover.ts";
 import { ConsistencyGroupWorkflow } from "#workflows/consistency-group.ts";
 import { TASK_NAMES, TASKS, type TaskName } from "#workflows/tasks.ts";
@@ -83,6 +84,9 @@ export interface S3Access {
   /** DeleteObjectVersion: destroys a version; only where a task must undo or clean up. */
   readonly deleteVersion: readonly RepositoryArea[];
 }
+
+/** The areas whose objects a committed generation reaches, locked under `target.objectLock`. */
+export const OBJECT_LOCK_AREAS: readonly RepositoryArea[] = ["commits", "generations", "volumes", "segments"];
 
 /** Every area a run reads (run records are written by the lock and revert tasks, read only by the CLI). */
 const ALL_AREAS: readonly RepositoryArea[] = REPOSITORY_AREAS.filter((a) => a !== "history");
@@ -147,7 +151,7 @@ const SNAPSHOT_TASKS: ReadonlySet<TaskName> = new Set([
 ]);
 
 export interface CgmirrorStackProps extends StackProps {
-  /** Parsed group configs (core/group-config.ts); at least one. */
+  /** Parsed group configs (core/config/group-config.ts); at least one. */
   readonly groups: readonly GroupConfig[];
   /**
    * Enable S3 Object Lock on the bucket(s) (no default retention: Revert deletes exact versions).
@@ -262,7 +266,10 @@ export class CgmirrorStack extends Stack {
         objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
         serverAccessLogsBucket: accessLogs,
         serverAccessLogsPrefix: `${bucketName}/`,
-        objectLockEnabled: props.objectLock ?? false,
+        // A group with target.objectLock needs it; never a default retention (Revert deletes what a
+        // failed run wrote: only committed objects are locked, by Commit).
+        objectLockEnabled:
+          (props.objectLock ?? false) || members.some((g) => g.target.objectLock !== undefined),
         removalPolicy: RemovalPolicy.RETAIN,
         lifecycleRules: repositoryLifecycle(members),
       });
@@ -539,36 +546,7 @@ export class CgmirrorStack extends Stack {
       });
       needsRepair.addAlarmAction(action);
       dashboard.addWidgets(
-        new cloudwatch.GraphWidget({
-          title: `${g.group}: commits and coordination time`,
-          left: [committed.with({ period: Duration.hours(1) })],
-          right: [
-            new cloudwatch.Metric({
-              namespace: METRICS_NAMESPACE,
-              metricName: "CoordinationTime",
-              dimensionsMap: dims,
-              statistic: "Maximum",
-            }),
-          ],
-          width: 12,
-        }),
-        new cloudwatch.GraphWidget({
-          title: `${g.group}: changed blocks per run`,
-          left: [
-            new cloudwatch.Metric({
-              namespace: METRICS_NAMESPACE,
-              metricName: "ChangedBlocks",
-              dimensionsMap: dims,
-              statistic: "Sum",
-            }),
-          ],
-          width: 12,
-        }),
-        new cloudwatch.AlarmStatusWidget({
-          title: `${g.group}: alarms`,
-          alarms: [rpoAlarm, needsRepair, runFailed],
-          width: 24,
-        }),
+        ...groupWidgets(g, machine, dims, { committed, rpoAlarm, needsRepair, runFailed }),
       );
     }
 
@@ -676,6 +654,30 @@ export class CgmirrorStack extends Stack {
             sid: "RepositoryDeleteVersion",
             actions: ["s3:DeleteObjectVersion"],
             resources: areaArns(access.deleteVersion),
+          }),
+        );
+      }
+      const locking = groups.filter((g) => g.target.objectLock !== undefined);
+      const lockArns = (areas: readonly RepositoryArea[]) =>
+        locking.flatMap((g) =>
+          areas.map((a) => `arn:${p}:s3:::${g.target.bucket}/${g.target.prefix}/${areaPattern(a)}`),
+        );
+      if (locking.length > 0 && task === "Commit") {
+        // Commit locks what a committed generation reaches (core/protocol/object-lock.ts); HEAD is never locked.
+        out.push(
+          new iam.PolicyStatement({
+            sid: "RepositoryObjectLock",
+            actions: ["s3:PutObjectRetention", "s3:GetObjectRetention"],
+            resources: lockArns(OBJECT_LOCK_AREAS),
+          }),
+        );
+      } else if (locking.length > 0 && access.deleteVersion.length > 0) {
+        // A refused delete is AccessDenied for a lock and an IAM deny alike: the retention tells them apart.
+        out.push(
+          new iam.PolicyStatement({
+            sid: "RepositoryReadRetention",
+            actions: ["s3:GetObjectRetention"],
+            resources: lockArns(access.deleteVersion),
           }),
         );
       }
@@ -966,4 +968,89 @@ export function rpoAlarmShape(g: GroupConfig): { periodMinutes: number; evaluati
 function cdkTimeZone(name: string): TimeZone | undefined {
   // UTC is the Scheduler's default; TimeZone.of accepts any IANA name.
   return name === "UTC" ? undefined : TimeZone.of(name);
+}
+
+/**
+ * The dashboard row of one group (docs/operations.md, "Metrics and the dashboard" describes each
+ * widget): recovery point age against the RPO target, runs (committed, reverted, failed), bytes
+ * changed and stored, run duration and coordination time, EBS throttling, and the group's alarms.
+ */
+function groupWidgets(
+  g: GroupConfig,
+  machine: sfn.StateMachine,
+  dims: Record<string, string>,
+  alarms: {
+    committed: cloudwatch.Metric;
+    rpoAlarm: cloudwatch.Alarm;
+    needsRepair: cloudwatch.Alarm;
+    runFailed: cloudwatch.Alarm;
+  },
+): cloudwatch.IWidget[] {
+  const metric = (metricName: string, statistic: string, label: string, period = Duration.hours(1)) =>
+    new cloudwatch.Metric({
+      namespace: METRICS_NAMESPACE,
+      metricName,
+      dimensionsMap: dims,
+      statistic,
+      label,
+      period,
+    });
+  const hour = Duration.hours(1);
+  return [
+    new cloudwatch.GraphWidget({
+      title: `${g.group}: recovery point age (RPO)`,
+      left: [
+        new cloudwatch.MathExpression({
+          expression: "age / 60",
+          label: "minutes since the committed point in time (max)",
+          usingMetrics: { age: metric(RUN_METRICS.recoveryPointAge, "Maximum", "age") },
+          period: hour,
+        }),
+      ],
+      leftYAxis: { min: 0, label: "minutes", showUnits: false },
+      leftAnnotations: [{ value: g.alarms.rpoMinutes, label: "RPO target (alarms.rpoMinutes)" }],
+      width: 8,
+    }),
+    new cloudwatch.GraphWidget({
+      title: `${g.group}: runs`,
+      left: [
+        alarms.committed.with({ period: hour, label: "committed" }),
+        metric(RUN_METRICS.runReverted, "Sum", "reverted"),
+        machine.metricFailed({ statistic: "Sum", period: hour, label: "failed" }),
+        machine.metricTimedOut({ statistic: "Sum", period: hour, label: "timed out" }),
+        machine.metricAborted({ statistic: "Sum", period: hour, label: "aborted" }),
+      ],
+      leftYAxis: { min: 0, showUnits: false },
+      width: 8,
+    }),
+    new cloudwatch.GraphWidget({
+      title: `${g.group}: bytes changed and stored`,
+      left: [
+        metric(RUN_METRICS.bytesChanged, "Sum", "changed (logical)"),
+        metric(RUN_METRICS.bytesStored, "Sum", "stored in S3"),
+      ],
+      right: [metric(RUN_METRICS.changedBlocks, "Sum", "changed blocks (plan)")],
+      leftYAxis: { min: 0 },
+      width: 8,
+    }),
+    new cloudwatch.GraphWidget({
+      title: `${g.group}: run duration and coordination time`,
+      left: [metric(RUN_METRICS.runDuration, "Maximum", "run duration (s, committed runs)")],
+      right: [metric(RUN_METRICS.coordinationTime, "Maximum", "freeze → thaw (ms)")],
+      leftYAxis: { min: 0, showUnits: false },
+      rightYAxis: { min: 0, showUnits: false },
+      width: 8,
+    }),
+    new cloudwatch.GraphWidget({
+      title: `${g.group}: EBS direct API throttling`,
+      left: [metric(RUN_METRICS.ebsThrottled, "Sum", "throttled requests (retried)")],
+      leftYAxis: { min: 0, showUnits: false },
+      width: 8,
+    }),
+    new cloudwatch.AlarmStatusWidget({
+      title: `${g.group}: alarms`,
+      alarms: [alarms.rpoAlarm, alarms.needsRepair, alarms.runFailed],
+      width: 8,
+    }),
+  ];
 }

@@ -3,8 +3,8 @@
  * its holder's execution (an execution of this state machine named after the holder's run id) has
  * ended without releasing it: then the lock is taken over at once and Recover cleans up after it.
  */
-import { lockLeaseMinutes } from "#core/group-config.ts";
-import { acquireLock } from "#core/lock.ts";
+import { lockLeaseMinutes } from "#core/config/group-config.ts";
+import { acquireLock } from "#core/protocol/lock.ts";
 import { awsDeps } from "./aws-deps.ts";
 import {
   AcquireLockInput,
@@ -13,7 +13,7 @@ import {
   type AcquireLockOutputT,
 } from "./contracts.ts";
 import { defineTask, groupConfig, type TaskDeps } from "./runtime.ts";
-import { repoOf } from "./shared.ts";
+import { publishRecoveryPointAge, repoOf } from "./shared.ts";
 
 export async function acquireLockTask(input: AcquireLockInputT, deps: TaskDeps): Promise<AcquireLockOutputT> {
   const config = groupConfig(input.config);
@@ -25,6 +25,8 @@ export async function acquireLockTask(input: AcquireLockInputT, deps: TaskDeps):
     now: new Date(deps.clock.now()),
     ...(status ? { holderState: (runId: string) => status.runState(runId) } : {}),
   });
+  // Every scheduled run, skipped or not, reports the age of the committed generation (the RPO line).
+  await publishRecoveryPointAge(repo, config.group, deps);
   if (!result.acquired) {
     deps.log.warn("lock held by another run; skipping", { group: config.group, heldBy: result.holderRunId });
     return { acquired: false, heldBy: result.holderRunId, expiresAt: result.expiresAt };

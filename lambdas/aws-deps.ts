@@ -24,7 +24,7 @@ import { SsmFreeze } from "#adapters/ssm-freeze.ts";
 import type { BlockSource } from "#core/ports/block-source.ts";
 import type { ObjectStore } from "#core/ports/object-store.ts";
 import type { SnapshotWriter } from "#core/ports/snapshot-writer.ts";
-import type { FreezePort, SnapshotPort } from "#core/snapshot-group.ts";
+import type { FreezePort, SnapshotPort } from "#core/protocol/snapshot-group.ts";
 import { optionalEnv, requireEnv } from "./env.ts";
 import { once, type TaskDeps } from "./runtime.ts";
 

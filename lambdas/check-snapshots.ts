@@ -2,7 +2,7 @@
  * CheckSnapshots: are all of the group's snapshots completed? Polled by the workflow, which waits the
  * `waitSeconds` it answers (backing off up to 15 minutes) before asking again.
  */
-import { checkSnapshots } from "#core/snapshot-group.ts";
+import { checkSnapshots } from "#core/protocol/snapshot-group.ts";
 import { awsDeps } from "./aws-deps.ts";
 import {
   CheckSnapshotsInput,

@@ -32,6 +32,12 @@ const config = z.record(z.string(), z.unknown());
 export const SnapshotRefSchema = z.strictObject({ volumeId, snapshotId });
 const snapshots = z.array(SnapshotRefSchema).min(1).max(100);
 
+/** A transfer checkpoint as the state carries it: its key and its seal's SHA-256. */
+const TransferCheckpointRef = z.strictObject({
+  key: z.string().min(1).max(1024),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+});
+
 export const ShardItemSchema = z.strictObject({ volumeId, shard: z.number().int().min(0).max(999_999) });
 
 // ---- AcquireLock
@@ -96,7 +102,7 @@ export const CheckSnapshotsOutput = z.strictObject({
   allCompleted: z.boolean(),
   completed: count,
   pending: count,
-  /** Seconds the workflow waits before the next check (backs off, core/snapshot-group.ts). */
+  /** Seconds the workflow waits before the next check (backs off, core/protocol/snapshot-group.ts). */
   waitSeconds: z.number().int().positive(),
 });
 
@@ -107,6 +113,10 @@ export const PlanOutput = z.strictObject({
   planKey: z.string().min(1),
   shardCount: count,
   changedBlocks: count,
+  /** The Transfer Map's MaxConcurrency, from the GetSnapshotBlock quotas (core/transfer/concurrency.ts). */
+  maxConcurrency: z.number().int().positive(),
+  /** GetSnapshotBlock requests/s each Transfer task reads at. */
+  shardRate: z.number().int().positive(),
   shards: z.array(ShardItemSchema).max(MAX_INLINE_SHARDS),
 });
 
@@ -120,8 +130,23 @@ export const TransferInput = z.strictObject({
   planKey: z.string().min(1),
   volumeId,
   shard: z.number().int().min(0),
+  /** GetSnapshotBlock requests/s this task reads at (Plan's `shardRate`). @default the worker's */
+  rate: z.number().int().positive().optional(),
+  /** The previous invocation's answer (absent on the first): resume from its checkpoint. */
+  transfer: z.strictObject({ done: z.literal(false), checkpoint: TransferCheckpointRef }).optional(),
 });
-export const TransferOutput = z.strictObject({ ok: z.literal(true), blocks: count, storedBytes: count });
+/**
+ * `done: false`: the invocation stopped before its deadline and wrote `checkpoint`; the Map iteration
+ * invokes Transfer again with it (docs/transfer.md, "Resumption").
+ */
+export const TransferOutput = z.strictObject({
+  ok: z.literal(true),
+  done: z.boolean(),
+  checkpoint: TransferCheckpointRef.nullable(),
+  blocks: count,
+  blocksDone: count,
+  storedBytes: count,
+});
 
 // ---- Prepare (one Map item)
 export const PrepareInput = z.strictObject({

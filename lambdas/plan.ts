@@ -4,12 +4,20 @@
  * S3, and return one small Map item per shard.
  */
 
-import { assertFenced } from "#core/commit.ts";
-import { readCommittedManifest } from "#core/generation.ts";
-import { planVolume } from "#core/planner.ts";
+import { readCommittedManifest } from "#core/format/generation.ts";
+import { assertFenced } from "#core/protocol/commit.ts";
+import {
+  countBlocksUpTo,
+  interleaveShards,
+  planTransferConcurrency,
+  shardBlocksFor,
+  targetShardsPerVolume,
+} from "#core/transfer/concurrency.ts";
+import { planVolume } from "#core/transfer/planner.ts";
 import { TransferFailedError } from "#workflows/errors.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { MAX_INLINE_SHARDS, PlanInput, type PlanInputT, PlanOutput, type PlanOutputT } from "./contracts.ts";
+import { RUN_METRICS } from "./metric-names.ts";
 import { defineTask, groupConfig, type TaskDeps } from "./runtime.ts";
 import { leaseOf, type RunPlan, repoOf, runPlanKey, writeRunPlan } from "./shared.ts";
 
@@ -29,6 +37,15 @@ export async function planTask(input: PlanInputT, deps: TaskDeps): Promise<PlanO
           .map((s) => s.snapshotId),
   );
   const volumes: RunPlan["volumes"] = [];
+  const t = config.transfer;
+  const quotas = {
+    snapshotBlockRps: t.snapshotBlockRps,
+    accountBlockRps: t.accountBlockRps,
+    shardRps: t.shardRps,
+    maxConcurrency: t.maxConcurrency,
+  };
+  // Enough shards per volume for the tasks the quotas feed: a small change set is cut finer.
+  const target = targetShardsPerVolume(input.snapshots.length, quotas);
   for (const s of input.snapshots) {
     let base = bases.get(s.volumeId) ?? null;
     if (base !== null && !present.has(base)) {
@@ -38,6 +55,11 @@ export async function planTask(input: PlanInputT, deps: TaskDeps): Promise<PlanO
       });
       base = null;
     }
+    const counted = await countBlocksUpTo(
+      deps.blockSource(),
+      { snapshotId: s.snapshotId, baseSnapshotId: base },
+      target * t.shardBlocks,
+    );
     const r = await planVolume(
       { repo, source: deps.blockSource() },
       {
@@ -45,7 +67,7 @@ export async function planTask(input: PlanInputT, deps: TaskDeps): Promise<PlanO
         volumeId: s.volumeId,
         snapshotId: s.snapshotId,
         baseSnapshotId: base,
-        shardBlocks: config.transfer.shardBlocks,
+        shardBlocks: shardBlocksFor(counted, t.shardBlocks, target),
       },
     );
     volumes.push({
@@ -59,8 +81,13 @@ export async function planTask(input: PlanInputT, deps: TaskDeps): Promise<PlanO
       manifestKey: r.manifestKey,
     });
   }
-  const shards = volumes.flatMap((v) =>
-    Array.from({ length: v.shards }, (_, shard) => ({ volumeId: v.volumeId, shard })),
+  // Round-robin over the volumes: the tasks running at once spread over the snapshots' quotas.
+  const shards = interleaveShards(
+    volumes.flatMap((v) => Array.from({ length: v.shards }, (_, shard) => ({ volumeId: v.volumeId, shard }))),
+  );
+  const concurrency = planTransferConcurrency(
+    volumes.map((v) => v.shards),
+    quotas,
   );
   if (shards.length > MAX_INLINE_SHARDS) {
     throw new TransferFailedError(
@@ -76,9 +103,21 @@ export async function planTask(input: PlanInputT, deps: TaskDeps): Promise<PlanO
   const planKey = runPlanKey(repo, input.runId);
   await writeRunPlan(repo, planKey, plan);
   const changedBlocks = volumes.reduce((n, v) => n + v.changedBlocks, 0);
-  deps.metrics.add(config.group, "ChangedBlocks", "Count", changedBlocks);
-  deps.log.info("planned", { shards: shards.length, changedBlocks });
-  return { planKey, shardCount: shards.length, changedBlocks, shards };
+  deps.metrics.add(config.group, RUN_METRICS.changedBlocks, "Count", changedBlocks);
+  deps.log.info("planned", {
+    shards: shards.length,
+    changedBlocks,
+    maxConcurrency: concurrency.maxConcurrency,
+    shardRate: concurrency.shardRate,
+  });
+  return {
+    planKey,
+    shardCount: shards.length,
+    changedBlocks,
+    maxConcurrency: concurrency.maxConcurrency,
+    shardRate: concurrency.shardRate,
+    shards,
+  };
 }
 
 export const makeHandler = (deps: () => TaskDeps) =>

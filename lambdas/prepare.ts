@@ -2,10 +2,11 @@
  * Prepare (one Map item; DESIGN.md section 4, step 6; Establish-revertible): write the volume's new
  * index root as a new object version, from the runs its transfer shards produced.
  */
-import { assertFenced } from "#core/commit.ts";
-import { readCommittedManifest } from "#core/generation.ts";
-import { readShardSummary } from "#core/transfer-worker.ts";
-import { prepareVolume } from "#core/volume-index.ts";
+
+import { readCommittedManifest } from "#core/format/generation.ts";
+import { prepareVolume } from "#core/format/volume-index.ts";
+import { assertFenced } from "#core/protocol/commit.ts";
+import { readShardSummary } from "#core/transfer/worker.ts";
 import { PrepareFailedError } from "#workflows/errors.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { PrepareInput, type PrepareInputT, PrepareOutput, type PrepareOutputT } from "./contracts.ts";

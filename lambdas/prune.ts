@@ -1,15 +1,15 @@
 /**
  * Prune (the maintenance workflow, workflows/maintenance.ts): holds the group like a backup run (lock +
  * fenced HEAD), forgets what the retention policy does not keep, garbage-collects the repository
- * (core/prune.ts), and deletes EBS snapshots beyond `snapshots.keep` (only the stack's own). Stops
+ * (core/lifecycle/prune.ts), and deletes EBS snapshots beyond `snapshots.keep` (only the stack's own). Stops
  * before its timeout with `done: false`; the workflow invokes it again.
  */
 import { z } from "zod";
 import { LockHeldError } from "#core/errors.ts";
-import { applyForget, planForget } from "#core/forget.ts";
-import { withGroupHeld } from "#core/maintenance.ts";
-import { pruneRepository } from "#core/prune.ts";
-import { pruneBaseSnapshots } from "#core/snapshot-group.ts";
+import { applyForget, planForget } from "#core/lifecycle/forget.ts";
+import { withGroupHeld } from "#core/lifecycle/maintenance.ts";
+import { pruneRepository } from "#core/lifecycle/prune.ts";
+import { pruneBaseSnapshots } from "#core/protocol/snapshot-group.ts";
 import { LIFECYCLE_TASKS, PRUNE_STOP_MARGIN_SECONDS } from "#workflows/lifecycle-tasks.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { defineTask, groupConfig, type TaskDeps } from "./runtime.ts";
@@ -63,11 +63,18 @@ export async function pruneTask(input: PruneInputT, deps: TaskDeps): Promise<Pru
         now: new Date(started),
       },
       async ({ lease }) => {
-        const forgotten = config.retention
-          ? (await applyForget(repo, lease, await planForget(repo, config.retention))).forgotten
-          : [];
+        const forget = config.retention
+          ? await applyForget(repo, lease, await planForget(repo, config.retention))
+          : undefined;
+        const forgotten = forget?.forgotten ?? [];
+        if (forget && forget.locked.length > 0) {
+          deps.log.info("generations kept under Object Lock retention (forgotten once it passes)", {
+            generations: forget.locked,
+          });
+        }
         const report = await pruneRepository(repo, {
           lease,
+          objectLock: config.target.objectLock !== undefined,
           repackThreshold: config.prune.repackGarbagePercent / 100,
           maxRepackBytes: config.prune.maxRepackGiB * 2 ** 30,
           shouldStop: () => deps.clock.now() - started > budgetMs,
@@ -94,6 +101,7 @@ export async function pruneTask(input: PruneInputT, deps: TaskDeps): Promise<Pru
       objectsDeleted: r.objectsDeleted,
       bytesReclaimed: r.bytesReclaimed,
       repacked: r.repack.segments,
+      keptLocked: r.keptLocked,
       done: r.done,
     });
     return {

@@ -5,17 +5,19 @@
  * repository (HEAD missing, delete-marked, rolled back) stops the run here with RepositoryStateError
  * before anything is written, and publishes the RepositoryNeedsRepair metric (alarmed in AWS).
  */
-import { recoverRun } from "#core/commit.ts";
+
 import { RepositoryStateError } from "#core/errors.ts";
-import { writeRunRecord } from "#core/run-history.ts";
-import { readSnapshotSet } from "#core/snapshot-set.ts";
+import { recoverRun } from "#core/protocol/commit.ts";
+import { writeRunRecord } from "#core/protocol/run-history.ts";
+import { readSnapshotSet } from "#core/protocol/snapshot-set.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { RecoverInput, type RecoverInputT, RecoverOutput, type RecoverOutputT } from "./contracts.ts";
+import { RUN_METRICS } from "./metric-names.ts";
 import { defineTask, groupConfig, type TaskDeps } from "./runtime.ts";
 import { repoOf } from "./shared.ts";
 
 /** The metric of a run stopped on an ambiguous repository (alarmed; infra/). */
-export const NEEDS_REPAIR_METRIC = "RepositoryNeedsRepair";
+export const NEEDS_REPAIR_METRIC = RUN_METRICS.needsRepair;
 
 export async function recoverTask(input: RecoverInputT, deps: TaskDeps): Promise<RecoverOutputT> {
   const config = groupConfig(input.config);
@@ -66,6 +68,10 @@ export async function recoverTask(input: RecoverInputT, deps: TaskDeps): Promise
   }
   if (action !== "none")
     deps.log.warn("recovered an earlier run", { action, revertedVersions, deletedSnapshots });
+  if (input.takenOverFrom && !result.deadRunCommitted) {
+    // The run whose lease expired did not commit: what it left is reverted now.
+    deps.metrics.add(config.group, RUN_METRICS.runReverted, "Count", 1);
+  }
   if (input.takenOverFrom && input.fencing > 1) {
     // The run whose lease expired (timed out, aborted, crashed): its record says how it was finished.
     // Its fencing number is the one just below ours (ours is one more than the lock's).

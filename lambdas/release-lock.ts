@@ -6,13 +6,14 @@
  * leaves, the next commit's pruning (snapshots) or the lifecycle rule that expires `runs/` (files)
  * removes.
  */
-import { cleanupRun } from "#core/commit.ts";
-import { type HeadState, readHead, readPinnedManifest } from "#core/generation.ts";
-import { keys } from "#core/layout.ts";
-import { readLock, releaseLock } from "#core/lock.ts";
-import { writeRunRecord } from "#core/run-history.ts";
-import { pruneBaseSnapshots } from "#core/snapshot-group.ts";
-import { deleteSnapshotSet, readSnapshotSet } from "#core/snapshot-set.ts";
+
+import { type HeadState, readHead, readPinnedManifest } from "#core/format/generation.ts";
+import { keys } from "#core/format/layout.ts";
+import { cleanupRun } from "#core/protocol/commit.ts";
+import { readLock, releaseLock } from "#core/protocol/lock.ts";
+import { writeRunRecord } from "#core/protocol/run-history.ts";
+import { pruneBaseSnapshots } from "#core/protocol/snapshot-group.ts";
+import { deleteSnapshotSet, readSnapshotSet } from "#core/protocol/snapshot-set.ts";
 import { awsDeps } from "./aws-deps.ts";
 import {
   ReleaseLockInput,

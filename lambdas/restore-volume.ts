@@ -1,6 +1,6 @@
 /**
  * RestoreVolume (the restore workflow, workflows/restore.ts): restore a generation into one new EBS
- * snapshot per volume (core/restore-snapshots.ts), in four steps chosen by `op`:
+ * snapshot per volume (core/restore/restore-snapshots.ts), in four steps chosen by `op`:
  *
  * - `prepare`: resolves the generation (HEAD's when not given) and the volumes, and chooses each
  *   volume's parent snapshot (given, or found among the snapshots cgmirror knows).
@@ -11,14 +11,14 @@
  * - `cleanup`: after any failure, deletes every snapshot tagged with the restore id (all or nothing).
  */
 import { InvalidArgumentError } from "#core/errors.ts";
-import { readCommittedManifest, readGeneration } from "#core/generation.ts";
+import { readCommittedManifest, readGeneration } from "#core/format/generation.ts";
 import type { SnapshotWriter } from "#core/ports/snapshot-writer.ts";
 import {
   chooseParents,
   deleteRestoreSnapshots,
   describeCleanup,
   restoreVolumeToSnapshot,
-} from "#core/restore-snapshots.ts";
+} from "#core/restore/restore-snapshots.ts";
 import { LIFECYCLE_TASKS, RESTORE_STOP_MARGIN_SECONDS } from "#workflows/lifecycle-tasks.ts";
 import { awsDeps } from "./aws-deps.ts";
 import {

@@ -7,17 +7,19 @@
  * A run that failed waiting for its snapshots (SnapshotTimeoutError) keeps them and their record
  * (`pending/snapshot-set.json`): the next run adopts the set instead of taking a new full snapshot.
  */
-import { revertRun } from "#core/commit.ts";
+
 import { RepositoryStateError } from "#core/errors.ts";
-import { readHead } from "#core/generation.ts";
-import type { Repo } from "#core/layout.ts";
-import { readLock } from "#core/lock.ts";
-import { writeRunRecord } from "#core/run-history.ts";
-import { deleteRunSnapshots } from "#core/snapshot-group.ts";
-import { deleteSnapshotSet, readSnapshotSet } from "#core/snapshot-set.ts";
+import { readHead } from "#core/format/generation.ts";
+import type { Repo } from "#core/format/layout.ts";
+import { revertRun } from "#core/protocol/commit.ts";
+import { readLock } from "#core/protocol/lock.ts";
+import { writeRunRecord } from "#core/protocol/run-history.ts";
+import { deleteRunSnapshots } from "#core/protocol/snapshot-group.ts";
+import { deleteSnapshotSet, readSnapshotSet } from "#core/protocol/snapshot-set.ts";
 import { causeMessage, Errors } from "#workflows/errors.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { RevertInput, type RevertInputT, RevertOutput, type RevertOutputT } from "./contracts.ts";
+import { RUN_METRICS } from "./metric-names.ts";
 import { defineTask, groupConfig, type TaskDeps } from "./runtime.ts";
 import { readRunPlan, repoOf, runPlanKey } from "./shared.ts";
 
@@ -125,6 +127,7 @@ export async function revertTask(input: RevertInputT, deps: TaskDeps): Promise<R
       keptSnapshots: 0,
     };
   }
+  deps.metrics.add(config.group, RUN_METRICS.runReverted, "Count", 1);
   const snapshots = await revertSnapshots(repo, input, config.group, deps);
   await recordRevertedRun(repo, input, deps, changedBlocks);
   deps.log.warn("run reverted", {

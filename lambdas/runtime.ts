@@ -4,14 +4,14 @@
  * error to a name of the workflow's error contract (workflows/errors.ts).
  */
 import type { z } from "zod";
-import { type GroupConfig, parseGroupConfig } from "#core/group-config.ts";
+import { type GroupConfig, parseGroupConfig } from "#core/config/group-config.ts";
+import { formatProblems, toProblems } from "#core/config/zod-issues.ts";
 import type { BlockSource } from "#core/ports/block-source.ts";
 import type { ObjectStore } from "#core/ports/object-store.ts";
 import type { RunStatusPort } from "#core/ports/run-status.ts";
 import type { SnapshotWriter } from "#core/ports/snapshot-writer.ts";
-import type { Clock, FreezePort, SnapshotPort } from "#core/snapshot-group.ts";
-import type { TransferOptions } from "#core/transfer-worker.ts";
-import { formatProblems, toProblems } from "#core/zod-issues.ts";
+import type { Clock, FreezePort, SnapshotPort } from "#core/protocol/snapshot-group.ts";
+import type { TransferOptions } from "#core/transfer/worker.ts";
 import {
   Errors,
   InternalError,
@@ -58,6 +58,12 @@ export interface TaskDeps {
    */
   readonly restoreOptions?: { readonly batchBlocks?: number; readonly budgetMs?: number };
   readonly clock: Clock;
+  /**
+   * Milliseconds the current invocation has left (Lambda's `context.getRemainingTimeInMillis`, set by
+   * `defineTask` per invocation). Absent outside Lambda: a task that needs it measures its function
+   * timeout on `clock`, which the local runner enforces on the same clock.
+   */
+  readonly remainingMs?: () => number;
   /** Overrides of the transfer worker's defaults (the local runner writes progress more often). */
   readonly transferOptions?: TransferOptions;
   readonly log: TaskLogger;
@@ -173,7 +179,12 @@ export function parseTaskInput<S extends z.ZodType>(
   return result.data;
 }
 
-export type TaskHandler<O> = (event: unknown) => Promise<O>;
+/** What Lambda passes besides the event (only the remaining time is used). */
+export interface LambdaContextLike {
+  getRemainingTimeInMillis?: () => number;
+}
+
+export type TaskHandler<O> = (event: unknown, context?: LambdaContextLike) => Promise<O>;
 
 /**
  * Builds a handler: parse input, run, check output, map errors (bounded for the state, logged whole).
@@ -186,8 +197,11 @@ export function defineTask<I extends z.ZodType, O extends z.ZodType>(
   run: (input: z.infer<I>, deps: TaskDeps) => Promise<z.infer<O>>,
   deps: () => TaskDeps,
 ): TaskHandler<z.infer<O>> {
-  return async (event: unknown) => {
-    const d = deps();
+  return async (event: unknown, context?: LambdaContextLike) => {
+    const base = deps();
+    const remaining = context?.getRemainingTimeInMillis;
+    const d: TaskDeps =
+      typeof remaining === "function" ? { ...base, remainingMs: () => remaining.call(context) } : base;
     try {
       const parsed = parseTaskInput(task, input, event);
       const result = await run(parsed, d);

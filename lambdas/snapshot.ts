@@ -4,16 +4,17 @@
  * generation whose snapshots may still be pending (it timed out waiting, or died), adopt it instead:
  * no new snapshot, the original point in time (docs/format.md §8.1).
  */
-import { assertFenced } from "#core/commit.ts";
-import { snapshotGroup } from "#core/snapshot-group.ts";
+import { assertFenced } from "#core/protocol/commit.ts";
+import { snapshotGroup } from "#core/protocol/snapshot-group.ts";
 import {
   deleteSnapshotSet,
   judgeSnapshotSet,
   readSnapshotSet,
   writeSnapshotSet,
-} from "#core/snapshot-set.ts";
+} from "#core/protocol/snapshot-set.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { SnapshotInput, type SnapshotInputT, SnapshotOutput, type SnapshotOutputT } from "./contracts.ts";
+import { RUN_METRICS } from "./metric-names.ts";
 import { defineTask, groupConfig, type TaskDeps } from "./runtime.ts";
 import { leaseOf, repoOf } from "./shared.ts";
 
@@ -75,7 +76,7 @@ export async function snapshotTask(input: SnapshotInputT, deps: TaskDeps): Promi
     snapshots: result.snapshots,
     recordedAt: new Date(deps.clock.now()).toISOString(),
   });
-  deps.metrics.add(config.group, "CoordinationTime", "Milliseconds", result.coordinationMs);
+  deps.metrics.add(config.group, RUN_METRICS.coordinationTime, "Milliseconds", result.coordinationMs);
   deps.log.info("group snapshot initiated", {
     coordinationMs: result.coordinationMs,
     frozen: result.frozen,

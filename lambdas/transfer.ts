@@ -1,16 +1,22 @@
 /**
  * Transfer (one Map item; DESIGN.md section 4, step 5): copy one shard's blocks into segments.
- * Re-running a shard is safe (the core worker returns a finished shard's summary).
+ * Re-running a shard is safe (the core worker returns a finished shard's summary). An invocation that
+ * nears its deadline checkpoints and answers `done: false`; the Map iteration invokes it again with
+ * that checkpoint until the shard is done (docs/transfer.md, "Resumption").
  */
-import { GroupDedup } from "#core/dedup-index.ts";
-import { retiredSegmentsVersion } from "#core/gc-state.ts";
-import { readHead } from "#core/generation.ts";
-import { createRepo, type Repo } from "#core/layout.ts";
-import { readShardIndex } from "#core/planner.ts";
-import { transferShard } from "#core/transfer-worker.ts";
+
+import { BLOCK_SIZE } from "#core/format/bytes.ts";
+import { GroupDedup } from "#core/format/dedup-index.ts";
+import { retiredSegmentsVersion } from "#core/format/gc-state.ts";
+import { readHead } from "#core/format/generation.ts";
+import { createRepo, type Repo } from "#core/format/layout.ts";
+import { readShardIndex } from "#core/transfer/planner.ts";
+import { transferShardStep } from "#core/transfer/worker.ts";
 import { TransferFailedError } from "#workflows/errors.ts";
+import { TASKS } from "#workflows/tasks.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { TransferInput, type TransferInputT, TransferOutput, type TransferOutputT } from "./contracts.ts";
+import { RUN_METRICS } from "./metric-names.ts";
 import { defineTask, type TaskDeps } from "./runtime.ts";
 
 // Group-wide dedup index of the COMMITTED generation, kept per container and keyed by the committed
@@ -35,7 +41,19 @@ async function dedupFor(repo: Repo, bucket: string): Promise<GroupDedup> {
   return dedupCache.dedup;
 }
 
+/**
+ * Milliseconds this invocation has left: Lambda's own count when it runs in Lambda, otherwise (the
+ * local runner, whose scalable clock enforces the function timeout) the function timeout measured on
+ * `deps.clock` from the start of the invocation.
+ */
+function remainingTime(deps: TaskDeps): () => number {
+  if (deps.remainingMs) return deps.remainingMs;
+  const deadline = deps.clock.now() + TASKS.Transfer.timeoutSeconds * 1000;
+  return () => deadline - deps.clock.now();
+}
+
 export async function transferTask(input: TransferInputT, deps: TaskDeps): Promise<TransferOutputT> {
+  const remainingMs = remainingTime(deps);
   const repo = createRepo({ store: deps.store(input.bucket), prefix: input.prefix, group: input.group });
   const descriptors = await readShardIndex(repo, input.runId, input.volumeId);
   const shard = descriptors.find((d) => d.shard === input.shard);
@@ -45,10 +63,39 @@ export async function transferTask(input: TransferInputT, deps: TaskDeps): Promi
     );
   }
   const dedup = (await dedupFor(repo, input.bucket)).session();
-  const summary = await transferShard(
-    { repo, source: deps.blockSource(), dedup },
-    { runId: input.runId, shard, ...(deps.transferOptions ? { options: deps.transferOptions } : {}) },
+  const options = {
+    ...deps.transferOptions,
+    ...(input.rate !== undefined ? { initialRate: input.rate, maxRate: input.rate } : {}),
+  };
+  const step = await transferShardStep(
+    { repo, source: deps.blockSource(), dedup, remainingMs },
+    {
+      runId: input.runId,
+      shard,
+      options,
+      ...(input.transfer ? { resume: input.transfer.checkpoint } : {}),
+    },
   );
+  if (!step.done) {
+    deps.log.info("shard checkpointed before the deadline", {
+      volumeId: input.volumeId,
+      shard: input.shard,
+      sequence: step.sequence,
+      blocksDone: step.cursor,
+      blocks: step.blocksTotal,
+      remainingMs: Math.round(remainingMs()),
+      throttled: step.stats.throttled,
+    });
+    return {
+      ok: true,
+      done: false,
+      checkpoint: step.checkpoint,
+      blocks: step.blocksTotal,
+      blocksDone: step.cursor,
+      storedBytes: step.stats.storedBytes,
+    };
+  }
+  const summary = step.summary;
   deps.log.info("shard transferred", {
     volumeId: input.volumeId,
     shard: input.shard,
@@ -58,7 +105,20 @@ export async function transferTask(input: TransferInputT, deps: TaskDeps): Promi
     dedupedBlocks: summary.stats.dedupedBlocks,
     throttled: summary.stats.throttled,
   });
-  return { ok: true, blocks: summary.stats.blocks, storedBytes: summary.stats.storedBytes };
+  if (!summary.reused) {
+    // A finished shard's summary returned again (a retried Map item) was counted when it finished.
+    deps.metrics.add(input.group, RUN_METRICS.bytesChanged, "Bytes", summary.stats.blocks * BLOCK_SIZE);
+    deps.metrics.add(input.group, RUN_METRICS.bytesStored, "Bytes", summary.stats.storedBytes);
+    deps.metrics.add(input.group, RUN_METRICS.ebsThrottled, "Count", summary.stats.throttled);
+  }
+  return {
+    ok: true,
+    done: true,
+    checkpoint: null,
+    blocks: summary.stats.blocks,
+    blocksDone: summary.stats.blocks,
+    storedBytes: summary.stats.storedBytes,
+  };
 }
 
 export const makeHandler = (deps: () => TaskDeps) =>

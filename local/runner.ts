@@ -15,7 +15,7 @@ import { EbsSnapshotWriter } from "#adapters/ebs-writer.ts";
 import { usePrecomputedPayloadHash } from "#adapters/s3-payload-hash.ts";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
 import { executionArnOf } from "#adapters/sfn-arns.ts";
-import type { GroupConfig } from "#core/group-config.ts";
+import type { GroupConfig } from "#core/config/group-config.ts";
 import type { ObjectStore } from "#core/ports/object-store.ts";
 import type { RunStatusPort } from "#core/ports/run-status.ts";
 import { HANDLER_MAKERS } from "#lambdas/makers.ts";

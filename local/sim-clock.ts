@@ -5,7 +5,7 @@
  * time reaches them, also across jumps. Task handlers of the run get it as their `deps.clock`, so what a
  * handler measures (lock expiry, snapshot timeouts) is what the runner enforces.
  */
-import type { Clock } from "#core/snapshot-group.ts";
+import type { Clock } from "#core/protocol/snapshot-group.ts";
 
 /** The longest delay Node's setTimeout honours (a longer one fires at once). */
 const MAX_TIMEOUT_MS = 2_147_483_647;

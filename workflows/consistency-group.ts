@@ -4,7 +4,8 @@
  *   AcquireLock -> LockAcquired? -(held)-> Skipped (Succeed, status "skipped")
  *   -> Recover -> Snapshot -> CheckSnapshots <-> WaitForSnapshots (the wait CheckSnapshots answers,
  *      backing off; until all completed, or the snapshot timeout)
- *   -> Plan -> TransferShards (distributed Map, all must succeed, results discarded)
+ *   -> Plan -> TransferShards (distributed Map, all must succeed, results discarded; each item
+ *      loops TransferShard -> ShardDone? until its shard is done, resuming from checkpoints)
  *   -> PreparePolicy? -> PrepareVolumes (failFast) | PrepareAllVolumes (collectAll) -> AllPrepared?
  *   -> Commit -> ReleaseLock -> Committed (Succeed)
  *   any failure after AcquireLock -> Revert -> ReleaseLockAfterRevert -> RunFailed (original error)
@@ -219,10 +220,23 @@ export class ConsistencyGroupWorkflow extends Construct {
       "$.plan",
     ).addCatch(revert, onFailure);
 
-    const transferShard = invoke("TransferShard", "Transfer", undefined, undefined, {
-      // Keep each child's output tiny: the Map's aggregated result must stay far below 256 KiB.
-      resultSelector: { ok: sfn.JsonPath.stringAt("$.ok") },
+    // One shard: Transfer until it answers done. An invocation near its deadline checkpoints and answers
+    // done: false with the checkpoint, which the next invocation resumes from (docs/transfer.md).
+    const transferShard = invoke("TransferShard", "Transfer", undefined, "$.transfer", {
+      resultSelector: {
+        done: sfn.JsonPath.stringAt("$.done"),
+        checkpoint: sfn.JsonPath.objectAt("$.checkpoint"),
+      },
     });
+    const shardTransferred = new sfn.Succeed(this, "ShardTransferred", {
+      comment: "Keep each child's output tiny: the Map's aggregated result must stay far below 256 KiB.",
+      outputPath: "$.transfer.done",
+    });
+    transferShard.next(
+      new sfn.Choice(this, "ShardDone?")
+        .when(sfn.Condition.booleanEquals("$.transfer.done", true), shardTransferred)
+        .otherwise(transferShard),
+    );
     const transfer = new AllMustSucceedDistributedMap(this, "TransferShards", {
       comment: "One item per shard; fails unless every shard succeeds. Per-shard results live in S3.",
       itemsPath: "$.plan.shards",
@@ -235,8 +249,10 @@ export class ConsistencyGroupWorkflow extends Construct {
         planKey: sfn.JsonPath.stringAt("$.plan.planKey"),
         volumeId: sfn.JsonPath.stringAt("$$.Map.Item.Value.volumeId"),
         shard: sfn.JsonPath.numberAt("$$.Map.Item.Value.shard"),
+        rate: sfn.JsonPath.numberAt("$.plan.shardRate"),
       },
-      maxConcurrencyPath: sfn.JsonPath.stringAt("$.config.transfer.maxConcurrency"),
+      // Planned from the GetSnapshotBlock quotas (core/transfer/concurrency.ts), at most the config's.
+      maxConcurrencyPath: sfn.JsonPath.stringAt("$.plan.maxConcurrency"),
       mapExecutionType: sfn.StateMachineType.STANDARD,
       label: "TransferShards",
       resultPath: sfn.JsonPath.DISCARD,

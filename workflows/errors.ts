@@ -14,7 +14,7 @@ export const Errors = {
   Transient: "TransientError",
   /** The task input does not match its contract (lambdas/contracts.ts). Not retried. */
   InvalidInput: "InvalidInputError",
-  /** The group config is invalid (core/group-config.ts). Not retried. */
+  /** The group config is invalid (core/config/group-config.ts). Not retried. */
   GroupConfig: "GroupConfigError",
   /** Another live run holds the group lock (only thrown where skipping is impossible). */
   LockHeld: "LockHeldError",
@@ -57,8 +57,12 @@ export const Errors = {
   Internal: "InternalError",
 } as const;
 
-// Thrown by core/snapshot-group.ts (core cannot depend on workflows); re-exported as part of the contract.
-export { FreezeFailedError, SnapshotFailedError, SnapshotTimeoutError } from "#core/snapshot-group.ts";
+// Thrown by core/protocol/snapshot-group.ts (core cannot depend on workflows); re-exported as part of the contract.
+export {
+  FreezeFailedError,
+  SnapshotFailedError,
+  SnapshotTimeoutError,
+} from "#core/protocol/snapshot-group.ts";
 
 export type ErrorName = (typeof Errors)[keyof typeof Errors];
 

@@ -48,7 +48,8 @@ export const TASKS: Readonly<Record<TaskName, TaskSpec>> = {
     states: ["CheckSnapshots"],
   },
   Plan: { timeoutSeconds: 900, memoryMiB: 1024, entry: "lambdas/plan.ts", states: ["Plan"] },
-  // 1,769 MB = one full vCPU; a shard is sized to finish well within 15 minutes.
+  // 1,769 MB = one full vCPU; an invocation checkpoints well before 15 minutes and the Map item
+  // invokes it again until its shard is done (docs/transfer.md, "Resumption").
   Transfer: { timeoutSeconds: 900, memoryMiB: 1769, entry: "lambdas/transfer.ts", states: ["TransferShard"] },
   Prepare: {
     timeoutSeconds: 300,

@@ -2,7 +2,7 @@
 import { existsSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { Command } from "commander";
-import type { GroupConfig, GroupConfigInput } from "#core/group-config.ts";
+import type { GroupConfig, GroupConfigInput } from "#core/config/group-config.ts";
 import { LOCAL_BUCKET } from "../../local/names.ts";
 import { printJson, UsageError } from "../output.ts";
 import { applyAwsOptions, awsOptions, stateDirOf, stateDirOption } from "../state.ts";
@@ -20,7 +20,7 @@ export async function loadConfigFile(path: string): Promise<GroupConfig> {
         : `cannot read config file ${path}: ${(err as Error).message}`,
     );
   }
-  const { parseGroupConfig } = await import("#core/group-config.ts");
+  const { parseGroupConfig } = await import("#core/config/group-config.ts");
   return parseGroupConfig(text, path);
 }
 
@@ -59,7 +59,7 @@ export function configCommands(): Command {
         profile?: string;
         json?: boolean;
       }) => {
-        const { parseGroupConfig } = await import("#core/group-config.ts");
+        const { parseGroupConfig } = await import("#core/config/group-config.ts");
         if (existsSync(opts.out) && !opts.force) {
           throw new UsageError(`${opts.out} already exists; add --force to overwrite it`);
         }

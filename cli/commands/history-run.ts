@@ -1,9 +1,9 @@
 /** The work behind `cgmirror runs`, `diff` and `stats`. */
-import type { IndexEntry } from "#core/block-ref.ts";
-import { Codec } from "#core/codec.ts";
-import { keys, type Repo } from "#core/layout.ts";
-import { listRunRecords } from "#core/run-history.ts";
-import { openVolumeIndex, type VolumeIndex } from "#core/volume-index.ts";
+import type { IndexEntry } from "#core/format/block-ref.ts";
+import { Codec } from "#core/format/codec.ts";
+import { keys, type Repo } from "#core/format/layout.ts";
+import { openVolumeIndex, type VolumeIndex } from "#core/format/volume-index.ts";
+import { listRunRecords } from "#core/protocol/run-history.ts";
 import { formatBytes, printJson, table } from "../output.ts";
 import type { RepoOptions } from "./repo.ts";
 import { manifestOrExplain, RUN_HEADERS, readLockView, runRow, withRepo } from "./repo-run.ts";

@@ -1,10 +1,10 @@
 /** The actions of `cgmirror forget` and `cgmirror prune` (loaded when one of them runs). */
 import { LockHeldError } from "#core/errors.ts";
-import { applyForget, type ForgetPlan, planForget } from "#core/forget.ts";
-import type { Repo } from "#core/layout.ts";
-import { maintenanceRunId, withGroupHeld } from "#core/maintenance.ts";
-import { type PruneReport, pruneRepository } from "#core/prune.ts";
-import { parseRetentionDuration, type RetentionPolicy } from "#core/retention.ts";
+import type { Repo } from "#core/format/layout.ts";
+import { applyForget, type ForgetPlan, planForget } from "#core/lifecycle/forget.ts";
+import { maintenanceRunId, withGroupHeld } from "#core/lifecycle/maintenance.ts";
+import { type PruneReport, pruneRepository } from "#core/lifecycle/prune.ts";
+import { parseRetentionDuration, type RetentionPolicy } from "#core/lifecycle/retention.ts";
 import { BusyError } from "../errors.ts";
 import { formatBytes, printJson, table, UsageError } from "../output.ts";
 import { loadConfigFile } from "./config.ts";
@@ -122,6 +122,11 @@ function printPrune(r: PruneReport): void {
       (r.repack.deferred > 0 ? `, ${r.repack.deferred} left for the next prune` : ""),
   );
   for (const u of r.unreadable) console.log(`left alone (unreadable): ${u.key}@${u.versionId}: ${u.error}`);
+  if (r.keptLocked.count > 0) {
+    console.log(
+      `kept ${r.keptLocked.count} garbage version(s), ${formatBytes(r.keptLocked.bytes)}, under Object Lock retention: a later prune deletes them once it passes`,
+    );
+  }
   if (!r.done) console.log("not finished: run prune again");
 }
 
@@ -136,16 +141,23 @@ export async function forgetAction(
       else printForget(plan, true);
       return;
     }
+    // --config names the group's Object Lock (no repack); without it a locked version is still kept.
+    const locked = opts.config ? (await loadConfigFile(opts.config)).target.objectLock !== undefined : false;
     const out = await held(repo, "forget", opts.lockMinutes, async ({ lease }) => {
       const plan = await planForget(repo, policy);
       const result = await applyForget(repo, lease, plan);
-      const pruned = opts.prune ? await pruneRepository(repo, { lease }) : undefined;
+      const pruned = opts.prune ? await pruneRepository(repo, { lease, objectLock: locked }) : undefined;
       return { plan, result, pruned };
     });
     if (opts.json)
       printJson({ dryRun: false, ...out.plan, ...out.result, ...(out.pruned ? { prune: out.pruned } : {}) });
     else {
       printForget(out.plan, false);
+      if (out.result.locked.length > 0) {
+        console.log(
+          `kept generation(s) ${out.result.locked.join(", ")}: their commit records are under Object Lock retention (forget again once it passes)`,
+        );
+      }
       if (out.pruned) printPrune(out.pruned);
     }
   });
@@ -163,6 +175,7 @@ export async function pruneAction(
   const percent = opts.repackThreshold ?? config?.prune.repackGarbagePercent ?? 50;
   if (percent < 1 || percent > 100) throw new UsageError(`--repack-threshold takes 1-100, got ${percent}`);
   const options = {
+    objectLock: config?.target.objectLock !== undefined,
     repackThreshold: percent / 100,
     maxRepackBytes: (opts.maxRepackGib ?? config?.prune.maxRepackGiB ?? 16) * 2 ** 30,
   };

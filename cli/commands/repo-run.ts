@@ -9,13 +9,13 @@ import {
   readCommittedManifest,
   readGeneration,
   readHead,
-} from "#core/generation.ts";
-import type { Repo } from "#core/layout.ts";
-import { acquireLock, readLock, releaseLock } from "#core/lock.ts";
-import { applyRepair, planRepair, type RepairPlan } from "#core/repair.ts";
-import { restoreVolume } from "#core/restore.ts";
-import { listRunRecords, type RunRecord } from "#core/run-history.ts";
-import { verifyGeneration } from "#core/verify.ts";
+} from "#core/format/generation.ts";
+import type { Repo } from "#core/format/layout.ts";
+import { acquireLock, readLock, releaseLock } from "#core/protocol/lock.ts";
+import { listRunRecords, type RunRecord } from "#core/protocol/run-history.ts";
+import { applyRepair, planRepair, type RepairPlan } from "#core/restore/repair.ts";
+import { restoreVolume } from "#core/restore/restore.ts";
+import { verifyGeneration } from "#core/restore/verify.ts";
 import { type CliContext, openContext } from "../context.ts";
 import { BusyError } from "../errors.ts";
 import { formatBytes, printJson, table, UsageError } from "../output.ts";

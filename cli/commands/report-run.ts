@@ -1,9 +1,9 @@
 /** The work behind `cgmirror report`: gathers generations and run records, writes the page. */
 import { writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
-import { listGenerations, readGeneration } from "#core/generation.ts";
-import type { Repo } from "#core/layout.ts";
-import { listRunRecords } from "#core/run-history.ts";
+import { listGenerations, readGeneration } from "#core/format/generation.ts";
+import type { Repo } from "#core/format/layout.ts";
+import { listRunRecords } from "#core/protocol/run-history.ts";
 import { printJson } from "../output.ts";
 import { type ReportData, reportHtml } from "../report/html.ts";
 import { loadConfigFile } from "./config.ts";

@@ -6,7 +6,7 @@
 import { randomBytes } from "node:crypto";
 import { type SFNClient, StartExecutionCommand } from "@aws-sdk/client-sfn";
 import { type FollowOptions, followExecution } from "#adapters/sfn-follow.ts";
-import type { GroupConfig } from "#core/group-config.ts";
+import type { GroupConfig } from "#core/config/group-config.ts";
 import type { RestoreWorkflowInputT } from "#lambdas/contracts.ts";
 import { CliError, ExitCode } from "../errors.ts";
 

@@ -1,13 +1,13 @@
 /**
  * `cgmirror restore --to-snapshots`: a generation into one new EBS snapshot per volume, all or nothing
- * (core/restore-snapshots.ts). Locally against the EBS emulator (its admin API stands in for EC2's
+ * (core/restore/restore-snapshots.ts). Locally against the EBS emulator (its admin API stands in for EC2's
  * DescribeSnapshots/DeleteSnapshot), in AWS with the EBS direct APIs and EC2.
  */
 import { EC2Client } from "@aws-sdk/client-ec2";
 import { createEbsClient } from "#adapters/ebs-source.ts";
 import { EbsSnapshotWriter, ec2SnapshotCatalog, type SnapshotCatalog } from "#adapters/ebs-writer.ts";
-import type { Repo } from "#core/layout.ts";
-import { restoreGroupToSnapshots } from "#core/restore-snapshots.ts";
+import type { Repo } from "#core/format/layout.ts";
+import { restoreGroupToSnapshots } from "#core/restore/restore-snapshots.ts";
 import { ebsAdmin } from "../../local/ebs-emulator/admin-client.ts";
 import { emulatorSnapshotCatalog } from "../../local/snapshot-catalog.ts";
 import type { CliContext } from "../context.ts";

@@ -1,9 +1,9 @@
 /** The work behind `cgmirror unlock`. */
 import { createInterface } from "node:readline/promises";
-import { keys } from "#core/layout.ts";
-import { readLock } from "#core/lock.ts";
-import { encodeMetadata } from "#core/metadata.ts";
+import { keys } from "#core/format/layout.ts";
+import { encodeMetadata } from "#core/format/metadata.ts";
 import { PreconditionFailedError } from "#core/ports/object-store.ts";
+import { readLock } from "#core/protocol/lock.ts";
 import { BusyError, ExitCode } from "../errors.ts";
 import { printJson } from "../output.ts";
 import type { RepoOptions } from "./repo.ts";

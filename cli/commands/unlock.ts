@@ -14,7 +14,7 @@ left); unlock lets the next run start now instead of waiting for the lease to en
 
 A lock whose lease has not expired belongs to a run that may still be alive: unlock refuses it unless
 --force. Even then two runs cannot both commit: the next run moves HEAD's fence to its higher fencing
-number before it writes anything, and Commit moves HEAD only with If-Match on the HEAD it read (core/commit.ts).
+number before it writes anything, and Commit moves HEAD only with If-Match on the HEAD it read (core/protocol/commit.ts).
 Whichever run moves HEAD second fails with LockLostError and reverts only what it wrote itself; nothing a
 committed generation uses is touched. A forced unlock can therefore cost the live run its work, never data.
 

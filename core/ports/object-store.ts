@@ -93,7 +93,10 @@ export interface ObjectStore {
   get(key: string, options?: GetOptions): Promise<GetResult>;
   /** @throws PreconditionFailedError when `ifMatch` / `ifNoneMatch` does not hold. */
   put(key: string, body: Uint8Array, options?: PutOptions): Promise<PutResult>;
-  /** Deletes the key (or exactly one version). Deleting something absent is not an error. */
+  /**
+   * Deletes the key (or exactly one version). Deleting something absent is not an error.
+   * @throws ObjectLockedError when the version is under an Object Lock retention
+   */
   delete(key: string, options?: { readonly versionId?: string }): Promise<void>;
   /** Metadata of the key (or version), or `undefined` when absent. */
   head(key: string, options?: { readonly versionId?: string }): Promise<HeadResult | undefined>;
@@ -104,9 +107,47 @@ export interface ObjectStore {
   createMultipartUpload(key: string, options?: MultipartUploadOptions): Promise<MultipartUpload>;
   /**
    * Deletes exact versions (S3 DeleteObjects, up to 1,000 per request). Deleting something absent is
-   * not an error. @throws an Error naming the first version the store refused to delete
+   * not an error.
+   * @throws ObjectLockedError listing the versions kept because an Object Lock retention protects
+   *   them (every other version was deleted)
+   * @throws an Error naming the first version the store refused to delete for any other reason
    */
   deleteVersions(objects: readonly ObjectVersionRef[]): Promise<void>;
+  /**
+   * Object Lock (a bucket created with it enabled): sets or extends one version's retention (S3
+   * PutObjectRetention). Stores without Object Lock leave it out. A retention is never shortened.
+   */
+  putRetention?(ref: ObjectVersionRef, retention: ObjectRetention): Promise<void>;
+  /** One version's Object Lock retention, or undefined when it has none (S3 GetObjectRetention). */
+  getRetention?(ref: ObjectVersionRef): Promise<ObjectRetention | undefined>;
+}
+
+/** S3 Object Lock retention modes. */
+export type RetentionMode = "GOVERNANCE" | "COMPLIANCE";
+
+/** An Object Lock retention: the version cannot be deleted before `retainUntil`. */
+export interface ObjectRetention {
+  readonly mode: RetentionMode;
+  readonly retainUntil: Date;
+}
+
+/**
+ * Versions the store kept because an Object Lock retention protects them (not a failure of the
+ * caller: they can be deleted once the retention has passed).
+ */
+export class ObjectLockedError extends Error {
+  override readonly name = "ObjectLockedError";
+  readonly refs: readonly ObjectVersionRef[];
+  constructor(refs: readonly ObjectVersionRef[], options?: ErrorOptions) {
+    const first = refs[0];
+    super(
+      `${refs.length} version(s) are under an Object Lock retention and were kept` +
+        (first ? ` (e.g. ${first.key} version ${first.versionId})` : "") +
+        "; they can be deleted once their retention has passed",
+      options,
+    );
+    this.refs = refs;
+  }
 }
 
 export interface ListOptions {

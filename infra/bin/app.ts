@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { App, Validations } from "aws-cdk-lib";
 import cdkNag from "cdk-nag";
-import { type GroupConfig, GroupConfigError, parseGroupConfig } from "#core/group-config.ts";
+import { type GroupConfig, GroupConfigError, parseGroupConfig } from "#core/config/group-config.ts";
 import { CgmirrorStack, StackPropsError } from "../stack.ts";
 
 // cdk-nag is CommonJS without named-export hints for Node's ESM loader.

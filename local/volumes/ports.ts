@@ -1,5 +1,5 @@
 /**
- * The snapshot and freeze ports of core/snapshot-group.ts on the local stack: snapshots are taken by the
+ * The snapshot and freeze ports of core/protocol/snapshot-group.ts on the local stack: snapshots are taken by the
  * volume simulator (into the EBS direct API emulator), inspected and deleted through the emulator's admin
  * API, and a freeze holds the simulated volumes' writes in a queue.
  */
@@ -12,7 +12,7 @@ import {
   type SnapshotRef,
   type SnapshotStatus,
   type TaggedSnapshot,
-} from "#core/snapshot-group.ts";
+} from "#core/protocol/snapshot-group.ts";
 import type { EbsAdminClient } from "../ebs-emulator/admin-client.ts";
 import type { VolumeSimulator } from "./simulator.ts";
 

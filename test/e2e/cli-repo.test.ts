@@ -8,8 +8,8 @@ import { join } from "node:path";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { S3ObjectStore } from "../../adapters/s3-store.ts";
-import { createRepo, keys } from "../../core/layout.ts";
-import { writeGeneration } from "../../core/write-generation.ts";
+import { createRepo, keys } from "../../core/format/layout.ts";
+import { writeGeneration } from "../../core/protocol/write-generation.ts";
 import type { LocalEndpoints } from "../../local/stack.ts";
 import { cgmirror, cliLocalStack } from "../support/cli.ts";
 

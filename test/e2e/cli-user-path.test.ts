@@ -11,8 +11,8 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
-import { createRepo } from "#core/layout.ts";
-import { acquireLock } from "#core/lock.ts";
+import { createRepo } from "#core/format/layout.ts";
+import { acquireLock } from "#core/protocol/lock.ts";
 import { cgmirror, cliLocalStack } from "../support/cli.ts";
 
 const run = promisify(execFile);

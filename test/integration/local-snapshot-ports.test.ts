@@ -1,16 +1,16 @@
-/** core/snapshot-group.ts on the local ports: the volume simulator and the EBS emulator. */
+/** core/protocol/snapshot-group.ts on the local ports: the volume simulator and the EBS emulator. */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EBSClient, ListChangedBlocksCommand } from "@aws-sdk/client-ebs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseGroupConfig } from "#core/group-config.ts";
+import { parseGroupConfig } from "#core/config/group-config.ts";
 import {
   checkSnapshots,
   deleteRunSnapshots,
   SnapshotFailedError,
   snapshotGroup,
-} from "#core/snapshot-group.ts";
+} from "#core/protocol/snapshot-group.ts";
 import { ebsAdmin } from "#local/ebs-emulator/admin-client.ts";
 import { type EbsEmulator, startEbsEmulator } from "#local/ebs-emulator/index.ts";
 import { LocalFreezePort, LocalSnapshotPort } from "#local/volumes/ports.ts";

@@ -5,9 +5,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createEbsClient, EbsBlockSource } from "#adapters/ebs-source.ts";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
-import { createRepo } from "#core/layout.ts";
-import { planVolume, readShardIndex } from "#core/planner.ts";
-import { decodeShardList, planKeys } from "#core/shard-list.ts";
+import { createRepo } from "#core/format/layout.ts";
+import { planVolume, readShardIndex } from "#core/transfer/planner.ts";
+import { decodeShardList, planKeys } from "#core/transfer/shard-list.ts";
 import {
   type EbsEmulator,
   SyntheticBlocks,

@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
-import { BLOCK_SIZE } from "#core/bytes.ts";
-import { recoverRun } from "#core/commit.ts";
-import { readHead } from "#core/generation.ts";
-import { createRepo, type Repo } from "#core/layout.ts";
-import { acquireLock, releaseLock } from "#core/lock.ts";
-import { readSegmentFooter, SegmentWriter } from "#core/segment.ts";
+import { BLOCK_SIZE } from "#core/format/bytes.ts";
+import { readHead } from "#core/format/generation.ts";
+import { createRepo, type Repo } from "#core/format/layout.ts";
+import { readSegmentFooter, SegmentWriter } from "#core/format/segment.ts";
+import { recoverRun } from "#core/protocol/commit.ts";
+import { acquireLock, releaseLock } from "#core/protocol/lock.ts";
 import { makeBlock } from "../support/blocks.ts";
 import {
   checkCorruption,

@@ -1,5 +1,5 @@
 /**
- * Restore into EBS (core/restore-snapshots.ts) against the EBS direct API emulator through the real
+ * Restore into EBS (core/restore/restore-snapshots.ts) against the EBS direct API emulator through the real
  * `@aws-sdk/client-ebs`: every restored volume read back with GetSnapshotBlock equals the generation's
  * image; an incremental restore writes exactly the blocks that differ; a failure on one volume leaves
  * no snapshot of the restore behind; throttling and 5xx answers slow the restore down, never fail it.
@@ -8,8 +8,8 @@ import { EBSClient, GetSnapshotBlockCommand, ListSnapshotBlocksCommand } from "@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createEbsClient } from "#adapters/ebs-source.ts";
 import { EbsSnapshotWriter } from "#adapters/ebs-writer.ts";
-import { BLOCK_SIZE } from "#core/bytes.ts";
-import { readGeneration } from "#core/generation.ts";
+import { BLOCK_SIZE } from "#core/format/bytes.ts";
+import { readGeneration } from "#core/format/generation.ts";
 import { BlockSourceFatalError } from "#core/ports/block-source.ts";
 import type { SnapshotWriter } from "#core/ports/snapshot-writer.ts";
 import {
@@ -17,7 +17,7 @@ import {
   RestoreToSnapshotsError,
   restoreGroupToSnapshots,
   restoreVolumeToSnapshot,
-} from "#core/restore-snapshots.ts";
+} from "#core/restore/restore-snapshots.ts";
 import { type EbsEmulator, startEbsEmulator } from "../../local/ebs-emulator/index.ts";
 import { emulatorSnapshotCatalog } from "../../local/snapshot-catalog.ts";
 import { blockBytes } from "../support/mem-ebs.ts";

@@ -9,9 +9,9 @@ import { EBSClient, GetSnapshotBlockCommand, ListSnapshotBlocksCommand } from "@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createEbsClient } from "#adapters/ebs-source.ts";
 import { EbsSnapshotWriter } from "#adapters/ebs-writer.ts";
-import { BLOCK_SIZE } from "#core/bytes.ts";
-import { readGeneration } from "#core/generation.ts";
-import { RESTORE_TAGS } from "#core/restore-snapshots.ts";
+import { BLOCK_SIZE } from "#core/format/bytes.ts";
+import { readGeneration } from "#core/format/generation.ts";
+import { RESTORE_TAGS } from "#core/restore/restore-snapshots.ts";
 import type { RestoreWorkflowInputT } from "#lambdas/contracts.ts";
 import { makeHandler } from "#lambdas/restore-volume.ts";
 import type { TaskDeps } from "#lambdas/runtime.ts";

@@ -8,14 +8,14 @@ import { EBSClient, GetSnapshotBlockCommand, ListSnapshotBlocksCommand } from "@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createEbsClient, EbsBlockSource } from "#adapters/ebs-source.ts";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
-import type { IndexEntry } from "#core/block-ref.ts";
-import { Codec } from "#core/codec.ts";
-import { createRepo, keys, type Repo } from "#core/layout.ts";
-import { planVolume, type ShardDescriptor } from "#core/planner.ts";
+import type { IndexEntry } from "#core/format/block-ref.ts";
+import { Codec } from "#core/format/codec.ts";
+import { createRepo, keys, type Repo } from "#core/format/layout.ts";
+import { openVolumeIndexRoot, prepareVolume } from "#core/format/volume-index.ts";
 import type { ObjectStore } from "#core/ports/object-store.ts";
-import { fetchBlocks } from "#core/restore.ts";
-import { collectShardRuns, type ShardResultSummary, transferShard } from "#core/transfer-worker.ts";
-import { openVolumeIndexRoot, prepareVolume } from "#core/volume-index.ts";
+import { fetchBlocks } from "#core/restore/restore.ts";
+import { planVolume, type ShardDescriptor } from "#core/transfer/planner.ts";
+import { collectShardRuns, type ShardResultSummary, transferShard } from "#core/transfer/worker.ts";
 import { type EbsEmulator, startEbsEmulator } from "../../local/ebs-emulator/index.ts";
 import { type S3TestBucket, s3TestBucket } from "../support/s3.ts";
 
@@ -243,7 +243,7 @@ describe("transfer against the EBS emulator and local S3", () => {
     expect(third!.reused).toBe(true);
     expect(third!.run).toEqual(again!.run);
     const entries: IndexEntry[] = [];
-    const { IndexRunReader } = await import("#core/index-run.ts");
+    const { IndexRunReader } = await import("#core/format/index-run.ts");
     const reader = await IndexRunReader.open(repo.store, again!.run.key, { bytes: again!.run.bytes });
     for (let p = 0; p < reader.pageCount; p++) {
       const page = await reader.readPage(p);

@@ -21,7 +21,7 @@ import {
 import { App } from "aws-cdk-lib";
 import { ExecutionError, StateMachine } from "aws-local-stepfunctions";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type GroupConfig, parseGroupConfig } from "#core/group-config.ts";
+import { type GroupConfig, parseGroupConfig } from "#core/config/group-config.ts";
 import { CgmirrorStack } from "#infra/stack.ts";
 import { type CfnTemplate, definitionTextFromTemplate } from "#workflows/definition.ts";
 import { Errors } from "#workflows/errors.ts";
@@ -73,9 +73,18 @@ const HAPPY: Record<string, Result> = {
     planKey: "groups/orders/runs/r/plan.json",
     shardCount: 2,
     changedBlocks: 200,
+    maxConcurrency: 2,
+    shardRate: 100,
     shards: config.volumes.map((v) => ({ volumeId: v.id, shard: 0 })),
   }),
-  TransferShard: ok({ ok: true, blocks: 100, storedBytes: 1024 }),
+  TransferShard: ok({
+    ok: true,
+    done: true,
+    checkpoint: null,
+    blocks: 100,
+    blocksDone: 100,
+    storedBytes: 1024,
+  }),
   PrepareVolume: ok({
     ok: true,
     volumeId: "vol-0123456789abcdef0",

@@ -1,6 +1,6 @@
 /** Test helpers for repository tests: deterministic block contents and an in-memory volume model. */
 import { readFile } from "node:fs/promises";
-import { BLOCK_SIZE } from "#core/bytes.ts";
+import { BLOCK_SIZE } from "#core/format/bytes.ts";
 
 /** Kinds of block content: zero, compressible text-like, incompressible noise. */
 export type BlockKind = "zero" | "text" | "noise";

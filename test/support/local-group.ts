@@ -8,10 +8,10 @@ import { join } from "node:path";
 import type { EBSClient } from "@aws-sdk/client-ebs";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
-import { readCommittedManifest } from "#core/generation.ts";
-import { type GroupConfig, parseGroupConfig } from "#core/group-config.ts";
-import { createRepo, type Repo } from "#core/layout.ts";
-import { restoreGroup } from "#core/restore.ts";
+import { type GroupConfig, parseGroupConfig } from "#core/config/group-config.ts";
+import { readCommittedManifest } from "#core/format/generation.ts";
+import { createRepo, type Repo } from "#core/format/layout.ts";
+import { restoreGroup } from "#core/restore/restore.ts";
 import { localClients } from "#local/clients.ts";
 import { firstDifference } from "#local/compare.ts";
 import { createLocalDeps, type LocalDeps } from "#local/runner.ts";
@@ -82,7 +82,7 @@ export async function localGroup(
       const gen = generation ?? manifest!.generation;
       const out = join(dir, `restore-${gen}-${Date.now()}`);
       await restoreGroup(repo, { directory: out, generation: gen });
-      const m = manifest ?? (await import("#core/generation.ts")).readGeneration(repo, gen);
+      const m = manifest ?? (await import("#core/format/generation.ts")).readGeneration(repo, gen);
       const mismatches: string[] = [];
       for (const v of (await m).volumes) {
         const at = await firstDifference(

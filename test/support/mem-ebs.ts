@@ -6,7 +6,7 @@
  * MemorySnapshotPort of the handler tests. Fast enough to run a backup hundreds of times per test.
  */
 import { createHash } from "node:crypto";
-import { BLOCK_SIZE } from "#core/bytes.ts";
+import { BLOCK_SIZE } from "#core/format/bytes.ts";
 import {
   type BlockData,
   type BlockSource,
@@ -22,7 +22,7 @@ import type {
   SnapshotRef,
   SnapshotStatus,
   TaggedSnapshot,
-} from "#core/snapshot-group.ts";
+} from "#core/protocol/snapshot-group.ts";
 
 /** Block content: `null` = zero (trimmed), else a seed string naming the bytes. */
 export type Content = string | null;

@@ -7,7 +7,7 @@
  * concurrently. Much faster than the interpreter, so fault matrices can run it hundreds of times;
  * the definition itself is covered by test/unit/workflow-*.test.ts and test/workflow/.
  */
-import type { GroupConfig } from "#core/group-config.ts";
+import type { GroupConfig } from "#core/config/group-config.ts";
 import { HANDLER_MAKERS } from "#lambdas/makers.ts";
 import type { TaskDeps } from "#lambdas/runtime.ts";
 import type { TaskName } from "#workflows/tasks.ts";

@@ -7,14 +7,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
 import { expect } from "vitest";
-import { BLOCK_SIZE } from "#core/bytes.ts";
-import { Codec } from "#core/codec.ts";
-import { readCommittedManifest, readHead } from "#core/generation.ts";
-import { keys, type Repo } from "#core/layout.ts";
-import { restoreGroup, restoreVolume } from "#core/restore.ts";
-import { verifyGeneration } from "#core/verify.ts";
-import { openVolumeIndex, readVolumeIndexRoot, runKeysOf } from "#core/volume-index.ts";
-import { type BlockWrite, writeGeneration } from "#core/write-generation.ts";
+import { BLOCK_SIZE } from "#core/format/bytes.ts";
+import { Codec } from "#core/format/codec.ts";
+import { readCommittedManifest, readHead } from "#core/format/generation.ts";
+import { keys, type Repo } from "#core/format/layout.ts";
+import { openVolumeIndex, readVolumeIndexRoot, runKeysOf } from "#core/format/volume-index.ts";
+import { type BlockWrite, writeGeneration } from "#core/protocol/write-generation.ts";
+import { restoreGroup, restoreVolume } from "#core/restore/restore.ts";
+import { verifyGeneration } from "#core/restore/verify.ts";
 import { type BlockKind, expectImage, makeBlock, VolumeModel } from "./blocks.ts";
 
 export const VOLUMES = [
@@ -196,7 +196,7 @@ export async function checkRevert(repo: Repo): Promise<void> {
   expect((await readVolumeIndexRoot(repo, "vol-a")).root.runId).toBe("run-3");
   expect((await readHead(repo))!.head.generation).toBe(2);
 
-  const { revertRun } = await import("#core/commit.ts");
+  const { revertRun } = await import("#core/protocol/commit.ts");
   const lease = { runId: "run-3", fencing: run3.fencing };
   const volumeIds = VOLUMES.map((v) => v.id);
   const reverted = await revertRun(repo, { ...lease, volumeIds });

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { AimdLimiter, AimdState, backoffMs } from "#core/aimd.ts";
+import { AimdLimiter, AimdState, backoffMs } from "#core/transfer/aimd.ts";
 
 type Ev = { kind: "ok" | "throttled" | "transient"; dt: number };
 const events = fc.array(

@@ -6,10 +6,8 @@
  */
 import { describe, expect, it } from "vitest";
 import { MemoryObjectStore } from "#adapters/memory-store.ts";
-import { cleanupRun, commitGeneration, fenceHead, recoverRun, revertRun } from "#core/commit.ts";
-import { parseGroupConfig } from "#core/group-config.ts";
-import { createRepo, type Repo } from "#core/layout.ts";
-import { acquireLock, readLock } from "#core/lock.ts";
+import { parseGroupConfig } from "#core/config/group-config.ts";
+import { createRepo, type Repo } from "#core/format/layout.ts";
 import type { BlockSource } from "#core/ports/block-source.ts";
 import type {
   GetOptions,
@@ -19,6 +17,8 @@ import type {
   ObjectVersionRef,
   PutOptions,
 } from "#core/ports/object-store.ts";
+import { cleanupRun, commitGeneration, fenceHead, recoverRun, revertRun } from "#core/protocol/commit.ts";
+import { acquireLock, readLock } from "#core/protocol/lock.ts";
 import { releaseLockTask } from "#lambdas/release-lock.ts";
 import { VolumeModel } from "../support/blocks.ts";
 import { backupGeneration, type Op, VOLUMES } from "../support/repo-scenarios.ts";

@@ -8,7 +8,7 @@ import {
 } from "@aws-sdk/client-sfn";
 import { mockClient } from "aws-sdk-client-mock";
 import { afterEach, describe, expect, it } from "vitest";
-import { parseGroupConfig } from "#core/group-config.ts";
+import { parseGroupConfig } from "#core/config/group-config.ts";
 import { RestoreWorkflowInput } from "#lambdas/contracts.ts";
 import {
   awsRestoreToSnapshots,

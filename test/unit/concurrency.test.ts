@@ -12,8 +12,8 @@
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { listGenerations, readCommitRecord, readGeneration, readHead } from "#core/generation.ts";
-import { verifyGeneration } from "#core/verify.ts";
+import { listGenerations, readCommitRecord, readGeneration, readHead } from "#core/format/generation.ts";
+import { verifyGeneration } from "#core/restore/verify.ts";
 import type { TaskName } from "#workflows/tasks.ts";
 import { type FaultMode, FaultyStore } from "../support/faulty-store.ts";
 import { churn, memGroup, readMatches } from "../support/mem-group.ts";

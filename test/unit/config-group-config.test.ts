@@ -8,7 +8,7 @@ import {
   MAX_RPO_MINUTES,
   parseGroupConfig,
   rateIntervalSeconds,
-} from "#core/group-config.ts";
+} from "#core/config/group-config.ts";
 
 const valid = {
   group: "orders",

@@ -1,7 +1,6 @@
 import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { MemoryObjectStore } from "#adapters/memory-store.ts";
-import { commitGeneration, fenceHead, recoverRun, revertRun } from "#core/commit.ts";
 import { LockLostError } from "#core/errors.ts";
 import {
   encodeHead,
@@ -10,10 +9,11 @@ import {
   readCommittedManifest,
   readGeneration,
   readHead,
-} from "#core/generation.ts";
-import { createRepo, keys } from "#core/layout.ts";
-import { acquireLock, assertLockHeld, releaseLock, renewLock } from "#core/lock.ts";
-import { verifyGeneration } from "#core/verify.ts";
+} from "#core/format/generation.ts";
+import { createRepo, keys } from "#core/format/layout.ts";
+import { commitGeneration, fenceHead, recoverRun, revertRun } from "#core/protocol/commit.ts";
+import { acquireLock, assertLockHeld, releaseLock, renewLock } from "#core/protocol/lock.ts";
+import { verifyGeneration } from "#core/restore/verify.ts";
 import { VolumeModel } from "../support/blocks.ts";
 import { backupGeneration, twoGenerations, VOLUMES } from "../support/repo-scenarios.ts";
 

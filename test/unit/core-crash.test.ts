@@ -1,12 +1,12 @@
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { MemoryObjectStore } from "#adapters/memory-store.ts";
-import { recoverRun } from "#core/commit.ts";
-import { readHead } from "#core/generation.ts";
-import { createRepo } from "#core/layout.ts";
-import { acquireLock, releaseLock } from "#core/lock.ts";
-import { restoreGroup } from "#core/restore.ts";
-import { verifyGeneration } from "#core/verify.ts";
+import { readHead } from "#core/format/generation.ts";
+import { createRepo } from "#core/format/layout.ts";
+import { recoverRun } from "#core/protocol/commit.ts";
+import { acquireLock, releaseLock } from "#core/protocol/lock.ts";
+import { restoreGroup } from "#core/restore/restore.ts";
+import { verifyGeneration } from "#core/restore/verify.ts";
 import type { VolumeModel } from "../support/blocks.ts";
 import { expectImage } from "../support/blocks.ts";
 import { backupGeneration, type Op, twoGenerations, VOLUMES, withTmp } from "../support/repo-scenarios.ts";

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { MemoryObjectStore } from "#adapters/memory-store.ts";
-import { createRepo } from "#core/layout.ts";
+import { createRepo } from "#core/format/layout.ts";
 import {
   checkCorruption,
   checkRandomHistories,
@@ -27,7 +27,7 @@ describe("repository (in-memory store)", () => {
   }
 
   it("GIVEN a tiny in-memory ref budget WHEN verified in passes THEN it checks the same segments and blocks", async () => {
-    const { verifyGeneration } = await import("#core/verify.ts");
+    const { verifyGeneration } = await import("#core/restore/verify.ts");
     const repo = await memoryRepo();
     await twoGenerations(repo);
     const one = await verifyGeneration(repo, { readData: 1 });
@@ -42,7 +42,7 @@ describe("repository (in-memory store)", () => {
   });
 
   it("GIVEN an empty repository WHEN verified THEN it reports no generation", async () => {
-    const { verifyGeneration } = await import("#core/verify.ts");
+    const { verifyGeneration } = await import("#core/restore/verify.ts");
     const report = await verifyGeneration(await memoryRepo());
     expect(report.generation).toBeUndefined();
   });

@@ -1,19 +1,19 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { MemoryObjectStore } from "#adapters/memory-store.ts";
-import type { BlockRef } from "#core/block-ref.ts";
-import { ZERO_REF } from "#core/block-ref.ts";
-import { BLOCK_SIZE } from "#core/bytes.ts";
-import { Codec } from "#core/codec.ts";
-import { writeRun } from "#core/index-run.ts";
-import { createRepo } from "#core/layout.ts";
+import type { BlockRef } from "#core/format/block-ref.ts";
+import { ZERO_REF } from "#core/format/block-ref.ts";
+import { BLOCK_SIZE } from "#core/format/bytes.ts";
+import { Codec } from "#core/format/codec.ts";
+import { writeRun } from "#core/format/index-run.ts";
+import { createRepo } from "#core/format/layout.ts";
 import {
   DEFAULT_COMPACTION,
   openVolumeIndex,
   planCompaction,
   prepareVolume,
   type RunRef,
-} from "#core/volume-index.ts";
+} from "#core/format/volume-index.ts";
 
 const run = (bytes: number): RunRef => ({ key: `k${bytes}`, entries: bytes, bytes, sha256: "0".repeat(64) });
 

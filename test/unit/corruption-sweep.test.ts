@@ -25,23 +25,28 @@
  * objects (see `readDataFor`).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { BlockRef } from "#core/block-ref.ts";
-import { BLOCK_SIZE, equalBytes, sha256 } from "#core/bytes.ts";
-import { Codec, decodeBlock } from "#core/codec.ts";
-import { inspectRepository } from "#core/commit.ts";
-import { GroupDedup, openHashRunRef } from "#core/dedup-index.ts";
-import { type GenerationManifest, readCommitRecord, readGeneration, readHead } from "#core/generation.ts";
-import { keys } from "#core/layout.ts";
-import { readVolume } from "#core/restore.ts";
-import { RUN_TRAILER_BYTES } from "#core/run-trailer.ts";
-import { readSegmentFooter } from "#core/segment.ts";
-import { verifyGeneration } from "#core/verify.ts";
-import { openVolumeIndex, readVolumeIndexRoot } from "#core/volume-index.ts";
+import type { BlockRef } from "#core/format/block-ref.ts";
+import { BLOCK_SIZE, equalBytes, sha256 } from "#core/format/bytes.ts";
+import { Codec, decodeBlock } from "#core/format/codec.ts";
+import { GroupDedup, openHashRunRef } from "#core/format/dedup-index.ts";
+import {
+  type GenerationManifest,
+  readCommitRecord,
+  readGeneration,
+  readHead,
+} from "#core/format/generation.ts";
+import { keys } from "#core/format/layout.ts";
+import { RUN_TRAILER_BYTES } from "#core/format/run-trailer.ts";
+import { readSegmentFooter } from "#core/format/segment.ts";
+import { openVolumeIndex, readVolumeIndexRoot } from "#core/format/volume-index.ts";
+import { inspectRepository } from "#core/protocol/commit.ts";
+import { readVolume } from "#core/restore/restore.ts";
+import { verifyGeneration } from "#core/restore/verify.ts";
 import { blockBytes } from "../support/mem-ebs.ts";
 import { type MemGroup, memGroup, readMatches } from "../support/mem-group.ts";
 import { runPipeline } from "../support/pipeline.ts";
 
-/** Bloom filter header (core/bloom.ts: magic, major, minor, k, bits, sha256) before the bitset. */
+/** Bloom filter header (core/format/bloom.ts: magic, major, minor, k, bits, sha256) before the bitset. */
 const BLOOM_HEAD = 56;
 /** Every k-th byte of block data, plus the first FRAME_HEAD bytes (codec frame header) of every block. */
 const DATA_STEP = 1009;

@@ -8,8 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { MemoryObjectStore } from "#adapters/memory-store.ts";
-import { BLOCK_SIZE } from "#core/bytes.ts";
-import { commitGeneration, fenceHead, recoverRun, revertRun } from "#core/commit.ts";
+import { BLOCK_SIZE } from "#core/format/bytes.ts";
 import {
   encodeHead,
   listGenerations,
@@ -17,14 +16,15 @@ import {
   readGeneration,
   readHead,
   sealManifest,
-} from "#core/generation.ts";
-import { createRepo, keys } from "#core/layout.ts";
-import { acquireLock } from "#core/lock.ts";
-import { applyRepair, planRepair } from "#core/repair.ts";
-import { restoreGroup, restoreVolume } from "#core/restore.ts";
-import { SEGMENT_TRAILER_BYTES } from "#core/segment.ts";
-import { verifyGeneration } from "#core/verify.ts";
-import { readVolumeIndexRoot } from "#core/volume-index.ts";
+} from "#core/format/generation.ts";
+import { createRepo, keys } from "#core/format/layout.ts";
+import { SEGMENT_TRAILER_BYTES } from "#core/format/segment.ts";
+import { readVolumeIndexRoot } from "#core/format/volume-index.ts";
+import { commitGeneration, fenceHead, recoverRun, revertRun } from "#core/protocol/commit.ts";
+import { acquireLock } from "#core/protocol/lock.ts";
+import { applyRepair, planRepair } from "#core/restore/repair.ts";
+import { restoreGroup, restoreVolume } from "#core/restore/restore.ts";
+import { verifyGeneration } from "#core/restore/verify.ts";
 import {
   allGenerationsRestore,
   churn,
@@ -197,7 +197,7 @@ describe("3: the commit is fenced", () => {
     if (!a.acquired) throw new Error("unreachable");
     const leaseA = { runId: "run-a", fencing: a.lease.fencing };
     // A does its whole run with the core functions, stopping before Commit.
-    const { writeGeneration } = await import("#core/write-generation.ts");
+    const { writeGeneration } = await import("#core/protocol/write-generation.ts");
     const head = (await readCommittedManifest(g.repo))!;
     await fenceHead(g.repo, leaseA);
     const prepared = await writeGeneration(g.repo, {

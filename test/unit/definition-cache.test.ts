@@ -6,7 +6,7 @@
  */
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { parseGroupConfig } from "#core/group-config.ts";
+import { parseGroupConfig } from "#core/config/group-config.ts";
 import { definitionCacheKey, definitionShape } from "#local/definition-cache.ts";
 import { synthesize } from "#local/runner.ts";
 

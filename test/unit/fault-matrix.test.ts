@@ -11,10 +11,10 @@
  * Runs on in-memory S3 and EBS through the real task handlers (test/support/pipeline.ts).
  */
 import { describe, expect, it } from "vitest";
-import { listCommitRecords, listGenerations, readGeneration, readHead } from "#core/generation.ts";
-import { keys, parseManifestName } from "#core/layout.ts";
-import { verifyGeneration } from "#core/verify.ts";
-import { newerRootVersions } from "#core/volume-index.ts";
+import { listCommitRecords, listGenerations, readGeneration, readHead } from "#core/format/generation.ts";
+import { keys, parseManifestName } from "#core/format/layout.ts";
+import { newerRootVersions } from "#core/format/volume-index.ts";
+import { verifyGeneration } from "#core/restore/verify.ts";
 import type { TaskName } from "#workflows/tasks.ts";
 import { FAULT_MODES, type FaultMode, FaultyStore } from "../support/faulty-store.ts";
 import { churn, type MemGroup, memGroup, readMatches, restoreMatches } from "../support/mem-group.ts";

@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { BLOCK_SIZE, isAllZero } from "#core/bytes.ts";
-import { Codec, CompressionProbe, decodeBlock, encodeBlock } from "#core/codec.ts";
+import { BLOCK_SIZE, isAllZero } from "#core/format/bytes.ts";
+import { Codec, CompressionProbe, decodeBlock, encodeBlock } from "#core/format/codec.ts";
 import { makeBlock } from "../support/blocks.ts";
 
 describe("block codecs", () => {

@@ -1,10 +1,10 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { MemoryObjectStore } from "#adapters/memory-store.ts";
-import type { BlockRef, IndexEntry } from "#core/block-ref.ts";
-import { ZERO_REF } from "#core/block-ref.ts";
-import { Codec } from "#core/codec.ts";
-import { IndexRunReader, mergeRuns, RUN_TRAILER_BYTES, writeRun } from "#core/index-run.ts";
+import type { BlockRef, IndexEntry } from "#core/format/block-ref.ts";
+import { ZERO_REF } from "#core/format/block-ref.ts";
+import { Codec } from "#core/format/codec.ts";
+import { IndexRunReader, mergeRuns, RUN_TRAILER_BYTES, writeRun } from "#core/format/index-run.ts";
 
 const refArb: fc.Arbitrary<BlockRef> = fc.oneof(
   fc.constant(ZERO_REF),

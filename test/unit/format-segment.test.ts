@@ -2,11 +2,10 @@ import { crc32 } from "node:zlib";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { MemoryObjectStore } from "#adapters/memory-store.ts";
-import { ZERO_REF } from "#core/block-ref.ts";
-import { BLOCK_SIZE, sha256 } from "#core/bytes.ts";
-import { Codec } from "#core/codec.ts";
-import { createRepo, keys } from "#core/layout.ts";
-import type { ObjectStore, PutOptions } from "#core/ports/object-store.ts";
+import { ZERO_REF } from "#core/format/block-ref.ts";
+import { BLOCK_SIZE, sha256 } from "#core/format/bytes.ts";
+import { Codec } from "#core/format/codec.ts";
+import { createRepo, keys } from "#core/format/layout.ts";
 import {
   encodeSegmentTail,
   openStoredBlock,
@@ -15,7 +14,8 @@ import {
   readSegmentFooter,
   SEGMENT_TRAILER_BYTES,
   SegmentWriter,
-} from "#core/segment.ts";
+} from "#core/format/segment.ts";
+import type { ObjectStore, PutOptions } from "#core/ports/object-store.ts";
 import { makeBlock } from "../support/blocks.ts";
 
 const repo = () => createRepo({ store: new MemoryObjectStore(), prefix: "g", group: "g" });

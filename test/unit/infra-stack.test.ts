@@ -7,7 +7,7 @@ import { App, Validations } from "aws-cdk-lib";
 import { Match, Template } from "aws-cdk-lib/assertions";
 import cdkNag from "cdk-nag";
 import { beforeAll, describe, expect, it } from "vitest";
-import { type GroupConfig, LOCK_MARGIN_MINUTES, parseGroupConfig } from "#core/group-config.ts";
+import { type GroupConfig, LOCK_MARGIN_MINUTES, parseGroupConfig } from "#core/config/group-config.ts";
 import {
   CgmirrorStack,
   repositoryLifecycle,

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { parseGroupConfig } from "#core/group-config.ts";
-import { createRepo } from "#core/layout.ts";
-import { acquireLock } from "#core/lock.ts";
+import { parseGroupConfig } from "#core/config/group-config.ts";
+import { createRepo } from "#core/format/layout.ts";
+import { acquireLock } from "#core/protocol/lock.ts";
 import { makeHandler as acquire } from "#lambdas/acquire-lock.ts";
 import { makeHandler as commit } from "#lambdas/commit.ts";
 import { AcquireLockInput, AcquireLockOutput, MAX_INLINE_SHARDS, PlanOutput } from "#lambdas/contracts.ts";
@@ -68,6 +68,8 @@ describe("task input validation", () => {
       planKey: "groups/orders-with-a-long-name/runs/0123456789abcdef0123456789abcdef01234567/plan.json",
       shardCount: shards.length,
       changedBlocks: 1e9,
+      maxConcurrency: 10,
+      shardRate: 100,
       shards,
     });
     expect(Buffer.byteLength(JSON.stringify(output))).toBeLessThan(200 * 1024);

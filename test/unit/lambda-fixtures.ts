@@ -3,7 +3,7 @@
  * EBS snapshot port (snapshots complete on the second DescribeSnapshots), a recording freeze port,
  * a controllable clock, silent logs and recorded metrics. No network.
  */
-import { MemoryObjectStore } from "#adapters/memory-store.ts";
+import { MemoryObjectStore, type MemoryObjectStoreOptions } from "#adapters/memory-store.ts";
 import type { BlockSource } from "#core/ports/block-source.ts";
 import type {
   FreezePort,
@@ -13,7 +13,7 @@ import type {
   SnapshotRef,
   SnapshotStatus,
   TaggedSnapshot,
-} from "#core/snapshot-group.ts";
+} from "#core/protocol/snapshot-group.ts";
 import type { TaskDeps } from "#lambdas/runtime.ts";
 
 export class MemorySnapshotPort implements SnapshotPort {
@@ -71,7 +71,8 @@ export interface MemoryDeps extends TaskDeps {
   setTime(ms: number): void;
 }
 
-export function memoryDeps(source: BlockSource): MemoryDeps {
+/** @param storeOptions of every bucket's store (its Object Lock clock is the deps' clock). */
+export function memoryDeps(source: BlockSource, storeOptions: MemoryObjectStoreOptions = {}): MemoryDeps {
   const stores = new Map<string, MemoryObjectStore>();
   const snapshotPort = new MemorySnapshotPort();
   const freezePort = new RecordingFreeze();
@@ -91,7 +92,7 @@ export function memoryDeps(source: BlockSource): MemoryDeps {
     store(bucket) {
       let s = stores.get(bucket);
       if (!s) {
-        s = new MemoryObjectStore();
+        s = new MemoryObjectStore({ now: () => now ?? Date.now(), ...storeOptions });
         stores.set(bucket, s);
       }
       return s;

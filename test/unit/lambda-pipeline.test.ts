@@ -9,11 +9,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ExecutionError, StateMachine } from "aws-local-stepfunctions";
 import { beforeAll, describe, expect, it } from "vitest";
-import { BLOCK_SIZE } from "#core/bytes.ts";
-import { readCommittedManifest, readHead } from "#core/generation.ts";
-import { parseGroupConfig } from "#core/group-config.ts";
-import { createRepo } from "#core/layout.ts";
-import { restoreVolume } from "#core/restore.ts";
+import { parseGroupConfig } from "#core/config/group-config.ts";
+import { BLOCK_SIZE } from "#core/format/bytes.ts";
+import { readCommittedManifest, readHead } from "#core/format/generation.ts";
+import { createRepo } from "#core/format/layout.ts";
+import { restoreVolume } from "#core/restore/restore.ts";
 import { HANDLER_MAKERS } from "#lambdas/makers.ts";
 import type { TaskDeps } from "#lambdas/runtime.ts";
 import { type AslDefinition, localDefinition } from "#workflows/definition.ts";
@@ -165,7 +165,7 @@ describe("real handlers in the local interpreter (in-memory deps)", () => {
         ? async (event) => {
             const item = event as { volumeId: string; shard: number };
             if (item.volumeId === "vol-0123456789abcdef1" && item.shard === 1) {
-              return { ok: true, blocks: 0, storedBytes: 0 };
+              return { ok: true, done: true, checkpoint: null, blocks: 0, blocksDone: 0, storedBytes: 0 };
             }
             return fn(event);
           }

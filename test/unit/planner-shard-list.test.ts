@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { CorruptObjectError } from "#core/errors.ts";
-import { decodeShardList, readVarint, ShardListBuilder, writeVarint } from "#core/shard-list.ts";
+import { decodeShardList, readVarint, ShardListBuilder, writeVarint } from "#core/transfer/shard-list.ts";
 
 describe("varint codec", () => {
   it("GIVEN any integer below 2^53 WHEN written and read THEN it round-trips and uses ceil(bits/7) bytes", () => {

@@ -1,10 +1,15 @@
 import { describe, expect, it } from "vitest";
 import { MemoryObjectStore } from "#adapters/memory-store.ts";
-import { BLOCK_SIZE } from "#core/bytes.ts";
 import { InvalidArgumentError } from "#core/errors.ts";
-import { createRepo } from "#core/layout.ts";
-import { DEFAULT_SHARD_BLOCKS, planVolume, readShardIndex, type ShardDescriptor } from "#core/planner.ts";
-import { decodeShardList, planKeys } from "#core/shard-list.ts";
+import { BLOCK_SIZE } from "#core/format/bytes.ts";
+import { createRepo } from "#core/format/layout.ts";
+import {
+  DEFAULT_SHARD_BLOCKS,
+  planVolume,
+  readShardIndex,
+  type ShardDescriptor,
+} from "#core/transfer/planner.ts";
+import { decodeShardList, planKeys } from "#core/transfer/shard-list.ts";
 import { FakeBlockSource } from "./transfer-fixtures.ts";
 
 const base = "snap-0000000000000000a";

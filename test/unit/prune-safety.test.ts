@@ -15,12 +15,12 @@
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { applyForget, planForget } from "#core/forget.ts";
-import { listGenerations } from "#core/generation.ts";
-import { createRepo, type Repo } from "#core/layout.ts";
-import { withGroupHeld } from "#core/maintenance.ts";
-import { pruneRepository } from "#core/prune.ts";
-import { verifyGeneration } from "#core/verify.ts";
+import { listGenerations } from "#core/format/generation.ts";
+import { createRepo, type Repo } from "#core/format/layout.ts";
+import { applyForget, planForget } from "#core/lifecycle/forget.ts";
+import { withGroupHeld } from "#core/lifecycle/maintenance.ts";
+import { pruneRepository } from "#core/lifecycle/prune.ts";
+import { verifyGeneration } from "#core/restore/verify.ts";
 import type { TaskName } from "#workflows/tasks.ts";
 import { FAULT_MODES, type FaultMode, FaultyStore } from "../support/faulty-store.ts";
 import { churn, type MemGroup, memGroup, readMatches } from "../support/mem-group.ts";

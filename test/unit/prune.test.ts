@@ -5,14 +5,14 @@
  * deleted segments, and a prune that a backup fences out stops.
  */
 import { describe, expect, it } from "vitest";
-import { applyForget, type ForgetPlan, planForget } from "#core/forget.ts";
-import { readRetiredSegments, relocationKey, retiredSegmentsKey } from "#core/gc-state.ts";
-import { listGenerations } from "#core/generation.ts";
-import { keys } from "#core/layout.ts";
-import { withGroupHeld } from "#core/maintenance.ts";
+import { readRetiredSegments, relocationKey, retiredSegmentsKey } from "#core/format/gc-state.ts";
+import { listGenerations } from "#core/format/generation.ts";
+import { keys } from "#core/format/layout.ts";
+import { applyForget, type ForgetPlan, planForget } from "#core/lifecycle/forget.ts";
+import { withGroupHeld } from "#core/lifecycle/maintenance.ts";
+import { type PruneOptions, type PruneReport, pruneRepository } from "#core/lifecycle/prune.ts";
 import type { ObjectVersionRef } from "#core/ports/object-store.ts";
-import { type PruneOptions, type PruneReport, pruneRepository } from "#core/prune.ts";
-import { verifyGeneration } from "#core/verify.ts";
+import { verifyGeneration } from "#core/restore/verify.ts";
 import { FaultyStore } from "../support/faulty-store.ts";
 import { churn, type MemGroup, memGroup, readMatches } from "../support/mem-group.ts";
 import { runPipeline } from "../support/pipeline.ts";

@@ -7,8 +7,8 @@ import { App, Validations } from "aws-cdk-lib";
 import { Match, Template } from "aws-cdk-lib/assertions";
 import cdkNag from "cdk-nag";
 import { beforeAll, describe, expect, it } from "vitest";
-import { parseGroupConfig } from "#core/group-config.ts";
-import { RESTORE_TAGS } from "#core/restore-snapshots.ts";
+import { parseGroupConfig } from "#core/config/group-config.ts";
+import { RESTORE_TAGS } from "#core/restore/restore-snapshots.ts";
 import { CgmirrorStack } from "#infra/stack.ts";
 import {
   type CfnTemplate,

@@ -1,7 +1,11 @@
-/** The retention policy (core/retention.ts): restic/DLM semantics, pure. */
+/** The retention policy (core/lifecycle/retention.ts): restic/DLM semantics, pure. */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { applyRetention, parseRetentionDuration, type RetentionCandidate } from "#core/retention.ts";
+import {
+  applyRetention,
+  parseRetentionDuration,
+  type RetentionCandidate,
+} from "#core/lifecycle/retention.ts";
 
 /** Generations every `hours` hours, the newest at `end`. */
 function hourly(count: number, hours: number, end = "2026-11-22T03:00:00Z"): RetentionCandidate[] {

@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { MemoryObjectStore } from "../../adapters/memory-store.ts";
-import { createRepo } from "../../core/layout.ts";
-import { planKeys } from "../../core/shard-list.ts";
-import { readRunProgress } from "../../core/transfer-worker.ts";
+import { createRepo } from "../../core/format/layout.ts";
+import { planKeys } from "../../core/transfer/shard-list.ts";
+import { readRunProgress } from "../../core/transfer/worker.ts";
 
 describe("readRunProgress", () => {
   it("GIVEN progress objects of two shards (one done) and another run's THEN it sums this run's", async () => {

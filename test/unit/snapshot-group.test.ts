@@ -1,6 +1,6 @@
-/** core/snapshot-group.ts against in-memory fakes of the snapshot and freeze ports. */
+/** core/protocol/snapshot-group.ts against in-memory fakes of the snapshot and freeze ports. */
 import { describe, expect, it } from "vitest";
-import { parseGroupConfig } from "#core/group-config.ts";
+import { parseGroupConfig } from "#core/config/group-config.ts";
 import {
   checkSnapshots,
   deleteRunSnapshots,
@@ -18,7 +18,7 @@ import {
   type SnapshotState,
   snapshotGroup,
   type TaggedSnapshot,
-} from "#core/snapshot-group.ts";
+} from "#core/protocol/snapshot-group.ts";
 
 class FakeClock {
   t = Date.parse("2026-01-01T00:00:00.000Z");

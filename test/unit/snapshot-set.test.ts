@@ -1,15 +1,15 @@
-/** Which recorded snapshot set the next run adopts (core/snapshot-set.ts; docs/format.md §8.1). */
+/** Which recorded snapshot set the next run adopts (core/protocol/snapshot-set.ts; docs/format.md §8.1). */
 import { describe, expect, it } from "vitest";
 import { MemoryObjectStore } from "#adapters/memory-store.ts";
-import { createRepo } from "#core/layout.ts";
-import type { SnapshotStatus } from "#core/snapshot-group.ts";
+import { createRepo } from "#core/format/layout.ts";
+import type { SnapshotStatus } from "#core/protocol/snapshot-group.ts";
 import {
   deleteSnapshotSet,
   judgeSnapshotSet,
   readSnapshotSet,
   type SnapshotSet,
   writeSnapshotSet,
-} from "#core/snapshot-set.ts";
+} from "#core/protocol/snapshot-set.ts";
 
 const set: SnapshotSet = {
   group: "orders",

@@ -4,7 +4,7 @@
  * knobs (throttling, 5xx, expired tokens, corrupt reads). No network.
  */
 import { createHash } from "node:crypto";
-import { BLOCK_SIZE } from "#core/bytes.ts";
+import { BLOCK_SIZE } from "#core/format/bytes.ts";
 import {
   type BlockData,
   type BlockSource,

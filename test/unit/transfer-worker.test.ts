@@ -1,21 +1,21 @@
 import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { MemoryObjectStore } from "#adapters/memory-store.ts";
-import type { IndexEntry } from "#core/block-ref.ts";
-import { Codec } from "#core/codec.ts";
-import { IndexRunReader } from "#core/index-run.ts";
-import { createRepo, keys, type Repo } from "#core/layout.ts";
-import { planVolume, type ShardDescriptor } from "#core/planner.ts";
-import { fetchBlocks } from "#core/restore.ts";
-import { planKeys } from "#core/shard-list.ts";
-import { TransferErrors } from "#core/transfer-errors.ts";
+import type { IndexEntry } from "#core/format/block-ref.ts";
+import { Codec } from "#core/format/codec.ts";
+import { IndexRunReader } from "#core/format/index-run.ts";
+import { createRepo, keys, type Repo } from "#core/format/layout.ts";
+import { fetchBlocks } from "#core/restore/restore.ts";
+import { TransferErrors } from "#core/transfer/errors.ts";
+import { planVolume, type ShardDescriptor } from "#core/transfer/planner.ts";
+import { planKeys } from "#core/transfer/shard-list.ts";
 import {
   readRunProgress,
   type ShardResultSummary,
   type TransferOptions,
   toShardResultItem,
   transferShard,
-} from "#core/transfer-worker.ts";
+} from "#core/transfer/worker.ts";
 import { FakeBlockSource, type FakeSourceOptions } from "./transfer-fixtures.ts";
 
 const BASE = "snap-0000000000000000a";

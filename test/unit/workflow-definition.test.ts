@@ -40,13 +40,33 @@ describe("the synthesized consistency-group definition", () => {
     expect(map).not.toHaveProperty("ItemReader");
     expect(map.ToleratedFailurePercentage).toBe(0);
     expect(map).not.toHaveProperty("ToleratedFailureCount");
-    expect(map.MaxConcurrencyPath).toBe("$.config.transfer.maxConcurrency");
+    expect(map.MaxConcurrencyPath).toBe("$.plan.maxConcurrency");
+    expect((map.ItemSelector as Record<string, unknown>)["rate.$"]).toBe("$.plan.shardRate");
     expect(map.ResultPath).toBeNull();
     expect((map.ItemProcessor as { ProcessorConfig: unknown }).ProcessorConfig).toEqual({
       Mode: "DISTRIBUTED",
       ExecutionType: "STANDARD",
     });
     expect(map.Catch).toEqual([{ ErrorEquals: ["States.ALL"], ResultPath: "$.error", Next: "Revert" }]);
+  });
+
+  it("GIVEN a Map item THEN it invokes Transfer until the shard is done, handing each invocation the previous one's checkpoint", () => {
+    const map = definition.States.TransferShards as State;
+    const states = (map.ItemProcessor as { StartAt: string; States: Record<string, State> }).States;
+    expect((map.ItemProcessor as { StartAt: string }).StartAt).toBe("TransferShard");
+    const task = states.TransferShard!;
+    expect(task.ResultPath).toBe("$.transfer");
+    expect(task.ResultSelector).toEqual({ "done.$": "$.done", "checkpoint.$": "$.checkpoint" });
+    expect(task.Next).toBe("ShardDone?");
+    expect(states["ShardDone?"]).toMatchObject({
+      Type: "Choice",
+      Choices: [{ Variable: "$.transfer.done", BooleanEquals: true, Next: "ShardTransferred" }],
+      Default: "TransferShard",
+    });
+    expect(states.ShardTransferred).toMatchObject({ Type: "Succeed", OutputPath: "$.transfer.done" });
+    // Lambda.Unknown (a function timeout) is not retried: invocations stop before their deadline.
+    for (const r of task.Retry as { ErrorEquals: string[] }[])
+      expect(r.ErrorEquals).not.toContain("Lambda.Unknown");
   });
 
   it("GIVEN the definition text THEN the failure threshold is written 0.0, which both AWS (a float field) and LocalStack's parser accept", () => {

@@ -6,7 +6,7 @@
  * bound is the one deployed; the other tasks answer like the real ones (lambdas/contracts.ts).
  */
 import { beforeAll, describe, expect, it } from "vitest";
-import { parseGroupConfig } from "#core/group-config.ts";
+import { parseGroupConfig } from "#core/config/group-config.ts";
 import { PrepareInput, PrepareOutput } from "#lambdas/contracts.ts";
 import { defineTask, type TaskDeps } from "#lambdas/runtime.ts";
 import { type LimitedTask, PAYLOAD_LIMIT_BYTES, runWithAwsLimits } from "#local/aws-limits.ts";
@@ -100,9 +100,11 @@ function tasks(revertInputs: unknown[]): Record<string, LimitedTask> {
       planKey: "groups/big/runs/r/plan.json",
       shardCount: 100,
       changedBlocks: 100,
+      maxConcurrency: 10,
+      shardRate: 100,
       shards: VOLUMES.map((volumeId) => ({ volumeId, shard: 0 })),
     }),
-    Transfer: () => ({ ok: true, blocks: 1, storedBytes: 1 }),
+    Transfer: () => ({ ok: true, done: true, checkpoint: null, blocks: 1, blocksDone: 1, storedBytes: 1 }),
     Prepare: (input) => prepare(input),
     Commit: () => {
       throw new Error("must not commit");

@@ -5,7 +5,7 @@
  */
 import { ExecutionError, StateMachine } from "aws-local-stepfunctions";
 import { beforeAll, describe, expect, it } from "vitest";
-import { parseGroupConfig } from "#core/group-config.ts";
+import { parseGroupConfig } from "#core/config/group-config.ts";
 import { CONTRACTS } from "#lambdas/contracts.ts";
 import { type AslDefinition, localDefinition } from "#workflows/definition.ts";
 import { Errors, TransferFailedError } from "#workflows/errors.ts";
@@ -73,13 +73,22 @@ function fakes(overrides: Partial<Record<TaskName, Handler>> = {}) {
       planKey: "groups/orders/runs/r/plan.json",
       shardCount: 3,
       changedBlocks: 300,
+      maxConcurrency: 3,
+      shardRate: 100,
       shards: [
         { volumeId: "vol-0123456789abcdef0", shard: 0 },
         { volumeId: "vol-0123456789abcdef0", shard: 1 },
         { volumeId: "vol-0123456789abcdef1", shard: 0 },
       ],
     }),
-    Transfer: () => ({ ok: true, blocks: 100, storedBytes: 1024 }),
+    Transfer: () => ({
+      ok: true,
+      done: true,
+      checkpoint: null,
+      blocks: 100,
+      blocksDone: 100,
+      storedBytes: 1024,
+    }),
     Prepare: (input) => ({
       ok: true,
       volumeId: input.volumeId,
@@ -184,10 +193,39 @@ describe("the synthesized workflow run by aws-local-stepfunctions", () => {
       planKey: "groups/orders/runs/r/plan.json",
       volumeId: "vol-0123456789abcdef0",
       shard: 0,
+      rate: 100,
     });
     const commit = f.calls.find((c) => c.state === "Commit")?.input;
     expect(commit?.prepared).toHaveLength(2);
     expect(commit?.fencing).toBe(7);
+  });
+
+  it("GIVEN a Transfer that answers done: false with a checkpoint WHEN the Map item continues THEN it invokes Transfer again with that checkpoint until done, then commits", async () => {
+    const seen = new Map<string, number>();
+    const f = fakes({
+      Transfer: (input) => {
+        const id = `${String(input.volumeId)}#${String(input.shard)}`;
+        const n = (seen.get(id) ?? 0) + 1;
+        seen.set(id, n);
+        const prev = (input.transfer as { checkpoint?: { key: string } } | undefined)?.checkpoint?.key;
+        expect(prev).toBe(n === 1 ? undefined : `groups/orders/runs/run-1/checkpoints/${id}-${n - 1}.json`);
+        const done = n === 3;
+        return {
+          ok: true,
+          done,
+          checkpoint: done
+            ? null
+            : { key: `groups/orders/runs/run-1/checkpoints/${id}-${n}.json`, sha256: "b".repeat(64) },
+          blocks: 100,
+          blocksDone: done ? 100 : 30 * n,
+          storedBytes: 1,
+        };
+      },
+    });
+    const output = await run({ config } as unknown as Json, f.handlers);
+    expect(output).toMatchObject({ status: "committed" });
+    expect([...seen.values()]).toEqual([3, 3, 3]);
+    expect(f.contractViolations).toEqual([]);
   });
 
   it("GIVEN the lock is held WHEN the group runs THEN it ends as skipped without touching anything", async () => {
@@ -210,7 +248,7 @@ describe("the synthesized workflow run by aws-local-stepfunctions", () => {
     const f = fakes({
       Transfer: (input) => {
         if (input.shard === 1) throw new TransferFailedError("segment upload rejected: AccessDenied");
-        return { ok: true, blocks: 1, storedBytes: 1 };
+        return { ok: true, done: true, checkpoint: null, blocks: 1, blocksDone: 1, storedBytes: 1 };
       },
     });
     const error = await run({ config } as unknown as Json, f.handlers).then(

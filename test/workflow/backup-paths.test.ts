@@ -5,8 +5,8 @@
  */
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { readGeneration, readHead } from "#core/generation.ts";
-import { keys } from "#core/layout.ts";
+import { readGeneration, readHead } from "#core/format/generation.ts";
+import { keys } from "#core/format/layout.ts";
 import { runLocalBackup } from "#local/runner.ts";
 import { BLOCK_SIZE } from "#local/volumes/simulator.ts";
 import { type LocalGroup, localGroup, VOLUMES } from "../support/local-group.ts";

@@ -7,9 +7,9 @@
  */
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { readCommittedManifest } from "#core/generation.ts";
-import type { SnapshotPort, SnapshotStatus } from "#core/snapshot-group.ts";
-import { readSnapshotSet } from "#core/snapshot-set.ts";
+import { readCommittedManifest } from "#core/format/generation.ts";
+import type { SnapshotPort, SnapshotStatus } from "#core/protocol/snapshot-group.ts";
+import { readSnapshotSet } from "#core/protocol/snapshot-set.ts";
 import type { TaskDeps } from "#lambdas/runtime.ts";
 import { HISTORY_EVENT_LIMIT } from "#local/aws-limits.ts";
 import { runLocalBackup } from "#local/runner.ts";

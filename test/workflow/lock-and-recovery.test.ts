@@ -5,8 +5,8 @@
  */
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { readGeneration, readHead } from "#core/generation.ts";
-import { acquireLock, releaseLock } from "#core/lock.ts";
+import { readGeneration, readHead } from "#core/format/generation.ts";
+import { acquireLock, releaseLock } from "#core/protocol/lock.ts";
 import type { TaskDeps } from "#lambdas/runtime.ts";
 import { runLocalBackup } from "#local/runner.ts";
 import { BLOCK_SIZE } from "#local/volumes/simulator.ts";

@@ -1,0 +1,786 @@
+/**
+ * Prune: garbage collection of a repository (docs/format.md §10.2). Runs while the caller holds the
+ * group (core/lifecycle/maintenance.ts: lock + fenced HEAD) and deletes only what no retained generation
+ * reaches:
+ *
+ * 1. **Mark.** Every retained generation (HEAD and every commit record) → manifest → index root
+ *    version → block runs, dedup runs, Bloom filters. Every block run is read once, page by page:
+ *    per segment the live bytes (refs deduplicated through a Bloom filter over (segment, offset)) —
+ *    a segment some retained ref names is live, exactly. Dedup runs are *not* read: a segment only
+ *    dedup runs name is garbage, and is **retired** (core/format/gc-state.ts) before it is deleted, so no
+ *    backup dedups against it.
+ * 2. **Sweep.** Listing `segments/`, `volumes/`, `generations/` and `runs/` (every version) finds
+ *    what is not live: unreferenced segments (failed transfer attempts, forgotten generations), index
+ *    runs and root versions no retained generation pins, manifests nothing commits, `runs/<id>/` of
+ *    ended runs. A live segment whose garbage share is at least the threshold is **repacked**: its
+ *    live blocks are copied (checked by SHA-256) into a new segment and a relocation record maps
+ *    them; index runs keep naming the old segment.
+ *
+ * Safety against a concurrent or later backup without trusting clocks: everything deleted was listed
+ * after this run fenced HEAD; a backup that can still commit fenced after us, so (a) it wrote nothing
+ * we listed and (b) we check the fence before every delete request — if it fenced, we stop. The
+ * retired set is written (If-Match) before any segment is deleted, so a backup that fences after
+ * our check reads it and cannot dedup into a deleted segment. Every step is idempotent and derived
+ * from the bucket's state: a crash anywhere leaves a repository a later prune finishes.
+ */
+
+import { CorruptObjectError, InvalidArgumentError, RepositoryStateError } from "../errors.ts";
+import { BloomFilter } from "../format/bloom.ts";
+import { concatBytes, randomId, sha256, toHex } from "../format/bytes.ts";
+import { Codec, type CodecId } from "../format/codec.ts";
+import {
+  type RelocatedBlock,
+  type Relocation,
+  RetiredSegments,
+  readRelocation,
+  readRetiredSegments,
+  writeRelocation,
+  writeRetiredSegments,
+} from "../format/gc-state.ts";
+import { type GenerationManifest, listGenerations, readGeneration, readHead } from "../format/generation.ts";
+import { keys, parseManifestName, type Repo } from "../format/layout.ts";
+import {
+  encodeSegmentTail,
+  openStoredBlock,
+  readSegmentFooter,
+  type SegmentFooterEntry,
+} from "../format/segment.ts";
+import {
+  openRunRef,
+  type RunRef,
+  readVolumeIndexRoot,
+  runKeysOf,
+  type VolumeIndexRoot,
+} from "../format/volume-index.ts";
+import {
+  ObjectLockedError,
+  ObjectNotFoundError,
+  type ObjectVersionRef,
+  PreconditionFailedError,
+} from "../ports/object-store.ts";
+import { assertFenced, type Lease } from "../protocol/commit.ts";
+import { TaskPool } from "../util/pool.ts";
+
+export interface PruneOptions {
+  /** The lease this run holds (lock + fenced HEAD). Only a dry run may go without (it writes nothing). */
+  readonly lease?: Lease | undefined;
+  /** Report what would be deleted and repacked; write and delete nothing. @default false */
+  readonly dryRun?: boolean;
+  /** Repack a live segment when at least this share (0–1] of its bytes is garbage. @default 0.5 */
+  readonly repackThreshold?: number;
+  /** Live bytes one prune copies at most. @default 16 GiB */
+  readonly maxRepackBytes?: number;
+  /** Size at which a repacked segment is sealed. @default 32 MiB */
+  readonly segmentBytes?: number;
+  /** Requests in flight when reading runs and segments. @default 8 */
+  readonly concurrency?: number;
+  /** True when the caller must stop (e.g. the Lambda's time runs out); prune stops early, `done: false`. */
+  readonly shouldStop?: () => boolean;
+  /** Progress lines. */
+  readonly log?: (message: string, fields?: Record<string, unknown>) => void;
+  /**
+   * The group locks committed objects (`target.objectLock`): nothing is repacked (a repacked copy
+   * would carry no lock, and its locked source could not be deleted anyway). Versions the store keeps
+   * because their retention has not passed are reported in `keptLocked` and tried again next time.
+   * @default false
+   */
+  readonly objectLock?: boolean;
+}
+
+export interface ObjectTally {
+  count: number;
+  bytes: number;
+}
+
+export interface PruneReport {
+  readonly dryRun: boolean;
+  readonly retainedGenerations: readonly number[];
+  readonly head: number;
+  /** Distinct index runs (block) read to mark, and their bytes. */
+  readonly indexRunsRead: number;
+  readonly indexBytesRead: number;
+  readonly segments: {
+    readonly total: number;
+    readonly live: number;
+    readonly liveBytes: number;
+    readonly storedBytes: number;
+  };
+  /** What was (or, in a dry run, would be) deleted, by kind. */
+  readonly deleted: Readonly<Record<PruneKind, ObjectTally>>;
+  readonly repack: {
+    readonly candidates: number;
+    readonly segments: number;
+    readonly liveBytesCopied: number;
+    readonly newSegments: number;
+    /** Candidates left for a later prune (repack budget or time). */
+    readonly deferred: number;
+  };
+  readonly retired: { readonly before: number; readonly after: number };
+  /** Root versions that could not be read (left alone, never guessed at). */
+  readonly unreadable: readonly {
+    readonly key: string;
+    readonly versionId: string;
+    readonly error: string;
+  }[];
+  readonly objectsDeleted: number;
+  readonly bytesReclaimed: number;
+  /** Garbage versions kept because an Object Lock retention still protects them (deleted by a later prune). */
+  readonly keptLocked: ObjectTally;
+  /** False when the run stopped early (shouldStop) or deferred repacks: run prune again. */
+  readonly done: boolean;
+}
+
+export type PruneKind = "segments" | "relocations" | "indexRuns" | "rootVersions" | "manifests" | "runFiles";
+
+/** A prune refuses to delete anything when a retained generation references a missing segment. */
+export class PruneRefusedError extends Error {
+  override readonly name = "PruneRefusedError";
+}
+
+const SEGMENTS = /^([0-9a-f]{2})\/([0-9a-f]{32})\.(seg|moved)$/;
+const DEDUP_RUN_GENERATION = /\/runs\/(\d{10})-dedup[^/]*\.run(?:\.bloom)?$/;
+
+/** Per-segment state during mark, indexed by an interned number. */
+class SegmentTable {
+  readonly ids: string[] = [];
+  readonly #index = new Map<string, number>();
+  live: Float64Array = new Float64Array(1024);
+  reached: Uint8Array = new Uint8Array(1024);
+
+  intern(id: string): number {
+    let i = this.#index.get(id);
+    if (i === undefined) {
+      i = this.ids.length;
+      this.ids.push(id);
+      this.#index.set(id, i);
+      if (i >= this.live.length) {
+        const live = new Float64Array(this.live.length * 2);
+        live.set(this.live);
+        this.live = live;
+        const reached = new Uint8Array(this.reached.length * 2);
+        reached.set(this.reached);
+        this.reached = reached;
+      }
+    }
+    return i;
+  }
+
+  find(id: string): number | undefined {
+    return this.#index.get(id);
+  }
+}
+
+function fmix32(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/** Live (segment, offset) pairs: no false negatives, so "not in it" means garbage for sure. */
+class LiveRefs {
+  readonly #bloom: BloomFilter;
+  readonly #key = new Uint8Array(8);
+  readonly #dv = new DataView(this.#key.buffer);
+
+  constructor(entries: number) {
+    this.#bloom = BloomFilter.forEntries(Math.max(1024, entries));
+  }
+
+  #set(segment: number, offset: number): Uint8Array {
+    this.#dv.setUint32(0, fmix32(Math.imul(segment, 0x9e3779b1) ^ offset), true);
+    this.#dv.setUint32(4, fmix32(Math.imul(offset, 0x27d4eb2f) ^ segment ^ 0x165667b1), true);
+    return this.#key;
+  }
+
+  /** Adds; returns false when it may have been there already. */
+  add(segment: number, offset: number): boolean {
+    const k = this.#set(segment, offset);
+    if (this.#bloom.mayContain(k)) return false;
+    this.#bloom.add(k);
+    return true;
+  }
+
+  mayContain(segment: number, offset: number): boolean {
+    return this.#bloom.mayContain(this.#set(segment, offset));
+  }
+}
+
+interface Versions {
+  readonly key: string;
+  readonly versions: ObjectVersionRef[];
+  /** Per version: its size (0 for a delete marker) and whether it is a delete marker. */
+  readonly sizes: number[];
+  readonly markers: boolean[];
+  /** Bytes of every version that is not a delete marker. */
+  bytes: number;
+  /** Size of the current version (0 when it is a delete marker). */
+  current: number;
+}
+
+async function listAllVersions(repo: Repo, prefix: string): Promise<Map<string, Versions>> {
+  const out = new Map<string, Versions>();
+  for await (const v of repo.store.listVersions(prefix)) {
+    let e = out.get(v.key);
+    if (!e) {
+      e = { key: v.key, versions: [], sizes: [], markers: [], bytes: 0, current: 0 };
+      out.set(v.key, e);
+    }
+    e.versions.push({ key: v.key, versionId: v.versionId });
+    e.sizes.push(v.isDeleteMarker ? 0 : v.size);
+    e.markers.push(v.isDeleteMarker);
+    if (!v.isDeleteMarker) {
+      e.bytes += v.size;
+      if (v.isLatest) e.current = v.size;
+    }
+  }
+  return out;
+}
+
+/** Repacked blocks waiting to be sealed into a new segment. */
+class SegmentBuilder {
+  readonly #repo: Repo;
+  readonly #target: number;
+  #chunks: Uint8Array[] = [];
+  #entries: SegmentFooterEntry[] = [];
+  #size = 0;
+  #id = randomId();
+  written = 0;
+
+  constructor(repo: Repo, target: number) {
+    this.#repo = repo;
+    this.#target = target;
+  }
+
+  get full(): boolean {
+    return this.#size >= this.#target;
+  }
+
+  get empty(): boolean {
+    return this.#entries.length === 0;
+  }
+
+  /** Appends stored bytes; returns where they will be. */
+  add(stored: Uint8Array, codec: CodecId, hash: Uint8Array): { segment: string; at: number } {
+    const at = this.#size;
+    this.#chunks.push(stored);
+    this.#entries.push({ sha256: hash, offset: at, length: stored.byteLength, codec });
+    this.#size += stored.byteLength;
+    return { segment: this.#id, at };
+  }
+
+  /** Uploads the segment (one PUT, SHA-256 checked by the store). */
+  async seal(): Promise<string> {
+    const id = this.#id;
+    const body = concatBytes([...this.#chunks, encodeSegmentTail(id, this.#size, this.#entries)]);
+    await this.#repo.store.put(keys.segment(this.#repo, id), body, {
+      checksumSha256: sha256(body),
+      metadata: { "cgmirror-kind": "segment", "cgmirror-repacked": "true" },
+    });
+    this.written++;
+    this.#chunks = [];
+    this.#entries = [];
+    this.#size = 0;
+    this.#id = randomId();
+    return id;
+  }
+}
+
+const emptyTally = (): Record<PruneKind, ObjectTally> => ({
+  segments: { count: 0, bytes: 0 },
+  relocations: { count: 0, bytes: 0 },
+  indexRuns: { count: 0, bytes: 0 },
+  rootVersions: { count: 0, bytes: 0 },
+  manifests: { count: 0, bytes: 0 },
+  runFiles: { count: 0, bytes: 0 },
+});
+
+/** Garbage collection. The caller holds the group (`withGroupHeld`). */
+export async function pruneRepository(repo: Repo, options: PruneOptions): Promise<PruneReport> {
+  const dryRun = options.dryRun ?? false;
+  if (!options.lease && !dryRun) {
+    throw new InvalidArgumentError(
+      "prune needs the group held (a lease from withGroupHeld) unless it is a dry run",
+    );
+  }
+  // A dry run without a lease reads only; it treats every run as older than itself.
+  const lease: Lease = options.lease ?? { runId: "dry-run", fencing: Number.MAX_SAFE_INTEGER };
+  // Under Object Lock nothing is repacked (a threshold above 1 selects no segment).
+  const threshold = options.objectLock ? 2 : (options.repackThreshold ?? 0.5);
+  const maxRepack = options.maxRepackBytes ?? 16 * 2 ** 30;
+  const concurrency = options.concurrency ?? 8;
+  const log = options.log ?? (() => {});
+  const stop = options.shouldStop ?? (() => false);
+
+  // ------------------------------------------------------------------ mark: retained generations
+  const head = options.lease ? (await assertFenced(repo, lease)).head : (await readHead(repo))?.head;
+  if (!head) throw new InvalidArgumentError(`group ${repo.group} has no HEAD: nothing to prune`);
+  const retainedGenerations = await listGenerations(repo);
+  const manifests: GenerationManifest[] = [];
+  for (const n of retainedGenerations) manifests.push(await readGeneration(repo, n));
+  const pinnedManifests = new Set(manifests.map((m) => keys.manifest(repo, m.generation, m.fencing)));
+  const retiredState = await readRetiredSegments(repo);
+
+  const roots = new Map<string, { volumeId: string; root: VolumeIndexRoot; versionId: string | undefined }>();
+  for (const m of manifests) {
+    for (const v of m.volumes) {
+      const id = `${v.volumeId}\0${v.index.sha256}`;
+      if (roots.has(id)) continue;
+      const state = await readVolumeIndexRoot(repo, v.volumeId, v.index);
+      roots.set(id, { volumeId: v.volumeId, root: state.root, versionId: state.versionId });
+    }
+  }
+  const pinnedVersions = new Set<string>();
+  const liveObjects = new Set<string>();
+  const blockRuns = new Map<string, { ref: RunRef; from: string }>();
+  /** Oldest generation that wrote a dedup run some retained root names (for the retired set). */
+  let oldestDedupRun = Number.POSITIVE_INFINITY;
+  for (const { volumeId, root, versionId } of roots.values()) {
+    const from = keys.volumeIndex(repo, volumeId);
+    if (versionId !== undefined) pinnedVersions.add(`${from}\0${versionId}`);
+    for (const r of [...(root.base ? [root.base] : []), ...root.deltas]) {
+      const key = keys.resolve(repo, r.key, from);
+      liveObjects.add(key);
+      if (!blockRuns.has(key)) blockRuns.set(key, { ref: r, from });
+    }
+    for (const d of root.dedup ? [...(root.dedup.base ? [root.dedup.base] : []), ...root.dedup.deltas] : []) {
+      const key = keys.resolve(repo, d.key, from);
+      liveObjects.add(key);
+      liveObjects.add(keys.resolve(repo, d.bloomKey, from));
+      const g = DEDUP_RUN_GENERATION.exec(key);
+      oldestDedupRun = Math.min(oldestDedupRun, g ? Number(g[1]) : 0);
+    }
+  }
+
+  // ------------------------------------------------------------------ mark: live segments
+  const table = new SegmentTable();
+  const entries = [...blockRuns.values()].reduce((s, r) => s + r.ref.entries, 0);
+  const liveRefs = new LiveRefs(entries);
+  let indexBytesRead = 0;
+  const pool = new TaskPool(concurrency);
+  for (const { ref, from } of blockRuns.values()) {
+    await pool.run(async () => {
+      const reader = await openRunRef(repo, ref, from);
+      indexBytesRead += ref.bytes;
+      for (let p = 0; p < reader.pageCount; p++) {
+        const page = await reader.readPage(p);
+        const local = page.segTable.map((s) => table.intern(s));
+        for (let i = 0; i < page.count; i++) {
+          if (page.codecs[i] === Codec.zero) continue;
+          const s = local[page.seg[i]!]!;
+          table.reached[s] = 1;
+          if (liveRefs.add(s, page.offsets[i]!)) table.live[s]! += page.lengths[i]!;
+        }
+      }
+    });
+  }
+  await pool.drain();
+  log("marked", {
+    generations: retainedGenerations.length,
+    runs: blockRuns.size,
+    segments: table.ids.length,
+  });
+
+  // ------------------------------------------------------------------ sweep: what is there
+  const segmentObjects = await listAllVersions(
+    repo,
+    `${repo.prefix === "" ? "" : `${repo.prefix}/`}segments/`,
+  );
+  const physical = new Map<string, Versions>();
+  const records = new Map<string, Versions>();
+  const segmentsPrefix = `${repo.prefix === "" ? "" : `${repo.prefix}/`}segments/`;
+  for (const [key, v] of segmentObjects) {
+    const m = SEGMENTS.exec(key.slice(segmentsPrefix.length));
+    if (!m || m[1] !== m[2]!.slice(0, 2)) continue; // not ours: left alone
+    (m[3] === "seg" ? physical : records).set(m[2]!, v);
+  }
+
+  // Relocated segments: their live blocks live on in the record's targets.
+  const moved = new Map<string, { record: Relocation; etag: string }>();
+  /** Per relocation target: the records (and their live blocks) that point into it. */
+  const into = new Map<string, Array<{ from: string; block: RelocatedBlock }>>();
+  const doomed = new Map<string, { kind: PruneKind; versions: Versions }>();
+  const doom = (kind: PruneKind, v: Versions) => doomed.set(v.key, { kind, versions: v });
+  for (const [id, v] of records) {
+    const s = table.find(id);
+    if (s === undefined || !table.reached[s]) {
+      doom("relocations", v);
+      continue;
+    }
+    const got = await readRelocation(repo, id);
+    if (!got) continue; // only delete markers: the reached segment is missing, checked below
+    moved.set(id, got);
+    for (const b of got.record.blocks) {
+      if (!liveRefs.mayContain(s, b.offset)) continue;
+      const t = table.intern(b.segment);
+      table.reached[t] = 1;
+      table.live[t]! += b.length;
+      const list = into.get(b.segment) ?? [];
+      list.push({ from: id, block: b });
+      into.set(b.segment, list);
+    }
+  }
+  const missing: string[] = [];
+  for (let s = 0; s < table.ids.length; s++) {
+    if (!table.reached[s]) continue;
+    const id = table.ids[s]!;
+    if (moved.has(id)) continue;
+    if (!physical.get(id)?.current) missing.push(id);
+  }
+  if (missing.length > 0) {
+    throw new PruneRefusedError(
+      `retained generations reference ${missing.length} segment(s) that are not in the bucket (e.g. ${keys.segment(repo, missing[0]!)}); ` +
+        "prune deletes nothing on a damaged repository: run `cgmirror verify` and `cgmirror repair`, or forget the generations that use them",
+    );
+  }
+
+  let liveSegments = 0;
+  let liveBytes = 0;
+  let storedBytes = 0;
+  const candidates: Array<{ id: string; garbage: number; live: number }> = [];
+  for (const [id, v] of physical) {
+    storedBytes += v.current;
+    const s = table.find(id);
+    const reached = s !== undefined && table.reached[s] === 1;
+    if (!reached || moved.has(id)) {
+      doom("segments", v);
+      continue;
+    }
+    liveSegments++;
+    const live = Math.min(table.live[s]!, v.current);
+    liveBytes += live;
+    const garbage = v.current - live;
+    if (v.current > 0 && garbage / v.current >= threshold && threshold <= 1) {
+      candidates.push({ id, garbage, live });
+    }
+  }
+  candidates.sort((a, b) => b.garbage - a.garbage);
+
+  // Index roots, runs and Bloom filters under volumes/: roots first (a root version this prune keeps
+  // keeps its runs), then runs.
+  const unreadable: Array<{ key: string; versionId: string; error: string }> = [];
+  const volumesPrefix = keys.volumesPrefix(repo);
+  const volumeObjects = await listAllVersions(repo, volumesPrefix);
+  for (const [key, v] of volumeObjects) {
+    const index = /^([^/]+)\/index$/.exec(key.slice(volumesPrefix.length));
+    if (!index) continue;
+    const volumeId = index[1]!;
+    const extra: Versions = { key, versions: [], sizes: [], markers: [], bytes: 0, current: 0 };
+    for (const [i, ver] of v.versions.entries()) {
+      if (v.markers[i] || pinnedVersions.has(`${key}\0${ver.versionId}`)) continue;
+      try {
+        const state = await readVolumeIndexRoot(repo, volumeId, { versionId: ver.versionId });
+        if (state.root.fencing >= lease.fencing) {
+          // Never another run's newer work (cannot happen while we hold the fence): keep it and its runs.
+          for (const k of runKeysOf(repo, state.root, key)) liveObjects.add(k);
+          continue;
+        }
+        extra.versions.push(ver);
+        extra.sizes.push(v.sizes[i]!);
+        extra.markers.push(false);
+        extra.bytes += v.sizes[i]!;
+      } catch (error) {
+        if (error instanceof ObjectNotFoundError) continue;
+        unreadable.push({ key, versionId: ver.versionId, error: (error as Error).message });
+      }
+    }
+    if (extra.versions.length > 0) doom("rootVersions", extra);
+  }
+  for (const [key, v] of volumeObjects) {
+    // Runs and Bloom filters no kept root names; anything else under volumes/ is not ours: left alone.
+    if (/^[^/]+\/runs\/[^/]+$/.test(key.slice(volumesPrefix.length)) && !liveObjects.has(key)) {
+      doom("indexRuns", v);
+    }
+  }
+
+  // Manifests nothing commits (forgotten generations, runs that lost), written by older runs.
+  const generationsPrefix = keys.generationsPrefix(repo);
+  for (const [key, v] of await listAllVersions(repo, generationsPrefix)) {
+    const name = parseManifestName(key.slice(generationsPrefix.length));
+    if (!name || pinnedManifests.has(key) || name.fencing >= lease.fencing) continue;
+    doom("manifests", v);
+  }
+
+  // Transient files of every run that is not this one (none can still commit: we hold the fence).
+  const runsPrefix = `${repo.prefix === "" ? "" : `${repo.prefix}/`}runs/`;
+  const ownRun = keys.runPrefix(repo, lease.runId);
+  for (const [key, v] of await listAllVersions(repo, runsPrefix)) {
+    if (!key.startsWith(ownRun)) doom("runFiles", v);
+  }
+
+  // ------------------------------------------------------------------ plan the repack
+  let budget = maxRepack;
+  const chosen: typeof candidates = [];
+  let deferred = 0;
+  for (const c of candidates) {
+    if (c.live <= budget) {
+      chosen.push(c);
+      budget -= c.live;
+    } else deferred++;
+  }
+
+  // The retired set after this prune: what it deletes or repacks, plus what older dedup runs may name.
+  const retiredNext = new Map<string, number>();
+  for (const [id, at] of retiredState.retired.entries()) {
+    // A dedup run written after `at` cannot name the segment: keep it only while an older one is retained.
+    if (oldestDedupRun <= at) retiredNext.set(id, at);
+  }
+  for (const { kind, versions } of doomed.values()) {
+    if (kind !== "segments") continue;
+    const id = SEGMENTS.exec(versions.key.slice(segmentsPrefix.length))?.[2];
+    // Deleted now: retired as of now, so it stays retired until every retained dedup run is newer.
+    if (id) retiredNext.set(id, Math.max(head.generation, retiredNext.get(id) ?? 0));
+  }
+  for (const c of chosen) {
+    retiredNext.set(c.id, Math.max(head.generation, retiredNext.get(c.id) ?? 0));
+  }
+
+  const deleted = emptyTally();
+  const keptLocked: ObjectTally = { count: 0, bytes: 0 };
+  /** Size per doomed version (`key\0versionId`), to tally what Object Lock kept. */
+  const sizeOf = new Map<string, number>();
+  for (const { versions: v } of doomed.values()) {
+    for (const [i, ref] of v.versions.entries()) sizeOf.set(`${ref.key}\0${ref.versionId}`, v.sizes[i] ?? 0);
+  }
+  const report = (done: boolean, repacked: { segments: number; copied: number; newSegments: number }) => {
+    let objectsDeleted = 0;
+    let bytesReclaimed = 0;
+    for (const t of Object.values(deleted)) {
+      objectsDeleted += t.count;
+      bytesReclaimed += t.bytes;
+    }
+    return {
+      dryRun,
+      retainedGenerations,
+      head: head.generation,
+      indexRunsRead: blockRuns.size,
+      indexBytesRead,
+      segments: { total: physical.size, live: liveSegments, liveBytes, storedBytes },
+      deleted,
+      repack: {
+        candidates: candidates.length,
+        segments: repacked.segments,
+        liveBytesCopied: repacked.copied,
+        newSegments: repacked.newSegments,
+        deferred: deferred + (chosen.length - repacked.segments),
+      },
+      retired: {
+        before: retiredState.retired.size,
+        after: dryRun ? retiredState.retired.size : retiredNext.size,
+      },
+      unreadable,
+      objectsDeleted,
+      bytesReclaimed,
+      keptLocked,
+      done,
+    } satisfies PruneReport;
+  };
+
+  if (dryRun) {
+    for (const { kind, versions } of doomed.values()) {
+      deleted[kind].count += versions.versions.length;
+      deleted[kind].bytes += versions.bytes;
+    }
+    for (const c of chosen) {
+      deleted.segments.count++;
+      deleted.segments.bytes += c.garbage;
+    }
+    return report(true, { segments: 0, copied: 0, newSegments: 0 });
+  }
+
+  // ------------------------------------------------------------------ sweep: retire, then repack
+  // The retired set first (If-Match), then the fence check: a backup that can still commit fenced
+  // after this check, so it reads the new set before it dedups (§10.2). Every delete follows a check.
+  const retired = new RetiredSegments(retiredNext);
+  const sameSet =
+    retired.size === retiredState.retired.size &&
+    retiredState.retired.entries().every(([id, at]) => retired.retiredAt(id) === at);
+  if (!sameSet) {
+    try {
+      await writeRetiredSegments(repo, retiredNext, retiredState.etag);
+    } catch (error) {
+      if (error instanceof PreconditionFailedError) {
+        throw new RepositoryStateError(
+          repo.prefix,
+          "the retired-segment set changed while this prune ran (another prune?); nothing was deleted, run prune again",
+          { cause: error },
+        );
+      }
+      throw error;
+    }
+  }
+  await assertFenced(repo, lease);
+
+  const repacked = { segments: 0, copied: 0, newSegments: 0 };
+  const builder = new SegmentBuilder(repo, options.segmentBytes ?? 32 * 2 ** 20);
+  /** Blocks copied into the builder and not sealed yet: where they were and where they go. */
+  let pending: Array<{
+    source: string;
+    offset: number;
+    oldAt: number;
+    block: Omit<RelocatedBlock, "offset">;
+  }> = [];
+  let pendingSources: string[] = [];
+  const flush = async () => {
+    if (builder.empty) return;
+    await builder.seal();
+    repacked.newSegments++;
+    // The new segment is durable: now the records that point into it, then the sources are garbage.
+    for (const source of pendingSources) {
+      const copied = pending.filter((p) => p.source === source);
+      const pointing = into.get(source);
+      if (pointing) {
+        // A segment an earlier prune wrote: rewrite each record that points into it.
+        for (const from of new Set(pointing.map((m) => m.from))) {
+          const current = moved.get(from)!;
+          const blocks: RelocatedBlock[] = [];
+          for (const b of current.record.blocks) {
+            if (b.segment !== source) blocks.push(b);
+            else {
+              const c = copied.find((x) => x.oldAt === b.at);
+              if (c) blocks.push({ ...c.block, offset: b.offset }); // else: garbage, dropped
+            }
+          }
+          await assertFenced(repo, lease);
+          const record = { segmentId: from, runId: lease.runId, fencing: lease.fencing, blocks };
+          moved.set(from, { record, etag: await writeRelocation(repo, record, current.etag) });
+        }
+      } else {
+        await assertFenced(repo, lease);
+        const blocks = copied.map((c) => ({ ...c.block, offset: c.offset }));
+        await writeRelocation(
+          repo,
+          { segmentId: source, runId: lease.runId, fencing: lease.fencing, blocks },
+          undefined,
+        );
+      }
+      const v = physical.get(source);
+      if (v) doom("segments", v);
+      repacked.segments++;
+    }
+    pending = [];
+    pendingSources = [];
+  };
+
+  for (const c of chosen) {
+    if (stop()) break;
+    const key = keys.segment(repo, c.id);
+    // The blocks still in use: a relocation target's live record entries, else the footer's live refs.
+    const wanted = new Map<number, { length: number; codec: CodecId; sha256: Uint8Array }>();
+    const pointing = into.get(c.id);
+    if (pointing) {
+      for (const t of pointing) {
+        const b = t.block;
+        wanted.set(b.at, {
+          length: b.length,
+          codec: b.codec as CodecId,
+          sha256: Buffer.from(b.sha256, "hex"),
+        });
+      }
+    } else {
+      const s = table.find(c.id)!;
+      const footer = await readSegmentFooter(repo.store, key);
+      if (footer.segmentId !== c.id) {
+        throw new CorruptObjectError(key, undefined, `its footer names segment ${footer.segmentId}`);
+      }
+      for (const e of footer.entries) if (liveRefs.mayContain(s, e.offset)) wanted.set(e.offset, e);
+    }
+    const list = [...wanted].sort((a, b) => a[0] - b[0]);
+    // Coalesced ranged GETs (≤ 8 MiB); every block is decoded and checked against its SHA-256.
+    for (let i = 0; i < list.length; ) {
+      const start = list[i]![0];
+      let end = start + list[i]![1].length;
+      let j = i + 1;
+      while (j < list.length) {
+        const [at, w] = list[j]!;
+        if (at > end + 256 * 1024 || at + w.length - start > 8 * 2 ** 20) break;
+        end = Math.max(end, at + w.length);
+        j++;
+      }
+      const got = await repo.store.get(key, { range: { start, end } });
+      if (got.body.byteLength !== end - start) {
+        throw new CorruptObjectError(key, got.versionId, `expected bytes ${start}-${end - 1} of the segment`);
+      }
+      for (const [at, w] of list.slice(i, j)) {
+        const stored = got.body.slice(at - start, at - start + w.length);
+        openStoredBlock(
+          key,
+          { segment: c.id, offset: at, length: w.length, codec: w.codec, sha256: w.sha256 },
+          stored,
+        );
+        const place = builder.add(stored, w.codec, w.sha256);
+        pending.push({
+          source: c.id,
+          // A physical segment's blocks keep their offset as the record's key; a target's are re-keyed
+          // by the records that point into it (flush).
+          offset: at,
+          oldAt: at,
+          block: {
+            length: w.length,
+            codec: w.codec,
+            sha256: toHex(w.sha256),
+            segment: place.segment,
+            at: place.at,
+          },
+        });
+        repacked.copied += w.length;
+      }
+      i = j;
+    }
+    pendingSources.push(c.id);
+    if (builder.full) await flush();
+  }
+  await flush();
+
+  // ------------------------------------------------------------------ sweep: delete
+  const batches: Array<{ kind: PruneKind; refs: ObjectVersionRef[]; bytes: number }> = [];
+  const order: PruneKind[] = [
+    "runFiles",
+    "manifests",
+    "rootVersions",
+    "indexRuns",
+    "segments",
+    "relocations",
+  ];
+  let stopped = false;
+  for (const kind of order) {
+    let batch: ObjectVersionRef[] = [];
+    let bytes = 0;
+    const send = async () => {
+      if (batch.length === 0) return;
+      await assertFenced(repo, lease);
+      let kept: readonly ObjectVersionRef[] = [];
+      try {
+        await repo.store.deleteVersions(batch);
+      } catch (error) {
+        if (!(error instanceof ObjectLockedError)) throw error;
+        // Locked garbage stays until its retention passes; everything else in the batch is deleted.
+        kept = error.refs;
+      }
+      const keptBytes = kept.reduce((n, r) => n + (sizeOf.get(`${r.key}\0${r.versionId}`) ?? 0), 0);
+      keptLocked.count += kept.length;
+      keptLocked.bytes += keptBytes;
+      deleted[kind].count += batch.length - kept.length;
+      deleted[kind].bytes += bytes - keptBytes;
+      batches.push({ kind, refs: batch, bytes });
+      batch = [];
+      bytes = 0;
+    };
+    for (const { kind: k, versions } of doomed.values()) {
+      if (k !== kind) continue;
+      if (stop()) {
+        stopped = true;
+        break;
+      }
+      if (batch.length + versions.versions.length > 1000) await send();
+      batch.push(...versions.versions);
+      bytes += versions.bytes;
+    }
+    if (stopped) break;
+    await send();
+  }
+  log("pruned", { batches: batches.length, repacked: repacked.segments });
+  return report(!stopped && deferred === 0 && repacked.segments === chosen.length, repacked);
+}

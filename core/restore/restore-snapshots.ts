@@ -1,0 +1,687 @@
+/**
+ * Restore into EBS: one new EBS snapshot per volume of a generation, written with the EBS direct APIs
+ * (StartSnapshot, PutSnapshotBlock, CompleteSnapshot) — usable at once to create volumes and start the
+ * instances again.
+ *
+ * - **Only the blocks the index holds** are written (zero and never-written blocks read as zeros in a
+ *   new snapshot), every one checked on the way (restore's checks: pinned index, segment footers,
+ *   SHA-256 of every block) and sent with its SHA-256 (`x-amz-Checksum`), paced at the
+ *   PutSnapshotBlock quota by the same AIMD limiter as the transfer.
+ * - **Incremental**: with a parent snapshot whose content is an earlier generation M (the source
+ *   snapshot a backup of M took, or a snapshot an earlier restore of M wrote), StartSnapshot names it as
+ *   ParentSnapshotId and only the blocks whose content differs between M and N are written — found by
+ *   walking both indexes in block order, without reading data. A block N does not hold but M does is
+ *   written as zeros.
+ * - **All-or-nothing** across volumes (`restoreGroupToSnapshots`): when any volume fails, every
+ *   snapshot this restore created is deleted, and the error says why.
+ * - **Resumable** (`restoreVolumeToSnapshot` with `resume`): blocks are written in block order; a task
+ *   that must stop returns a cursor, and the next invocation (same restore id: StartSnapshot's client
+ *   token gives the same snapshot) continues from it.
+ */
+import { createHash } from "node:crypto";
+import { CorruptObjectError, InvalidArgumentError } from "../errors.ts";
+import type { IndexEntry } from "../format/block-ref.ts";
+import { BLOCK_SIZE, toHex, ZERO_BLOCK_SHA256 } from "../format/bytes.ts";
+import { Codec } from "../format/codec.ts";
+import {
+  type GenerationManifest,
+  listGenerations,
+  readCommittedManifest,
+  readGeneration,
+} from "../format/generation.ts";
+import { keys, type Repo } from "../format/layout.ts";
+import { openVolumeIndex, type VolumeIndex } from "../format/volume-index.ts";
+import { isBlockSourceError } from "../ports/block-source.ts";
+import type { SnapshotWriter, WrittenSnapshot } from "../ports/snapshot-writer.ts";
+import { AimdLimiter, type AimdOptions, backoffMs } from "../transfer/aimd.ts";
+import { fetchBlocks, SegmentFooters } from "./restore.ts";
+
+/** Tags on every snapshot a restore writes. Not the backup's tags: backup retention never sees them. */
+export const RESTORE_TAGS = {
+  group: "cgmirror:restored-group",
+  generation: "cgmirror:restored-generation",
+  volume: "cgmirror:source-volume",
+  restoreId: "cgmirror:restore-id",
+} as const;
+
+const GiB = 2 ** 30;
+const ZERO_BLOCK = new Uint8Array(BLOCK_SIZE);
+const ZERO_CHECKSUM = Buffer.from(ZERO_BLOCK_SHA256).toString("base64");
+
+/** A restore into EBS failed; the snapshots it had created were deleted (or are named as left). */
+export class RestoreToSnapshotsError extends Error {
+  override readonly name = "RestoreToSnapshotsError";
+  readonly deleted: readonly string[];
+  readonly left: readonly string[];
+  constructor(message: string, deleted: readonly string[], left: readonly string[], options?: ErrorOptions) {
+    super(message, options);
+    this.deleted = deleted;
+    this.left = left;
+  }
+}
+
+export interface SnapshotParent {
+  readonly snapshotId: string;
+  /** The generation whose image the parent holds. */
+  readonly generation: number;
+  /** Where cgmirror knows it from. */
+  readonly source: "backup" | "restore" | "given";
+}
+
+export interface VolumeRestoreState {
+  readonly snapshotId: string;
+  /** Every block below it is written. */
+  readonly cursor: number;
+  /** Distinct blocks written so far (data and zeros). */
+  readonly blocksWritten: number;
+  readonly bytesWritten: number;
+}
+
+export interface VolumeToSnapshotOptions {
+  readonly manifest: GenerationManifest;
+  readonly volumeId: string;
+  /** Names the restore: snapshots are tagged with it and StartSnapshot's client token derives from it. */
+  readonly restoreId: string;
+  readonly parent?: SnapshotParent | undefined;
+  /** Continue an earlier invocation of the same restore. */
+  readonly resume?: VolumeRestoreState | undefined;
+  /** Checked between batches: stop and return the cursor (`done: false`). */
+  readonly shouldStop?: () => boolean;
+  /** Pacing of PutSnapshotBlock. @default initialRate and maxRate 1000 (the per-snapshot quota), maxConcurrency 64 */
+  readonly aimd?: AimdOptions;
+  /** Segment reads in flight. @default 8 */
+  readonly readConcurrency?: number;
+  /** Attempts per block on throttling / 5xx. @default 20 */
+  readonly maxAttempts?: number;
+  readonly backoffBaseMs?: number;
+  readonly backoffCapMs?: number;
+  /** Extra tags. */
+  readonly tags?: Readonly<Record<string, string>>;
+  /** Blocks per batch (a checkpoint after each). @default 1024 */
+  readonly batchBlocks?: number;
+  /** Called after every batch (for progress and checkpoints). */
+  readonly onProgress?: (state: VolumeRestoreState) => void | Promise<void>;
+}
+
+export interface VolumeToSnapshotResult extends VolumeRestoreState {
+  readonly volumeId: string;
+  readonly generation: number;
+  readonly parentSnapshotId: string | null;
+  readonly parentGeneration: number | null;
+  /** Data blocks written (zeros excluded). */
+  readonly dataBlocks: number;
+  /** Blocks written as zeros (incremental restore: content the parent has and this generation does not). */
+  readonly zeroBlocks: number;
+  readonly done: boolean;
+  /** The snapshot's status after CompleteSnapshot (when done). */
+  readonly status: string;
+}
+
+function clientToken(restoreId: string, volumeId: string): string {
+  return createHash("sha256").update(`${restoreId}\0${volumeId}`).digest("hex").slice(0, 64);
+}
+
+/**
+ * The live entries of an index in block order, as an async sequence of batches (backpressure: the
+ * scan waits while two batches are queued). Memory: one page per run + two batches.
+ */
+function entriesOf(index: VolumeIndex | undefined, batchSize = 4096): AsyncIterator<IndexEntry[]> {
+  if (!index) return (async function* () {})();
+  const queue: Array<IndexEntry[] | null> = [];
+  let failure: unknown;
+  let failed = false;
+  let wake: (() => void) | undefined;
+  let resume: (() => void) | undefined;
+  const signal = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  void index
+    .scan(async (batch) => {
+      queue.push(batch);
+      signal();
+      while (queue.length >= 2) await new Promise<void>((r) => (resume = r));
+    }, batchSize)
+    .then(
+      () => {
+        queue.push(null);
+        signal();
+      },
+      (error: unknown) => {
+        failure = error;
+        failed = true;
+        signal();
+      },
+    );
+  return (async function* () {
+    for (;;) {
+      while (queue.length === 0 && !failed) await new Promise<void>((r) => (wake = r));
+      if (queue.length === 0 && failed) throw failure;
+      const b = queue.shift()!;
+      const r = resume;
+      resume = undefined;
+      r?.();
+      if (b === null) return;
+      yield b;
+    }
+  })();
+}
+
+/** A block of the target to write: its data ref, or `zero` (the parent holds data there). */
+type Write = { readonly block: number; readonly entry: IndexEntry | null };
+
+/** Yields, in block order, the blocks whose content differs between `from` (the parent's) and `to`. */
+async function* differences(
+  from: AsyncIterator<IndexEntry[]>,
+  to: AsyncIterator<IndexEntry[]>,
+): AsyncGenerator<Write> {
+  const cursor = (it: AsyncIterator<IndexEntry[]>) => {
+    let batch: IndexEntry[] = [];
+    let i = 0;
+    let done = false;
+    return {
+      async peek(): Promise<IndexEntry | undefined> {
+        while (!done && i >= batch.length) {
+          const r = await it.next();
+          if (r.done) done = true;
+          else {
+            batch = r.value;
+            i = 0;
+          }
+        }
+        return done ? undefined : batch[i];
+      },
+      skip() {
+        i++;
+      },
+    };
+  };
+  const a = cursor(from);
+  const b = cursor(to);
+  const isZero = (e: IndexEntry | undefined) => !e || e.ref.codec === Codec.zero;
+  for (;;) {
+    const x = await a.peek();
+    const y = await b.peek();
+    if (!x && !y) return;
+    if (y && (!x || y.block < x.block)) {
+      b.skip();
+      if (!isZero(y)) yield { block: y.block, entry: y }; // the parent has nothing there
+      continue;
+    }
+    if (x && (!y || x.block < y.block)) {
+      a.skip();
+      if (!isZero(x)) yield { block: x.block, entry: null }; // the target has nothing there: zeros
+      continue;
+    }
+    a.skip();
+    b.skip();
+    if (isZero(x) && isZero(y)) continue;
+    if (!isZero(x) && !isZero(y) && Buffer.compare(x!.ref.sha256, y!.ref.sha256) === 0) continue;
+    yield isZero(y) ? { block: y!.block, entry: null } : { block: y!.block, entry: y! };
+  }
+}
+
+/** Writes blocks through the limiter: a failed block fails the whole volume. */
+class BlockPutter {
+  readonly #writer: SnapshotWriter;
+  readonly #snapshotId: string;
+  readonly #limiter: AimdLimiter;
+  readonly #maxAttempts: number;
+  readonly #base: number;
+  readonly #cap: number;
+  readonly #inFlight = new Set<Promise<void>>();
+  #failure: unknown;
+  #failed = false;
+
+  constructor(writer: SnapshotWriter, snapshotId: string, o: VolumeToSnapshotOptions) {
+    this.#writer = writer;
+    this.#snapshotId = snapshotId;
+    // Starts at the per-snapshot quota (volumes are restored one at a time): throttling backs it off.
+    this.#limiter = new AimdLimiter({ initialRate: 1000, maxRate: 1000, maxConcurrency: 64, ...o.aimd });
+    this.#maxAttempts = o.maxAttempts ?? 20;
+    this.#base = o.backoffBaseMs ?? 100;
+    this.#cap = o.backoffCapMs ?? 5000;
+  }
+
+  get limiterStats() {
+    return this.#limiter.stats;
+  }
+
+  /**
+   * Waits for the limiter, then sends in the background; resolves to the send's completion (which
+   * never rejects: a failure is kept and thrown by the next `put` or `drain`). Throws the first
+   * failure of an earlier put.
+   */
+  async put(block: number, data: Uint8Array, checksum: string): Promise<{ sent: Promise<void> }> {
+    if (this.#failed) throw this.#failure;
+    await this.#limiter.acquire();
+    if (this.#failed) {
+      this.#limiter.release("failed");
+      throw this.#failure;
+    }
+    const p: Promise<void> = this.#send(block, data, checksum)
+      .catch((error: unknown) => {
+        if (!this.#failed) {
+          this.#failed = true;
+          this.#failure = error;
+        }
+      })
+      .finally(() => this.#inFlight.delete(p));
+    this.#inFlight.add(p);
+    return { sent: p };
+  }
+
+  /** Throws the first failure of any put so far. */
+  check(): void {
+    if (this.#failed) throw this.#failure;
+  }
+
+  async #send(block: number, data: Uint8Array, checksum: string): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      const started = performance.now();
+      try {
+        await this.#writer.putBlock({ snapshotId: this.#snapshotId, blockIndex: block, data, checksum });
+        this.#limiter.release("ok", performance.now() - started);
+        return;
+      } catch (error) {
+        const latency = performance.now() - started;
+        if (isBlockSourceError(error) && (error.kind === "throttled" || error.kind === "transient")) {
+          this.#limiter.release(error.kind, latency);
+          if (attempt >= this.#maxAttempts) throw error;
+          await new Promise((r) => setTimeout(r, backoffMs(attempt, this.#base, this.#cap)));
+          await this.#limiter.acquire();
+          continue;
+        }
+        this.#limiter.release("failed", latency);
+        throw error;
+      }
+    }
+  }
+
+  /** Waits for every put; throws the first failure. */
+  async drain(): Promise<void> {
+    while (this.#inFlight.size > 0) await Promise.race(this.#inFlight);
+    if (this.#failed) throw this.#failure;
+  }
+
+  close(): void {
+    this.#limiter.close();
+  }
+}
+
+/**
+ * Restores one volume of a generation into a new EBS snapshot (or continues one, with `resume`).
+ * Writes only what the index holds (or, with a parent, what differs from the parent's generation).
+ */
+export async function restoreVolumeToSnapshot(
+  repo: Repo,
+  writer: SnapshotWriter,
+  options: VolumeToSnapshotOptions,
+): Promise<VolumeToSnapshotResult> {
+  const { manifest, volumeId, parent } = options;
+  const volume = manifest.volumes.find((v) => v.volumeId === volumeId);
+  if (!volume) {
+    throw new InvalidArgumentError(
+      `generation ${manifest.generation} has no volume ${volumeId}; it has ${manifest.volumes.map((v) => v.volumeId).join(", ")}`,
+    );
+  }
+  const index = await openVolumeIndex(repo, volumeId, volume.index);
+  const rootKey = keys.volumeIndex(repo, volumeId);
+  if (index.root.sizeBytes !== volume.sizeBytes) {
+    throw new CorruptObjectError(
+      rootKey,
+      index.versionId,
+      `it describes ${index.root.sizeBytes} bytes but generation ${manifest.generation} says ${volume.sizeBytes}`,
+    );
+  }
+  let parentIndex: VolumeIndex | undefined;
+  if (parent) {
+    const m = await readGeneration(repo, parent.generation);
+    const pv = m.volumes.find((v) => v.volumeId === volumeId);
+    if (!pv) throw new InvalidArgumentError(`generation ${parent.generation} has no volume ${volumeId}`);
+    if (pv.sizeBytes > volume.sizeBytes) {
+      throw new InvalidArgumentError(
+        `parent ${parent.snapshotId} (generation ${parent.generation}) is larger than generation ${manifest.generation} of ${volumeId}`,
+      );
+    }
+    parentIndex = await openVolumeIndex(repo, volumeId, pv.index);
+  }
+  const blockCount = Math.ceil(volume.sizeBytes / BLOCK_SIZE);
+  const started = await writer.startSnapshot({
+    volumeSizeGiB: Math.max(1, Math.ceil(volume.sizeBytes / GiB)),
+    ...(parent ? { parentSnapshotId: parent.snapshotId } : {}),
+    description: `cgmirror restore of ${repo.group} generation ${manifest.generation}, volume ${volumeId}`,
+    tags: {
+      [RESTORE_TAGS.group]: repo.group,
+      [RESTORE_TAGS.generation]: String(manifest.generation),
+      [RESTORE_TAGS.volume]: volumeId,
+      [RESTORE_TAGS.restoreId]: options.restoreId,
+      Name: `cgmirror ${repo.group} #${manifest.generation} ${volumeId}`,
+      ...options.tags,
+    },
+    clientToken: clientToken(options.restoreId, volumeId),
+  });
+  const snapshotId = started.snapshotId;
+  if (options.resume && options.resume.snapshotId !== snapshotId) {
+    throw new InvalidArgumentError(
+      `restore ${options.restoreId} of ${volumeId} resumes snapshot ${options.resume.snapshotId}, but StartSnapshot gave ${snapshotId}`,
+    );
+  }
+  const resumeFrom = options.resume?.cursor ?? 0;
+  let cursor = resumeFrom;
+  let blocksWritten = options.resume?.blocksWritten ?? 0;
+  let bytesWritten = options.resume?.bytesWritten ?? 0;
+  let dataBlocks = 0;
+  let zeroBlocks = 0;
+  const state = (): VolumeRestoreState => ({ snapshotId, cursor, blocksWritten, bytesWritten });
+  await options.onProgress?.(state()); // the caller learns the snapshot id before any block is sent
+  const putter = new BlockPutter(writer, snapshotId, options);
+  const footers = new SegmentFooters(repo);
+  let done = true;
+  try {
+    let batch: Write[] = [];
+    // Batches are pipelined: the next batch is read while the previous one's puts finish; the cursor
+    // (and the checkpoint) moves only once every put of a batch has completed, in order.
+    let previous: Promise<void> = Promise.resolve();
+    const flush = async () => {
+      const mine = batch;
+      batch = [];
+      const sends: Promise<void>[] = [];
+      for (const w of mine) {
+        if (w.entry !== null) continue;
+        sends.push((await putter.put(w.block, ZERO_BLOCK, ZERO_CHECKSUM)).sent);
+        zeroBlocks++;
+      }
+      await fetchBlocks(
+        repo,
+        mine.flatMap((w) => (w.entry === null ? [] : [w.entry])),
+        async (block, raw, ref) => {
+          sends.push((await putter.put(block, raw, Buffer.from(ref.sha256).toString("base64"))).sent);
+          dataBlocks++;
+        },
+        { concurrency: options.readConcurrency ?? 8 },
+        undefined,
+        footers,
+      );
+      const before = previous;
+      previous = (async () => {
+        await before;
+        await Promise.all(sends);
+        putter.check();
+        blocksWritten += mine.length;
+        bytesWritten += (mine.length - mine.filter((w) => w.entry === null).length) * BLOCK_SIZE;
+        cursor = mine.at(-1)!.block + 1;
+        await options.onProgress?.(state());
+      })();
+      previous.catch(() => {});
+    };
+    for await (const w of differences(entriesOf(parentIndex), entriesOf(index))) {
+      if (w.block >= blockCount) {
+        throw new CorruptObjectError(
+          rootKey,
+          index.versionId,
+          `block ${w.block} is beyond the volume's ${blockCount} blocks`,
+        );
+      }
+      if (w.block < resumeFrom) continue; // written by an earlier invocation
+      batch.push(w);
+      if (batch.length >= (options.batchBlocks ?? 1024)) {
+        await flush();
+        if (options.shouldStop?.()) {
+          done = false;
+          break;
+        }
+      }
+    }
+    if (done && batch.length > 0) await flush();
+    await previous;
+    await putter.drain();
+  } finally {
+    putter.close();
+  }
+  let status = "pending";
+  if (done) {
+    status = (await writer.completeSnapshot(snapshotId, blocksWritten)).status;
+    cursor = blockCount;
+  }
+  return {
+    volumeId,
+    generation: manifest.generation,
+    snapshotId,
+    parentSnapshotId: parent?.snapshotId ?? null,
+    parentGeneration: parent?.generation ?? null,
+    cursor,
+    blocksWritten,
+    bytesWritten,
+    dataBlocks,
+    zeroBlocks,
+    done,
+    status,
+  };
+}
+
+/** What cgmirror knows about snapshots of this group: snapshot id → the volume and generation it holds. */
+export async function knownSnapshots(
+  repo: Repo,
+  writer: SnapshotWriter,
+): Promise<Map<string, { volumeId: string; generation: number; source: "backup" | "restore" }>> {
+  const retained = new Set(await listGenerations(repo));
+  const out = new Map<string, { volumeId: string; generation: number; source: "backup" | "restore" }>();
+  for (const n of retained) {
+    const m = await readGeneration(repo, n);
+    for (const v of m.volumes) {
+      if (v.sourceSnapshotId)
+        out.set(v.sourceSnapshotId, { volumeId: v.volumeId, generation: n, source: "backup" });
+    }
+  }
+  const restored: WrittenSnapshot[] = await writer.findSnapshots({ [RESTORE_TAGS.group]: repo.group });
+  for (const s of restored) {
+    const generation = Number(s.tags?.[RESTORE_TAGS.generation]);
+    const volumeId = s.tags?.[RESTORE_TAGS.volume];
+    if (s.status !== "completed" || !volumeId || !retained.has(generation)) continue;
+    out.set(s.snapshotId, { volumeId, generation, source: "restore" });
+  }
+  return out;
+}
+
+export interface GroupToSnapshotsOptions
+  extends Omit<VolumeToSnapshotOptions, "manifest" | "volumeId" | "parent" | "resume" | "restoreId"> {
+  /** @default HEAD's generation */
+  readonly generation?: number;
+  /** @default every volume of the generation */
+  readonly volumeIds?: readonly string[];
+  /** Parents given by the caller (volume id → snapshot id); each must hold a retained generation. */
+  readonly parents?: Readonly<Record<string, string>>;
+  /** Pick a parent by itself among the snapshots cgmirror knows (backup sources, earlier restores). @default true */
+  readonly autoParent?: boolean;
+  /** @default a new id */
+  readonly restoreId?: string;
+  /** Called when a volume starts (for progress displays). */
+  readonly onVolume?: (volumeId: string, parent: SnapshotParent | undefined) => void;
+}
+
+export interface GroupToSnapshotsResult {
+  readonly restoreId: string;
+  readonly generation: number;
+  readonly pointInTime: string;
+  readonly volumes: readonly VolumeToSnapshotResult[];
+}
+
+/** Chooses each volume's parent: the caller's, else (auto) the known snapshot nearest in generations. */
+export async function chooseParents(
+  repo: Repo,
+  writer: SnapshotWriter,
+  manifest: GenerationManifest,
+  volumeIds: readonly string[],
+  parents: Readonly<Record<string, string>>,
+  auto: boolean,
+): Promise<Map<string, SnapshotParent>> {
+  const out = new Map<string, SnapshotParent>();
+  const given = Object.entries(parents);
+  for (const [volumeId] of given) {
+    if (!volumeIds.includes(volumeId)) {
+      throw new InvalidArgumentError(`a parent is given for ${volumeId}, which this restore does not write`);
+    }
+  }
+  if (given.length === 0 && !auto) return out;
+  const known = await knownSnapshots(repo, writer);
+  for (const [volumeId, snapshotId] of given) {
+    const k = known.get(snapshotId);
+    if (!k || k.volumeId !== volumeId) {
+      throw new InvalidArgumentError(
+        `cgmirror does not know which generation of ${volumeId} snapshot ${snapshotId} holds (it is neither the source snapshot of a retained generation nor a snapshot a restore wrote); restore without --parent-snapshot for ${volumeId}`,
+      );
+    }
+    const d = await writer.describeSnapshot(snapshotId);
+    if (d?.status !== "completed") {
+      throw new InvalidArgumentError(
+        `parent snapshot ${snapshotId} is ${d?.status ?? "missing"}, not completed`,
+      );
+    }
+    out.set(volumeId, { snapshotId, generation: k.generation, source: "given" });
+  }
+  if (!auto) return out;
+  for (const volumeId of volumeIds) {
+    if (out.has(volumeId)) continue;
+    const candidates = [...known]
+      .filter(([, k]) => k.volumeId === volumeId)
+      .sort(
+        ([, a], [, b]) =>
+          Math.abs(a.generation - manifest.generation) - Math.abs(b.generation - manifest.generation) ||
+          b.generation - a.generation,
+      );
+    for (const [snapshotId, k] of candidates) {
+      const d = await writer.describeSnapshot(snapshotId);
+      if (d?.status !== "completed") continue;
+      out.set(volumeId, { snapshotId, generation: k.generation, source: k.source });
+      break;
+    }
+  }
+  return out;
+}
+
+async function resolveManifest(repo: Repo, generation: number | undefined): Promise<GenerationManifest> {
+  if (generation !== undefined) return readGeneration(repo, generation);
+  const m = await readCommittedManifest(repo);
+  if (!m) throw new InvalidArgumentError(`group ${repo.group} has no committed generation`);
+  return m;
+}
+
+/**
+ * Restores a generation into one new EBS snapshot per volume, all or nothing: when a volume fails,
+ * every snapshot this restore created is deleted and RestoreToSnapshotsError says why.
+ */
+export async function restoreGroupToSnapshots(
+  repo: Repo,
+  writer: SnapshotWriter,
+  options: GroupToSnapshotsOptions = {},
+): Promise<GroupToSnapshotsResult> {
+  const manifest = await resolveManifest(repo, options.generation);
+  const volumeIds = options.volumeIds ?? manifest.volumes.map((v) => v.volumeId);
+  for (const id of volumeIds) {
+    if (!manifest.volumes.some((v) => v.volumeId === id)) {
+      throw new InvalidArgumentError(
+        `generation ${manifest.generation} has no volume ${id}; it has ${manifest.volumes.map((v) => v.volumeId).join(", ")}`,
+      );
+    }
+  }
+  const restoreId =
+    options.restoreId ??
+    `restore-${toHex(createHash("sha256").update(`${Date.now()}${Math.random()}`).digest()).slice(0, 16)}`;
+  const parents = await chooseParents(
+    repo,
+    writer,
+    manifest,
+    volumeIds,
+    options.parents ?? {},
+    options.autoParent ?? true,
+  );
+  const created: string[] = [];
+  const results: VolumeToSnapshotResult[] = [];
+  let current: string | undefined;
+  try {
+    for (const volumeId of volumeIds) {
+      const parent = parents.get(volumeId);
+      options.onVolume?.(volumeId, parent);
+      current = undefined;
+      const r = await restoreVolumeToSnapshot(repo, writer, {
+        ...options,
+        manifest,
+        volumeId,
+        restoreId,
+        parent,
+        onProgress: async (s) => {
+          if (current === undefined) {
+            current = s.snapshotId;
+            created.push(s.snapshotId);
+          }
+          await options.onProgress?.(s);
+        },
+      });
+      if (!created.includes(r.snapshotId)) created.push(r.snapshotId);
+      if (r.status === "error")
+        throw new Error(`snapshot ${r.snapshotId} of ${volumeId} ended in state error`);
+      results.push(r);
+    }
+  } catch (error) {
+    const { deleted, left } = await deleteRestoreSnapshots(writer, restoreId, created);
+    const why = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+    throw new RestoreToSnapshotsError(
+      `restoring generation ${manifest.generation} into snapshots failed (${why}); ${describeCleanup(restoreId, deleted, left)}`,
+      deleted,
+      left,
+      { cause: error },
+    );
+  }
+  return { restoreId, generation: manifest.generation, pointInTime: manifest.pointInTime, volumes: results };
+}
+
+/**
+ * Deletes every snapshot of a restore (all or nothing): the ones the caller knows it created, and any
+ * tagged with the restore id (the failing volume's snapshot may exist without a progress report).
+ * Never throws for a snapshot it cannot delete: it names it in `left`.
+ */
+export async function deleteRestoreSnapshots(
+  writer: SnapshotWriter,
+  restoreId: string,
+  known: readonly string[] = [],
+): Promise<{ deleted: string[]; left: string[] }> {
+  const created = [...known];
+  let found: WrittenSnapshot[] = [];
+  let findFailed = false;
+  try {
+    found = await writer.findSnapshots({ [RESTORE_TAGS.restoreId]: restoreId });
+  } catch {
+    findFailed = true;
+  }
+  for (const s of found) if (!created.includes(s.snapshotId)) created.push(s.snapshotId);
+  const deleted: string[] = [];
+  const left: string[] = [];
+  for (const id of created) {
+    try {
+      await writer.deleteSnapshot(id);
+      deleted.push(id);
+    } catch {
+      left.push(id);
+    }
+  }
+  if (findFailed) left.push(`any other snapshot of the restore (finding them by tag failed)`);
+  return { deleted, left };
+}
+
+/** What a failed restore's cleanup did, as the end of its error message. */
+export function describeCleanup(
+  restoreId: string,
+  deleted: readonly string[],
+  left: readonly string[],
+): string {
+  return (
+    (deleted.length > 0
+      ? `deleted the ${deleted.length} snapshot(s) it had created (${deleted.join(", ")})`
+      : "it had created no snapshot") +
+    (left.length > 0
+      ? `; could not delete ${left.join(", ")}: delete them by hand (tag ${RESTORE_TAGS.restoreId}=${restoreId})`
+      : "")
+  );
+}
