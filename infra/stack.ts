@@ -45,6 +45,7 @@ import { ConsistencyGroupWorkflow } from "#workflows/consistency-group.ts";
 import { TASK_NAMES, TASKS, type TaskName } from "#workflows/tasks.ts";
 import { FreezeDocuments } from "./freeze-documents.ts";
 import { GroupMaintenance } from "./maintenance.ts";
+import { GroupRestore } from "./restore.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
@@ -208,6 +209,8 @@ export class CgmirrorStack extends Stack {
   readonly scheduleDeadLetters: sqs.Queue;
   /** Forget + prune on their own schedule (infra/maintenance.ts). */
   readonly maintenance: GroupMaintenance;
+  /** Restore into EBS snapshots as a state machine (infra/restore.ts). */
+  readonly restore: GroupRestore;
 
   constructor(scope: Construct, id: string, props: CgmirrorStackProps) {
     super(scope, id, props);
@@ -443,6 +446,17 @@ export class CgmirrorStack extends Stack {
       scheduleDeadLetters: this.scheduleDeadLetters,
       serviceName: SERVICE_NAME,
       metricsNamespace: METRICS_NAMESPACE,
+    });
+    this.restore = new GroupRestore(this, "Restore", {
+      groups,
+      repositoryKey: key,
+      serviceName: SERVICE_NAME,
+      metricsNamespace: METRICS_NAMESPACE,
+    });
+    new CfnOutput(this, "RestoreStateMachineArn", {
+      description:
+        "The restore state machine: cgmirror restore --to-snapshots --state-machine-arn <this> (or CGM_RESTORE_STATE_MACHINE_ARN)",
+      value: this.restore.workflow.stateMachine.stateMachineArn,
     });
 
     const dashboard = new cloudwatch.Dashboard(this, "Dashboard", {

@@ -15,6 +15,7 @@ import { S3Client } from "@aws-sdk/client-s3";
 import { SFNClient } from "@aws-sdk/client-sfn";
 import { SSMClient } from "@aws-sdk/client-ssm";
 import { createEbsClient, EbsBlockSource } from "#adapters/ebs-source.ts";
+import { EbsSnapshotWriter, ec2SnapshotCatalog } from "#adapters/ebs-writer.ts";
 import { Ec2Snapshots } from "#adapters/ec2-snapshots.ts";
 import { usePrecomputedPayloadHash } from "#adapters/s3-payload-hash.ts";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
@@ -22,6 +23,7 @@ import { SfnRunStatus } from "#adapters/sfn-execution.ts";
 import { SsmFreeze } from "#adapters/ssm-freeze.ts";
 import type { BlockSource } from "#core/ports/block-source.ts";
 import type { ObjectStore } from "#core/ports/object-store.ts";
+import type { SnapshotWriter } from "#core/ports/snapshot-writer.ts";
 import type { FreezePort, SnapshotPort } from "#core/protocol/snapshot-group.ts";
 import { optionalEnv, requireEnv } from "./env.ts";
 import { once, type TaskDeps } from "./runtime.ts";
@@ -53,10 +55,18 @@ export function createAwsDeps(env: Readonly<Record<string, string | undefined>> 
   const source = once<BlockSource>(
     () => new EbsBlockSource(createEbsClient({ region, ...(ebsEndpoint ? { endpoint: ebsEndpoint } : {}) })),
   );
+  const ec2 = once(() => new EC2Client({ region, ...(ec2Endpoint ? { endpoint: ec2Endpoint } : {}) }));
+  const snapshotWriter = once<SnapshotWriter>(
+    () =>
+      new EbsSnapshotWriter({
+        client: createEbsClient({ region, ...(ebsEndpoint ? { endpoint: ebsEndpoint } : {}) }),
+        catalog: ec2SnapshotCatalog(ec2()),
+      }),
+  );
   const snapshots = once<SnapshotPort>(
     () =>
       new Ec2Snapshots({
-        client: new EC2Client({ region, ...(ec2Endpoint ? { endpoint: ec2Endpoint } : {}) }),
+        client: ec2(),
         ...(stackName ? { stackName } : {}),
       }),
   );
@@ -92,6 +102,7 @@ export function createAwsDeps(env: Readonly<Record<string, string | undefined>> 
     },
     blockSource: source,
     snapshots,
+    snapshotWriter,
     freeze,
     runStatus: (stateMachineArn) =>
       new SfnRunStatus({

@@ -239,6 +239,123 @@ export const ReleaseLockOutput = z.strictObject({
   cleanedObjects: count,
 });
 
+// ---- RestoreVolume (the restore workflow, workflows/restore.ts): one function, four steps by `op`
+/** Names a restore: the execution name, the snapshots' cgmirror:restore-id tag, StartSnapshot's token. */
+const restoreId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,79}$/, {
+  error: (i) =>
+    `expected a restore id of [A-Za-z0-9._:-] (an execution name), got ${JSON.stringify(i.input)}`,
+});
+export const RestoreParentSchema = z.strictObject({ snapshotId, generation });
+export const RestoreCursorSchema = z.strictObject({
+  snapshotId,
+  cursor: count,
+  blocksWritten: count,
+  bytesWritten: count,
+});
+/** The restore workflow's input (what `cgmirror restore --to-snapshots --state-machine-arn` sends). */
+export const RestoreWorkflowInput = z.strictObject({
+  config,
+  restoreId,
+  /** null: HEAD's generation. */
+  generation: generation.nullable(),
+  /** null: every volume of the generation. */
+  volumes: z.array(volumeId).min(1).max(100).nullable(),
+  /** Parents given by the caller (volume id → snapshot id); null: none. */
+  parents: z.record(volumeId, snapshotId).nullable(),
+  /** Pick parents among the snapshots cgmirror knows (false: `--full`). */
+  autoParent: z.boolean(),
+});
+export const RestorePrepareInput = RestoreWorkflowInput.extend({ op: z.literal("prepare") });
+export const RestorePrepareOutput = z.strictObject({
+  restoreId,
+  generation,
+  pointInTime: isoTime,
+  items: z
+    .array(
+      z.strictObject({
+        volumeId,
+        parent: RestoreParentSchema.nullable(),
+        /** Always null: the first volume step starts at block 0. */
+        resume: z.null(),
+      }),
+    )
+    .min(1)
+    .max(100),
+});
+export const RestoreStepInput = z.strictObject({
+  op: z.literal("volume"),
+  config,
+  restoreId,
+  generation,
+  volumeId,
+  parent: RestoreParentSchema.nullable(),
+  /** null on the first invocation; then the cursor the previous one returned. */
+  resume: RestoreCursorSchema.nullable(),
+});
+export const RestoreStepOutput = z.strictObject({
+  /** False: the task stopped before its deadline; the workflow invokes it again with `state`. */
+  done: z.boolean(),
+  volumeId,
+  state: RestoreCursorSchema,
+  /** The snapshot's status after CompleteSnapshot (`pending` while not done). */
+  status: z.string(),
+  parentSnapshotId: snapshotId.nullable(),
+  parentGeneration: generation.nullable(),
+});
+export const RestoreFinalizeInput = z.strictObject({
+  op: z.literal("finalize"),
+  config,
+  restoreId,
+  generation,
+  volumes: z.array(RestoreStepOutput).min(1).max(100),
+});
+export const RestoreFinalizeOutput = z.strictObject({
+  restoreId,
+  generation,
+  snapshots: z
+    .array(
+      z.strictObject({
+        volumeId,
+        snapshotId,
+        status: z.string(),
+        blocksWritten: count,
+        parentSnapshotId: snapshotId.nullable(),
+        parentGeneration: generation.nullable(),
+      }),
+    )
+    .min(1)
+    .max(100),
+});
+export const RestoreCleanupInput = z.strictObject({
+  op: z.literal("cleanup"),
+  config,
+  restoreId,
+  /** The Catch's error object. */
+  error: z.object({ Error: z.string(), Cause: z.string().optional() }),
+});
+export const RestoreCleanupOutput = z.strictObject({
+  deleted: z.array(snapshotId),
+  left: z.array(z.string()),
+  /** The failure and what the cleanup did: the failed execution's cause. */
+  message: z.string(),
+});
+export const RestoreVolumeInput = z.discriminatedUnion("op", [
+  RestorePrepareInput,
+  RestoreStepInput,
+  RestoreFinalizeInput,
+  RestoreCleanupInput,
+]);
+export const RestoreVolumeOutput = z.union([
+  RestorePrepareOutput,
+  RestoreStepOutput,
+  RestoreFinalizeOutput,
+  RestoreCleanupOutput,
+]);
+export type RestoreWorkflowInputT = z.infer<typeof RestoreWorkflowInput>;
+export type RestoreVolumeInputT = z.infer<typeof RestoreVolumeInput>;
+export type RestoreStepOutputT = z.infer<typeof RestoreStepOutput>;
+export type RestoreFinalizeOutputT = z.infer<typeof RestoreFinalizeOutput>;
+
 export type AcquireLockInputT = z.infer<typeof AcquireLockInput>;
 export type AcquireLockOutputT = z.infer<typeof AcquireLockOutput>;
 export type RecoverInputT = z.infer<typeof RecoverInput>;

@@ -9,6 +9,7 @@ import { formatProblems, toProblems } from "#core/config/zod-issues.ts";
 import type { BlockSource } from "#core/ports/block-source.ts";
 import type { ObjectStore } from "#core/ports/object-store.ts";
 import type { RunStatusPort } from "#core/ports/run-status.ts";
+import type { SnapshotWriter } from "#core/ports/snapshot-writer.ts";
 import type { Clock, FreezePort, SnapshotPort } from "#core/protocol/snapshot-group.ts";
 import type { TransferOptions } from "#core/transfer/worker.ts";
 import {
@@ -49,6 +50,13 @@ export interface TaskDeps {
    * local runner's own executions locally). Without it every lock holder's state is unknown.
    */
   runStatus?(stateMachineArn: string): RunStatusPort;
+  /** EBS direct APIs (write side) + EC2 describe/find/delete: restore into EBS (lambdas/restore-volume.ts). */
+  snapshotWriter?(): SnapshotWriter;
+  /**
+   * Overrides of RestoreVolume's defaults: blocks per checkpoint (1024) and the time it works before
+   * returning its cursor (its Lambda timeout minus RESTORE_STOP_MARGIN_SECONDS, on `clock`).
+   */
+  readonly restoreOptions?: { readonly batchBlocks?: number; readonly budgetMs?: number };
   readonly clock: Clock;
   /**
    * Milliseconds the current invocation has left (Lambda's `context.getRemainingTimeInMillis`, set by

@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { S3Client } from "@aws-sdk/client-s3";
 import { createEbsClient, EbsBlockSource } from "#adapters/ebs-source.ts";
+import { EbsSnapshotWriter } from "#adapters/ebs-writer.ts";
 import { usePrecomputedPayloadHash } from "#adapters/s3-payload-hash.ts";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
 import { executionArnOf } from "#adapters/sfn-arns.ts";
@@ -27,6 +28,7 @@ import { type RunEvent, runWithAwsLimits } from "./aws-limits.ts";
 import { cachedDefinition, definitionShape } from "./definition-cache.ts";
 import { ebsAdmin } from "./ebs-emulator/admin-client.ts";
 import { SimulatedClock } from "./sim-clock.ts";
+import { emulatorSnapshotCatalog } from "./snapshot-catalog.ts";
 import type { LocalEndpoints } from "./stack.ts";
 import { LocalFreezePort, LocalSnapshotPort } from "./volumes/ports.ts";
 import type { VolumeSimulator } from "./volumes/simulator.ts";
@@ -149,6 +151,10 @@ export function createLocalDeps(options: LocalDepsOptions): LocalDeps {
   const source = new EbsBlockSource(ebs);
   const snapshots = new LocalSnapshotPort({ simulator: options.simulator, admin: ebsAdmin(e.ebsEndpoint) });
   const freeze = new LocalFreezePort({ simulator: options.simulator });
+  const snapshotWriter = new EbsSnapshotWriter({
+    client: ebs,
+    catalog: emulatorSnapshotCatalog(ebsAdmin(e.ebsEndpoint)),
+  });
   const stores = new Map<string, ObjectStore>();
   const log = options.log ?? (() => {});
   const metricsRecorded: { group: string; name: string; value: number }[] = [];
@@ -163,6 +169,7 @@ export function createLocalDeps(options: LocalDepsOptions): LocalDeps {
     },
     blockSource: () => source,
     snapshots: () => snapshots,
+    snapshotWriter: () => snapshotWriter,
     freeze: () => freeze,
     runStatus: localRunStatus,
     clock: { now: () => Date.now() },

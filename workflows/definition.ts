@@ -118,3 +118,45 @@ export function localDefinitionText(): string {
   const template = app.synth().getStackByName(stack.stackName).template as CfnTemplate;
   return definitionTextFromTemplate(template);
 }
+
+/**
+ * The definition of the state machine whose logical id starts with `logicalIdPrefix` (the stack's
+ * restore workflow is `RestoreWorkflowStateMachine…`, infra/restore.ts), references as placeholders.
+ */
+export function definitionByLogicalId(
+  template: CfnTemplate,
+  logicalIdPrefix: string,
+  placeholder: (logicalId: string) => string = defaultPlaceholder,
+): AslDefinition {
+  const machines = Object.entries(template.Resources).filter(
+    ([id, r]) => r.Type === "AWS::StepFunctions::StateMachine" && id.startsWith(logicalIdPrefix),
+  );
+  if (machines.length !== 1) {
+    throw new TypeError(
+      `expected exactly one state machine whose logical id starts with ${logicalIdPrefix}, got ${machines.length}`,
+    );
+  }
+  const body = (machines[0]![1] as unknown as { Properties: { DefinitionString: CfnValue } }).Properties
+    .DefinitionString;
+  return JSON.parse(resolveCfn(body, placeholder)) as AslDefinition;
+}
+
+/** The placeholder ARN of the RestoreVolume function in `restoreDefinition()`. */
+export const LOCAL_RESTORE_FUNCTION_ARN = `arn:aws:lambda:${LOCAL_REGION}:${LOCAL_ACCOUNT}:function:cgmirror-RestoreVolume`;
+
+/**
+ * The restore workflow's definition (workflows/restore.ts), the construct the stack deploys, with a
+ * placeholder function ARN: what the local runner executes (local/restore-runner.ts).
+ */
+export async function restoreDefinition(): Promise<AslDefinition> {
+  const { RestoreWorkflow } = await import("./restore.ts");
+  const app = new App();
+  const stack = new Stack(app, "CgmirrorLocalRestore", {
+    env: { account: LOCAL_ACCOUNT, region: LOCAL_REGION },
+  });
+  new RestoreWorkflow(stack, "Workflow", {
+    restoreFunction: lambda.Function.fromFunctionArn(stack, "RestoreVolume", LOCAL_RESTORE_FUNCTION_ARN),
+  });
+  const template = app.synth().getStackByName(stack.stackName).template as CfnTemplate;
+  return definitionByLogicalId(template, "Workflow");
+}

@@ -60,6 +60,10 @@ export function restoreCommand(): Command {
       (v: string, acc: string[] = []) => [...acc, v],
     )
     .option("--full", "with --to-snapshots: write every block, never on a parent snapshot")
+    .option(
+      "--state-machine-arn <arn>",
+      "with --to-snapshots and --config: run the restore in AWS as the deployed restore state machine, output RestoreStateMachineArn (default: $CGM_RESTORE_STATE_MACHINE_ARN)",
+    )
     .option("--volume <vol-id>", "restore only this volume")
     .option("--force", "overwrite existing image files")
     .action(async (opts) => {

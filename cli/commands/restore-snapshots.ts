@@ -22,6 +22,7 @@ export interface RestoreSnapshotsFlags {
   readonly parentSnapshot?: readonly string[];
   readonly full?: boolean;
   readonly json?: boolean;
+  readonly stateMachineArn?: string;
 }
 
 /** `vol-a=snap-…` pairs → volume id → snapshot id. */
@@ -70,6 +71,12 @@ export async function restoreSnapshotsAction(
   opts: RepoOptions & RestoreSnapshotsFlags & { toDir?: string },
 ): Promise<void> {
   if (opts.toDir) throw new UsageError("give exactly one of --to-dir <dir> or --to-snapshots");
+  const arn = opts.stateMachineArn ?? (opts.local ? undefined : process.env.CGM_RESTORE_STATE_MACHINE_ARN);
+  if (arn) {
+    if (opts.local) throw new UsageError("--state-machine-arn runs the restore in AWS; leave out --local");
+    await restoreViaStateMachine(opts, arn);
+    return;
+  }
   await withRepo(opts, (repo, ctx) => restoreToSnapshotsAction(repo, ctx, opts));
 }
 
@@ -129,5 +136,72 @@ export async function restoreToSnapshotsAction(
     );
   } finally {
     close();
+  }
+}
+
+/** `restore --to-snapshots --state-machine-arn`: the deployed restore state machine does the work. */
+async function restoreViaStateMachine(opts: RepoOptions & RestoreSnapshotsFlags, arn: string): Promise<void> {
+  if (!opts.config) {
+    throw new UsageError(
+      "--state-machine-arn needs --config <file>: the restore state machine reads the group's repository as the config says",
+    );
+  }
+  const [{ loadConfigFile }, { regionOfStateMachineArn }, { applyAwsOptions }, { SFNClient }, sfnRun] =
+    await Promise.all([
+      import("./config.ts"),
+      import("./backup.ts"),
+      import("../state.ts"),
+      import("@aws-sdk/client-sfn"),
+      import("./restore-sfn.ts"),
+    ]);
+  const config = await loadConfigFile(opts.config);
+  if (opts.group && opts.group !== config.group) {
+    throw new UsageError(`--group ${opts.group} does not match the config's group "${config.group}"`);
+  }
+  const parents = parseParents(opts.parentSnapshot);
+  if (opts.full && Object.keys(parents).length > 0)
+    throw new UsageError("--full and --parent-snapshot exclude each other");
+  let region: string;
+  try {
+    region = regionOfStateMachineArn(arn);
+  } catch {
+    throw new UsageError(
+      `expected the restore state machine's ARN (stack output RestoreStateMachineArn), like arn:aws:states:eu-west-1:123456789012:stateMachine:Name, got ${JSON.stringify(arn)}`,
+    );
+  }
+  applyAwsOptions(opts);
+  const sfn = new SFNClient({ region });
+  const tty = process.stdout.isTTY && !opts.json;
+  try {
+    const result = await sfnRun.awsRestoreToSnapshots(sfn, {
+      config,
+      stateMachineArn: arn,
+      generation: opts.generation,
+      volumes: opts.volume ? [opts.volume] : undefined,
+      parents,
+      autoParent: !opts.full,
+      follow: tty ? { onState: (s) => console.error(`  ${s}`) } : {},
+    });
+    if (opts.json) {
+      printJson(result);
+      return;
+    }
+    console.log(
+      table(
+        ["VOLUME", "SNAPSHOT", "PARENT", "BLOCKS WRITTEN", "STATUS"],
+        result.snapshots.map((v) => [
+          v.volumeId,
+          v.snapshotId,
+          v.parentSnapshotId ? `${v.parentSnapshotId} (gen ${v.parentGeneration})` : "-",
+          v.blocksWritten,
+          v.status,
+        ]),
+      ),
+    );
+    console.log(
+      `generation ${result.generation} (point in time ${result.pointInTime}) restored into ${result.snapshots.length} snapshot(s) by execution ${result.executionArn}, restore id ${result.restoreId}; create volumes from them to start the instances again`,
+    );
+  } finally {
+    sfn.destroy();
   }
 }

@@ -641,45 +641,6 @@ async function resolveManifest(repo: Repo, generation: number | undefined): Prom
 }
 
 /**
- * After a failed volume: deletes every snapshot this restore created (also the failing volume's, found
- * by its tag when it made no progress report) and returns the error that says what was deleted and left.
- */
-async function undoRestore(
-  writer: SnapshotWriter,
-  generation: number,
-  restoreId: string,
-  created: string[],
-  error: unknown,
-): Promise<RestoreToSnapshotsError> {
-  for (const s of await writer.findSnapshots({ [RESTORE_TAGS.restoreId]: restoreId }).catch(() => [])) {
-    if (!created.includes(s.snapshotId)) created.push(s.snapshotId);
-  }
-  const deleted: string[] = [];
-  const left: string[] = [];
-  for (const id of created) {
-    try {
-      await writer.deleteSnapshot(id);
-      deleted.push(id);
-    } catch {
-      left.push(id);
-    }
-  }
-  const why = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
-  return new RestoreToSnapshotsError(
-    `restoring generation ${generation} into snapshots failed (${why}); ` +
-      (deleted.length > 0
-        ? `deleted the ${deleted.length} snapshot(s) it had created (${deleted.join(", ")})`
-        : "it had created no snapshot") +
-      (left.length > 0
-        ? `; could not delete ${left.join(", ")}: delete them by hand (tag ${RESTORE_TAGS.restoreId}=${restoreId})`
-        : ""),
-    deleted,
-    left,
-    { cause: error },
-  );
-}
-
-/**
  * Restores a generation into one new EBS snapshot per volume, all or nothing: when a volume fails,
  * every snapshot this restore created is deleted and RestoreToSnapshotsError says why.
  */
@@ -736,7 +697,63 @@ export async function restoreGroupToSnapshots(
       results.push(r);
     }
   } catch (error) {
-    throw await undoRestore(writer, manifest.generation, restoreId, created, error);
+    const { deleted, left } = await deleteRestoreSnapshots(writer, restoreId, created);
+    const why = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+    throw new RestoreToSnapshotsError(
+      `restoring generation ${manifest.generation} into snapshots failed (${why}); ${describeCleanup(restoreId, deleted, left)}`,
+      deleted,
+      left,
+      { cause: error },
+    );
   }
   return { restoreId, generation: manifest.generation, pointInTime: manifest.pointInTime, volumes: results };
+}
+
+/**
+ * Deletes every snapshot of a restore (all or nothing): the ones the caller knows it created, and any
+ * tagged with the restore id (the failing volume's snapshot may exist without a progress report).
+ * Never throws for a snapshot it cannot delete: it names it in `left`.
+ */
+export async function deleteRestoreSnapshots(
+  writer: SnapshotWriter,
+  restoreId: string,
+  known: readonly string[] = [],
+): Promise<{ deleted: string[]; left: string[] }> {
+  const created = [...known];
+  let found: WrittenSnapshot[] = [];
+  let findFailed = false;
+  try {
+    found = await writer.findSnapshots({ [RESTORE_TAGS.restoreId]: restoreId });
+  } catch {
+    findFailed = true;
+  }
+  for (const s of found) if (!created.includes(s.snapshotId)) created.push(s.snapshotId);
+  const deleted: string[] = [];
+  const left: string[] = [];
+  for (const id of created) {
+    try {
+      await writer.deleteSnapshot(id);
+      deleted.push(id);
+    } catch {
+      left.push(id);
+    }
+  }
+  if (findFailed) left.push(`any other snapshot of the restore (finding them by tag failed)`);
+  return { deleted, left };
+}
+
+/** What a failed restore's cleanup did, as the end of its error message. */
+export function describeCleanup(
+  restoreId: string,
+  deleted: readonly string[],
+  left: readonly string[],
+): string {
+  return (
+    (deleted.length > 0
+      ? `deleted the ${deleted.length} snapshot(s) it had created (${deleted.join(", ")})`
+      : "it had created no snapshot") +
+    (left.length > 0
+      ? `; could not delete ${left.join(", ")}: delete them by hand (tag ${RESTORE_TAGS.restoreId}=${restoreId})`
+      : "")
+  );
 }

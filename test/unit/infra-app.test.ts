@@ -37,12 +37,12 @@ beforeAll(async () => {
 afterAll(() => rmSync(outdir, { recursive: true, force: true }));
 
 describe("infra/bin/app.ts", () => {
-  it("GIVEN the example config and no credentials WHEN synthesized THEN the template and eleven bundles (ten tasks and Prune) are written and cdk-nag passes", () => {
+  it("GIVEN the example config and no credentials WHEN synthesized THEN the template and twelve bundles (ten tasks, Prune and RestoreVolume) are written and cdk-nag passes", () => {
     const template = JSON.parse(readFileSync(join(outdir, "Cgmirror.template.json"), "utf8"));
     const functions = Object.values(template.Resources as Record<string, { Type: string }>).filter(
       (r) => r.Type === "AWS::Lambda::Function",
     );
-    expect(functions).toHaveLength(11);
+    expect(functions).toHaveLength(12);
     const report = JSON.parse(readFileSync(join(outdir, "validation-report.json"), "utf8"));
     expect(report.pluginReports[0]).toMatchObject({
       pluginName: "AwsSolutions",

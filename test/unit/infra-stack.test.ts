@@ -164,8 +164,9 @@ describe("the repository bucket", () => {
 
 describe("the functions", () => {
   it("GIVEN every task THEN Node 24 on arm64 with X-Ray and the Powertools environment", () => {
-    // One per backup task, and the maintenance workflow's Prune (infra/maintenance.ts).
-    template.resourceCountIs("AWS::Lambda::Function", 11);
+    // One per backup task, the maintenance workflow's Prune (infra/maintenance.ts) and the restore
+    // workflow's RestoreVolume (infra/restore.ts).
+    template.resourceCountIs("AWS::Lambda::Function", 12);
     template.allResourcesProperties("AWS::Lambda::Function", {
       Runtime: "nodejs24.x",
       Architectures: ["arm64"],
@@ -358,8 +359,9 @@ describe("least-privilege IAM", () => {
 
 describe("the state machines and the schedules", () => {
   it("GIVEN two groups THEN one state machine each, logging ALL events and tracing with X-Ray", () => {
-    // One consistency-group workflow per group, and the maintenance workflow (infra-maintenance.test.ts).
-    template.resourceCountIs("AWS::StepFunctions::StateMachine", 3);
+    // One consistency-group workflow per group, the maintenance workflow (maintenance-workflow.test.ts)
+    // and the restore workflow (restore-infra.test.ts).
+    template.resourceCountIs("AWS::StepFunctions::StateMachine", 4);
     const workflows = Object.keys(template.findResources("AWS::StepFunctions::StateMachine")).filter((id) =>
       id.startsWith("Workflow"),
     );
