@@ -33,6 +33,8 @@ export interface FakeSourceOptions {
   readonly scanWindow?: number;
   /** Tokens expire this long after their listing, which announces it as ExpiryTime. @default never */
   readonly tokenTtlMs?: number;
+  /** The clock tokens expire by (a test's own, so expiry does not depend on the machine's load). @default Date.now */
+  readonly now?: () => number;
 }
 
 export class FakeBlockSource implements BlockSource {
@@ -80,7 +82,7 @@ export class FakeBlockSource implements BlockSource {
     const max = r.maxResults ?? 10_000;
     let start = r.nextToken ? Number(r.nextToken.slice(1)) : (r.startingBlockIndex ?? 0);
     const ttl = this.o.tokenTtlMs;
-    const expires = ttl === undefined ? undefined : Date.now() + ttl;
+    const expires = ttl === undefined ? undefined : (this.o.now ?? Date.now)() + ttl;
     const page = {
       volumeSizeBytes: this.o.volumeBlocks * BLOCK_SIZE,
       blockSize: BLOCK_SIZE,
@@ -113,7 +115,7 @@ export class FakeBlockSource implements BlockSource {
       const [gen, idx, expires] = r.blockToken.slice(1).split(".").map(Number);
       if (idx !== r.blockIndex)
         throw new BlockSourceFatalError("GetSnapshotBlock", "ValidationException", "wrong token");
-      if (gen !== this.tokenGeneration || (expires !== undefined && Date.now() >= expires)) {
+      if (gen !== this.tokenGeneration || (expires !== undefined && (this.o.now ?? Date.now)() >= expires)) {
         throw new BlockTokenExpiredError("GetSnapshotBlock", "ValidationException", "token expired");
       }
       const n = (this.reads.get(r.blockIndex) ?? 0) + 1;

@@ -205,11 +205,16 @@ describe("transferShard", () => {
   });
 
   it("GIVEN throttling back-offs longer than the tokens live WHEN transferred THEN blocks are re-listed as often as needed and the result is exact", async () => {
-    const { repo, source, shards } = await setup({ tokenTtlMs: 100 }, 1000);
+    // Tokens expire on a clock only the back-offs move, so a loaded machine cannot expire them early.
+    let clock = Date.now();
+    const { repo, source, shards } = await setup({ tokenTtlMs: 100, now: () => clock }, 1000);
     const d = shards[0]!;
     // Block 5 is throttled four times; every back-off (150 ms) outlives its token (100 ms).
     source.getFault = (index, call) => (index === 5 && call <= 4 ? "throttle" : undefined);
-    const sleep = (ms: number) => new Promise<void>((res) => setTimeout(res, ms > 0 ? 150 : 0));
+    const sleep = async (ms: number) => {
+      if (ms > 0) clock += 150;
+      await new Promise<void>((res) => setTimeout(res, 0));
+    };
     const s = await transferShard(
       { repo, source, sleep },
       { runId: RUN, shard: d, options: { ...FAST, maxTokenRefreshes: 1 } },
