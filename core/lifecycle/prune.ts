@@ -37,7 +37,13 @@ import {
   writeRelocation,
   writeRetiredSegments,
 } from "../format/gc-state.ts";
-import { type GenerationManifest, listGenerations, readGeneration, readHead } from "../format/generation.ts";
+import {
+  type GenerationManifest,
+  type Head,
+  listGenerations,
+  readGeneration,
+  readHead,
+} from "../format/generation.ts";
 import { keys, parseManifestName, type Repo } from "../format/layout.ts";
 import {
   encodeSegmentTail,
@@ -296,33 +302,183 @@ const emptyTally = (): Record<PruneKind, ObjectTally> => ({
   runFiles: { count: 0, bytes: 0 },
 });
 
+/** Settings of one prune and the garbage it has found so far, passed from stage to stage. */
+interface PruneRun {
+  readonly repo: Repo;
+  readonly dryRun: boolean;
+  /** The lease held; a dry run without one gets a stand-in that treats every run as older. */
+  readonly lease: Lease;
+  /** The caller holds the group (options.lease was given): HEAD is read through the fence check. */
+  readonly held: boolean;
+  readonly threshold: number;
+  readonly maxRepack: number;
+  readonly concurrency: number;
+  readonly segmentBytes: number;
+  readonly log: (message: string, fields?: Record<string, unknown>) => void;
+  readonly stop: () => boolean;
+  /** Garbage by key, in the order found: the sweep deletes kind by kind, each kind in this order. */
+  readonly doomed: Map<string, { kind: PruneKind; versions: Versions }>;
+}
+
+interface IndexRootState {
+  readonly volumeId: string;
+  readonly root: VolumeIndexRoot;
+  readonly versionId: string | undefined;
+}
+
+/** HEAD, the retained generations, the manifests they pin, the retired set and the index roots they name. */
+interface Retained {
+  readonly head: Head;
+  readonly generations: number[];
+  readonly pinnedManifests: ReadonlySet<string>;
+  readonly retiredState: { readonly retired: RetiredSegments; readonly etag: string | undefined };
+  readonly roots: ReadonlyMap<string, IndexRootState>;
+}
+
+/** What the retained index roots name. */
+interface IndexRefs {
+  /** Root versions (`key\0versionId`) some retained generation pins. */
+  readonly pinnedVersions: ReadonlySet<string>;
+  /** Runs and Bloom filters under volumes/ that stay (the volumes sweep adds those of newer roots). */
+  readonly liveObjects: Set<string>;
+  readonly blockRuns: ReadonlyMap<string, { ref: RunRef; from: string }>;
+  /** Oldest generation that wrote a dedup run some retained root names (for the retired set). */
+  readonly oldestDedupRun: number;
+}
+
+/** Per segment its live bytes, and the live (segment, offset) refs. */
+interface Marked {
+  readonly table: SegmentTable;
+  readonly liveRefs: LiveRefs;
+  readonly indexBytesRead: number;
+}
+
+/** The segments/ prefix: physical segments, relocation records and what the records keep live. */
+interface Segments {
+  readonly prefix: string;
+  readonly physical: ReadonlyMap<string, Versions>;
+  /** Relocated segments: their live blocks live on in the record's targets. */
+  readonly moved: Map<string, { record: Relocation; etag: string }>;
+  /** Per relocation target: the records (and their live blocks) that point into it. */
+  readonly into: ReadonlyMap<string, Array<{ from: string; block: RelocatedBlock }>>;
+}
+
+interface RepackCandidate {
+  readonly id: string;
+  readonly garbage: number;
+  readonly live: number;
+}
+
+interface SegmentAccount {
+  readonly liveSegments: number;
+  readonly liveBytes: number;
+  readonly storedBytes: number;
+  /** Live segments with at least the threshold share of garbage, most garbage first. */
+  readonly candidates: readonly RepackCandidate[];
+}
+
+type Unreadable = { key: string; versionId: string; error: string };
+
+interface RepackPlan {
+  readonly chosen: readonly RepackCandidate[];
+  readonly deferred: number;
+  /** The retired set after this prune. */
+  readonly retiredNext: Map<string, number>;
+}
+
+/** Everything mark and plan found; retire, repack, sweep and the report read it. */
+interface Found {
+  readonly retained: Retained;
+  readonly refs: IndexRefs;
+  readonly marked: Marked;
+  readonly segments: Segments;
+  readonly account: SegmentAccount;
+  readonly unreadable: readonly Unreadable[];
+  readonly plan: RepackPlan;
+}
+
+/** What was deleted and what Object Lock kept. */
+interface Tally {
+  readonly deleted: Record<PruneKind, ObjectTally>;
+  readonly keptLocked: ObjectTally;
+  /** Size per version doomed before the repack (`key\0versionId`), to tally what Object Lock kept. */
+  readonly sizeOf: ReadonlyMap<string, number>;
+}
+
+interface Repacked {
+  segments: number;
+  copied: number;
+  newSegments: number;
+}
+
 /** Garbage collection. The caller holds the group (`withGroupHeld`). */
 export async function pruneRepository(repo: Repo, options: PruneOptions): Promise<PruneReport> {
+  const run = startPrune(repo, options);
+  const found = await findGarbage(run);
+  const tally = startTally(run);
+  if (run.dryRun) return dryRunReport(run, found, tally);
+  await retire(run, found);
+  const repacked = await repack(run, found);
+  const swept = await sweep(run, tally);
+  run.log("pruned", { batches: swept.batches, repacked: repacked.segments });
+  const done = !swept.stopped && found.plan.deferred === 0 && repacked.segments === found.plan.chosen.length;
+  return buildReport(run, found, tally, done, repacked);
+}
+
+function startPrune(repo: Repo, options: PruneOptions): PruneRun {
   const dryRun = options.dryRun ?? false;
   if (!options.lease && !dryRun) {
     throw new InvalidArgumentError(
       "prune needs the group held (a lease from withGroupHeld) unless it is a dry run",
     );
   }
-  // A dry run without a lease reads only; it treats every run as older than itself.
-  const lease: Lease = options.lease ?? { runId: "dry-run", fencing: Number.MAX_SAFE_INTEGER };
-  // Under Object Lock nothing is repacked (a threshold above 1 selects no segment).
-  const threshold = options.objectLock ? 2 : (options.repackThreshold ?? 0.5);
-  const maxRepack = options.maxRepackBytes ?? 16 * 2 ** 30;
-  const concurrency = options.concurrency ?? 8;
-  const log = options.log ?? (() => {});
-  const stop = options.shouldStop ?? (() => false);
+  return {
+    repo,
+    dryRun,
+    // A dry run without a lease reads only; it treats every run as older than itself.
+    lease: options.lease ?? { runId: "dry-run", fencing: Number.MAX_SAFE_INTEGER },
+    held: Boolean(options.lease),
+    // Under Object Lock nothing is repacked (a threshold above 1 selects no segment).
+    threshold: options.objectLock ? 2 : (options.repackThreshold ?? 0.5),
+    maxRepack: options.maxRepackBytes ?? 16 * 2 ** 30,
+    concurrency: options.concurrency ?? 8,
+    segmentBytes: options.segmentBytes ?? 32 * 2 ** 20,
+    log: options.log ?? (() => {}),
+    stop: options.shouldStop ?? (() => false),
+    doomed: new Map(),
+  };
+}
 
-  // ------------------------------------------------------------------ mark: retained generations
-  const head = options.lease ? (await assertFenced(repo, lease)).head : (await readHead(repo))?.head;
+function doom(run: PruneRun, kind: PruneKind, v: Versions): void {
+  run.doomed.set(v.key, { kind, versions: v });
+}
+
+/** Mark, then list what is there and doom what is not live, then plan the repack and the retired set. */
+async function findGarbage(run: PruneRun): Promise<Found> {
+  const retained = await loadRetained(run);
+  const refs = collectIndexRefs(run.repo, retained.roots);
+  const marked = await markLiveSegments(run, retained, refs);
+  const segments = await listSegments(run, marked);
+  refuseMissingSegments(run, marked, segments);
+  const account = accountSegments(run, marked, segments);
+  const unreadable = await sweepVolumes(run, refs);
+  await sweepManifestsAndRunFiles(run, retained);
+  const plan = planRepack(run, retained, refs, segments, account);
+  return { retained, refs, marked, segments, account, unreadable, plan };
+}
+
+/** Mark, 1: HEAD (through the fence check when held), every retained manifest, the retired set, the roots. */
+async function loadRetained(run: PruneRun): Promise<Retained> {
+  const { repo, lease } = run;
+  const head = run.held ? (await assertFenced(repo, lease)).head : (await readHead(repo))?.head;
   if (!head) throw new InvalidArgumentError(`group ${repo.group} has no HEAD: nothing to prune`);
-  const retainedGenerations = await listGenerations(repo);
+  const generations = await listGenerations(repo);
   const manifests: GenerationManifest[] = [];
-  for (const n of retainedGenerations) manifests.push(await readGeneration(repo, n));
+  for (const n of generations) manifests.push(await readGeneration(repo, n));
   const pinnedManifests = new Set(manifests.map((m) => keys.manifest(repo, m.generation, m.fencing)));
   const retiredState = await readRetiredSegments(repo);
 
-  const roots = new Map<string, { volumeId: string; root: VolumeIndexRoot; versionId: string | undefined }>();
+  const roots = new Map<string, IndexRootState>();
   for (const m of manifests) {
     for (const v of m.volumes) {
       const id = `${v.volumeId}\0${v.index.sha256}`;
@@ -331,10 +487,14 @@ export async function pruneRepository(repo: Repo, options: PruneOptions): Promis
       roots.set(id, { volumeId: v.volumeId, root: state.root, versionId: state.versionId });
     }
   }
+  return { head, generations, pinnedManifests, retiredState, roots };
+}
+
+/** Mark, 2: the root versions, block runs, dedup runs and Bloom filters the retained roots name. */
+function collectIndexRefs(repo: Repo, roots: Retained["roots"]): IndexRefs {
   const pinnedVersions = new Set<string>();
   const liveObjects = new Set<string>();
   const blockRuns = new Map<string, { ref: RunRef; from: string }>();
-  /** Oldest generation that wrote a dedup run some retained root names (for the retired set). */
   let oldestDedupRun = Number.POSITIVE_INFINITY;
   for (const { volumeId, root, versionId } of roots.values()) {
     const from = keys.volumeIndex(repo, volumeId);
@@ -352,14 +512,18 @@ export async function pruneRepository(repo: Repo, options: PruneOptions): Promis
       oldestDedupRun = Math.min(oldestDedupRun, g ? Number(g[1]) : 0);
     }
   }
+  return { pinnedVersions, liveObjects, blockRuns, oldestDedupRun };
+}
 
-  // ------------------------------------------------------------------ mark: live segments
+/** Mark, 3: every block run read once, page by page: per segment the live bytes and the live refs. */
+async function markLiveSegments(run: PruneRun, retained: Retained, refs: IndexRefs): Promise<Marked> {
+  const { repo } = run;
   const table = new SegmentTable();
-  const entries = [...blockRuns.values()].reduce((s, r) => s + r.ref.entries, 0);
+  const entries = [...refs.blockRuns.values()].reduce((s, r) => s + r.ref.entries, 0);
   const liveRefs = new LiveRefs(entries);
   let indexBytesRead = 0;
-  const pool = new TaskPool(concurrency);
-  for (const { ref, from } of blockRuns.values()) {
+  const pool = new TaskPool(run.concurrency);
+  for (const { ref, from } of refs.blockRuns.values()) {
     await pool.run(async () => {
       const reader = await openRunRef(repo, ref, from);
       indexBytesRead += ref.bytes;
@@ -376,36 +540,34 @@ export async function pruneRepository(repo: Repo, options: PruneOptions): Promis
     });
   }
   await pool.drain();
-  log("marked", {
-    generations: retainedGenerations.length,
-    runs: blockRuns.size,
+  run.log("marked", {
+    generations: retained.generations.length,
+    runs: refs.blockRuns.size,
     segments: table.ids.length,
   });
+  return { table, liveRefs, indexBytesRead };
+}
 
-  // ------------------------------------------------------------------ sweep: what is there
-  const segmentObjects = await listAllVersions(
-    repo,
-    `${repo.prefix === "" ? "" : `${repo.prefix}/`}segments/`,
-  );
+/** Sweep, 1: list segments/; doom records of unreached segments; follow the others' live blocks. */
+async function listSegments(run: PruneRun, marked: Marked): Promise<Segments> {
+  const { repo } = run;
+  const { table, liveRefs } = marked;
+  const prefix = `${repo.prefix === "" ? "" : `${repo.prefix}/`}segments/`;
+  const segmentObjects = await listAllVersions(repo, prefix);
   const physical = new Map<string, Versions>();
   const records = new Map<string, Versions>();
-  const segmentsPrefix = `${repo.prefix === "" ? "" : `${repo.prefix}/`}segments/`;
   for (const [key, v] of segmentObjects) {
-    const m = SEGMENTS.exec(key.slice(segmentsPrefix.length));
+    const m = SEGMENTS.exec(key.slice(prefix.length));
     if (!m || m[1] !== m[2]!.slice(0, 2)) continue; // not ours: left alone
     (m[3] === "seg" ? physical : records).set(m[2]!, v);
   }
 
-  // Relocated segments: their live blocks live on in the record's targets.
   const moved = new Map<string, { record: Relocation; etag: string }>();
-  /** Per relocation target: the records (and their live blocks) that point into it. */
   const into = new Map<string, Array<{ from: string; block: RelocatedBlock }>>();
-  const doomed = new Map<string, { kind: PruneKind; versions: Versions }>();
-  const doom = (kind: PruneKind, v: Versions) => doomed.set(v.key, { kind, versions: v });
   for (const [id, v] of records) {
     const s = table.find(id);
     if (s === undefined || !table.reached[s]) {
-      doom("relocations", v);
+      doom(run, "relocations", v);
       continue;
     }
     const got = await readRelocation(repo, id);
@@ -421,30 +583,41 @@ export async function pruneRepository(repo: Repo, options: PruneOptions): Promis
       into.set(b.segment, list);
     }
   }
+  return { prefix, physical, moved, into };
+}
+
+/** Nothing is deleted when a retained generation reaches a segment the bucket does not hold. */
+function refuseMissingSegments(run: PruneRun, marked: Marked, segments: Segments): void {
+  const { table } = marked;
   const missing: string[] = [];
   for (let s = 0; s < table.ids.length; s++) {
     if (!table.reached[s]) continue;
     const id = table.ids[s]!;
-    if (moved.has(id)) continue;
-    if (!physical.get(id)?.current) missing.push(id);
+    if (segments.moved.has(id)) continue;
+    if (!segments.physical.get(id)?.current) missing.push(id);
   }
   if (missing.length > 0) {
     throw new PruneRefusedError(
-      `retained generations reference ${missing.length} segment(s) that are not in the bucket (e.g. ${keys.segment(repo, missing[0]!)}); ` +
+      `retained generations reference ${missing.length} segment(s) that are not in the bucket (e.g. ${keys.segment(run.repo, missing[0]!)}); ` +
         "prune deletes nothing on a damaged repository: run `cgmirror verify` and `cgmirror repair`, or forget the generations that use them",
     );
   }
+}
 
+/** Sweep, 2: doom unreached and relocated segments; count live bytes; pick the repack candidates. */
+function accountSegments(run: PruneRun, marked: Marked, segments: Segments): SegmentAccount {
+  const { table } = marked;
+  const { threshold } = run;
   let liveSegments = 0;
   let liveBytes = 0;
   let storedBytes = 0;
-  const candidates: Array<{ id: string; garbage: number; live: number }> = [];
-  for (const [id, v] of physical) {
+  const candidates: RepackCandidate[] = [];
+  for (const [id, v] of segments.physical) {
     storedBytes += v.current;
     const s = table.find(id);
     const reached = s !== undefined && table.reached[s] === 1;
-    if (!reached || moved.has(id)) {
-      doom("segments", v);
+    if (!reached || segments.moved.has(id)) {
+      doom(run, "segments", v);
       continue;
     }
     liveSegments++;
@@ -456,10 +629,16 @@ export async function pruneRepository(repo: Repo, options: PruneOptions): Promis
     }
   }
   candidates.sort((a, b) => b.garbage - a.garbage);
+  return { liveSegments, liveBytes, storedBytes, candidates };
+}
 
-  // Index roots, runs and Bloom filters under volumes/: roots first (a root version this prune keeps
-  // keeps its runs), then runs.
-  const unreadable: Array<{ key: string; versionId: string; error: string }> = [];
+/**
+ * Sweep, 3: index roots, runs and Bloom filters under volumes/. Roots first (a root version this
+ * prune keeps keeps its runs), then runs. Returns the root versions that could not be read.
+ */
+async function sweepVolumes(run: PruneRun, refs: IndexRefs): Promise<Unreadable[]> {
+  const { repo, lease } = run;
+  const unreadable: Unreadable[] = [];
   const volumesPrefix = keys.volumesPrefix(repo);
   const volumeObjects = await listAllVersions(repo, volumesPrefix);
   for (const [key, v] of volumeObjects) {
@@ -468,12 +647,12 @@ export async function pruneRepository(repo: Repo, options: PruneOptions): Promis
     const volumeId = index[1]!;
     const extra: Versions = { key, versions: [], sizes: [], markers: [], bytes: 0, current: 0 };
     for (const [i, ver] of v.versions.entries()) {
-      if (v.markers[i] || pinnedVersions.has(`${key}\0${ver.versionId}`)) continue;
+      if (v.markers[i] || refs.pinnedVersions.has(`${key}\0${ver.versionId}`)) continue;
       try {
         const state = await readVolumeIndexRoot(repo, volumeId, { versionId: ver.versionId });
         if (state.root.fencing >= lease.fencing) {
           // Never another run's newer work (cannot happen while we hold the fence): keep it and its runs.
-          for (const k of runKeysOf(repo, state.root, key)) liveObjects.add(k);
+          for (const k of runKeysOf(repo, state.root, key)) refs.liveObjects.add(k);
           continue;
         }
         extra.versions.push(ver);
@@ -485,35 +664,49 @@ export async function pruneRepository(repo: Repo, options: PruneOptions): Promis
         unreadable.push({ key, versionId: ver.versionId, error: (error as Error).message });
       }
     }
-    if (extra.versions.length > 0) doom("rootVersions", extra);
+    if (extra.versions.length > 0) doom(run, "rootVersions", extra);
   }
   for (const [key, v] of volumeObjects) {
     // Runs and Bloom filters no kept root names; anything else under volumes/ is not ours: left alone.
-    if (/^[^/]+\/runs\/[^/]+$/.test(key.slice(volumesPrefix.length)) && !liveObjects.has(key)) {
-      doom("indexRuns", v);
+    if (/^[^/]+\/runs\/[^/]+$/.test(key.slice(volumesPrefix.length)) && !refs.liveObjects.has(key)) {
+      doom(run, "indexRuns", v);
     }
   }
+  return unreadable;
+}
 
+/** Sweep, 4: manifests nothing commits, and the transient files of every other run. */
+async function sweepManifestsAndRunFiles(run: PruneRun, retained: Retained): Promise<void> {
+  const { repo, lease } = run;
   // Manifests nothing commits (forgotten generations, runs that lost), written by older runs.
   const generationsPrefix = keys.generationsPrefix(repo);
   for (const [key, v] of await listAllVersions(repo, generationsPrefix)) {
     const name = parseManifestName(key.slice(generationsPrefix.length));
-    if (!name || pinnedManifests.has(key) || name.fencing >= lease.fencing) continue;
-    doom("manifests", v);
+    if (!name || retained.pinnedManifests.has(key) || name.fencing >= lease.fencing) continue;
+    doom(run, "manifests", v);
   }
 
   // Transient files of every run that is not this one (none can still commit: we hold the fence).
   const runsPrefix = `${repo.prefix === "" ? "" : `${repo.prefix}/`}runs/`;
   const ownRun = keys.runPrefix(repo, lease.runId);
   for (const [key, v] of await listAllVersions(repo, runsPrefix)) {
-    if (!key.startsWith(ownRun)) doom("runFiles", v);
+    if (!key.startsWith(ownRun)) doom(run, "runFiles", v);
   }
+}
 
-  // ------------------------------------------------------------------ plan the repack
-  let budget = maxRepack;
-  const chosen: typeof candidates = [];
+/** Plan: the candidates the repack budget allows, and the retired set after this prune. */
+function planRepack(
+  run: PruneRun,
+  retained: Retained,
+  refs: IndexRefs,
+  segments: Segments,
+  account: SegmentAccount,
+): RepackPlan {
+  const { head, retiredState } = retained;
+  let budget = run.maxRepack;
+  const chosen: RepackCandidate[] = [];
   let deferred = 0;
-  for (const c of candidates) {
+  for (const c of account.candidates) {
     if (c.live <= budget) {
       chosen.push(c);
       budget -= c.live;
@@ -524,74 +717,94 @@ export async function pruneRepository(repo: Repo, options: PruneOptions): Promis
   const retiredNext = new Map<string, number>();
   for (const [id, at] of retiredState.retired.entries()) {
     // A dedup run written after `at` cannot name the segment: keep it only while an older one is retained.
-    if (oldestDedupRun <= at) retiredNext.set(id, at);
+    if (refs.oldestDedupRun <= at) retiredNext.set(id, at);
   }
-  for (const { kind, versions } of doomed.values()) {
+  for (const { kind, versions } of run.doomed.values()) {
     if (kind !== "segments") continue;
-    const id = SEGMENTS.exec(versions.key.slice(segmentsPrefix.length))?.[2];
+    const id = SEGMENTS.exec(versions.key.slice(segments.prefix.length))?.[2];
     // Deleted now: retired as of now, so it stays retired until every retained dedup run is newer.
     if (id) retiredNext.set(id, Math.max(head.generation, retiredNext.get(id) ?? 0));
   }
   for (const c of chosen) {
     retiredNext.set(c.id, Math.max(head.generation, retiredNext.get(c.id) ?? 0));
   }
+  return { chosen, deferred, retiredNext };
+}
 
-  const deleted = emptyTally();
-  const keptLocked: ObjectTally = { count: 0, bytes: 0 };
-  /** Size per doomed version (`key\0versionId`), to tally what Object Lock kept. */
+/** An empty tally, with the size of every version doomed so far (before the repack dooms its sources). */
+function startTally(run: PruneRun): Tally {
   const sizeOf = new Map<string, number>();
-  for (const { versions: v } of doomed.values()) {
+  for (const { versions: v } of run.doomed.values()) {
     for (const [i, ref] of v.versions.entries()) sizeOf.set(`${ref.key}\0${ref.versionId}`, v.sizes[i] ?? 0);
   }
-  const report = (done: boolean, repacked: { segments: number; copied: number; newSegments: number }) => {
-    let objectsDeleted = 0;
-    let bytesReclaimed = 0;
-    for (const t of Object.values(deleted)) {
-      objectsDeleted += t.count;
-      bytesReclaimed += t.bytes;
-    }
-    return {
-      dryRun,
-      retainedGenerations,
-      head: head.generation,
-      indexRunsRead: blockRuns.size,
-      indexBytesRead,
-      segments: { total: physical.size, live: liveSegments, liveBytes, storedBytes },
-      deleted,
-      repack: {
-        candidates: candidates.length,
-        segments: repacked.segments,
-        liveBytesCopied: repacked.copied,
-        newSegments: repacked.newSegments,
-        deferred: deferred + (chosen.length - repacked.segments),
-      },
-      retired: {
-        before: retiredState.retired.size,
-        after: dryRun ? retiredState.retired.size : retiredNext.size,
-      },
-      unreadable,
-      objectsDeleted,
-      bytesReclaimed,
-      keptLocked,
-      done,
-    } satisfies PruneReport;
-  };
+  return { deleted: emptyTally(), keptLocked: { count: 0, bytes: 0 }, sizeOf };
+}
 
-  if (dryRun) {
-    for (const { kind, versions } of doomed.values()) {
-      deleted[kind].count += versions.versions.length;
-      deleted[kind].bytes += versions.bytes;
-    }
-    for (const c of chosen) {
-      deleted.segments.count++;
-      deleted.segments.bytes += c.garbage;
-    }
-    return report(true, { segments: 0, copied: 0, newSegments: 0 });
+/** A dry run reports what it would delete (repack candidates by their garbage) and writes nothing. */
+function dryRunReport(run: PruneRun, found: Found, tally: Tally): PruneReport {
+  const { deleted } = tally;
+  for (const { kind, versions } of run.doomed.values()) {
+    deleted[kind].count += versions.versions.length;
+    deleted[kind].bytes += versions.bytes;
   }
+  for (const c of found.plan.chosen) {
+    deleted.segments.count++;
+    deleted.segments.bytes += c.garbage;
+  }
+  return buildReport(run, found, tally, true, { segments: 0, copied: 0, newSegments: 0 });
+}
 
-  // ------------------------------------------------------------------ sweep: retire, then repack
-  // The retired set first (If-Match), then the fence check: a backup that can still commit fenced
-  // after this check, so it reads the new set before it dedups (§10.2). Every delete follows a check.
+function buildReport(
+  run: PruneRun,
+  found: Found,
+  tally: Tally,
+  done: boolean,
+  repacked: Repacked,
+): PruneReport {
+  const { retained, account, plan } = found;
+  const { deleted, keptLocked } = tally;
+  let objectsDeleted = 0;
+  let bytesReclaimed = 0;
+  for (const t of Object.values(deleted)) {
+    objectsDeleted += t.count;
+    bytesReclaimed += t.bytes;
+  }
+  const { liveSegments: live, liveBytes, storedBytes } = account;
+  return {
+    dryRun: run.dryRun,
+    retainedGenerations: retained.generations,
+    head: retained.head.generation,
+    indexRunsRead: found.refs.blockRuns.size,
+    indexBytesRead: found.marked.indexBytesRead,
+    segments: { total: found.segments.physical.size, live, liveBytes, storedBytes },
+    deleted,
+    repack: {
+      candidates: account.candidates.length,
+      segments: repacked.segments,
+      liveBytesCopied: repacked.copied,
+      newSegments: repacked.newSegments,
+      deferred: plan.deferred + (plan.chosen.length - repacked.segments),
+    },
+    retired: {
+      before: retained.retiredState.retired.size,
+      after: run.dryRun ? retained.retiredState.retired.size : plan.retiredNext.size,
+    },
+    unreadable: found.unreadable,
+    objectsDeleted,
+    bytesReclaimed,
+    keptLocked,
+    done,
+  } satisfies PruneReport;
+}
+
+/**
+ * Retire: the retired set first (If-Match), then the fence check: a backup that can still commit
+ * fenced after this check, so it reads the new set before it dedups (§10.2). Every delete follows a check.
+ */
+async function retire(run: PruneRun, found: Found): Promise<void> {
+  const { repo, lease } = run;
+  const { retiredState } = found.retained;
+  const { retiredNext } = found.plan;
   const retired = new RetiredSegments(retiredNext);
   const sameSet =
     retired.size === retiredState.retired.size &&
@@ -611,175 +824,217 @@ export async function pruneRepository(repo: Repo, options: PruneOptions): Promis
     }
   }
   await assertFenced(repo, lease);
+}
 
-  const repacked = { segments: 0, copied: 0, newSegments: 0 };
-  const builder = new SegmentBuilder(repo, options.segmentBytes ?? 32 * 2 ** 20);
-  /** Blocks copied into the builder and not sealed yet: where they were and where they go. */
-  let pending: Array<{
-    source: string;
-    offset: number;
-    oldAt: number;
-    block: Omit<RelocatedBlock, "offset">;
-  }> = [];
-  let pendingSources: string[] = [];
-  const flush = async () => {
-    if (builder.empty) return;
-    await builder.seal();
-    repacked.newSegments++;
-    // The new segment is durable: now the records that point into it, then the sources are garbage.
-    for (const source of pendingSources) {
-      const copied = pending.filter((p) => p.source === source);
-      const pointing = into.get(source);
-      if (pointing) {
-        // A segment an earlier prune wrote: rewrite each record that points into it.
-        for (const from of new Set(pointing.map((m) => m.from))) {
-          const current = moved.get(from)!;
-          const blocks: RelocatedBlock[] = [];
-          for (const b of current.record.blocks) {
-            if (b.segment !== source) blocks.push(b);
-            else {
-              const c = copied.find((x) => x.oldAt === b.at);
-              if (c) blocks.push({ ...c.block, offset: b.offset }); // else: garbage, dropped
-            }
-          }
-          await assertFenced(repo, lease);
-          const record = { segmentId: from, runId: lease.runId, fencing: lease.fencing, blocks };
-          moved.set(from, { record, etag: await writeRelocation(repo, record, current.etag) });
-        }
-      } else {
-        await assertFenced(repo, lease);
-        const blocks = copied.map((c) => ({ ...c.block, offset: c.offset }));
-        await writeRelocation(
-          repo,
-          { segmentId: source, runId: lease.runId, fencing: lease.fencing, blocks },
-          undefined,
-        );
-      }
-      const v = physical.get(source);
-      if (v) doom("segments", v);
-      repacked.segments++;
-    }
-    pending = [];
-    pendingSources = [];
+/** A block copied into the builder and not sealed yet: where it was and where it goes. */
+interface PendingBlock {
+  readonly source: string;
+  readonly offset: number;
+  readonly oldAt: number;
+  readonly block: Omit<RelocatedBlock, "offset">;
+}
+
+/** Repack state: the segment being built and the blocks and sources waiting for its seal. */
+interface Repacking {
+  readonly builder: SegmentBuilder;
+  readonly repacked: Repacked;
+  pending: PendingBlock[];
+  pendingSources: string[];
+}
+
+/** Repack: copy the chosen segments' live blocks into new segments, until done or told to stop. */
+async function repack(run: PruneRun, found: Found): Promise<Repacked> {
+  const state: Repacking = {
+    builder: new SegmentBuilder(run.repo, run.segmentBytes),
+    repacked: { segments: 0, copied: 0, newSegments: 0 },
+    pending: [],
+    pendingSources: [],
   };
+  for (const c of found.plan.chosen) {
+    if (run.stop()) break;
+    await copyLiveBlocks(run, found, state, c.id);
+    state.pendingSources.push(c.id);
+    if (state.builder.full) await sealRepacked(run, found, state);
+  }
+  await sealRepacked(run, found, state);
+  return state.repacked;
+}
 
-  for (const c of chosen) {
-    if (stop()) break;
-    const key = keys.segment(repo, c.id);
-    // The blocks still in use: a relocation target's live record entries, else the footer's live refs.
-    const wanted = new Map<number, { length: number; codec: CodecId; sha256: Uint8Array }>();
-    const pointing = into.get(c.id);
+type WantedBlock = { length: number; codec: CodecId; sha256: Uint8Array };
+
+/** The blocks of a segment still in use: a relocation target's live record entries, else the footer's live refs. */
+async function wantedBlocks(run: PruneRun, found: Found, id: string): Promise<Map<number, WantedBlock>> {
+  const key = keys.segment(run.repo, id);
+  const wanted = new Map<number, WantedBlock>();
+  const pointing = found.segments.into.get(id);
+  if (pointing) {
+    for (const t of pointing) {
+      const b = t.block;
+      wanted.set(b.at, {
+        length: b.length,
+        codec: b.codec as CodecId,
+        sha256: Buffer.from(b.sha256, "hex"),
+      });
+    }
+  } else {
+    const s = found.marked.table.find(id)!;
+    const footer = await readSegmentFooter(run.repo.store, key);
+    if (footer.segmentId !== id) {
+      throw new CorruptObjectError(key, undefined, `its footer names segment ${footer.segmentId}`);
+    }
+    for (const e of footer.entries) {
+      if (found.marked.liveRefs.mayContain(s, e.offset)) wanted.set(e.offset, e);
+    }
+  }
+  return wanted;
+}
+
+/** Copies one segment's live blocks into the builder: coalesced ranged GETs (≤ 8 MiB), every block checked. */
+async function copyLiveBlocks(run: PruneRun, found: Found, state: Repacking, id: string): Promise<void> {
+  const { repo } = run;
+  const key = keys.segment(repo, id);
+  const list = [...(await wantedBlocks(run, found, id))].sort((a, b) => a[0] - b[0]);
+  for (let i = 0; i < list.length; ) {
+    const start = list[i]![0];
+    let end = start + list[i]![1].length;
+    let j = i + 1;
+    while (j < list.length) {
+      const [at, w] = list[j]!;
+      if (at > end + 256 * 1024 || at + w.length - start > 8 * 2 ** 20) break;
+      end = Math.max(end, at + w.length);
+      j++;
+    }
+    const got = await repo.store.get(key, { range: { start, end } });
+    if (got.body.byteLength !== end - start) {
+      throw new CorruptObjectError(key, got.versionId, `expected bytes ${start}-${end - 1} of the segment`);
+    }
+    for (const [at, w] of list.slice(i, j)) {
+      const stored = got.body.slice(at - start, at - start + w.length);
+      openStoredBlock(
+        key,
+        { segment: id, offset: at, length: w.length, codec: w.codec, sha256: w.sha256 },
+        stored,
+      );
+      const place = state.builder.add(stored, w.codec, w.sha256);
+      state.pending.push({
+        source: id,
+        // A physical segment's blocks keep their offset as the record's key; a target's are re-keyed
+        // by the records that point into it (sealRepacked).
+        offset: at,
+        oldAt: at,
+        block: {
+          length: w.length,
+          codec: w.codec,
+          sha256: toHex(w.sha256),
+          segment: place.segment,
+          at: place.at,
+        },
+      });
+      state.repacked.copied += w.length;
+    }
+    i = j;
+  }
+}
+
+/** Seals the new segment; once it is durable, writes the relocation records, then dooms the sources. */
+async function sealRepacked(run: PruneRun, found: Found, state: Repacking): Promise<void> {
+  const { repo, lease } = run;
+  const { moved, into, physical } = found.segments;
+  if (state.builder.empty) return;
+  await state.builder.seal();
+  state.repacked.newSegments++;
+  for (const source of state.pendingSources) {
+    const copied = state.pending.filter((p) => p.source === source);
+    const pointing = into.get(source);
     if (pointing) {
-      for (const t of pointing) {
-        const b = t.block;
-        wanted.set(b.at, {
-          length: b.length,
-          codec: b.codec as CodecId,
-          sha256: Buffer.from(b.sha256, "hex"),
-        });
+      // A segment an earlier prune wrote: rewrite each record that points into it.
+      for (const from of new Set(pointing.map((m) => m.from))) {
+        const current = moved.get(from)!;
+        const blocks: RelocatedBlock[] = [];
+        for (const b of current.record.blocks) {
+          if (b.segment !== source) blocks.push(b);
+          else {
+            const c = copied.find((x) => x.oldAt === b.at);
+            if (c) blocks.push({ ...c.block, offset: b.offset }); // else: garbage, dropped
+          }
+        }
+        await assertFenced(repo, lease);
+        const record = { segmentId: from, runId: lease.runId, fencing: lease.fencing, blocks };
+        moved.set(from, { record, etag: await writeRelocation(repo, record, current.etag) });
       }
     } else {
-      const s = table.find(c.id)!;
-      const footer = await readSegmentFooter(repo.store, key);
-      if (footer.segmentId !== c.id) {
-        throw new CorruptObjectError(key, undefined, `its footer names segment ${footer.segmentId}`);
-      }
-      for (const e of footer.entries) if (liveRefs.mayContain(s, e.offset)) wanted.set(e.offset, e);
-    }
-    const list = [...wanted].sort((a, b) => a[0] - b[0]);
-    // Coalesced ranged GETs (≤ 8 MiB); every block is decoded and checked against its SHA-256.
-    for (let i = 0; i < list.length; ) {
-      const start = list[i]![0];
-      let end = start + list[i]![1].length;
-      let j = i + 1;
-      while (j < list.length) {
-        const [at, w] = list[j]!;
-        if (at > end + 256 * 1024 || at + w.length - start > 8 * 2 ** 20) break;
-        end = Math.max(end, at + w.length);
-        j++;
-      }
-      const got = await repo.store.get(key, { range: { start, end } });
-      if (got.body.byteLength !== end - start) {
-        throw new CorruptObjectError(key, got.versionId, `expected bytes ${start}-${end - 1} of the segment`);
-      }
-      for (const [at, w] of list.slice(i, j)) {
-        const stored = got.body.slice(at - start, at - start + w.length);
-        openStoredBlock(
-          key,
-          { segment: c.id, offset: at, length: w.length, codec: w.codec, sha256: w.sha256 },
-          stored,
-        );
-        const place = builder.add(stored, w.codec, w.sha256);
-        pending.push({
-          source: c.id,
-          // A physical segment's blocks keep their offset as the record's key; a target's are re-keyed
-          // by the records that point into it (flush).
-          offset: at,
-          oldAt: at,
-          block: {
-            length: w.length,
-            codec: w.codec,
-            sha256: toHex(w.sha256),
-            segment: place.segment,
-            at: place.at,
-          },
-        });
-        repacked.copied += w.length;
-      }
-      i = j;
-    }
-    pendingSources.push(c.id);
-    if (builder.full) await flush();
-  }
-  await flush();
-
-  // ------------------------------------------------------------------ sweep: delete
-  const batches: Array<{ kind: PruneKind; refs: ObjectVersionRef[]; bytes: number }> = [];
-  const order: PruneKind[] = [
-    "runFiles",
-    "manifests",
-    "rootVersions",
-    "indexRuns",
-    "segments",
-    "relocations",
-  ];
-  let stopped = false;
-  for (const kind of order) {
-    let batch: ObjectVersionRef[] = [];
-    let bytes = 0;
-    const send = async () => {
-      if (batch.length === 0) return;
       await assertFenced(repo, lease);
-      let kept: readonly ObjectVersionRef[] = [];
-      try {
-        await repo.store.deleteVersions(batch);
-      } catch (error) {
-        if (!(error instanceof ObjectLockedError)) throw error;
-        // Locked garbage stays until its retention passes; everything else in the batch is deleted.
-        kept = error.refs;
-      }
-      const keptBytes = kept.reduce((n, r) => n + (sizeOf.get(`${r.key}\0${r.versionId}`) ?? 0), 0);
-      keptLocked.count += kept.length;
-      keptLocked.bytes += keptBytes;
-      deleted[kind].count += batch.length - kept.length;
-      deleted[kind].bytes += bytes - keptBytes;
-      batches.push({ kind, refs: batch, bytes });
-      batch = [];
-      bytes = 0;
-    };
-    for (const { kind: k, versions } of doomed.values()) {
+      const blocks = copied.map((c) => ({ ...c.block, offset: c.offset }));
+      await writeRelocation(
+        repo,
+        { segmentId: source, runId: lease.runId, fencing: lease.fencing, blocks },
+        undefined,
+      );
+    }
+    const v = physical.get(source);
+    if (v) doom(run, "segments", v);
+    state.repacked.segments++;
+  }
+  state.pending = [];
+  state.pendingSources = [];
+}
+
+const DELETE_ORDER: readonly PruneKind[] = [
+  "runFiles",
+  "manifests",
+  "rootVersions",
+  "indexRuns",
+  "segments",
+  "relocations",
+];
+
+/** Versions of one kind waiting for one delete request (at most 1,000). */
+interface DeleteBatch {
+  readonly kind: PruneKind;
+  refs: ObjectVersionRef[];
+  bytes: number;
+}
+
+/** Sweep: delete the doomed versions kind by kind, in batches, until done or told to stop. */
+async function sweep(run: PruneRun, tally: Tally): Promise<{ stopped: boolean; batches: number }> {
+  let batches = 0;
+  let stopped = false;
+  for (const kind of DELETE_ORDER) {
+    const batch: DeleteBatch = { kind, refs: [], bytes: 0 };
+    for (const { kind: k, versions } of run.doomed.values()) {
       if (k !== kind) continue;
-      if (stop()) {
+      if (run.stop()) {
         stopped = true;
         break;
       }
-      if (batch.length + versions.versions.length > 1000) await send();
-      batch.push(...versions.versions);
-      bytes += versions.bytes;
+      if (batch.refs.length + versions.versions.length > 1000) batches += await sendBatch(run, tally, batch);
+      batch.refs.push(...versions.versions);
+      batch.bytes += versions.bytes;
     }
     if (stopped) break;
-    await send();
+    batches += await sendBatch(run, tally, batch);
   }
-  log("pruned", { batches: batches.length, repacked: repacked.segments });
-  return report(!stopped && deferred === 0 && repacked.segments === chosen.length, repacked);
+  return { stopped, batches };
+}
+
+/** One fence check and one delete request; Object Lock's kept versions are tallied. Returns 1 if sent. */
+async function sendBatch(run: PruneRun, tally: Tally, batch: DeleteBatch): Promise<number> {
+  if (batch.refs.length === 0) return 0;
+  await assertFenced(run.repo, run.lease);
+  let kept: readonly ObjectVersionRef[] = [];
+  try {
+    await run.repo.store.deleteVersions(batch.refs);
+  } catch (error) {
+    if (!(error instanceof ObjectLockedError)) throw error;
+    // Locked garbage stays until its retention passes; everything else in the batch is deleted.
+    kept = error.refs;
+  }
+  const keptBytes = kept.reduce((n, r) => n + (tally.sizeOf.get(`${r.key}\0${r.versionId}`) ?? 0), 0);
+  tally.keptLocked.count += kept.length;
+  tally.keptLocked.bytes += keptBytes;
+  tally.deleted[batch.kind].count += batch.refs.length - kept.length;
+  tally.deleted[batch.kind].bytes += batch.bytes - keptBytes;
+  batch.refs = [];
+  batch.bytes = 0;
+  return 1;
 }
