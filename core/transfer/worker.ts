@@ -19,7 +19,13 @@ import { Codec, type CompressionChoice, type CompressionProbeOptions } from "../
 import { IndexRunReader, IndexRunWriter, type RunInfo } from "../format/index-run.ts";
 import { assertName, assertRunId, keys, type Repo } from "../format/layout.ts";
 import { decodeMetadata, encodeMetadata, Sha256Hex, sealMetadata } from "../format/metadata.ts";
-import { type DedupLookup, MiB, SEGMENT_RUN_ID_METADATA, SegmentWriter } from "../format/segment.ts";
+import {
+  type DedupLookup,
+  MiB,
+  SEGMENT_RUN_ID_METADATA,
+  type SegmentInfo,
+  SegmentWriter,
+} from "../format/segment.ts";
 import { type BlockData, type BlockSource, isBlockSourceError } from "../ports/block-source.ts";
 import { ObjectNotFoundError } from "../ports/object-store.ts";
 import { AimdLimiter, type AimdOptions, backoffMs } from "./aimd.ts";
@@ -743,30 +749,107 @@ function addStats(stats: ShardStats, earlier: Readonly<Record<string, number>> |
 }
 
 /**
+ * Everything one invocation of a shard works with: its inputs and limits, its collaborators (the
+ * segment writer, the AIMD limiter, the block tokens, the progress writer) and the state the stages
+ * share. Built by `startShardRun`, passed to each stage of `transferShardStep`.
+ */
+interface ShardRun {
+  readonly deps: TransferDeps;
+  readonly input: TransferShardInput;
+  readonly repo: Repo;
+  readonly d: ShardDescriptor;
+  readonly o: TransferOptions;
+  readonly now: () => number;
+  readonly sleep: (ms: number) => Promise<void>;
+  readonly limits: ReadLimits;
+  readonly list: ShardList;
+  /** Blocks of the shard list. */
+  readonly n: number;
+  readonly resumed: TransferCheckpoint | undefined;
+  /** The first position this invocation takes (the checkpoint's cursor, or 0). */
+  readonly start: number;
+  /** Stop taking blocks once less than this is left (`stopBeforeDeadlineMs`). */
+  readonly reserve: number;
+  readonly remaining: (() => number) | undefined;
+  /** Blocks this invocation completed, and the time left when the first one did (the pace). */
+  readonly pace: { blocks: number; firstAt: number | undefined };
+  readonly stats: ShardStats;
+  readonly refs: RefTable;
+  readonly writer: SegmentWriter;
+  readonly limiter: AimdLimiter;
+  readonly slots: Slots;
+  readonly tokens: ShardTokens;
+  readonly progress: ProgressWriter;
+  /** Packing is serial: each block's `writer.add` starts once the previous one settled. */
+  packTail: Promise<unknown>;
+  /** The first error of the block reads; the shard fails with it once the reads in flight settle. */
+  failure: unknown;
+  readonly tasks: Set<Promise<void>>;
+  /** Positions [start, cursor) were taken by this invocation; all are done once `tasks` settle. */
+  cursor: number;
+}
+
+/** Per-block bounds on failed reads (TransferOptions `maxAttempts`, `maxTokenRefreshes`, `maxChecksumAttempts`). */
+interface ReadLimits {
+  readonly maxAttempts: number;
+  readonly maxRefreshes: number;
+  readonly maxChecksum: number;
+}
+
+/** What `openShard` found: the shard is done already, or its list and the checkpoint to resume from. */
+type OpenedShard =
+  | { readonly summary: ShardResultSummary }
+  | {
+      readonly limits: ReadLimits;
+      readonly list: ShardList;
+      readonly resumed: TransferCheckpoint | undefined;
+      readonly reserve: number;
+    };
+
+/**
  * One invocation of a shard's transfer. With `deps.remainingMs` it stops taking blocks once less than
  * `stopBeforeDeadlineMs` is left, finishes the blocks in flight, closes its segments (durable), writes
  * a partial result and a checkpoint, and returns `done: false`; the next invocation passes that
  * checkpoint as `input.resume` and neither reads nor stores the blocks it covers again. The last
  * invocation merges the checkpoints' partial results with its own into the shard's one result run:
  * Prepare sees the same shard result as from a single invocation.
+ *
+ * Stages: list (or resume from the checkpoint) `openShard`; fetch `fetchBlocks` / `readBlock`;
+ * verify `checkRead`; pack `useBlock` / `packBlock`; upload `closeSegments`; checkpoint
+ * `writeCheckpoint`; summarize `summarize`.
  */
 export async function transferShardStep(
   deps: TransferDeps,
   input: TransferShardInput,
 ): Promise<TransferStep> {
+  const opened = await openShard(deps, input);
+  if ("summary" in opened) return { done: true, summary: opened.summary };
+  const run = startShardRun(deps, input, opened);
+  await fetchBlocks(run);
+  // Durable from here: what the refs point at.
+  const segments = await closeSegments(run);
+  const attempt = randomId().slice(0, 12);
+  if (run.cursor < run.n) return writeCheckpoint(run, segments, attempt);
+  return summarize(run, attempt);
+}
+
+/**
+ * Checks the input and options, returns the summary when the shard is done already, else reads the
+ * shard list (checked against the descriptor) and the checkpoint to resume from.
+ */
+async function openShard(deps: TransferDeps, input: TransferShardInput): Promise<OpenedShard> {
   validate(input);
-  const { repo, source } = deps;
+  const { repo } = deps;
   const d = input.shard;
   const o = input.options ?? {};
-  const now = deps.now ?? (() => performance.now());
-  const sleep = deps.sleep ?? defaultSleep;
-  const maxAttempts = int("maxAttempts", o.maxAttempts ?? 20, 1, 1000);
-  const maxRefreshes = int("maxTokenRefreshes", o.maxTokenRefreshes ?? 3, 0, 100);
-  const maxChecksum = int("maxChecksumAttempts", o.maxChecksumAttempts ?? 3, 1, 100);
-  const segmentBytes = o.segmentBytes ?? 64 * MiB;
+  const limits: ReadLimits = {
+    maxAttempts: int("maxAttempts", o.maxAttempts ?? 20, 1, 1000),
+    maxRefreshes: int("maxTokenRefreshes", o.maxTokenRefreshes ?? 3, 0, 100),
+    maxChecksum: int("maxChecksumAttempts", o.maxChecksumAttempts ?? 3, 1, 100),
+  };
 
   const done = await readShardSummary(repo, input.runId, d.volumeId, d.shard);
-  if (done) return { done: true, summary: done };
+  if (done) return { summary: done };
 
   const listKey = planKeys.shardList(repo, input.runId, d.volumeId, d.shard);
   const list = decodeShardList((await repo.store.get(listKey)).body, listKey);
@@ -776,20 +859,76 @@ export async function transferShardStep(
         `the descriptor says [${d.first}, ${d.end}) with ${d.blocks}`,
     );
   }
-  const n = list.blocks.length;
   const resumed = input.resume ? await readTransferCheckpoint(repo, input.runId, d, input.resume) : undefined;
-  const start = resumed?.cursor ?? 0;
   const reserve = o.stopBeforeDeadlineMs ?? 120_000;
   if (!(Number.isFinite(reserve) && reserve >= 0)) {
     throw new InvalidArgumentError(`expected stopBeforeDeadlineMs >= 0, got ${reserve}`);
   }
-  const remaining = deps.remainingMs;
-  /** Blocks this invocation completed, and the time left when the first one did (the pace). */
-  const pace: { blocks: number; firstAt: number | undefined } = { blocks: 0, firstAt: undefined };
+  return { limits, list, resumed, reserve };
+}
+
+/** Builds the invocation's context and collaborators (no requests). */
+function startShardRun(
+  deps: TransferDeps,
+  input: TransferShardInput,
+  opened: Exclude<OpenedShard, { readonly summary: ShardResultSummary }>,
+): ShardRun {
+  const { repo, source } = deps;
+  const d = input.shard;
+  const o = input.options ?? {};
+  const now = deps.now ?? (() => performance.now());
+  const { list, resumed } = opened;
+  const n = list.blocks.length;
+  const start = resumed?.cursor ?? 0;
   const stats = newStats();
   const refs = new RefTable(n);
-  const writer = new SegmentWriter({
+  const writer = newSegmentWriter(deps, input);
+  const maxConcurrency = o.maxConcurrency ?? 64;
+  const limiter = new AimdLimiter({
+    initialRate: o.initialRate ?? 100,
+    maxRate: o.maxRate ?? 1000,
+    maxConcurrency,
+    ...o.aimd,
+    now,
+  });
+  const slots = new Slots(maxConcurrency);
+  const tokens = new ShardTokens(source, d, list, o.listPageSize ?? 10_000, stats, o.listRetry, start);
+  const progress = newProgress(deps, input, list, start, now, stats);
+  return {
+    deps,
+    input,
     repo,
+    d,
+    o,
+    now,
+    sleep: deps.sleep ?? defaultSleep,
+    limits: opened.limits,
+    list,
+    n,
+    resumed,
+    start,
+    reserve: opened.reserve,
+    remaining: deps.remainingMs,
+    pace: { blocks: 0, firstAt: undefined },
+    stats,
+    refs,
+    writer,
+    limiter,
+    slots,
+    tokens,
+    progress,
+    packTail: Promise.resolve(),
+    failure: undefined,
+    tasks: new Set(),
+    cursor: n,
+  };
+}
+
+function newSegmentWriter(deps: TransferDeps, input: TransferShardInput): SegmentWriter {
+  const o = input.options ?? {};
+  const segmentBytes = o.segmentBytes ?? 64 * MiB;
+  return new SegmentWriter({
+    repo: deps.repo,
     targetBytes: segmentBytes,
     allowSmallSegments: o.allowSmallSegments ?? false,
     compression: o.compression ?? "zstd",
@@ -801,29 +940,27 @@ export async function transferShardStep(
     metadata: { [SEGMENT_RUN_ID_METADATA]: input.runId },
     ...(deps.beforeSegmentUpload ? { beforeUpload: deps.beforeSegmentUpload } : {}),
   });
-  const maxConcurrency = o.maxConcurrency ?? 64;
-  const limiter = new AimdLimiter({
-    initialRate: o.initialRate ?? 100,
-    maxRate: o.maxRate ?? 1000,
-    maxConcurrency,
-    ...o.aimd,
-    now,
-  });
-  const slots = new Slots(maxConcurrency);
-  const tokens = new ShardTokens(source, d, list, o.listPageSize ?? 10_000, stats, o.listRetry, start);
+}
+
+/** The progress writer, counting positions [0, start) (done by earlier invocations) as done. */
+function newProgress(
+  deps: TransferDeps,
+  input: TransferShardInput,
+  list: ShardList,
+  start: number,
+  now: () => number,
+  stats: ShardStats,
+): ProgressWriter {
+  const { repo } = deps;
+  const d = input.shard;
+  const n = list.blocks.length;
   let bytesTotal = 0;
   for (let i = 0; i < n; i++) if (!list.absent[i]) bytesTotal += BLOCK_SIZE;
   const progress = new ProgressWriter(
     repo,
     planKeys.progress(repo, input.runId, d.volumeId, d.shard),
-    {
-      runId: input.runId,
-      volumeId: d.volumeId,
-      shard: d.shard,
-      blocksTotal: n,
-      bytesTotal,
-    },
-    o.progressIntervalMs ?? 15_000,
+    { runId: input.runId, volumeId: d.volumeId, shard: d.shard, blocksTotal: n, bytesTotal },
+    input.options?.progressIntervalMs ?? 15_000,
     now,
     stats,
     deps.onProgress,
@@ -832,158 +969,20 @@ export async function transferShardStep(
     progress.blocksDone++;
     if (!list.absent[i]) progress.bytesDone += BLOCK_SIZE;
   }
+  return progress;
+}
 
-  let packTail: Promise<unknown> = Promise.resolve();
-  const pack = (data: Uint8Array, expected: Uint8Array): Promise<BlockRef> => {
-    const p = packTail.then(() => writer.add(data, expected));
-    packTail = p.catch(() => {});
-    return p;
-  };
-
-  /**
-   * Checks a block that was read and packs it (or skips it when `previous` holds the same content).
-   * Returns undefined when the block is done, or what was wrong with the read (it is read again).
-   * `writer.add` copies what it stores before it resolves, so `got.data` is free afterwards.
-   */
-  const completedOne = () => {
-    if (remaining === undefined) return;
-    pace.blocks++;
-    if (pace.blocks === 1) pace.firstAt = remaining();
-  };
-  const useBlock = async (pos: number, index: number, got: BlockData): Promise<string | undefined> => {
-    if (got.dataLength !== BLOCK_SIZE || got.data.byteLength !== BLOCK_SIZE) {
-      return `length ${got.data.byteLength} (DataLength ${got.dataLength}), expected ${BLOCK_SIZE}`;
-    }
-    if (got.checksumAlgorithm !== "SHA256") {
-      return `checksum algorithm ${JSON.stringify(got.checksumAlgorithm)}, expected SHA256`;
-    }
-    const expected = Buffer.from(got.checksum, "base64");
-    if (expected.byteLength !== 32) return `checksum ${JSON.stringify(got.checksum)} is not a base64 SHA-256`;
-    if (deps.previous) {
-      const prev = await deps.previous.lookup(index);
-      if (prev && equalBytes(prev.sha256, expected)) {
-        refs.skip(pos);
-        stats.unchangedBlocks++;
-        tokens.release(pos);
-        progress.add(1, BLOCK_SIZE);
-        completedOne();
-        return undefined;
-      }
-    }
-    let ref: BlockRef;
-    try {
-      ref = await pack(got.data, expected);
-    } catch (error) {
-      if (!(error instanceof BlockIntegrityError)) throw error;
-      return "SHA-256 of the data does not match the returned checksum";
-    }
-    refs.put(pos, ref);
-    if (ref.codec === Codec.zero) stats.zeroBlocks++;
-    tokens.release(pos);
-    progress.add(1, BLOCK_SIZE);
-    completedOne();
-    return undefined;
-  };
-
-  const readBlock = async (pos: number): Promise<void> => {
-    const index = list.blocks[pos]!;
-    let attempts = 0;
-    let refreshes = 0;
-    let staleRefreshes = 0;
-    let badReads = 0;
-    let holding = true;
-    for (;;) {
-      if (!holding) await limiter.acquire();
-      holding = false;
-      const token = tokens.get(pos);
-      const tokenExpiresAt = tokens.expiresAt(pos);
-      const started = now();
-      let got: BlockData;
-      stats.getRequests++;
-      try {
-        if (token === undefined) throw new ShardPlanMismatchError(`block ${index} has no token`);
-        got = await source.getBlock({ snapshotId: d.snapshotId, blockIndex: index, blockToken: token });
-      } catch (error) {
-        const latency = now() - started;
-        if (!isBlockSourceError(error)) {
-          limiter.release("failed");
-          throw error;
-        }
-        if (error.kind === "throttled" || error.kind === "transient") {
-          limiter.release(error.kind, latency);
-          if (error.kind === "throttled") stats.throttled++;
-          else stats.transientErrors++;
-          attempts++;
-          if (attempts >= maxAttempts) {
-            throw new TransferRetriesExhaustedError(
-              `GetSnapshotBlock ${d.snapshotId} block ${index}`,
-              attempts,
-              {
-                cause: error,
-              },
-            );
-          }
-          await sleep(backoffMs(attempts, o.backoffBaseMs ?? 100, o.backoffCapMs ?? 5000));
-          continue;
-        }
-        limiter.release("failed", latency);
-        if (error.kind === "token-expired") {
-          // A token refused once the ExpiryTime its listing announced has passed expired while this
-          // block waited (back-off after throttling, pacing, a loaded machine, the request itself):
-          // re-list without counting it against maxTokenRefreshes, which bounds tokens refused while
-          // they should still be valid. maxAttempts bounds those stale refreshes.
-          const stale = Date.now() >= tokenExpiresAt;
-          if (stale) staleRefreshes++;
-          else refreshes++;
-          if (refreshes > maxRefreshes || staleRefreshes >= maxAttempts) {
-            throw new TransferRetriesExhaustedError(
-              `refreshing the token of ${d.snapshotId} block ${index}`,
-              refreshes + staleRefreshes,
-              {
-                cause: error,
-              },
-            );
-          }
-          await tokens.refresh(pos);
-          continue;
-        }
-        throw new SourceAccessError(error);
-      }
-      limiter.release("ok", now() - started);
-      let problem: string | undefined;
-      try {
-        problem = await useBlock(pos, index, got);
-        if (problem === undefined) return;
-      } finally {
-        // The writer copied what it keeps (or nothing was kept): the source may reuse the buffer.
-        got.release?.();
-      }
-      badReads++;
-      stats.checksumRetries++;
-      if (badReads >= maxChecksum) throw new BlockChecksumMismatchError(d.snapshotId, index, problem);
-    }
-  };
-
-  let failure: unknown;
-  const tasks = new Set<Promise<void>>();
-  /** Positions [start, cursor) were taken by this invocation; all are done once `tasks` settle. */
-  let cursor = n;
-  /**
-   * Time is up when what is left no longer covers the reserve plus draining the blocks in flight at
-   * the pace blocks have been completing (read, checked, packed) in this invocation: a backlog of
-   * blocks read faster than they can be packed must still finish before the deadline.
-   */
-  const timeUp = (pos: number): boolean => {
-    if (remaining === undefined || pos <= start) return false;
-    const left = remaining();
-    const perBlock =
-      pace.blocks >= 2 && pace.firstAt !== undefined ? (pace.firstAt - left) / (pace.blocks - 1) : 0;
-    return left < reserve + 1.5 * tasks.size * Math.max(0, perBlock);
-  };
+/**
+ * Fetch: takes positions from `start` on, each read as a task bounded by the slots and paced by the
+ * limiter, until the end, a failure, or time is up (`cursor` then says where it stopped). Waits for
+ * the reads in flight; throws the first failure.
+ */
+async function fetchBlocks(run: ShardRun): Promise<void> {
+  const { list, n, refs, stats, progress, tokens, slots, limiter, tasks } = run;
   try {
-    for (let pos = start; pos < n && failure === undefined; pos++) {
-      if (timeUp(pos)) {
-        cursor = pos;
+    for (let pos = run.start; pos < n && run.failure === undefined; pos++) {
+      if (timeUp(run, pos)) {
+        run.cursor = pos;
         break;
       }
       if (list.absent[pos]) {
@@ -995,20 +994,20 @@ export async function transferShardStep(
       await tokens.ensure(pos);
       const s = slots.take();
       if (s) await s;
-      if (timeUp(pos)) {
+      if (timeUp(run, pos)) {
         slots.give();
-        cursor = pos;
+        run.cursor = pos;
         break;
       }
       await limiter.acquire();
-      if (failure !== undefined) {
+      if (run.failure !== undefined) {
         limiter.release("failed");
         slots.give();
         break;
       }
-      const t: Promise<void> = readBlock(pos)
+      const t: Promise<void> = readBlock(run, pos)
         .catch((error: unknown) => {
-          failure ??= error;
+          run.failure ??= error;
         })
         .finally(() => {
           slots.give();
@@ -1017,20 +1016,215 @@ export async function transferShardStep(
       tasks.add(t);
     }
   } catch (error) {
-    failure ??= error;
+    run.failure ??= error;
   }
   await Promise.all(tasks);
   limiter.close();
-  if (failure !== undefined) {
+  if (run.failure !== undefined) {
     await progress.stop();
-    throw failure;
+    throw run.failure;
   }
+}
 
-  // Durable from here: what the refs below point at.
+/**
+ * Time is up when what is left no longer covers the reserve plus draining the blocks in flight at
+ * the pace blocks have been completing (read, checked, packed) in this invocation: a backlog of
+ * blocks read faster than they can be packed must still finish before the deadline.
+ */
+function timeUp(run: ShardRun, pos: number): boolean {
+  const { remaining, pace } = run;
+  if (remaining === undefined || pos <= run.start) return false;
+  const left = remaining();
+  const perBlock =
+    pace.blocks >= 2 && pace.firstAt !== undefined ? (pace.firstAt - left) / (pace.blocks - 1) : 0;
+  return left < run.reserve + 1.5 * run.tasks.size * Math.max(0, perBlock);
+}
+
+/** One block's failed reads so far, each bounded by `ReadLimits`. */
+interface ReadTries {
+  attempts: number;
+  refreshes: number;
+  staleRefreshes: number;
+  badReads: number;
+}
+
+/**
+ * Reads the block at `pos` (the caller holds a limiter slot for the first request) until it is
+ * checked and packed; retries throttling, 5xx and expired tokens (`onReadError`) and bad reads.
+ */
+async function readBlock(run: ShardRun, pos: number): Promise<void> {
+  const { d, list, limiter, tokens, stats, now } = run;
+  const index = list.blocks[pos]!;
+  const tries: ReadTries = { attempts: 0, refreshes: 0, staleRefreshes: 0, badReads: 0 };
+  let holding = true;
+  for (;;) {
+    if (!holding) await limiter.acquire();
+    holding = false;
+    const token = tokens.get(pos);
+    const tokenExpiresAt = tokens.expiresAt(pos);
+    const started = now();
+    let got: BlockData;
+    stats.getRequests++;
+    try {
+      if (token === undefined) throw new ShardPlanMismatchError(`block ${index} has no token`);
+      got = await run.deps.source.getBlock({
+        snapshotId: d.snapshotId,
+        blockIndex: index,
+        blockToken: token,
+      });
+    } catch (error) {
+      await onReadError(run, pos, error, now() - started, tokenExpiresAt, tries);
+      continue;
+    }
+    limiter.release("ok", now() - started);
+    let problem: string | undefined;
+    try {
+      problem = await useBlock(run, pos, index, got);
+      if (problem === undefined) return;
+    } finally {
+      // The writer copied what it keeps (or nothing was kept): the source may reuse the buffer.
+      got.release?.();
+    }
+    tries.badReads++;
+    stats.checksumRetries++;
+    if (tries.badReads >= run.limits.maxChecksum) {
+      throw new BlockChecksumMismatchError(d.snapshotId, index, problem);
+    }
+  }
+}
+
+/**
+ * After a failed GetSnapshotBlock: backs off (throttling, 5xx) or refreshes the token (expired), and
+ * returns for the caller to read again; throws when the error is not retried or retries ran out.
+ */
+async function onReadError(
+  run: ShardRun,
+  pos: number,
+  error: unknown,
+  latency: number,
+  tokenExpiresAt: number,
+  tries: ReadTries,
+): Promise<void> {
+  const { d, o, limiter, stats, limits } = run;
+  const index = run.list.blocks[pos]!;
+  if (!isBlockSourceError(error)) {
+    limiter.release("failed");
+    throw error;
+  }
+  if (error.kind === "throttled" || error.kind === "transient") {
+    limiter.release(error.kind, latency);
+    if (error.kind === "throttled") stats.throttled++;
+    else stats.transientErrors++;
+    tries.attempts++;
+    if (tries.attempts >= limits.maxAttempts) {
+      throw new TransferRetriesExhaustedError(
+        `GetSnapshotBlock ${d.snapshotId} block ${index}`,
+        tries.attempts,
+        {
+          cause: error,
+        },
+      );
+    }
+    await run.sleep(backoffMs(tries.attempts, o.backoffBaseMs ?? 100, o.backoffCapMs ?? 5000));
+    return;
+  }
+  limiter.release("failed", latency);
+  if (error.kind === "token-expired") {
+    // A token refused once the ExpiryTime its listing announced has passed expired while this
+    // block waited (back-off after throttling, pacing, a loaded machine, the request itself):
+    // re-list without counting it against maxTokenRefreshes, which bounds tokens refused while
+    // they should still be valid. maxAttempts bounds those stale refreshes.
+    const stale = Date.now() >= tokenExpiresAt;
+    if (stale) tries.staleRefreshes++;
+    else tries.refreshes++;
+    if (tries.refreshes > limits.maxRefreshes || tries.staleRefreshes >= limits.maxAttempts) {
+      throw new TransferRetriesExhaustedError(
+        `refreshing the token of ${d.snapshotId} block ${index}`,
+        tries.refreshes + tries.staleRefreshes,
+        { cause: error },
+      );
+    }
+    await run.tokens.refresh(pos);
+    return;
+  }
+  throw new SourceAccessError(error);
+}
+
+/** Verify: the SHA-256 a read announces, or what was wrong with it (the data is hashed when packed). */
+function checkRead(got: BlockData): { readonly expected: Uint8Array } | { readonly problem: string } {
+  if (got.dataLength !== BLOCK_SIZE || got.data.byteLength !== BLOCK_SIZE) {
+    return {
+      problem: `length ${got.data.byteLength} (DataLength ${got.dataLength}), expected ${BLOCK_SIZE}`,
+    };
+  }
+  if (got.checksumAlgorithm !== "SHA256") {
+    return { problem: `checksum algorithm ${JSON.stringify(got.checksumAlgorithm)}, expected SHA256` };
+  }
+  const expected = Buffer.from(got.checksum, "base64");
+  if (expected.byteLength !== 32)
+    return { problem: `checksum ${JSON.stringify(got.checksum)} is not a base64 SHA-256` };
+  return { expected };
+}
+
+/**
+ * Checks a block that was read and packs it (or skips it when `previous` holds the same content).
+ * Returns undefined when the block is done, or what was wrong with the read (it is read again).
+ * `writer.add` copies what it stores before it resolves, so `got.data` is free afterwards.
+ */
+async function useBlock(
+  run: ShardRun,
+  pos: number,
+  index: number,
+  got: BlockData,
+): Promise<string | undefined> {
+  const checked = checkRead(got);
+  if ("problem" in checked) return checked.problem;
+  const { expected } = checked;
+  const { refs, stats, deps } = run;
+  if (deps.previous) {
+    const prev = await deps.previous.lookup(index);
+    if (prev && equalBytes(prev.sha256, expected)) {
+      refs.skip(pos);
+      stats.unchangedBlocks++;
+      blockDone(run, pos);
+      return undefined;
+    }
+  }
+  let ref: BlockRef;
+  try {
+    ref = await packBlock(run, got.data, expected);
+  } catch (error) {
+    if (!(error instanceof BlockIntegrityError)) throw error;
+    return "SHA-256 of the data does not match the returned checksum";
+  }
+  refs.put(pos, ref);
+  if (ref.codec === Codec.zero) stats.zeroBlocks++;
+  blockDone(run, pos);
+  return undefined;
+}
+
+/** Pack: dedups, compresses and appends the block to a segment (one block at a time, in read order). */
+function packBlock(run: ShardRun, data: Uint8Array, expected: Uint8Array): Promise<BlockRef> {
+  const p = run.packTail.then(() => run.writer.add(data, expected));
+  run.packTail = p.catch(() => {});
+  return p;
+}
+
+/** A block is done: its token is dropped, progress counts it, and the pace learns from it. */
+function blockDone(run: ShardRun, pos: number): void {
+  run.tokens.release(pos);
+  run.progress.add(1, BLOCK_SIZE);
+  if (run.remaining === undefined) return;
+  run.pace.blocks++;
+  if (run.pace.blocks === 1) run.pace.firstAt = run.remaining();
+}
+
+/** Upload: closes the segment writer (its last segment is uploaded; all are durable) and fills the stats. */
+async function closeSegments(run: ShardRun): Promise<readonly SegmentInfo[]> {
+  const { stats, writer, limiter } = run;
   const segments = await writer.close();
-  const attempt = randomId().slice(0, 12);
   const ws = writer.stats;
-  stats.blocks = n;
+  stats.blocks = run.n;
   stats.dedupedBlocks = ws.dedupedBlocks;
   stats.storedBlocks = ws.storedBlocks;
   stats.rawBytes = ws.rawBytes;
@@ -1039,63 +1233,72 @@ export async function transferShardStep(
   stats.compressionSkipped = ws.compressionSkipped;
   stats.maxInFlight = limiter.stats.maxInFlight;
   stats.finalRate = Math.round(limiter.state.rate);
-  addStats(stats, resumed?.stats);
+  addStats(stats, run.resumed?.stats);
+  return segments;
+}
 
-  if (cursor < n) {
-    // Out of time: this invocation's blocks [start, cursor) become a partial result and a checkpoint.
-    const sequence = (resumed?.sequence ?? 0) + 1;
-    const pw = new IndexRunWriter(
-      repo.store,
-      keys.checkpointRun(repo, input.runId, d.volumeId, d.shard, sequence, attempt),
-      { metadata: { "cgmirror-run-id": input.runId, "cgmirror-shard": String(d.shard) } },
+/** Appends this invocation's refs of positions [from, to) to `w`, in shard-list order. */
+async function appendRefs(run: ShardRun, w: IndexRunWriter, from: number, to: number): Promise<void> {
+  const { refs, list } = run;
+  for (let pos = from; pos < to; pos++) {
+    if (refs.set[pos] !== 1) continue;
+    const s = refs.seg[pos]!;
+    const p = w.appendRaw(
+      list.blocks[pos]!,
+      s < 0 ? null : refs.segments[s]!,
+      refs.offsets[pos]!,
+      refs.lengths[pos]!,
+      refs.codecs[pos]!,
+      refs.hashes.subarray(pos * 32, pos * 32 + 32),
     );
-    let part: RunInfo;
-    try {
-      for (let pos = start; pos < cursor; pos++) {
-        if (refs.set[pos] !== 1) continue;
-        const s = refs.seg[pos]!;
-        const p = pw.appendRaw(
-          list.blocks[pos]!,
-          s < 0 ? null : refs.segments[s]!,
-          refs.offsets[pos]!,
-          refs.lengths[pos]!,
-          refs.codecs[pos]!,
-          refs.hashes.subarray(pos * 32, pos * 32 + 32),
-        );
-        if (p) await p;
-      }
-      part = await pw.finish();
-    } catch (error) {
-      await pw.abort();
-      throw error;
-    }
-    const checkpoint: TransferCheckpoint = {
-      runId: input.runId,
-      volumeId: d.volumeId,
-      shard: d.shard,
-      snapshotId: d.snapshotId,
-      blocks: n,
-      sequence,
-      attempt,
-      cursor,
-      segments: segments.map((x) => ({ segmentId: x.segmentId, key: x.key })),
-      parts: [...(resumed?.parts ?? []), { from: start, to: cursor, run: part, segments: refs.segments }],
-      stats: { ...stats },
-    };
-    const sealed = sealMetadata("cgmirror.transfer-checkpoint", checkpoint);
-    const key = keys.checkpoint(repo, input.runId, d.volumeId, d.shard, sequence, attempt);
-    await progress.stop();
-    await repo.store.put(key, sealed.bytes, { contentType: "application/json" });
-    return {
-      done: false,
-      checkpoint: { key, sha256: sealed.sha256 },
-      cursor,
-      blocksTotal: n,
-      sequence,
-      stats,
-    };
+    if (p) await p;
   }
+}
 
+/** Checkpoint (out of time): this invocation's blocks [start, cursor) become a partial result. */
+async function writeCheckpoint(
+  run: ShardRun,
+  segments: readonly SegmentInfo[],
+  attempt: string,
+): Promise<TransferStep> {
+  const { repo, input, d, resumed, refs, stats, start, cursor, n } = run;
+  const sequence = (resumed?.sequence ?? 0) + 1;
+  const pw = new IndexRunWriter(
+    repo.store,
+    keys.checkpointRun(repo, input.runId, d.volumeId, d.shard, sequence, attempt),
+    { metadata: { "cgmirror-run-id": input.runId, "cgmirror-shard": String(d.shard) } },
+  );
+  let part: RunInfo;
+  try {
+    await appendRefs(run, pw, start, cursor);
+    part = await pw.finish();
+  } catch (error) {
+    await pw.abort();
+    throw error;
+  }
+  const checkpoint: TransferCheckpoint = {
+    runId: input.runId,
+    volumeId: d.volumeId,
+    shard: d.shard,
+    snapshotId: d.snapshotId,
+    blocks: n,
+    sequence,
+    attempt,
+    cursor,
+    segments: segments.map((x) => ({ segmentId: x.segmentId, key: x.key })),
+    parts: [...(resumed?.parts ?? []), { from: start, to: cursor, run: part, segments: refs.segments }],
+    stats: { ...stats },
+  };
+  const sealed = sealMetadata("cgmirror.transfer-checkpoint", checkpoint);
+  const key = keys.checkpoint(repo, input.runId, d.volumeId, d.shard, sequence, attempt);
+  await run.progress.stop();
+  await repo.store.put(key, sealed.bytes, { contentType: "application/json" });
+  return { done: false, checkpoint: { key, sha256: sealed.sha256 }, cursor, blocksTotal: n, sequence, stats };
+}
+
+/** The shard's one result run: the checkpoints' partial results, then this invocation's refs. */
+async function writeResultRun(run: ShardRun, attempt: string): Promise<RunInfo> {
+  const { repo, input, d } = run;
   const w = new IndexRunWriter(
     repo.store,
     keys.shardResult(repo, input.runId, d.volumeId, d.shard, attempt),
@@ -1103,10 +1306,9 @@ export async function transferShardStep(
       metadata: { "cgmirror-run-id": input.runId, "cgmirror-shard": String(d.shard) },
     },
   );
-  let run: RunInfo;
   try {
     // The checkpoints' partial results first (they cover [0, start) in block order), pinned by SHA-256.
-    for (const part of resumed?.parts ?? []) {
+    for (const part of run.resumed?.parts ?? []) {
       const reader = await IndexRunReader.open(repo.store, part.run.key, {
         bytes: part.run.bytes,
         sha256: part.run.sha256,
@@ -1119,41 +1321,34 @@ export async function transferShardStep(
         }
       }
     }
-    for (let pos = start; pos < n; pos++) {
-      if (refs.set[pos] !== 1) continue;
-      const s = refs.seg[pos]!;
-      const p = w.appendRaw(
-        list.blocks[pos]!,
-        s < 0 ? null : refs.segments[s]!,
-        refs.offsets[pos]!,
-        refs.lengths[pos]!,
-        refs.codecs[pos]!,
-        refs.hashes.subarray(pos * 32, pos * 32 + 32),
-      );
-      if (p) await p;
-    }
-    run = await w.finish();
+    await appendRefs(run, w, run.start, run.n);
+    return await w.finish();
   } catch (error) {
     await w.abort();
     throw error;
   }
+}
 
+/** Summarize: writes the result run, then, last, the summary that names it and its segments. */
+async function summarize(run: ShardRun, attempt: string): Promise<TransferStep> {
+  const { repo, input, d, stats } = run;
+  const result = await writeResultRun(run, attempt);
   const referenced = new Set<string>();
-  for (const part of resumed?.parts ?? []) for (const id of part.segments) referenced.add(id);
-  for (const id of refs.segments) referenced.add(id);
+  for (const part of run.resumed?.parts ?? []) for (const id of part.segments) referenced.add(id);
+  for (const id of run.refs.segments) referenced.add(id);
   const summaryKey = planKeys.shardSummary(repo, input.runId, d.volumeId, d.shard);
   const summary: ShardResultSummary = {
     runId: input.runId,
     volumeId: d.volumeId,
     shard: d.shard,
     snapshotId: d.snapshotId,
-    run,
+    run: result,
     summaryKey,
     segments: [...referenced],
     stats,
     reused: false,
   };
-  await progress.finish();
+  await run.progress.finish();
   const { reused: _r, ...stored } = summary;
   await repo.store.put(summaryKey, encodeMetadata("cgmirror.shard-result", stored), {
     contentType: "application/json",
