@@ -263,7 +263,9 @@ async function checkSampled(repo: Repo, volumes: string[], written: number): Pro
 describe("a multi-TiB first backup under AWS's limits, time compressed", () => {
   it("GIVEN two 2 TiB volumes and quotas scaled down WHEN backed up THEN every shard completes through resumed invocations within Lambda's deadline and the index holds the synthetic content", async () => {
     const volumes = ["vol-5ca1e00000000001", "vol-5ca1e00000000002"];
-    const { config, repo } = group("scale", volumes, 200);
+    // 10 blocks/s per task: a 200-block shard needs 2,000 simulated s, more than three invocations
+    // have (900 s less the 300 s reserve each), so shards resume twice or more on an idle machine too.
+    const { config, repo } = group("scale", volumes, 200, 10);
     const clock = new SimulatedClock({ scale: SCALE });
     const invocations: Invocation[] = [];
     const states: string[] = [];
