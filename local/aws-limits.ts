@@ -72,6 +72,8 @@ export interface LimitedTask {
   readonly handler: TaskHandler;
   /** The Lambda function's timeout; absent for a Task that is not a Lambda invocation. */
   readonly lambdaTimeoutSeconds?: number;
+  /** Replaces the state's own `TimeoutSeconds` (a test that gives a task more room than AWS would). */
+  readonly stateTimeoutSeconds?: number;
 }
 
 /** One event of the interpreter's log (aws-local-stepfunctions `EventLog`), loosely typed. */
@@ -355,9 +357,11 @@ export async function runWithAwsLimits(options: LimitedRunOptions): Promise<Limi
             ]
           : []),
         {
-          timer: clock.timer(started + limit * 1000),
+          timer: clock.timer(started + (task.stateTimeoutSeconds ?? limit) * 1000),
           error: () => {
-            const e = new Error(`the Task ran longer than its TimeoutSeconds (${limit} s)`);
+            const e = new Error(
+              `the Task ran longer than its TimeoutSeconds (${task.stateTimeoutSeconds ?? limit} s)`,
+            );
             e.name = "States.Timeout";
             return e;
           },

@@ -248,7 +248,16 @@ export interface LocalRunOptions {
    * (the clock jumps by the wait). Handlers get this clock as `deps.clock`, on top of the deps' own.
    * @default { scale: 1, waits: "shortened" }
    */
-  readonly time?: { readonly scale?: number; readonly waits?: "shortened" | "simulated" };
+  readonly time?: {
+    readonly scale?: number;
+    readonly waits?: "shortened" | "simulated";
+    /**
+     * Lambda timeouts (seconds, on the run's clock) that replace workflows/tasks.ts's for these tasks.
+     * A test that compresses time to study one task's deadline (the scale test: Transfer's 15
+     * minutes) gives the other tasks room, so a loaded machine cannot time them out instead.
+     */
+    readonly lambdaTimeoutSeconds?: Partial<Record<TaskName, number>>;
+  };
   /**
    * The clock itself, when the caller needs it too (a test's slow snapshots, several runs in a row on
    * one timeline); `time.scale` is then the clock's.
@@ -329,10 +338,13 @@ export function bindHandlers(
 }
 
 /** The Task state names of the definition, each with its task's Lambda timeout (workflows/tasks.ts). */
-function lambdaTimeouts(def: AslDefinition): Map<string, number> {
+function lambdaTimeouts(
+  def: AslDefinition,
+  overrides: Partial<Record<TaskName, number>> = {},
+): Map<string, number> {
   const out = new Map<string, number>();
   for (const task of TASK_NAMES)
-    for (const state of TASKS[task].states) out.set(state, TASKS[task].timeoutSeconds);
+    for (const state of TASKS[task].states) out.set(state, overrides[task] ?? TASKS[task].timeoutSeconds);
   return new Map(taskStates(def).map((s) => [s, out.get(s)!]));
 }
 
@@ -343,7 +355,14 @@ export async function runLocalBackup(options: LocalRunOptions): Promise<LocalRun
     options.clock ?? new SimulatedClock({ base: options.deps.clock, scale: options.time?.scale ?? 1 });
   const deps: TaskDeps = { ...options.deps, clock };
   const handlers = bindHandlers(def, deps, options);
-  const timeouts = lambdaTimeouts(def);
+  const timeouts = lambdaTimeouts(def, options.time?.lambdaTimeoutSeconds);
+  const overridden = new Set(
+    [...timeouts.keys()].filter((state) =>
+      TASK_NAMES.some(
+        (t) => options.time?.lambdaTimeoutSeconds?.[t] !== undefined && TASKS[t].states.includes(state),
+      ),
+    ),
+  );
   const executionName = options.executionName ?? `local-${randomUUID()}`;
   const input = { config: options.config };
   const started = Date.now();
@@ -359,7 +378,12 @@ export async function runLocalBackup(options: LocalRunOptions): Promise<LocalRun
     tasks: Object.fromEntries(
       Object.entries(handlers).map(([state, handler]) => [
         state,
-        { handler, lambdaTimeoutSeconds: timeouts.get(state)! },
+        {
+          handler,
+          lambdaTimeoutSeconds: timeouts.get(state)!,
+          // A task given more room than AWS's (time.lambdaTimeoutSeconds) gets it at the state too.
+          ...(overridden.has(state) ? { stateTimeoutSeconds: timeouts.get(state)! + 60 } : {}),
+        },
       ]),
     ),
     clock,

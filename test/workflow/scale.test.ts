@@ -43,7 +43,7 @@ import { createLocalDeps, type LocalDeps, runLocalBackup } from "#local/runner.t
 import { SimulatedClock } from "#local/sim-clock.ts";
 import { type LocalStack, startLocalStack } from "#local/stack.ts";
 import { TransientError } from "#workflows/errors.ts";
-import { TASKS } from "#workflows/tasks.ts";
+import { TASK_NAMES, TASKS } from "#workflows/tasks.ts";
 
 /** Simulated ms per real ms: a 15-minute Lambda lasts 9 real seconds, a 60 s one 0.6 s. */
 const SCALE = 100;
@@ -52,6 +52,16 @@ const QUOTA_SCALE = 0.08;
 const QUOTA = 1000 * QUOTA_SCALE;
 const VOLUME_GIB = 2048;
 const BLOCKS = (VOLUME_GIB * 2 ** 30) / 524_288;
+/**
+ * Every task but Transfer keeps its timeout in real seconds (× SCALE on the compressed clock): the
+ * test is about Transfer's deadline, and a "60-second" AcquireLock lasting 0.6 real seconds would time
+ * out whenever another process holds the CPU.
+ */
+const OTHER_TASKS_UNCOMPRESSED = {
+  lambdaTimeoutSeconds: Object.fromEntries(
+    TASK_NAMES.filter((t) => t !== "Transfer").map((t) => [t, TASKS[t].timeoutSeconds * SCALE]),
+  ),
+};
 /** Written blocks per volume (sparse: a multi-TiB volume, a transfer this machine can do in seconds). */
 const WRITTEN = 400;
 const SYNTH = { zeroFraction: 0.2, compressibleFraction: 0.5 };
@@ -273,6 +283,7 @@ describe("a multi-TiB first backup under AWS's limits, time compressed", () => {
       config,
       deps: deps(WRITTEN),
       clock,
+      time: OTHER_TASKS_UNCOMPRESSED,
       wrap: recordTransfers(clock, invocations),
       onState: (s) => {
         states.push(s);
@@ -309,6 +320,7 @@ describe("a multi-TiB first backup under AWS's limits, time compressed", () => {
       config,
       deps: deps(240),
       clock,
+      time: OTHER_TASKS_UNCOMPRESSED,
       wrap: (task, state, fn) => {
         const recorded = record(task, state, fn);
         if (task !== "Transfer") return recorded;
