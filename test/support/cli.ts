@@ -1,6 +1,6 @@
 /** Runs the real `cgmirror` CLI (bin/cgmirror.js) in a child process, as a user would. */
 import { execFile } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { S3Client } from "@aws-sdk/client-s3";
@@ -54,8 +54,21 @@ export async function cliLocalStack(prefix: string): Promise<{
     s3,
     async down() {
       s3.destroy();
-      await cgmirror(["local", "down"], { cwd });
-      await rm(cwd, { recursive: true, force: true });
+      try {
+        const r = await cgmirror(["local", "down"], { cwd });
+        if (r.code !== 0) throw new Error(`cgmirror local down failed: ${r.stderr}`);
+      } finally {
+        // Whatever `local down` did, no daemon outlives the test (a stack left running was found).
+        const pid = Number(await readFile(join(cwd, ".cgmirror", "stack.pid"), "utf8").catch(() => ""));
+        if (pid > 0) {
+          try {
+            process.kill(pid, "SIGTERM");
+          } catch {
+            // already gone
+          }
+        }
+        await rm(cwd, { recursive: true, force: true });
+      }
     },
   };
 }
