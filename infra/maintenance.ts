@@ -4,12 +4,10 @@
  * group (`prune.schedule`), least-privilege IAM, and an alarm when a maintenance run fails. The stack
  * only wires it (docs/operations.md, "Retention and prune").
  */
-import { fileURLToPath } from "node:url";
 import { Aws, type CfnElement, Duration, RemovalPolicy, Stack, TimeZone, Validations } from "aws-cdk-lib";
 import * as cloudwatch from "aws-cdk-lib/aws-cloudwatch";
 import * as iam from "aws-cdk-lib/aws-iam";
 import type * as kms from "aws-cdk-lib/aws-kms";
-import * as lambda from "aws-cdk-lib/aws-lambda";
 import * as nodejs from "aws-cdk-lib/aws-lambda-nodejs";
 import * as logs from "aws-cdk-lib/aws-logs";
 import * as scheduler from "aws-cdk-lib/aws-scheduler";
@@ -22,8 +20,7 @@ import { SNAPSHOT_TAGS } from "#core/protocol/snapshot-group.ts";
 import { PRUNE_METRICS } from "#lambdas/prune.ts";
 import { LIFECYCLE_TASKS } from "#workflows/lifecycle-tasks.ts";
 import { MaintenanceWorkflow } from "#workflows/maintenance.ts";
-
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
+import { cgmirrorFunctionProps } from "./function-props.ts";
 
 /** Areas of a group's repository (below its prefix) that prune reads, writes and deletes versions in. */
 export const PRUNE_S3_ACCESS = {
@@ -40,9 +37,6 @@ export interface GroupMaintenanceProps {
   readonly alarmAction: cloudwatch.IAlarmAction;
   /** Receives schedule invocations the Scheduler could not deliver. */
   readonly scheduleDeadLetters: sqs.IQueue;
-  /** Powertools service name and metrics namespace of the function. */
-  readonly serviceName: string;
-  readonly metricsNamespace: string;
 }
 
 export class GroupMaintenance extends Construct {
@@ -54,44 +48,22 @@ export class GroupMaintenance extends Construct {
     super(scope, id);
     const stack = Stack.of(this);
     const spec = LIFECYCLE_TASKS.Prune;
-    this.pruneFunction = new nodejs.NodejsFunction(this, "PruneFunction", {
-      description: "cgmirror task Prune (forget + prune + snapshot retention)",
-      entry: `${ROOT}${spec.entry}`,
-      handler: "handler",
-      projectRoot: ROOT,
-      depsLockFilePath: `${ROOT}package-lock.json`,
-      runtime: lambda.Runtime.NODEJS_24_X,
-      architecture: lambda.Architecture.ARM_64,
-      memorySize: spec.memoryMiB,
-      timeout: Duration.seconds(spec.timeoutSeconds),
-      tracing: lambda.Tracing.ACTIVE,
-      logGroup: new logs.LogGroup(this, "PruneLogs", {
-        retention: logs.RetentionDays.THREE_MONTHS,
-        removalPolicy: RemovalPolicy.DESTROY,
+    this.pruneFunction = new nodejs.NodejsFunction(
+      this,
+      "PruneFunction",
+      cgmirrorFunctionProps({
+        description: "cgmirror task Prune (forget + prune + snapshot retention)",
+        spec,
+        logGroup: new logs.LogGroup(this, "PruneLogs", {
+          retention: logs.RetentionDays.THREE_MONTHS,
+          removalPolicy: RemovalPolicy.DESTROY,
+        }),
+        environment: {
+          // Finds and deletes only snapshots this stack created (docs/operations.md).
+          CGM_STACK_NAME: stack.stackName,
+        },
       }),
-      environment: {
-        POWERTOOLS_SERVICE_NAME: props.serviceName,
-        POWERTOOLS_METRICS_NAMESPACE: props.metricsNamespace,
-        POWERTOOLS_LOG_LEVEL: "INFO",
-        NODE_OPTIONS: "--enable-source-maps",
-        // Finds and deletes only snapshots this stack created (docs/operations.md).
-        CGM_STACK_NAME: stack.stackName,
-      },
-      bundling: {
-        // No per-bundle size lines on synth (errors still print).
-        logLevel: nodejs.LogLevel.ERROR,
-        forceDockerBundling: false,
-        format: nodejs.OutputFormat.ESM,
-        target: "node24",
-        minify: true,
-        keepNames: true,
-        sourceMap: true,
-        sourcesContent: false,
-        externalModules: [],
-        banner:
-          "import { createRequire as __cgmCreateRequire } from 'node:module'; const require = __cgmCreateRequire(import.meta.url);",
-      },
-    });
+    );
     this.grant(props);
 
     this.workflow = new MaintenanceWorkflow(this, "Workflow", {

@@ -4,11 +4,9 @@
  * --state-machine-arn <RestoreStateMachineArn>` (docs/operations.md, "Restore into EBS snapshots").
  * The stack only wires it.
  */
-import { fileURLToPath } from "node:url";
-import { Aws, type CfnElement, Duration, RemovalPolicy, Stack, Validations } from "aws-cdk-lib";
+import { Aws, type CfnElement, RemovalPolicy, Stack, Validations } from "aws-cdk-lib";
 import * as iam from "aws-cdk-lib/aws-iam";
 import type * as kms from "aws-cdk-lib/aws-kms";
-import * as lambda from "aws-cdk-lib/aws-lambda";
 import * as nodejs from "aws-cdk-lib/aws-lambda-nodejs";
 import * as logs from "aws-cdk-lib/aws-logs";
 import * as sfn from "aws-cdk-lib/aws-stepfunctions";
@@ -17,8 +15,7 @@ import type { GroupConfig } from "#core/config/group-config.ts";
 import { RESTORE_TAGS } from "#core/restore/restore-snapshots.ts";
 import { LIFECYCLE_TASKS } from "#workflows/lifecycle-tasks.ts";
 import { RestoreWorkflow } from "#workflows/restore.ts";
-
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
+import { cgmirrorFunctionProps } from "./function-props.ts";
 
 /** Areas of a group's repository (below its prefix) a restore reads; it writes none. */
 export const RESTORE_S3_READ = ["HEAD", "commits", "generations", "volumes", "segments"] as const;
@@ -27,9 +24,6 @@ export interface GroupRestoreProps {
   readonly groups: readonly GroupConfig[];
   /** The repository buckets' KMS key. */
   readonly repositoryKey: kms.IKey;
-  /** Powertools service name and metrics namespace of the function. */
-  readonly serviceName: string;
-  readonly metricsNamespace: string;
 }
 
 export class GroupRestore extends Construct {
@@ -40,41 +34,18 @@ export class GroupRestore extends Construct {
     super(scope, id);
     const stack = Stack.of(this);
     const spec = LIFECYCLE_TASKS.RestoreVolume;
-    this.restoreFunction = new nodejs.NodejsFunction(this, "RestoreFunction", {
-      description: "cgmirror task RestoreVolume (restore a generation into EBS snapshots)",
-      entry: `${ROOT}${spec.entry}`,
-      handler: "handler",
-      projectRoot: ROOT,
-      depsLockFilePath: `${ROOT}package-lock.json`,
-      runtime: lambda.Runtime.NODEJS_24_X,
-      architecture: lambda.Architecture.ARM_64,
-      memorySize: spec.memoryMiB,
-      timeout: Duration.seconds(spec.timeoutSeconds),
-      tracing: lambda.Tracing.ACTIVE,
-      logGroup: new logs.LogGroup(this, "RestoreLogs", {
-        retention: logs.RetentionDays.THREE_MONTHS,
-        removalPolicy: RemovalPolicy.DESTROY,
+    this.restoreFunction = new nodejs.NodejsFunction(
+      this,
+      "RestoreFunction",
+      cgmirrorFunctionProps({
+        description: "cgmirror task RestoreVolume (restore a generation into EBS snapshots)",
+        spec,
+        logGroup: new logs.LogGroup(this, "RestoreLogs", {
+          retention: logs.RetentionDays.THREE_MONTHS,
+          removalPolicy: RemovalPolicy.DESTROY,
+        }),
       }),
-      environment: {
-        POWERTOOLS_SERVICE_NAME: props.serviceName,
-        POWERTOOLS_METRICS_NAMESPACE: props.metricsNamespace,
-        POWERTOOLS_LOG_LEVEL: "INFO",
-        NODE_OPTIONS: "--enable-source-maps",
-      },
-      bundling: {
-        logLevel: nodejs.LogLevel.ERROR,
-        forceDockerBundling: false,
-        format: nodejs.OutputFormat.ESM,
-        target: "node24",
-        minify: true,
-        keepNames: true,
-        sourceMap: true,
-        sourcesContent: false,
-        externalModules: [],
-        banner:
-          "import { createRequire as __cgmCreateRequire } from 'node:module'; const require = __cgmCreateRequire(import.meta.url);",
-      },
-    });
+    );
     this.grant(props);
     this.workflow = new RestoreWorkflow(this, "Workflow", {
       restoreFunction: this.restoreFunction,

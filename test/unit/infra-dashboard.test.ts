@@ -7,7 +7,8 @@ import { App } from "aws-cdk-lib";
 import { Template } from "aws-cdk-lib/assertions";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parseGroupConfig } from "#core/config/group-config.ts";
-import { CgmirrorStack, METRICS_NAMESPACE } from "#infra/stack.ts";
+import { METRICS_NAMESPACE } from "#infra/function-props.ts";
+import { CgmirrorStack } from "#infra/stack.ts";
 import { RUN_METRICS } from "#lambdas/metric-names.ts";
 
 const groups = [

@@ -8,13 +8,10 @@ import { Match, Template } from "aws-cdk-lib/assertions";
 import cdkNag from "cdk-nag";
 import { beforeAll, describe, expect, it } from "vitest";
 import { type GroupConfig, LOCK_MARGIN_MINUTES, parseGroupConfig } from "#core/config/group-config.ts";
-import {
-  CgmirrorStack,
-  repositoryLifecycle,
-  rpoAlarmShape,
-  StackPropsError,
-  stateMachineNameOf,
-} from "#infra/stack.ts";
+import { stateMachineNameOf } from "#infra/group-workflows.ts";
+import { rpoAlarmShape } from "#infra/monitoring.ts";
+import { repositoryLifecycle } from "#infra/repository.ts";
+import { CgmirrorStack, StackPropsError } from "#infra/stack.ts";
 import { type CfnTemplate, definitionFromTemplate, localDefinition } from "#workflows/definition.ts";
 import { TASK_NAMES } from "#workflows/tasks.ts";
 
