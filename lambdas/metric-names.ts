@@ -1,6 +1,6 @@
 /**
  * The names of the metrics the backup tasks publish (namespace METRICS_NAMESPACE, dimensions
- * `service` and `Group`). Stable: the dashboard and the alarms (infra/stack.ts) refer to them, and
+ * `service` and `Group`). Stable: the dashboard and the alarms (infra/monitoring.ts) refer to them, and
  * docs/operations.md ("Metrics and the dashboard") documents each. Prune's are in lambdas/prune.ts.
  */
 export const RUN_METRICS = {

@@ -1,5 +1,5 @@
 /**
- * The CloudWatch dashboard (infra/stack.ts, documented in docs/operations.md "Metrics and the
+ * The CloudWatch dashboard (infra/monitoring.ts, documented in docs/operations.md "Metrics and the
  * dashboard"): each group's widgets read that group's metrics, under the names the tasks publish
  * (lambdas/metric-names.ts). Synthesized once without bundling.
  */
