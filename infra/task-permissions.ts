@@ -27,6 +27,17 @@ export interface TaskPermissionsProps {
   readonly freezeDocuments?: FreezeDocuments;
 }
 
+/** ARNs and conditions every statement builder shares. */
+interface Scope {
+  readonly props: TaskPermissionsProps;
+  readonly groupNames: readonly string[];
+  readonly volumes: readonly GroupConfig["volumes"][number][];
+  readonly snapshotArn: string;
+  readonly ec2Arn: (type: string, id: string) => string;
+  /** The object ARNs of these areas under every group's prefix (or only `groups`'). */
+  readonly areaArns: (areas: readonly RepositoryArea[], groups?: readonly GroupConfig[]) => string[];
+}
+
 /**
  * Least privilege per task (DESIGN.md section 2; docs/operations.md, "Permissions"). S3 access is
  * granted per repository area (`REPOSITORY_AREAS`) as `TASK_S3_ACCESS` says.
@@ -35,102 +46,99 @@ export function grantTaskPermissions(
   f: Readonly<Record<TaskName, nodejs.NodejsFunction>>,
   props: TaskPermissionsProps,
 ): void {
-  const { groups, repositoryKey: key, stackName, freezeDocuments } = props;
   const p = Aws.PARTITION;
-  const snapshotArn = `arn:${p}:ec2:${Aws.REGION}::snapshot/*`;
-  const groupNames = groups.map((g) => g.group);
-  const taggedForGroups = { StringEquals: { [`aws:ResourceTag/${SNAPSHOT_TAGS.group}`]: groupNames } };
-  const bucketsOf = [...new Set(groups.map((g) => g.target.bucket))];
-  const prefixes = groups.flatMap((g) => [g.target.prefix, `${g.target.prefix}/*`]);
-  const areaArns = (areas: readonly RepositoryArea[]) =>
-    groups.flatMap((g) =>
-      areas.map((a) => `arn:${p}:s3:::${g.target.bucket}/${g.target.prefix}/${areaPattern(a)}`),
-    );
-  const ec2Arn = (type: string, id: string) => `arn:${p}:ec2:${Aws.REGION}:${Aws.ACCOUNT_ID}:${type}/${id}`;
-  const volumes = groups.flatMap((g) => g.volumes);
+  const scope: Scope = {
+    props,
+    groupNames: props.groups.map((g) => g.group),
+    volumes: props.groups.flatMap((g) => g.volumes),
+    snapshotArn: `arn:${p}:ec2:${Aws.REGION}::snapshot/*`,
+    ec2Arn: (type, id) => `arn:${p}:ec2:${Aws.REGION}:${Aws.ACCOUNT_ID}:${type}/${id}`,
+    areaArns: (areas, groups = props.groups) =>
+      groups.flatMap((g) =>
+        areas.map((a) => `arn:${p}:s3:::${g.target.bucket}/${g.target.prefix}/${areaPattern(a)}`),
+      ),
+  };
+  const snap = snapshotStatements(scope);
+  const grant = (task: TaskName, statements: iam.PolicyStatement[]) => {
+    for (const s of [...repositoryStatements(scope, task), ...statements]) f[task].addToRolePolicy(s);
+  };
+  grant("AcquireLock", []);
+  grant("Recover", [snap.describe, snap.deleteOwn]);
+  grant("CheckSnapshots", [snap.describe]);
+  grant("Plan", [snap.describe, snap.ebsList, ...snap.volumeKeys]);
+  grant("Transfer", [snap.ebsList, snap.ebsRead, ...snap.volumeKeys]);
+  grant("Prepare", []);
+  grant("Commit", []);
+  grant("Revert", [snap.describe, snap.deleteOwn]);
+  grant("ReleaseLock", [snap.describe, snap.deleteOwn]);
+  grant("Snapshot", [snap.describe, snap.deleteOwn, ...createSnapshotStatements(scope)]);
+}
 
-  const s3List = new iam.PolicyStatement({
+/** The task's S3 statements: its areas (`TASK_S3_ACCESS`), Object Lock where needed, the bucket key. */
+function repositoryStatements(scope: Scope, task: TaskName): iam.PolicyStatement[] {
+  const { groups, repositoryKey } = scope.props;
+  const access = TASK_S3_ACCESS[task];
+  const statement = (sid: string, actions: string[], areas: readonly RepositoryArea[]) =>
+    areas.length > 0 ? [new iam.PolicyStatement({ sid, actions, resources: scope.areaArns(areas) })] : [];
+  const list = new iam.PolicyStatement({
     sid: "RepositoryList",
     actions: ["s3:ListBucket", "s3:ListBucketVersions"],
-    resources: bucketsOf.map((b) => `arn:${p}:s3:::${b}`),
-    conditions: { StringLike: { "s3:prefix": prefixes } },
+    resources: [...new Set(groups.map((g) => g.target.bucket))].map((b) => `arn:${Aws.PARTITION}:s3:::${b}`),
+    conditions: {
+      StringLike: { "s3:prefix": groups.flatMap((g) => [g.target.prefix, `${g.target.prefix}/*`]) },
+    },
   });
-  const viaS3 = { StringEquals: { "kms:ViaService": `s3.${Aws.REGION}.amazonaws.com` } };
-  const s3Statements = (task: TaskName): iam.PolicyStatement[] => {
-    const access = TASK_S3_ACCESS[task];
-    const out: iam.PolicyStatement[] = [];
-    if (access.read.length > 0) {
-      out.push(
-        new iam.PolicyStatement({
-          sid: "RepositoryRead",
-          actions: ["s3:GetObject", "s3:GetObjectVersion"],
-          resources: areaArns(access.read),
-        }),
-        s3List,
-      );
-    }
-    if (access.write.length > 0) {
-      out.push(
-        new iam.PolicyStatement({
-          sid: "RepositoryWrite",
-          actions: ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
-          resources: areaArns(access.write),
-        }),
-      );
-    }
-    if (access.deleteMarker.length > 0) {
-      out.push(
-        new iam.PolicyStatement({
-          sid: "RepositoryDeleteScratch",
-          actions: ["s3:DeleteObject"],
-          resources: areaArns(access.deleteMarker),
-        }),
-      );
-    }
-    if (access.deleteVersion.length > 0) {
-      out.push(
-        new iam.PolicyStatement({
-          sid: "RepositoryDeleteVersion",
-          actions: ["s3:DeleteObjectVersion"],
-          resources: areaArns(access.deleteVersion),
-        }),
-      );
-    }
-    const locking = groups.filter((g) => g.target.objectLock !== undefined);
-    const lockArns = (areas: readonly RepositoryArea[]) =>
-      locking.flatMap((g) =>
-        areas.map((a) => `arn:${p}:s3:::${g.target.bucket}/${g.target.prefix}/${areaPattern(a)}`),
-      );
-    if (locking.length > 0 && task === "Commit") {
-      // Commit locks what a committed generation reaches (core/protocol/object-lock.ts); HEAD is never locked.
-      out.push(
-        new iam.PolicyStatement({
-          sid: "RepositoryObjectLock",
-          actions: ["s3:PutObjectRetention", "s3:GetObjectRetention"],
-          resources: lockArns(OBJECT_LOCK_AREAS),
-        }),
-      );
-    } else if (locking.length > 0 && access.deleteVersion.length > 0) {
-      // A refused delete is AccessDenied for a lock and an IAM deny alike: the retention tells them apart.
-      out.push(
-        new iam.PolicyStatement({
-          sid: "RepositoryReadRetention",
-          actions: ["s3:GetObjectRetention"],
-          resources: lockArns(access.deleteVersion),
-        }),
-      );
-    }
-    out.push(
-      new iam.PolicyStatement({
-        sid: "RepositoryKey",
-        actions: access.write.length > 0 ? ["kms:Decrypt", "kms:GenerateDataKey*"] : ["kms:Decrypt"],
-        resources: [key.keyArn],
-        conditions: viaS3,
-      }),
-    );
-    return out;
-  };
+  return [
+    ...statement("RepositoryRead", ["s3:GetObject", "s3:GetObjectVersion"], access.read),
+    ...(access.read.length > 0 ? [list] : []),
+    ...statement(
+      "RepositoryWrite",
+      ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+      access.write,
+    ),
+    ...statement("RepositoryDeleteScratch", ["s3:DeleteObject"], access.deleteMarker),
+    ...statement("RepositoryDeleteVersion", ["s3:DeleteObjectVersion"], access.deleteVersion),
+    ...objectLockStatements(scope, task),
+    new iam.PolicyStatement({
+      sid: "RepositoryKey",
+      actions: access.write.length > 0 ? ["kms:Decrypt", "kms:GenerateDataKey*"] : ["kms:Decrypt"],
+      resources: [repositoryKey.keyArn],
+      conditions: { StringEquals: { "kms:ViaService": `s3.${Aws.REGION}.amazonaws.com` } },
+    }),
+  ];
+}
 
+/** Under `target.objectLock`: Commit locks, and a task that deletes versions may read a retention. */
+function objectLockStatements(scope: Scope, task: TaskName): iam.PolicyStatement[] {
+  const locking = scope.props.groups.filter((g) => g.target.objectLock !== undefined);
+  if (locking.length === 0) return [];
+  const access = TASK_S3_ACCESS[task];
+  if (task === "Commit") {
+    // Commit locks what a committed generation reaches (core/protocol/object-lock.ts); HEAD is never locked.
+    return [
+      new iam.PolicyStatement({
+        sid: "RepositoryObjectLock",
+        actions: ["s3:PutObjectRetention", "s3:GetObjectRetention"],
+        resources: scope.areaArns(OBJECT_LOCK_AREAS, locking),
+      }),
+    ];
+  }
+  if (access.deleteVersion.length === 0) return [];
+  // A refused delete is AccessDenied for a lock and an IAM deny alike: the retention tells them apart.
+  return [
+    new iam.PolicyStatement({
+      sid: "RepositoryReadRetention",
+      actions: ["s3:GetObjectRetention"],
+      resources: scope.areaArns(access.deleteVersion, locking),
+    }),
+  ];
+}
+
+/** Finding, deleting and reading snapshots: only this deployment's, of the configured volumes. */
+function snapshotStatements(scope: Scope) {
+  const { groupNames, volumes, snapshotArn, ec2Arn } = scope;
+  const stackName = scope.props.stackName;
+  const taggedForGroups = { StringEquals: { [`aws:ResourceTag/${SNAPSHOT_TAGS.group}`]: groupNames } };
   const describeSnapshots = new iam.PolicyStatement({
     sid: "DescribeSnapshots",
     actions: ["ec2:DescribeSnapshots"],
@@ -176,19 +184,14 @@ export function grantTaskPermissions(
         ]
       : [];
 
-  const grant = (task: TaskName, statements: iam.PolicyStatement[]) => {
-    for (const s of [...s3Statements(task), ...statements]) f[task].addToRolePolicy(s);
-  };
-  grant("AcquireLock", []);
-  grant("Recover", [describeSnapshots, deleteSnapshots]);
-  grant("CheckSnapshots", [describeSnapshots]);
-  grant("Plan", [describeSnapshots, ebsList, ...ebsKeys]);
-  grant("Transfer", [ebsList, ebsRead, ...ebsKeys]);
-  grant("Prepare", []);
-  grant("Commit", []);
-  grant("Revert", [describeSnapshots, deleteSnapshots]);
-  grant("ReleaseLock", [describeSnapshots, deleteSnapshots]);
+  return { describe: describeSnapshots, deleteOwn: deleteSnapshots, ebsList, ebsRead, volumeKeys: ebsKeys };
+}
 
+/** The Snapshot task creates snapshots of exactly the groups' volumes/instances, tagged for them. */
+function createSnapshotStatements(scope: Scope): iam.PolicyStatement[] {
+  const { groupNames, volumes, snapshotArn, ec2Arn } = scope;
+  const { stackName, freezeDocuments, groups } = scope.props;
+  const p = Aws.PARTITION;
   // Snapshot: create snapshots of exactly the group's volumes / instances, tagged for the group.
   const instances = [...new Set(volumes.flatMap((v) => (v.instanceId ? [v.instanceId] : [])))];
   const requestTagged = {
@@ -197,9 +200,7 @@ export function grantTaskPermissions(
       [`aws:RequestTag/${SNAPSHOT_TAGS.stack}`]: stackName,
     },
   };
-  const snapshotStatements = [
-    describeSnapshots,
-    deleteSnapshots,
+  const statements = [
     new iam.PolicyStatement({
       sid: "DescribeInstances",
       actions: ["ec2:DescribeInstances"],
@@ -234,7 +235,7 @@ export function grantTaskPermissions(
       ),
     ];
     const docArn = (d: ssm.CfnDocument) => `arn:${p}:ssm:${Aws.REGION}:${Aws.ACCOUNT_ID}:document/${d.ref}`;
-    snapshotStatements.push(
+    statements.push(
       new iam.PolicyStatement({
         sid: "FreezeWithOwnDocuments",
         actions: ["ssm:SendCommand"],
@@ -251,5 +252,5 @@ export function grantTaskPermissions(
       }),
     );
   }
-  grant("Snapshot", snapshotStatements);
+  return statements;
 }
