@@ -4,10 +4,12 @@
  * versions tested are the versions deployed).
  */
 import { fileURLToPath } from "node:url";
-import { Duration } from "aws-cdk-lib";
+import { Duration, RemovalPolicy, Stack } from "aws-cdk-lib";
 import * as lambda from "aws-cdk-lib/aws-lambda";
 import * as nodejs from "aws-cdk-lib/aws-lambda-nodejs";
-import type * as logs from "aws-cdk-lib/aws-logs";
+import * as logs from "aws-cdk-lib/aws-logs";
+import * as sfn from "aws-cdk-lib/aws-stepfunctions";
+import type { Construct } from "constructs";
 
 /** The repository root: function entries and the lock file are resolved against it. */
 export const PROJECT_ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -71,5 +73,29 @@ export function cgmirrorFunctionProps(o: CgmirrorFunctionOptions): nodejs.Nodejs
       banner:
         "import { createRequire as __cgmCreateRequire } from 'node:module'; const require = __cgmCreateRequire(import.meta.url);",
     },
+  };
+}
+
+/** A function's log group: three months, deleted with the stack. */
+export function functionLogGroup(scope: Construct, id: string): logs.LogGroup {
+  return new logs.LogGroup(scope, id, {
+    retention: logs.RetentionDays.THREE_MONTHS,
+    removalPolicy: RemovalPolicy.DESTROY,
+  });
+}
+
+/**
+ * A state machine's logging: every event with its data, to a vended log group
+ * `/aws/vendedlogs/states/<stack>-<suffix>` kept three months.
+ */
+export function stateMachineLogs(scope: Construct, id: string, suffix: string): sfn.LogOptions {
+  return {
+    destination: new logs.LogGroup(scope, id, {
+      logGroupName: `/aws/vendedlogs/states/${Stack.of(scope).stackName}-${suffix}`,
+      retention: logs.RetentionDays.THREE_MONTHS,
+      removalPolicy: RemovalPolicy.DESTROY,
+    }),
+    level: sfn.LogLevel.ALL,
+    includeExecutionData: true,
   };
 }

@@ -4,23 +4,21 @@
  * group (`prune.schedule`), least-privilege IAM, and an alarm when a maintenance run fails. The stack
  * only wires it (docs/operations.md, "Retention and prune").
  */
-import { Aws, type CfnElement, Duration, RemovalPolicy, Stack, TimeZone, Validations } from "aws-cdk-lib";
+import { Aws, type CfnElement, Duration, Stack, TimeZone, Validations } from "aws-cdk-lib";
 import * as cloudwatch from "aws-cdk-lib/aws-cloudwatch";
 import * as iam from "aws-cdk-lib/aws-iam";
 import type * as kms from "aws-cdk-lib/aws-kms";
 import * as nodejs from "aws-cdk-lib/aws-lambda-nodejs";
-import * as logs from "aws-cdk-lib/aws-logs";
 import * as scheduler from "aws-cdk-lib/aws-scheduler";
 import * as schedulerTargets from "aws-cdk-lib/aws-scheduler-targets";
 import type * as sqs from "aws-cdk-lib/aws-sqs";
-import * as sfn from "aws-cdk-lib/aws-stepfunctions";
 import { Construct } from "constructs";
 import type { GroupConfig } from "#core/config/group-config.ts";
 import { SNAPSHOT_TAGS } from "#core/protocol/snapshot-group.ts";
 import { PRUNE_METRICS } from "#lambdas/prune.ts";
 import { LIFECYCLE_TASKS } from "#workflows/lifecycle-tasks.ts";
 import { MaintenanceWorkflow } from "#workflows/maintenance.ts";
-import { cgmirrorFunctionProps } from "./function-props.ts";
+import { cgmirrorFunctionProps, functionLogGroup, stateMachineLogs } from "./function-props.ts";
 
 /** Areas of a group's repository (below its prefix) that prune reads, writes and deletes versions in. */
 export const PRUNE_S3_ACCESS = {
@@ -54,10 +52,7 @@ export class GroupMaintenance extends Construct {
       cgmirrorFunctionProps({
         description: "cgmirror task Prune (forget + prune + snapshot retention)",
         spec,
-        logGroup: new logs.LogGroup(this, "PruneLogs", {
-          retention: logs.RetentionDays.THREE_MONTHS,
-          removalPolicy: RemovalPolicy.DESTROY,
-        }),
+        logGroup: functionLogGroup(this, "PruneLogs"),
         environment: {
           // Finds and deletes only snapshots this stack created (docs/operations.md).
           CGM_STACK_NAME: stack.stackName,
@@ -68,15 +63,7 @@ export class GroupMaintenance extends Construct {
 
     this.workflow = new MaintenanceWorkflow(this, "Workflow", {
       pruneFunction: this.pruneFunction,
-      logs: {
-        destination: new logs.LogGroup(this, "WorkflowLogs", {
-          logGroupName: `/aws/vendedlogs/states/${stack.stackName}-maintenance`,
-          retention: logs.RetentionDays.THREE_MONTHS,
-          removalPolicy: RemovalPolicy.DESTROY,
-        }),
-        level: sfn.LogLevel.ALL,
-        includeExecutionData: true,
-      },
+      logs: stateMachineLogs(this, "WorkflowLogs", "maintenance"),
       tracingEnabled: true,
     });
     const machine = this.workflow.stateMachine;

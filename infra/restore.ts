@@ -4,18 +4,16 @@
  * --state-machine-arn <RestoreStateMachineArn>` (docs/operations.md, "Restore into EBS snapshots").
  * The stack only wires it.
  */
-import { Aws, type CfnElement, RemovalPolicy, Stack, Validations } from "aws-cdk-lib";
+import { Aws, type CfnElement, Stack, Validations } from "aws-cdk-lib";
 import * as iam from "aws-cdk-lib/aws-iam";
 import type * as kms from "aws-cdk-lib/aws-kms";
 import * as nodejs from "aws-cdk-lib/aws-lambda-nodejs";
-import * as logs from "aws-cdk-lib/aws-logs";
-import * as sfn from "aws-cdk-lib/aws-stepfunctions";
 import { Construct } from "constructs";
 import type { GroupConfig } from "#core/config/group-config.ts";
 import { RESTORE_TAGS } from "#core/restore/restore-snapshots.ts";
 import { LIFECYCLE_TASKS } from "#workflows/lifecycle-tasks.ts";
 import { RestoreWorkflow } from "#workflows/restore.ts";
-import { cgmirrorFunctionProps } from "./function-props.ts";
+import { cgmirrorFunctionProps, functionLogGroup, stateMachineLogs } from "./function-props.ts";
 
 /** Areas of a group's repository (below its prefix) a restore reads; it writes none. */
 export const RESTORE_S3_READ = ["HEAD", "commits", "generations", "volumes", "segments"] as const;
@@ -32,7 +30,6 @@ export class GroupRestore extends Construct {
 
   constructor(scope: Construct, id: string, props: GroupRestoreProps) {
     super(scope, id);
-    const stack = Stack.of(this);
     const spec = LIFECYCLE_TASKS.RestoreVolume;
     this.restoreFunction = new nodejs.NodejsFunction(
       this,
@@ -40,24 +37,13 @@ export class GroupRestore extends Construct {
       cgmirrorFunctionProps({
         description: "cgmirror task RestoreVolume (restore a generation into EBS snapshots)",
         spec,
-        logGroup: new logs.LogGroup(this, "RestoreLogs", {
-          retention: logs.RetentionDays.THREE_MONTHS,
-          removalPolicy: RemovalPolicy.DESTROY,
-        }),
+        logGroup: functionLogGroup(this, "RestoreLogs"),
       }),
     );
     this.grant(props);
     this.workflow = new RestoreWorkflow(this, "Workflow", {
       restoreFunction: this.restoreFunction,
-      logs: {
-        destination: new logs.LogGroup(this, "WorkflowLogs", {
-          logGroupName: `/aws/vendedlogs/states/${stack.stackName}-restore`,
-          retention: logs.RetentionDays.THREE_MONTHS,
-          removalPolicy: RemovalPolicy.DESTROY,
-        }),
-        level: sfn.LogLevel.ALL,
-        includeExecutionData: true,
-      },
+      logs: stateMachineLogs(this, "WorkflowLogs", "restore"),
       tracingEnabled: true,
     });
     this.acknowledge(props.groups);

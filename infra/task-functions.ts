@@ -2,15 +2,14 @@
  * One Lambda function per backup task (workflows/tasks.ts), shared by every group of the deployment,
  * each with its own log group and the least privilege of infra/task-permissions.ts.
  */
-import { RemovalPolicy, Stack } from "aws-cdk-lib";
+import { Stack } from "aws-cdk-lib";
 import type * as kms from "aws-cdk-lib/aws-kms";
 import * as nodejs from "aws-cdk-lib/aws-lambda-nodejs";
-import * as logs from "aws-cdk-lib/aws-logs";
 import type { Construct } from "constructs";
 import type { GroupConfig } from "#core/config/group-config.ts";
 import { TASK_NAMES, TASKS, type TaskName } from "#workflows/tasks.ts";
 import type { FreezeDocuments } from "./freeze-documents.ts";
-import { cgmirrorFunctionProps } from "./function-props.ts";
+import { cgmirrorFunctionProps, functionLogGroup } from "./function-props.ts";
 import { StackPart } from "./stack-part.ts";
 import { grantTaskPermissions } from "./task-permissions.ts";
 
@@ -45,10 +44,7 @@ export class TaskFunctions extends StackPart {
     const freeze = props.freezeDocuments;
     const functions = {} as Record<TaskName, nodejs.NodejsFunction>;
     for (const task of TASK_NAMES) {
-      const logGroup = new logs.LogGroup(this, `${task}Logs`, {
-        retention: logs.RetentionDays.THREE_MONTHS,
-        removalPolicy: RemovalPolicy.DESTROY,
-      });
+      const logGroup = functionLogGroup(this, `${task}Logs`);
       functions[task] = new nodejs.NodejsFunction(
         this,
         `${task}Function`,
