@@ -2,7 +2,8 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   test: {
-    include: ["test/**/*.test.ts"],
+    // The EBS emulator package's own suite runs here too (local/ebs-emulator/test/).
+    include: ["test/**/*.test.ts", "local/ebs-emulator/test/**/*.test.ts"],
     // The LocalStack lane runs with its own config (npm run test:localstack).
     exclude: ["test/localstack/**", "**/node_modules/**"],
     globalSetup: ["test/support/global-setup.ts"],

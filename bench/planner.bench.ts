@@ -2,7 +2,7 @@
  * `npm run bench:planner` — the planner (core/transfer/planner.ts) at scale. Prints ONE JSON line.
  *
  * A synthetic 16 TiB volume (33,554,432 blocks; the EBS emulator serves synthetic snapshots without
- * storing their data, local/ebs-emulator/synthetic.ts), half written in the base snapshot, 10 % of
+ * storing their data, @cgmirror/ebs-emulator's SyntheticBlocks), half written in the base snapshot, 10 % of
  * its blocks rewritten in the new one (≈ 3.36 M changed blocks). `planVolume` lists
  * ListChangedBlocks(base, new) page by page (10,000 entries a page) into shard lists of 30,000 blocks
  * uploaded to the local S3 server — the real adapters over HTTP, the emulator and the S3 server in
@@ -24,6 +24,7 @@ import { readFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { createInterface } from "node:readline";
 import { CreateBucketCommand, S3Client } from "@aws-sdk/client-s3";
+import { ebsAdmin } from "@cgmirror/ebs-emulator";
 import { createEbsClient, EbsBlockSource } from "#adapters/ebs-source.ts";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
 import { createRepo } from "#core/format/layout.ts";
@@ -35,7 +36,6 @@ import type {
 } from "#core/ports/block-source.ts";
 import type { ObjectStore } from "#core/ports/object-store.ts";
 import { planVolume } from "#core/transfer/planner.ts";
-import { ebsAdmin } from "#local/ebs-emulator/index.ts";
 import { startS3Server } from "#local/s3-server/server.ts";
 
 const MiB = 1024 ** 2;
@@ -46,7 +46,7 @@ const firstGeneration = process.env.CGM_BENCH_FIRST_GENERATION === "1";
 const log = (m: string) => process.stderr.write(`[bench:planner] ${m}\n`);
 
 async function startEmulator(): Promise<{ endpoint: string; child: ChildProcess }> {
-  const child = spawn(process.execPath, ["local/ebs-emulator/main.ts"], {
+  const child = spawn(process.execPath, ["node_modules/.bin/ebs-emulator"], {
     stdio: ["ignore", "pipe", "inherit"],
     env: { ...process.env, CGM_EBS_PORT: "0", CGM_EBS_LATENCY_MS: String(latencyMs) },
   });

@@ -25,6 +25,7 @@ import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { CreateBucketCommand, PutBucketVersioningCommand, S3Client } from "@aws-sdk/client-s3";
+import { ebsAdmin } from "@cgmirror/ebs-emulator";
 import { NodeHttpHandler } from "@smithy/node-http-handler";
 import { createEbsClient } from "#adapters/ebs-source.ts";
 import { EbsSnapshotWriter } from "#adapters/ebs-writer.ts";
@@ -40,7 +41,6 @@ import { writeGeneration } from "#core/protocol/write-generation.ts";
 import { restoreVolume } from "#core/restore/restore.ts";
 import { restoreVolumeToSnapshot } from "#core/restore/restore-snapshots.ts";
 import { TaskPool } from "#core/util/pool.ts";
-import { ebsAdmin } from "#local/ebs-emulator/index.ts";
 import { startS3Server } from "#local/s3-server/server.ts";
 import { emulatorSnapshotCatalog } from "#local/snapshot-catalog.ts";
 
@@ -54,7 +54,7 @@ const PUT_CONCURRENCY = 64;
 const log = (m: string) => process.stderr.write(`[bench:restore] ${m}\n`);
 
 async function startEmulator(): Promise<{ endpoint: string; child: ChildProcess }> {
-  const child = spawn(process.execPath, ["local/ebs-emulator/main.ts"], {
+  const child = spawn(process.execPath, ["node_modules/.bin/ebs-emulator"], {
     stdio: ["ignore", "pipe", "inherit"],
     env: {
       ...process.env,

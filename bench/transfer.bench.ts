@@ -51,6 +51,7 @@ import {
   PutObjectCommand,
   S3Client,
 } from "@aws-sdk/client-s3";
+import { type EbsAdminClient, ebsAdmin, TokenBucket } from "@cgmirror/ebs-emulator";
 import { NodeHttpHandler } from "@smithy/node-http-handler";
 import { createEbsClient, EbsBlockSource } from "#adapters/ebs-source.ts";
 import { usePrecomputedPayloadHash } from "#adapters/s3-payload-hash.ts";
@@ -66,8 +67,6 @@ import {
   type TransferProgress,
   transferShard,
 } from "#core/transfer/worker.ts";
-import { type EbsAdminClient, ebsAdmin } from "#local/ebs-emulator/index.ts";
-import { TokenBucket } from "#local/ebs-emulator/token-bucket.ts";
 import { startS3Server } from "#local/s3-server/server.ts";
 
 // Large block buffers come and go by the thousand; with glibc's dynamic mmap threshold they end up
@@ -102,7 +101,7 @@ const CONCURRENCY = 64;
 const log = (m: string) => process.stderr.write(`[bench:transfer] ${m}\n`);
 
 async function startEmulator(): Promise<{ endpoint: string; child: ChildProcess }> {
-  const child = spawn(process.execPath, ["local/ebs-emulator/main.ts"], {
+  const child = spawn(process.execPath, ["node_modules/.bin/ebs-emulator"], {
     stdio: ["ignore", "pipe", "inherit"],
     env: { ...process.env, CGM_EBS_PORT: "0", CGM_EBS_LATENCY_MS: String(latencyMs) },
   });

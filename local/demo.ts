@@ -9,6 +9,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { ebsAdmin } from "@cgmirror/ebs-emulator/admin-client";
 import { createEbsClient } from "#adapters/ebs-source.ts";
 import { EbsSnapshotWriter } from "#adapters/ebs-writer.ts";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
@@ -21,7 +22,6 @@ import { verifyGeneration } from "#core/restore/verify.ts";
 import { causeMessage } from "#workflows/errors.ts";
 import { localClients } from "./clients.ts";
 import { firstDifference } from "./compare.ts";
-import { ebsAdmin } from "./ebs-emulator/admin-client.ts";
 import { createLocalDeps, type LocalRunResult, runLocalBackup } from "./runner.ts";
 import { emulatorSnapshotCatalog } from "./snapshot-catalog.ts";
 import { snapshotToImage } from "./snapshot-image.ts";

@@ -2,10 +2,10 @@
  * The snapshot catalog of restore into EBS (adapters/ebs-writer.ts) on the local EBS emulator: its
  * admin API describes, lists and deletes snapshots (EC2 does that in AWS).
  */
+
+import type { EbsAdminClient, SnapshotDescription } from "@cgmirror/ebs-emulator";
 import type { SnapshotCatalog } from "#adapters/ebs-writer.ts";
 import type { WrittenSnapshot } from "#core/ports/snapshot-writer.ts";
-import type { EbsAdminClient } from "./ebs-emulator/admin-client.ts";
-import type { SnapshotDescription } from "./ebs-emulator/store.ts";
 
 /** The emulator's view of a snapshot as the port describes it. */
 function toWritten(d: SnapshotDescription): WrittenSnapshot {

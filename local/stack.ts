@@ -12,7 +12,7 @@ import {
   PutBucketVersioningCommand,
   S3Client,
 } from "@aws-sdk/client-s3";
-import { AWS_DEFAULT_QUOTAS, type EbsEmulator, startEbsEmulator } from "./ebs-emulator/index.ts";
+import { AWS_DEFAULT_QUOTAS, type EbsEmulator, startEbsEmulator } from "@cgmirror/ebs-emulator";
 import { defaultStateDir, isAlive, LOCAL_BUCKET, runningStack, stackLockFile } from "./names.ts";
 import { startS3Server } from "./s3-server/server.ts";
 

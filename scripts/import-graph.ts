@@ -3,7 +3,8 @@
  * `export … from`, `import type` and dynamic `import("…")` alike), and the layer rules it must keep
  * (docs/architecture.md, "Layers"). test/unit/architecture.test.ts asserts the rules;
  *
- *   node scripts/import-graph.ts            prints rule breaks and import cycles among core/ files
+ *   node scripts/import-graph.ts            prints rule breaks (layers and workspace packages' boundaries)
+ *                                           and import cycles among core/ files
  *   node scripts/import-graph.ts --layers   also prints which layer imports which (edge counts)
  *
  * Exits 1 when a rule is broken or core/ has a cycle.
@@ -205,6 +206,80 @@ export function ruleBreaks(edges: readonly ImportEdge[], layers: readonly LayerR
   return out;
 }
 
+/**
+ * A package of the repository that the rest consumes like any dependency (an npm workspace, e.g.
+ * local/ebs-emulator/): its folder, its name, and the packages its files and its tests may import.
+ */
+export interface WorkspacePackage {
+  /** Repository-relative folder with a trailing slash. */
+  readonly dir: string;
+  readonly name: string;
+  /** Packages the package's own files may import (its "dependencies"). */
+  readonly dependencies: readonly string[];
+  /** Packages its tests and tool configs (`<dir>test/…`, `<dir>*.config.ts`) may import besides (its "devDependencies"). */
+  readonly devDependencies: readonly string[];
+}
+
+/** The workspaces named in the root package.json, read from their own package.json. */
+export function workspacePackages(root = ROOT): WorkspacePackage[] {
+  const rootPkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { workspaces?: string[] };
+  return (rootPkg.workspaces ?? []).map((dir) => {
+    const pkg = JSON.parse(readFileSync(join(root, dir, "package.json"), "utf8")) as {
+      name: string;
+      dependencies?: Record<string, string>;
+      devDependencies?: Record<string, string>;
+    };
+    return {
+      dir: `${posix(normalize(dir)).replace(/\/$/, "")}/`,
+      name: pkg.name,
+      dependencies: Object.keys(pkg.dependencies ?? {}),
+      devDependencies: Object.keys(pkg.devDependencies ?? {}),
+    };
+  });
+}
+
+/** `@scope/name/sub` or `name/sub` → the package name. */
+const packageName = (specifier: string) =>
+  specifier
+    .split("/")
+    .slice(0, specifier.startsWith("@") ? 2 : 1)
+    .join("/");
+
+/**
+ * One line per import that breaks a workspace package's boundary: a file outside the package that
+ * imports one of its files by path (instead of by the package's name), or a file of the package that
+ * imports anything but Node built-ins, its own files and its declared dependencies (its tests and tool
+ * configs: also its devDependencies).
+ */
+export function packageBreaks(edges: readonly ImportEdge[], packages: readonly WorkspacePackage[]): string[] {
+  const out: string[] = [];
+  for (const e of edges) {
+    const home = packages.find((p) => e.from.startsWith(p.dir));
+    if (home === undefined) {
+      const into = packages.find((p) => e.to.startsWith(p.dir));
+      if (into !== undefined) {
+        out.push(
+          `${e.from}:${e.line} imports ${e.to} by path: import "${into.name}" (its public entry point) instead`,
+        );
+      }
+      continue;
+    }
+    if (e.to.startsWith("node:") || e.to.startsWith(home.dir)) continue;
+    if (e.to.startsWith("package:")) {
+      const pkg = packageName(e.to.slice("package:".length));
+      const rest = e.from.slice(home.dir.length);
+      const isDev = rest.startsWith("test/") || /^[^/]+\.config\.ts$/.test(rest);
+      if (home.dependencies.includes(pkg) || (isDev && home.devDependencies.includes(pkg))) continue;
+      out.push(
+        `${e.from}:${e.line} imports the package ${pkg}: ${home.name} declares no such ${isDev ? "dev" : ""}dependency`,
+      );
+      continue;
+    }
+    out.push(`${e.from}:${e.line} imports ${e.to} from the project: ${home.name} stands on its own`);
+  }
+  return out;
+}
+
 /** The import cycles among files whose path starts with `prefix` (strongly connected components). */
 export function cycles(edges: readonly ImportEdge[], prefix: string): string[][] {
   const next = new Map<string, Set<string>>();
@@ -265,7 +340,7 @@ export function layerMatrix(edges: readonly ImportEdge[]): string[] {
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const edges = importGraph();
   if (process.argv.includes("--layers")) for (const line of layerMatrix(edges)) console.log(line);
-  const breaks = ruleBreaks(edges);
+  const breaks = [...ruleBreaks(edges), ...packageBreaks(edges, workspacePackages())];
   const loops = cycles(edges, "core/");
   for (const b of breaks) console.log(`rule: ${b}`);
   for (const c of loops) console.log(`cycle: ${c.join(" ↔ ")}`);

@@ -4,11 +4,11 @@
  * DescribeSnapshots/DeleteSnapshot), in AWS with the EBS direct APIs and EC2.
  */
 import { EC2Client } from "@aws-sdk/client-ec2";
+import { ebsAdmin } from "@cgmirror/ebs-emulator/admin-client";
 import { createEbsClient } from "#adapters/ebs-source.ts";
 import { EbsSnapshotWriter, ec2SnapshotCatalog, type SnapshotCatalog } from "#adapters/ebs-writer.ts";
 import type { Repo } from "#core/format/layout.ts";
 import { restoreGroupToSnapshots } from "#core/restore/restore-snapshots.ts";
-import { ebsAdmin } from "../../local/ebs-emulator/admin-client.ts";
 import { emulatorSnapshotCatalog } from "../../local/snapshot-catalog.ts";
 import type { CliContext } from "../context.ts";
 import { printJson, table, UsageError } from "../output.ts";

@@ -414,7 +414,7 @@ export async function startEbsEmulator(opts: EbsEmulatorOptions = {}): Promise<E
 
   // quotas
   // AWS's quotas are per operation: GetSnapshotBlock and PutSnapshotBlock each have their own
-  // per-snapshot and per-account rate (docs/ebs-emulator.md, "Fault and quota knobs").
+  // per-snapshot and per-account rate (README.md, "Fault and quota knobs").
   let snapshotBuckets = new Map<string, TokenBucket>();
   let accountData = new Map<EbsOperation, TokenBucket>();
   let accountList: TokenBucket | undefined;
@@ -888,7 +888,9 @@ export async function startEbsEmulator(opts: EbsEmulatorOptions = {}): Promise<E
           return reply(200, { deleted: b });
         }
       }
-      return reply(404, { error: `no admin route ${method} ${path}; see docs/ebs-emulator.md` });
+      return reply(404, {
+        error: `no admin route ${method} ${path}; see README.md of @cgmirror/ebs-emulator`,
+      });
     } catch (e) {
       const status = e instanceof EbsApiError ? e.status : e instanceof EbsFaultConfigError ? 400 : 500;
       return reply(status, { error: (e as Error).message });

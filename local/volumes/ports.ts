@@ -3,6 +3,8 @@
  * volume simulator (into the EBS direct API emulator), inspected and deleted through the emulator's admin
  * API, and a freeze holds the simulated volumes' writes in a queue.
  */
+
+import type { EbsAdminClient } from "@cgmirror/ebs-emulator/admin-client";
 import {
   type FreezePort,
   type FreezeTarget,
@@ -13,7 +15,6 @@ import {
   type SnapshotStatus,
   type TaggedSnapshot,
 } from "#core/protocol/snapshot-group.ts";
-import type { EbsAdminClient } from "../ebs-emulator/admin-client.ts";
 import type { VolumeSimulator } from "./simulator.ts";
 
 function tagsOf(labels: SnapshotLabels): Record<string, string> {

@@ -4,11 +4,11 @@
  */
 import { randomBytes } from "node:crypto";
 import type { S3Client } from "@aws-sdk/client-s3";
+import { ebsAdmin } from "@cgmirror/ebs-emulator/admin-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { S3ObjectStore } from "../../adapters/s3-store.ts";
 import { createRepo } from "../../core/format/layout.ts";
 import { writeGeneration } from "../../core/protocol/write-generation.ts";
-import { ebsAdmin } from "../../local/ebs-emulator/admin-client.ts";
 import type { LocalEndpoints } from "../../local/stack.ts";
 import { cgmirror, cliLocalStack } from "../support/cli.ts";
 

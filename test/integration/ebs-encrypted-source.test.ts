@@ -3,10 +3,11 @@
  * encrypted snapshots: without a grant on the volume's KMS key, Plan/Transfer fail at once with a fatal
  * (never retried) error naming the key; with the grant they read as usual.
  */
+
+import { type EbsEmulator, startEbsEmulator } from "@cgmirror/ebs-emulator";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createEbsClient, EbsBlockSource } from "#adapters/ebs-source.ts";
 import { BlockSourceFatalError } from "#core/ports/block-source.ts";
-import { type EbsEmulator, startEbsEmulator } from "#local/ebs-emulator/index.ts";
 
 const KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 let emu: EbsEmulator;

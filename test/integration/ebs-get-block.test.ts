@@ -7,11 +7,11 @@
 import { createHash } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import { ListSnapshotBlocksCommand } from "@aws-sdk/client-ebs";
+import { type EbsEmulator, startEbsEmulator } from "@cgmirror/ebs-emulator";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createEbsClient, EbsBlockSource } from "#adapters/ebs-source.ts";
 import { BlockSourceError, type GetBlockRequest } from "#core/ports/block-source.ts";
 import { freePort } from "#local/s3-server/server.ts";
-import { type EbsEmulator, startEbsEmulator } from "../../local/ebs-emulator/index.ts";
 
 let emu: EbsEmulator;
 let snapshotId: string;

@@ -3,6 +3,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EBSClient, ListChangedBlocksCommand } from "@aws-sdk/client-ebs";
+import { type EbsEmulator, startEbsEmulator } from "@cgmirror/ebs-emulator";
+import { ebsAdmin } from "@cgmirror/ebs-emulator/admin-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseGroupConfig } from "#core/config/group-config.ts";
 import {
@@ -11,8 +13,6 @@ import {
   SnapshotFailedError,
   snapshotGroup,
 } from "#core/protocol/snapshot-group.ts";
-import { ebsAdmin } from "#local/ebs-emulator/admin-client.ts";
-import { type EbsEmulator, startEbsEmulator } from "#local/ebs-emulator/index.ts";
 import { LocalFreezePort, LocalSnapshotPort } from "#local/volumes/ports.ts";
 import { BLOCK_SIZE, VolumeSimulator } from "#local/volumes/simulator.ts";
 

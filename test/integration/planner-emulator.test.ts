@@ -2,18 +2,14 @@
  * The planner over the EBS emulator's synthetic 16 TiB snapshots (real @aws-sdk/client-ebs, local S3):
  * millions of changed blocks, short pages, bounded memory.
  */
+
+import { type EbsEmulator, SyntheticBlocks, seedOf, startEbsEmulator } from "@cgmirror/ebs-emulator";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createEbsClient, EbsBlockSource } from "#adapters/ebs-source.ts";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
 import { createRepo } from "#core/format/layout.ts";
 import { planVolume, readShardIndex } from "#core/transfer/planner.ts";
 import { decodeShardList, planKeys } from "#core/transfer/shard-list.ts";
-import {
-  type EbsEmulator,
-  SyntheticBlocks,
-  seedOf,
-  startEbsEmulator,
-} from "../../local/ebs-emulator/index.ts";
 import { type S3TestBucket, s3TestBucket } from "../support/s3.ts";
 
 let emu: EbsEmulator;

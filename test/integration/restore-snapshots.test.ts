@@ -5,6 +5,7 @@
  * no snapshot of the restore behind; throttling and 5xx answers slow the restore down, never fail it.
  */
 import { EBSClient, GetSnapshotBlockCommand, ListSnapshotBlocksCommand } from "@aws-sdk/client-ebs";
+import { type EbsEmulator, startEbsEmulator } from "@cgmirror/ebs-emulator";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createEbsClient } from "#adapters/ebs-source.ts";
 import { EbsSnapshotWriter } from "#adapters/ebs-writer.ts";
@@ -18,7 +19,6 @@ import {
   restoreGroupToSnapshots,
   restoreVolumeToSnapshot,
 } from "#core/restore/restore-snapshots.ts";
-import { type EbsEmulator, startEbsEmulator } from "../../local/ebs-emulator/index.ts";
 import { emulatorSnapshotCatalog } from "../../local/snapshot-catalog.ts";
 import { blockBytes } from "../support/mem-ebs.ts";
 import { type MemGroup, memGroup } from "../support/mem-group.ts";

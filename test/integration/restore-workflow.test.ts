@@ -6,6 +6,7 @@
  * fails the execution with its cause and leaves no snapshot of the restore behind.
  */
 import { EBSClient, GetSnapshotBlockCommand, ListSnapshotBlocksCommand } from "@aws-sdk/client-ebs";
+import { type EbsEmulator, startEbsEmulator } from "@cgmirror/ebs-emulator";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createEbsClient } from "#adapters/ebs-source.ts";
 import { EbsSnapshotWriter } from "#adapters/ebs-writer.ts";
@@ -16,7 +17,6 @@ import type { RestoreWorkflowInputT } from "#lambdas/contracts.ts";
 import { makeHandler } from "#lambdas/restore-volume.ts";
 import type { TaskDeps } from "#lambdas/runtime.ts";
 import { TransientError } from "#workflows/errors.ts";
-import { type EbsEmulator, startEbsEmulator } from "../../local/ebs-emulator/index.ts";
 import { runLocalRestore } from "../../local/restore-runner.ts";
 import { emulatorSnapshotCatalog } from "../../local/snapshot-catalog.ts";
 import { blockBytes } from "../support/mem-ebs.ts";

@@ -5,6 +5,7 @@
  */
 import { createHash } from "node:crypto";
 import { EBSClient, GetSnapshotBlockCommand, ListSnapshotBlocksCommand } from "@aws-sdk/client-ebs";
+import { type EbsEmulator, startEbsEmulator } from "@cgmirror/ebs-emulator";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createEbsClient, EbsBlockSource } from "#adapters/ebs-source.ts";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
@@ -16,7 +17,6 @@ import type { ObjectStore } from "#core/ports/object-store.ts";
 import { fetchBlocks } from "#core/restore/restore.ts";
 import { planVolume, type ShardDescriptor } from "#core/transfer/planner.ts";
 import { collectShardRuns, type ShardResultSummary, transferShard } from "#core/transfer/worker.ts";
-import { type EbsEmulator, startEbsEmulator } from "../../local/ebs-emulator/index.ts";
 import { type S3TestBucket, s3TestBucket } from "../support/s3.ts";
 
 let emu: EbsEmulator;

@@ -8,8 +8,8 @@ import {
   ListChangedBlocksCommand,
   ListSnapshotBlocksCommand,
 } from "@aws-sdk/client-ebs";
+import { type EbsEmulator, startEbsEmulator } from "@cgmirror/ebs-emulator";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type EbsEmulator, startEbsEmulator } from "../../local/ebs-emulator/index.ts";
 import { BLOCK_SIZE, VolumeSimulator, VolumeSimulatorError } from "../../local/volumes/simulator.ts";
 
 let emulator: EbsEmulator;

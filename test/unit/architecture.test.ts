@@ -8,9 +8,12 @@ import {
   LAYERS,
   type LayerRule,
   layerOf,
+  packageBreaks,
   ROOT,
   ruleBreaks,
   sourceFiles,
+  type WorkspacePackage,
+  workspacePackages,
 } from "../../scripts/import-graph.ts";
 
 /*
@@ -44,6 +47,26 @@ describe("architecture: import directions", () => {
 
   it("has no import circle among core/ files", () => {
     expect(cycles(edges, "core/")).toEqual([]);
+  });
+});
+
+describe("architecture: the EBS emulator is a package of its own", () => {
+  it("is the workspace @cgmirror/ebs-emulator in local/ebs-emulator/, consumed by its name", () => {
+    const packages = workspacePackages();
+    expect(packages.map((p) => [p.dir, p.name])).toContainEqual([
+      "local/ebs-emulator/",
+      "@cgmirror/ebs-emulator",
+    ]);
+    const consumers = edges.filter(
+      (e) => !e.from.startsWith("local/ebs-emulator/") && e.to.startsWith("package:@cgmirror/ebs-emulator"),
+    );
+    expect(consumers.map((e) => e.from)).toEqual(
+      expect.arrayContaining(["local/stack.ts", "cli/commands/restore-snapshots.ts"]),
+    );
+  });
+
+  it("no file outside a workspace package imports its files by path, and the package imports nothing of the project", () => {
+    expect(packageBreaks(edges, workspacePackages())).toEqual([]);
   });
 });
 
@@ -146,5 +169,38 @@ describe("architecture: the checker itself", () => {
       ["core/a.ts", "core/b.ts", "core/c.ts"],
     ]);
     expect(cycles(loop.slice(0, 2), "core/")).toEqual([]);
+  });
+
+  it("GIVEN imports across a workspace package's boundary THEN each is reported; the allowed ones are not", () => {
+    const emu: WorkspacePackage = {
+      dir: "local/ebs-emulator/",
+      name: "@cgmirror/ebs-emulator",
+      dependencies: [],
+      devDependencies: ["vitest", "@aws-sdk/client-ebs"],
+    };
+    const bad = [
+      edge("local/stack.ts", "local/ebs-emulator/store.ts"),
+      edge("test/unit/x.test.ts", "local/ebs-emulator/index.ts"),
+      edge("local/ebs-emulator/store.ts", "core/format/segment.ts"),
+      edge("local/ebs-emulator/emulator.ts", "local/s3-server/server.ts"),
+      edge("local/ebs-emulator/emulator.ts", "package:zod"),
+      edge("local/ebs-emulator/emulator.ts", "package:vitest"),
+      edge("local/ebs-emulator/test/conformance.test.ts", "test/support/blocks.ts"),
+      edge("local/ebs-emulator/test/conformance.test.ts", "package:fast-check"),
+    ];
+    expect(packageBreaks(bad, [emu])).toHaveLength(bad.length);
+    expect(packageBreaks(bad, [emu])[0]).toBe(
+      'local/stack.ts:1 imports local/ebs-emulator/store.ts by path: import "@cgmirror/ebs-emulator" (its public entry point) instead',
+    );
+    const good = [
+      edge("local/stack.ts", "package:@cgmirror/ebs-emulator"),
+      edge("cli/commands/restore-snapshots.ts", "package:@cgmirror/ebs-emulator/admin-client"),
+      edge("local/ebs-emulator/emulator.ts", "node:http"),
+      edge("local/ebs-emulator/index.ts", "local/ebs-emulator/store.ts"),
+      edge("local/ebs-emulator/test/quotas.test.ts", "package:@aws-sdk/client-ebs"),
+      edge("local/ebs-emulator/test/quotas.test.ts", "local/ebs-emulator/index.ts"),
+      edge("local/ebs-emulator/vitest.config.ts", "package:vitest/config"),
+    ];
+    expect(packageBreaks(good, [emu])).toEqual([]);
   });
 });

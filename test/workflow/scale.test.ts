@@ -19,6 +19,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { type EbsAdminClient, ebsAdmin, SyntheticBlocks, seedOf } from "@cgmirror/ebs-emulator";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
 import { type GroupConfig, parseGroupConfig } from "#core/config/group-config.ts";
@@ -37,8 +38,6 @@ import {
 import { fetchBlocks } from "#core/restore/restore.ts";
 import type { TaskDeps } from "#lambdas/runtime.ts";
 import { localClients } from "#local/clients.ts";
-import { type EbsAdminClient, ebsAdmin } from "#local/ebs-emulator/admin-client.ts";
-import { SyntheticBlocks, seedOf } from "#local/ebs-emulator/synthetic.ts";
 import { createLocalDeps, type LocalDeps, runLocalBackup } from "#local/runner.ts";
 import { SimulatedClock } from "#local/sim-clock.ts";
 import { type LocalStack, startLocalStack } from "#local/stack.ts";

@@ -22,13 +22,7 @@ import {
   StartSnapshotCommand,
 } from "@aws-sdk/client-ebs";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import {
-  AWS_DEFAULT_QUOTAS,
-  BLOCK_SIZE,
-  type EbsEmulator,
-  FAULT_ENV,
-  startEbsEmulator,
-} from "#local/ebs-emulator/index.ts";
+import { AWS_DEFAULT_QUOTAS, BLOCK_SIZE, type EbsEmulator, FAULT_ENV, startEbsEmulator } from "../index.ts";
 
 let emu: EbsEmulator;
 let ebs: EBSClient;

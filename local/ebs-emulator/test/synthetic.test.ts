@@ -1,9 +1,9 @@
 import { hash } from "node:crypto";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { EbsFaultConfigError, faultsFromEnv } from "#local/ebs-emulator/faults.ts";
-import { StoredBlocks, scanUnion } from "#local/ebs-emulator/store.ts";
-import { BLOCK_SIZE, SyntheticBlocks } from "#local/ebs-emulator/synthetic.ts";
+import { EbsFaultConfigError, faultsFromEnv } from "../faults.ts";
+import { StoredBlocks, scanUnion } from "../store.ts";
+import { BLOCK_SIZE, SyntheticBlocks } from "../synthetic.ts";
 
 const synth = (
   fraction: number,

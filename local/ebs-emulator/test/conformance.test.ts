@@ -37,7 +37,7 @@ import {
   SyntheticBlocks,
   seedOf,
   startEbsEmulator,
-} from "#local/ebs-emulator/index.ts";
+} from "../index.ts";
 
 const servers: EbsEmulator[] = [];
 let emu: EbsEmulator;
@@ -984,26 +984,56 @@ describe("persistence", () => {
   });
 });
 
-describe("CLI (npm run ebs:serve)", () => {
-  const mainTs = new URL("../../local/ebs-emulator/main.ts", import.meta.url).pathname;
+describe("CLI (the ebs-emulator bin)", () => {
+  const bin = new URL("../bin/ebs-emulator.js", import.meta.url).pathname;
 
-  it("GIVEN CGM_EBS_* variables WHEN started THEN it prints the endpoint, applies the knobs and stops cleanly on SIGTERM", async () => {
-    const child = spawn(process.execPath, [mainTs], {
-      env: { ...process.env, CGM_EBS_PORT: "0", CGM_EBS_LIST_RPS_PER_ACCOUNT: "50", CGM_EBS_LATENCY_MS: "1" },
+  /** Starts the bin; resolves with its first stdout line parsed, or rejects when it exits first. */
+  async function serve(args: string[], env: Record<string, string>) {
+    const child = spawn(process.execPath, [bin, ...args], {
+      env: { ...process.env, ...env },
       stdio: ["ignore", "pipe", "pipe"],
     });
     const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-    try {
-      const line = await new Promise<string>((resolve, reject) => {
-        let buf = "";
-        child.stdout.on("data", (d: Buffer) => {
-          buf += d.toString();
-          if (buf.includes("\n")) resolve(buf.split("\n")[0] as string);
-        });
-        child.once("exit", (code) => reject(new Error(`emulator exited early with ${code}`)));
+    const line = await new Promise<string>((resolve, reject) => {
+      let buf = "";
+      child.stdout.on("data", (d: Buffer) => {
+        buf += d.toString();
+        if (buf.includes("\n")) resolve(buf.split("\n")[0] as string);
       });
-      const { endpoint } = JSON.parse(line) as { endpoint: string };
-      const faults = await ebsAdmin(endpoint).faults();
+      child.once("exit", (code) => reject(new Error(`emulator exited early with ${code}`)));
+    });
+    const printed = JSON.parse(line) as { endpoint: string; port: number; dataDir: string | null };
+    return { child, exited, printed };
+  }
+
+  /** Runs the bin to its end; its exit code, stdout and stderr. */
+  async function run(args: string[], env: Record<string, string> = {}) {
+    const child = spawn(process.execPath, [bin, ...args], {
+      env: { ...process.env, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
+    return { code, stdout, stderr };
+  }
+
+  it("GIVEN CGM_EBS_* variables WHEN started THEN it prints the endpoint, applies the knobs and stops cleanly on SIGTERM", async () => {
+    const { child, exited, printed } = await serve([], {
+      CGM_EBS_PORT: "0",
+      CGM_EBS_LIST_RPS_PER_ACCOUNT: "50",
+      CGM_EBS_LATENCY_MS: "1",
+    });
+    try {
+      expect(printed.endpoint).toBe(`http://127.0.0.1:${printed.port}`);
+      expect(printed.dataDir).toBeNull();
+      const faults = await ebsAdmin(printed.endpoint).faults();
       expect(faults.listRpsPerAccount).toBe(50);
       expect(faults.latencyMs).toBe(1);
       child.kill("SIGTERM");
@@ -1013,19 +1043,48 @@ describe("CLI (npm run ebs:serve)", () => {
     }
   });
 
-  it("fails with exit code 2 and one clear line for a bad knob value", async () => {
-    const child = spawn(process.execPath, [mainTs], {
-      env: { ...process.env, CGM_EBS_PORT: "0", CGM_EBS_ERROR_RATE: "lots" },
-      stdio: ["ignore", "pipe", "pipe"],
+  it("GIVEN --port and --data-dir WHEN started THEN the options win over the environment variables", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "ebs-cli-"));
+    const { child, exited, printed } = await serve(["--port", "0", "--data-dir", dir], {
+      CGM_EBS_PORT: "not-a-port",
+      CGM_EBS_DATA_DIR: "",
     });
-    let stderr = "";
-    child.stderr.on("data", (d: Buffer) => {
-      stderr += d.toString();
-    });
-    const code = await new Promise<number | null>((resolve) => child.once("exit", (c) => resolve(c)));
+    try {
+      expect(printed.dataDir).toBe(dir);
+      expect((await ebsAdmin(printed.endpoint).listSnapshots()).length).toBe(0);
+      child.kill("SIGINT");
+      expect(await exited).toBe(0);
+    } finally {
+      if (child.exitCode === null) child.kill("SIGKILL");
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("GIVEN --help THEN it prints the usage with every option and exits 0 without listening", async () => {
+    const { code, stdout } = await run(["--help"]);
+    expect(code).toBe(0);
+    for (const option of [
+      "--host",
+      "--port",
+      "--data-dir",
+      "--owner-id",
+      "--list-scan-window",
+      "--synthetic-workers",
+    ]) {
+      expect(stdout).toContain(option);
+    }
+  });
+
+  it.each([
+    [["--bogus"], {}, /Unknown option '--bogus'/],
+    [["--port", "eighty"], {}, /--port must be a non-negative integer, got "eighty"/],
+    [[], { CGM_EBS_PORT: "0", CGM_EBS_ERROR_RATE: "lots" }, /CGM_EBS_ERROR_RATE/],
+  ])("GIVEN bad input %j %j THEN exit code 2 and one clear line", async (args, env, message) => {
+    const { code, stderr } = await run(args, env as Record<string, string>);
     expect(code).toBe(2);
     expect(stderr.trim().split("\n")).toHaveLength(1);
-    expect(stderr).toMatch(/CGM_EBS_ERROR_RATE/);
+    expect(stderr).toMatch(/^ebs-emulator: /);
+    expect(stderr).toMatch(message);
   });
 });
 

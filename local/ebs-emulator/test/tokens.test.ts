@@ -1,11 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import {
-  decodeBlockToken,
-  decodePageToken,
-  encodeBlockToken,
-  encodePageToken,
-} from "#local/ebs-emulator/tokens.ts";
+import { decodeBlockToken, decodePageToken, encodeBlockToken, encodePageToken } from "../tokens.ts";
 
 const key = { k1: 0x12345678, k2: 0x9abcdef0 };
 const snapshotId = fc.stringMatching(/^[0-9a-f]{17}$/).map((h) => `snap-${h}`);

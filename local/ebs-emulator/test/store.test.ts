@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { EbsStore, type SnapshotRecord, scanUnion } from "#local/ebs-emulator/store.ts";
+import { EbsStore, type SnapshotRecord, scanUnion } from "../store.ts";
 
 const VOLUME_BLOCKS = 2048; // 1 GiB
 

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { TokenBucket } from "#local/ebs-emulator/token-bucket.ts";
+import { TokenBucket } from "../token-bucket.ts";
 
 describe("TokenBucket", () => {
   it("GIVEN a full bucket WHEN taking capacity+1 tokens at one instant THEN exactly capacity succeed", () => {
