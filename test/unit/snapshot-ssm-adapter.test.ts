@@ -147,10 +147,17 @@ describe("SsmFreeze (aws-sdk-client-mock)", () => {
 
 describe("the freeze and thaw documents", () => {
   it("GIVEN both documents THEN every parameter is constrained by allowedPattern and reaches the script as an environment variable", () => {
-    for (const doc of [freezeDocument(), thawDocument()]) {
-      const params = Object.values(doc.parameters as Record<string, Record<string, unknown>>);
-      expect(params.length).toBeGreaterThan(1);
-      for (const p of params) {
+    const names = {
+      freeze: ["mountPoints", "maxSeconds", "runId", "notAfter"],
+      thaw: ["mountPoints", "runId"],
+    };
+    for (const [doc, expected] of [
+      [freezeDocument(), names.freeze],
+      [thawDocument(), names.thaw],
+    ] as const) {
+      const parameters = doc.parameters as Record<string, Record<string, unknown>>;
+      expect(Object.keys(parameters)).toEqual(expected);
+      for (const p of Object.values(parameters)) {
         expect(p).toMatchObject({ type: "String", interpolationType: "ENV_VAR" });
         expect(String(p.allowedPattern)).toMatch(/^\^.*\$$/);
       }
