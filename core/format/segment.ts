@@ -19,6 +19,7 @@ import {
   decodeBlock,
   encodeBlock,
   isKnownCodec,
+  looksIncompressible,
 } from "./codec.ts";
 import { keys, type Repo } from "./layout.ts";
 
@@ -263,7 +264,7 @@ export interface SegmentWriterStats {
   rawBytes: number;
   storedBytes: number;
   segments: number;
-  /** Stored blocks written raw without a compression attempt (CompressionProbe). */
+  /** Stored blocks written raw without a compression attempt (CompressionProbe, or random-looking bytes). */
   compressionSkipped: number;
 }
 
@@ -405,6 +406,12 @@ export class SegmentWriter {
     if (this.#compression === "none") return { codec: Codec.raw, data: raw };
     if (!this.#probe.shouldTry()) {
       this.stats.compressionSkipped++;
+      return { codec: Codec.raw, data: raw };
+    }
+    if (looksIncompressible(raw)) {
+      // Random-looking bytes (encrypted, compressed): no attempt, and a miss for the probe's streak.
+      this.stats.compressionSkipped++;
+      this.#probe.record(false);
       return { codec: Codec.raw, data: raw };
     }
     const out = encodeBlock(raw, this.#compression);

@@ -1,7 +1,13 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { BLOCK_SIZE, isAllZero } from "#core/format/bytes.ts";
-import { Codec, CompressionProbe, decodeBlock, encodeBlock } from "#core/format/codec.ts";
+import {
+  Codec,
+  CompressionProbe,
+  decodeBlock,
+  encodeBlock,
+  looksIncompressible,
+} from "#core/format/codec.ts";
 import { makeBlock } from "../support/blocks.ts";
 
 describe("block codecs", () => {
@@ -50,6 +56,44 @@ describe("block codecs", () => {
     expect(isAllZero(b)).toBe(true);
     b[BLOCK_SIZE - 1] = 1;
     expect(isAllZero(b)).toBe(false);
+  });
+});
+
+describe("looksIncompressible", () => {
+  it("GIVEN noise (encrypted or compressed data) THEN it looks incompressible, and zstd-1 indeed does not shrink it", () => {
+    for (const seed of [1, 2, 3, 4, 5]) {
+      const raw = makeBlock({ kind: "noise", seed });
+      expect(looksIncompressible(raw)).toBe(true);
+      expect(encodeBlock(raw, "zstd").codec).toBe(Codec.raw);
+    }
+  });
+
+  it("GIVEN compressible kinds of block THEN none looks incompressible", () => {
+    const rng = (seed: number) => () => {
+      seed = (seed * 1103515245 + 12345) >>> 0;
+      return seed >>> 24;
+    };
+    const r = rng(9);
+    const text = makeBlock({ kind: "text", seed: 11 });
+    // Random bytes in the first half, zeros in the second (a half-written block).
+    const halfRandom = new Uint8Array(BLOCK_SIZE);
+    for (let i = 0; i < BLOCK_SIZE / 2; i++) halfRandom[i] = r();
+    // One random KiB repeated: byte counts near uniform, but zstd finds the repeats.
+    const repeated = new Uint8Array(BLOCK_SIZE);
+    for (let i = 0; i < 1024; i++) repeated[i] = r();
+    for (let i = 1024; i < BLOCK_SIZE; i++) repeated[i] = repeated[i - 1024]!;
+    // Random bytes with a quarter of them set to zero (sparse data).
+    const sparse = new Uint8Array(BLOCK_SIZE);
+    for (let i = 0; i < BLOCK_SIZE; i++) sparse[i] = i % 4 === 0 ? 0 : r();
+    for (const [name, raw] of Object.entries({ text, halfRandom, repeated, sparse })) {
+      expect(looksIncompressible(raw), name).toBe(false);
+      expect(encodeBlock(raw, "zstd").codec, name).toBe(Codec.zstd);
+    }
+  });
+
+  it("GIVEN a block under 32 KiB THEN it is never judged (always attempted)", () => {
+    const small = makeBlock({ kind: "noise", seed: 3 }).subarray(0, 16 * 1024);
+    expect(looksIncompressible(small)).toBe(false);
   });
 });
 
