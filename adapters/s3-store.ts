@@ -302,8 +302,9 @@ export class S3ObjectStore implements ObjectStore {
    * Deletes versions in DeleteObjects batches of 1,000. What each entry may answer:
    * - NoSuchKey / NoSuchVersion: gone already, which is what was asked;
    * - InvalidArgument (versitygw answers a delete of a noncurrent version that no longer exists with
-   *   "Invalid version id specified", where S3 answers it as deleted): asked again with a HEAD of that
-   *   version, gone → deleted; still there (or a malformed id) → the error stands;
+   *   "Invalid version id specified", where S3 answers it as deleted; also when a PUT of the key races
+   *   the delete): a HEAD of that version decides, gone → deleted; still there → sent again, up to 4
+   *   times, then the error stands (a malformed id never gets through);
    * - InternalError / ServiceUnavailable / SlowDown (S3 documents them per entry; versitygw answers
    *   InternalError when two deletes of one key race): those entries are sent again, up to 4 times;
    * - AccessDenied on a version under an Object Lock retention: ObjectLockedError (after the rest);
@@ -339,7 +340,10 @@ export class S3ObjectStore implements ObjectStore {
           }
         }
         failed = failed.filter((e) => !settled.has(id(e.Key, e.VersionId)));
-        const retryable = failed.filter((e) => RETRYABLE_DELETE_CODES.has(e.Code ?? "") && e.Key);
+        // A refused version still there (versitygw: a PUT of the key racing this delete) is asked again.
+        const retryable = failed.filter(
+          (e) => (RETRYABLE_DELETE_CODES.has(e.Code ?? "") || e.Code === "InvalidArgument") && e.Key,
+        );
         if (retryable.length === failed.length && retryable.length > 0 && attempt < 4) {
           await new Promise((r) => setTimeout(r, 50 * 2 ** attempt * Math.random()));
           pending = retryable.map((e) => ({ key: e.Key!, versionId: e.VersionId ?? "null" }));

@@ -2,12 +2,13 @@
  * "Invalid version id" from DeleteObjects during a Revert (seen once on the local S3 server).
  *
  * Cause: versitygw 1.8.0 (backend/posix/posix.go, DeleteObject) answers a delete of a noncurrent
- * version that no longer exists with InvalidArgument "Invalid version id specified"; S3 answers it as
- * deleted (MinIO changed to match: https://github.com/minio/minio/pull/11090). Our deletes of a run's
- * transient files meet such versions whenever two deleters race: a retried Revert beside its zombie
- * attempt (every task can run twice, concurrently), Revert beside the next run's Recover of a
- * taken-over run, or a DeleteObjects whose response was lost and is sent again. The adapter now
- * checks each refused version: gone → deleted (what S3 says); still there → the error stands.
+ * version that no longer exists with InvalidArgument "Invalid version id specified", where S3 answers
+ * it as deleted (MinIO changed to match S3: https://github.com/minio/minio/pull/11090), and answers
+ * the same when a PUT of the key races the delete. Both happen in a Revert: Transfer zombies keep
+ * overwriting their progress objects while Revert's cleanup deletes them (the last case below, which
+ * fails on the adapter without the fix), and two deleters of one run race (a retried Revert beside its
+ * zombie attempt). The adapter now asks about each refused version: gone → deleted (what S3 says);
+ * still there → sent again, then the error stands.
  */
 import { DeleteObjectsCommand, PutObjectCommand } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
