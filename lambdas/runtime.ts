@@ -60,8 +60,8 @@ export interface TaskDeps {
   readonly clock: Clock;
   /**
    * Milliseconds the current invocation has left (Lambda's `context.getRemainingTimeInMillis`, set by
-   * `defineTask` per invocation). Absent outside Lambda: a task that needs it measures its function
-   * timeout on `clock`, which the local runner enforces on the same clock.
+   * `defineTask` per invocation; the local runner sets it per invocation from the timeout it enforces
+   * on `clock`). Absent otherwise: a task that needs it measures its function timeout on `clock`.
    */
   readonly remainingMs?: () => number;
   /** Overrides of the transfer worker's defaults (the local runner writes progress more often). */

@@ -303,7 +303,13 @@ export interface LocalRunResult {
 export function bindHandlers(
   def: AslDefinition,
   deps: TaskDeps,
-  options: Pick<LocalRunOptions, "injectFailure" | "wrap"> = {},
+  options: Pick<LocalRunOptions, "injectFailure" | "wrap"> & {
+    /**
+     * The Lambda timeout (seconds on `deps.clock`) the runner enforces per state: each invocation's
+     * `deps.remainingMs` counts down from it, as Lambda's `getRemainingTimeInMillis` does.
+     */
+    readonly lambdaTimeoutSeconds?: ReadonlyMap<string, number>;
+  } = {},
 ): Record<string, Handler> {
   const byState = new Map<string, TaskName>();
   for (const task of TASK_NAMES) for (const state of TASKS[task].states) byState.set(state, task);
@@ -317,7 +323,16 @@ export function bindHandlers(
   const handlers: Record<string, Handler> = {};
   for (const state of taskStates(def)) {
     const task = byState.get(state)!;
-    let fn: Handler = HANDLER_MAKERS[task](() => deps);
+    const timeout = options.lambdaTimeoutSeconds?.get(state);
+    // defineTask asks for its deps when an invocation starts: the deadline starts with it.
+    const perInvocation =
+      timeout === undefined || deps.remainingMs
+        ? () => deps
+        : () => {
+            const deadline = deps.clock.now() + timeout * 1000;
+            return { ...deps, remainingMs: () => deadline - deps.clock.now() };
+          };
+    let fn: Handler = HANDLER_MAKERS[task](perInvocation);
     const inject = options.injectFailure;
     if (inject && inject.task === task) {
       const real = fn;
@@ -354,8 +369,8 @@ export async function runLocalBackup(options: LocalRunOptions): Promise<LocalRun
   const clock =
     options.clock ?? new SimulatedClock({ base: options.deps.clock, scale: options.time?.scale ?? 1 });
   const deps: TaskDeps = { ...options.deps, clock };
-  const handlers = bindHandlers(def, deps, options);
   const timeouts = lambdaTimeouts(def, options.time?.lambdaTimeoutSeconds);
+  const handlers = bindHandlers(def, deps, { ...options, lambdaTimeoutSeconds: timeouts });
   const overridden = new Set(
     [...timeouts.keys()].filter((state) =>
       TASK_NAMES.some(
