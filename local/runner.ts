@@ -299,6 +299,17 @@ export interface LocalRunResult {
   readonly largestPayload: { readonly bytes: number; readonly where: string };
 }
 
+/**
+ * The deps of one invocation, asked for when it starts (defineTask does so first): with the Lambda
+ * timeout the runner enforces, `remainingMs` counts down from it on `deps.clock`, as Lambda's
+ * `getRemainingTimeInMillis` does. Deps that bring their own `remainingMs` keep it.
+ */
+export function invocationDeps(deps: TaskDeps, timeoutSeconds: number | undefined): TaskDeps {
+  if (timeoutSeconds === undefined || deps.remainingMs) return deps;
+  const deadline = deps.clock.now() + timeoutSeconds * 1000;
+  return { ...deps, remainingMs: () => deadline - deps.clock.now() };
+}
+
 /** Binds every Task state of `def` to a handler; throws RunnerError naming any state it cannot bind. */
 export function bindHandlers(
   def: AslDefinition,
@@ -324,15 +335,7 @@ export function bindHandlers(
   for (const state of taskStates(def)) {
     const task = byState.get(state)!;
     const timeout = options.lambdaTimeoutSeconds?.get(state);
-    // defineTask asks for its deps when an invocation starts: the deadline starts with it.
-    const perInvocation =
-      timeout === undefined || deps.remainingMs
-        ? () => deps
-        : () => {
-            const deadline = deps.clock.now() + timeout * 1000;
-            return { ...deps, remainingMs: () => deadline - deps.clock.now() };
-          };
-    let fn: Handler = HANDLER_MAKERS[task](perInvocation);
+    let fn: Handler = HANDLER_MAKERS[task](() => invocationDeps(deps, timeout));
     const inject = options.injectFailure;
     if (inject && inject.task === task) {
       const real = fn;
