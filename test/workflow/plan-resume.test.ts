@@ -225,6 +225,8 @@ describe("a plan longer than one Lambda invocation, time compressed", () => {
     expect(calls.slice(1).every((c) => c.state === "ResumePlan" && c.resumed)).toBe(true);
     expect(calls.at(-1)!.done).toBe(true);
     expect(states.filter((s) => s === "ResumePlan").length).toBe(calls.length - 1);
+    // The loop carries a pointer, not the plan: the state stays small (the runner fails a run past 256 KiB).
+    expect(run.largestPayload.bytes, run.largestPayload.where).toBeLessThan(32 * 1024);
     // No invocation outlived its function timeout (the runner would have failed it with Lambda.Unknown).
     expect(Math.max(...calls.map((c) => c.simulatedMs))).toBeLessThan(TASKS.Plan.timeoutSeconds * 1000);
 
