@@ -67,6 +67,9 @@ function isNotFound(error: unknown, versioned: boolean): boolean {
   );
 }
 
+/** Per-entry DeleteObjects errors worth sending again (S3's "please try again" codes). */
+const RETRYABLE_DELETE_CODES = new Set(["InternalError", "ServiceUnavailable", "SlowDown"]);
+
 function isPreconditionFailed(error: unknown): boolean {
   const name = errorName(error);
   const code = status(error);
@@ -295,38 +298,83 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
+  /**
+   * Deletes versions in DeleteObjects batches of 1,000. What each entry may answer:
+   * - NoSuchKey / NoSuchVersion: gone already, which is what was asked;
+   * - InvalidArgument (versitygw answers a delete of a noncurrent version that no longer exists with
+   *   "Invalid version id specified", where S3 answers it as deleted; also when a PUT of the key races
+   *   the delete): a HEAD of that version decides, gone → deleted; still there → sent again, up to 4
+   *   times, then the error stands (a malformed id never gets through);
+   * - InternalError / ServiceUnavailable / SlowDown (S3 documents them per entry; versitygw answers
+   *   InternalError when two deletes of one key race): those entries are sent again, up to 4 times;
+   * - AccessDenied on a version under an Object Lock retention: ObjectLockedError (after the rest);
+   * - anything else fails the call, naming the first refused version.
+   */
   async deleteVersions(objects: readonly ObjectVersionRef[]): Promise<void> {
     const allLocked: ObjectVersionRef[] = [];
     for (let i = 0; i < objects.length; i += 1000) {
-      const batch = objects.slice(i, i + 1000);
-      const out = await this.#client.send(
-        new DeleteObjectsCommand({
-          Bucket: this.bucket,
-          Delete: { Quiet: true, Objects: batch.map((o) => ({ Key: o.key, VersionId: o.versionId })) },
-        }),
-      );
-      let failed = (out.Errors ?? []).filter((e) => e.Code !== "NoSuchKey" && e.Code !== "NoSuchVersion");
-      // S3 refuses a version under an Object Lock retention with AccessDenied, as it does an IAM deny:
-      // a refusal counts as "locked" only when the version's retention says so.
-      const locked: ObjectVersionRef[] = [];
-      for (const e of failed.filter((x) => x.Code === "AccessDenied" && x.Key && x.VersionId)) {
-        const ref = { key: e.Key!, versionId: e.VersionId! };
-        if (await this.#underRetention(ref)) locked.push(ref);
-      }
-      const lockedIds = new Set(locked.map((r) => `${r.key}\0${r.versionId}`));
-      failed = failed.filter((e) => !lockedIds.has(`${e.Key}\0${e.VersionId}`));
-      allLocked.push(...locked);
-      if (failed.length > 0) {
-        const e = failed[0]!;
-        throw Object.assign(
-          new Error(
-            `DeleteObjects refused ${failed.length} of ${batch.length} versions; first: ${e.Key} (version ${e.VersionId}): ${e.Code} ${e.Message ?? ""}`,
-          ),
-          { name: e.Code ?? "DeleteObjectsError" },
+      let pending: readonly ObjectVersionRef[] = objects.slice(i, i + 1000);
+      for (let attempt = 1; pending.length > 0; attempt++) {
+        const out = await this.#client.send(
+          new DeleteObjectsCommand({
+            Bucket: this.bucket,
+            Delete: { Quiet: true, Objects: pending.map((o) => ({ Key: o.key, VersionId: o.versionId })) },
+          }),
         );
+        let failed = (out.Errors ?? []).filter((e) => e.Code !== "NoSuchKey" && e.Code !== "NoSuchVersion");
+        const refused = (code: string) => failed.filter((x) => x.Code === code && x.Key && x.VersionId);
+        const settled = new Set<string>();
+        const id = (key: string | undefined, versionId: string | undefined) => `${key}\0${versionId}`;
+        // A version the server calls invalid is deleted when it is gone (what S3 answers).
+        for (const e of refused("InvalidArgument")) {
+          if (await this.#versionGone({ key: e.Key!, versionId: e.VersionId! }))
+            settled.add(id(e.Key, e.VersionId));
+        }
+        // S3 refuses a version under an Object Lock retention with AccessDenied, as it does an IAM deny:
+        // a refusal counts as "locked" only when the version's retention says so.
+        for (const e of refused("AccessDenied")) {
+          const ref = { key: e.Key!, versionId: e.VersionId! };
+          if (await this.#underRetention(ref)) {
+            allLocked.push(ref);
+            settled.add(id(e.Key, e.VersionId));
+          }
+        }
+        failed = failed.filter((e) => !settled.has(id(e.Key, e.VersionId)));
+        // A refused version still there (versitygw: a PUT of the key racing this delete) is asked again.
+        const retryable = failed.filter(
+          (e) => (RETRYABLE_DELETE_CODES.has(e.Code ?? "") || e.Code === "InvalidArgument") && e.Key,
+        );
+        if (retryable.length === failed.length && retryable.length > 0 && attempt < 4) {
+          await new Promise((r) => setTimeout(r, 50 * 2 ** attempt * Math.random()));
+          pending = retryable.map((e) => ({ key: e.Key!, versionId: e.VersionId ?? "null" }));
+          continue;
+        }
+        if (failed.length > 0) {
+          const e = failed[0]!;
+          throw Object.assign(
+            new Error(
+              `DeleteObjects refused ${failed.length} of ${pending.length} versions; first: ${e.Key} (version ${e.VersionId}): ${e.Code} ${e.Message ?? ""}`,
+            ),
+            { name: e.Code ?? "DeleteObjectsError" },
+          );
+        }
+        pending = [];
       }
     }
     if (allLocked.length > 0) throw new ObjectLockedError(allLocked);
+  }
+
+  /** True only when HEAD of the version answers that it does not exist (404); a delete marker is not gone. */
+  async #versionGone(ref: ObjectVersionRef): Promise<boolean> {
+    try {
+      await this.#client.send(
+        new HeadObjectCommand({ Bucket: this.bucket, Key: ref.key, VersionId: ref.versionId }),
+      );
+      return false;
+    } catch (error) {
+      const name = errorName(error);
+      return name === "NoSuchKey" || name === "NoSuchVersion" || name === "NotFound" || status(error) === 404;
+    }
   }
 
   async createMultipartUpload(key: string, options: MultipartUploadOptions = {}): Promise<MultipartUpload> {

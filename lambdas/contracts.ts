@@ -109,18 +109,46 @@ export const CheckSnapshotsOutput = z.strictObject({
 });
 
 // ---- Plan
-export const PlanInput = z.strictObject({ config, runId, fencing, generation, snapshots });
-export const PlanOutput = z.strictObject({
-  /** JSON summary of the run's plan in the repository (per volume: snapshots, size, shard count). */
-  planKey: z.string().min(1),
-  shardCount: count,
-  changedBlocks: count,
-  /** The Transfer Map's MaxConcurrency, from the GetSnapshotBlock quotas (core/transfer/concurrency.ts). */
-  maxConcurrency: z.number().int().positive(),
-  /** GetSnapshotBlock requests/s each Transfer task reads at. */
-  shardRate: z.number().int().positive(),
-  shards: z.array(ShardItemSchema).max(MAX_INLINE_SHARDS),
+/** A plan cursor as the state carries it: its key and its seal's SHA-256 (core/transfer/plan-run.ts). */
+const PlanCursorRef = z.strictObject({
+  key: z.string().min(1).max(1024),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
 });
+export const PlanInput = z.strictObject({
+  config,
+  runId,
+  fencing,
+  generation,
+  snapshots,
+  /** ResumePlan: the cursor the previous Plan invocation of this run returned (absent on the first). */
+  resume: PlanCursorRef.optional(),
+});
+/**
+ * `done: false`: the invocation stopped before its deadline at a shard boundary and wrote `cursor`;
+ * the state machine invokes Plan again with it (ResumePlan) until the plan is done.
+ */
+export const PlanOutput = z.discriminatedUnion("done", [
+  z.strictObject({
+    done: z.literal(true),
+    /** JSON summary of the run's plan in the repository (per volume: snapshots, size, shard count). */
+    planKey: z.string().min(1),
+    shardCount: count,
+    changedBlocks: count,
+    /** The Transfer Map's MaxConcurrency, from the GetSnapshotBlock quotas (core/transfer/concurrency.ts). */
+    maxConcurrency: z.number().int().positive(),
+    /** GetSnapshotBlock requests/s each Transfer task reads at. */
+    shardRate: z.number().int().positive(),
+    shards: z.array(ShardItemSchema).max(MAX_INLINE_SHARDS),
+  }),
+  z.strictObject({
+    done: z.literal(false),
+    cursor: PlanCursorRef,
+    /** Shards written so far. */
+    shardCount: count,
+    /** Volumes planned completely so far. */
+    volumesPlanned: count,
+  }),
+]);
 
 // ---- Transfer (one Map item)
 export const TransferInput = z.strictObject({

@@ -21,7 +21,7 @@ import {
   TransientError,
 } from "#workflows/errors.ts";
 import type { LifecycleTaskName } from "#workflows/lifecycle-tasks.ts";
-import type { TaskName } from "#workflows/tasks.ts";
+import { TASKS, type TaskName } from "#workflows/tasks.ts";
 
 export interface TaskLogger {
   info(message: string, extra?: Record<string, unknown>): void;
@@ -60,14 +60,30 @@ export interface TaskDeps {
   readonly clock: Clock;
   /**
    * Milliseconds the current invocation has left (Lambda's `context.getRemainingTimeInMillis`, set by
-   * `defineTask` per invocation). Absent outside Lambda: a task that needs it measures its function
-   * timeout on `clock`, which the local runner enforces on the same clock.
+   * `defineTask` per invocation; the local runner sets it per invocation from the timeout it enforces
+   * on `clock`). Absent otherwise: a task that needs it measures its function timeout on `clock`.
    */
   readonly remainingMs?: () => number;
   /** Overrides of the transfer worker's defaults (the local runner writes progress more often). */
   readonly transferOptions?: TransferOptions;
+  /**
+   * Overrides of Plan's defaults: stop at a shard boundary once less than `stopBeforeDeadlineMs` is left
+   * (120 s; in the units of `remainingMs`), List page size (10,000).
+   */
+  readonly planOptions?: { readonly stopBeforeDeadlineMs?: number; readonly pageSize?: number };
   readonly log: TaskLogger;
   readonly metrics: TaskMetrics;
+}
+
+/**
+ * Milliseconds the current invocation of `task` has left: Lambda's own count when it runs in Lambda,
+ * otherwise (the local runner, whose scalable clock enforces the function timeout) the task's function
+ * timeout measured on `deps.clock` from now (call it when the invocation starts).
+ */
+export function remainingTime(deps: TaskDeps, task: TaskName): () => number {
+  if (deps.remainingMs) return deps.remainingMs;
+  const deadline = deps.clock.now() + TASKS[task].timeoutSeconds * 1000;
+  return () => deadline - deps.clock.now();
 }
 
 /** Validates the group config carried in a task input (GroupConfigError lists every problem). */
@@ -107,6 +123,8 @@ const TRANSFER_NAMES = new Set([
   "BlockChecksumMismatchError",
   "ShardPlanMismatchError",
   "BlockSourceFatalError",
+  "PlanTooLargeError",
+  "PlanStalledError",
 ]);
 
 interface ErrorLike {

@@ -14,11 +14,10 @@ import { RunGuard } from "#core/protocol/run-guard.ts";
 import { readShardIndex } from "#core/transfer/planner.ts";
 import { transferShardStep } from "#core/transfer/worker.ts";
 import { TransferFailedError } from "#workflows/errors.ts";
-import { TASKS } from "#workflows/tasks.ts";
 import { awsDeps } from "./aws-deps.ts";
 import { TransferInput, type TransferInputT, TransferOutput, type TransferOutputT } from "./contracts.ts";
 import { RUN_METRICS } from "./metric-names.ts";
-import { defineTask, type TaskDeps } from "./runtime.ts";
+import { defineTask, remainingTime, type TaskDeps } from "./runtime.ts";
 
 // Group-wide dedup index of the COMMITTED generation, kept per container and keyed by the committed
 // manifest's SHA-256 (HEAD cannot move while this run holds the group; a container that serves
@@ -42,19 +41,8 @@ async function dedupFor(repo: Repo, bucket: string): Promise<GroupDedup> {
   return dedupCache.dedup;
 }
 
-/**
- * Milliseconds this invocation has left: Lambda's own count when it runs in Lambda, otherwise (the
- * local runner, whose scalable clock enforces the function timeout) the function timeout measured on
- * `deps.clock` from the start of the invocation.
- */
-function remainingTime(deps: TaskDeps): () => number {
-  if (deps.remainingMs) return deps.remainingMs;
-  const deadline = deps.clock.now() + TASKS.Transfer.timeoutSeconds * 1000;
-  return () => deadline - deps.clock.now();
-}
-
 export async function transferTask(input: TransferInputT, deps: TaskDeps): Promise<TransferOutputT> {
-  const remainingMs = remainingTime(deps);
+  const remainingMs = remainingTime(deps, "Transfer");
   const repo = createRepo({ store: deps.store(input.bucket), prefix: input.prefix, group: input.group });
   const descriptors = await readShardIndex(repo, input.runId, input.volumeId);
   const shard = descriptors.find((d) => d.shard === input.shard);

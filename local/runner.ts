@@ -299,11 +299,28 @@ export interface LocalRunResult {
   readonly largestPayload: { readonly bytes: number; readonly where: string };
 }
 
+/**
+ * The deps of one invocation, asked for when it starts (defineTask does so first): with the Lambda
+ * timeout the runner enforces, `remainingMs` counts down from it on `deps.clock`, as Lambda's
+ * `getRemainingTimeInMillis` does. Deps that bring their own `remainingMs` keep it.
+ */
+export function invocationDeps(deps: TaskDeps, timeoutSeconds: number | undefined): TaskDeps {
+  if (timeoutSeconds === undefined || deps.remainingMs) return deps;
+  const deadline = deps.clock.now() + timeoutSeconds * 1000;
+  return { ...deps, remainingMs: () => deadline - deps.clock.now() };
+}
+
 /** Binds every Task state of `def` to a handler; throws RunnerError naming any state it cannot bind. */
 export function bindHandlers(
   def: AslDefinition,
   deps: TaskDeps,
-  options: Pick<LocalRunOptions, "injectFailure" | "wrap"> = {},
+  options: Pick<LocalRunOptions, "injectFailure" | "wrap"> & {
+    /**
+     * The Lambda timeout (seconds on `deps.clock`) the runner enforces per state: each invocation's
+     * `deps.remainingMs` counts down from it, as Lambda's `getRemainingTimeInMillis` does.
+     */
+    readonly lambdaTimeoutSeconds?: ReadonlyMap<string, number>;
+  } = {},
 ): Record<string, Handler> {
   const byState = new Map<string, TaskName>();
   for (const task of TASK_NAMES) for (const state of TASKS[task].states) byState.set(state, task);
@@ -317,7 +334,8 @@ export function bindHandlers(
   const handlers: Record<string, Handler> = {};
   for (const state of taskStates(def)) {
     const task = byState.get(state)!;
-    let fn: Handler = HANDLER_MAKERS[task](() => deps);
+    const timeout = options.lambdaTimeoutSeconds?.get(state);
+    let fn: Handler = HANDLER_MAKERS[task](() => invocationDeps(deps, timeout));
     const inject = options.injectFailure;
     if (inject && inject.task === task) {
       const real = fn;
@@ -354,8 +372,8 @@ export async function runLocalBackup(options: LocalRunOptions): Promise<LocalRun
   const clock =
     options.clock ?? new SimulatedClock({ base: options.deps.clock, scale: options.time?.scale ?? 1 });
   const deps: TaskDeps = { ...options.deps, clock };
-  const handlers = bindHandlers(def, deps, options);
   const timeouts = lambdaTimeouts(def, options.time?.lambdaTimeoutSeconds);
+  const handlers = bindHandlers(def, deps, { ...options, lambdaTimeoutSeconds: timeouts });
   const overridden = new Set(
     [...timeouts.keys()].filter((state) =>
       TASK_NAMES.some(

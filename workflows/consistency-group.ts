@@ -4,7 +4,8 @@
  *   AcquireLock -> LockAcquired? -(held)-> Skipped (Succeed, status "skipped")
  *   -> Recover -> Snapshot -> CheckSnapshots <-> WaitForSnapshots (the wait CheckSnapshots answers,
  *      backing off; until all completed, or the snapshot timeout)
- *   -> Plan -> TransferShards (distributed Map, all must succeed, results discarded; each item
+ *   -> Plan <-> ResumePlan (until the plan is done, going on from its cursor)
+ *   -> TransferShards (distributed Map, all must succeed, results discarded; each item
  *      loops TransferShard -> ShardDone? until its shard is done, resuming from checkpoints)
  *   -> PreparePolicy? -> PrepareVolumes (failFast) | PrepareAllVolumes (collectAll) -> AllPrepared?
  *   -> Commit -> ReleaseLock -> Committed (Succeed)
@@ -213,10 +214,19 @@ export class ConsistencyGroupWorkflow extends Construct {
     ).addCatch(revert, onFailure);
 
     // ---- plan, transfer
-    const plan = invoke(
+    const planPayload = {
+      ...BASE,
+      fencing,
+      generation,
+      snapshots: sfn.JsonPath.listAt("$.snapshot.snapshots"),
+    };
+    const plan = invoke("Plan", "Plan", planPayload, "$.plan").addCatch(revert, onFailure);
+    // Plan until it answers done. An invocation near its deadline stops at a shard boundary and answers
+    // done: false with a plan cursor (a pointer to S3), which ResumePlan goes on from (docs/transfer.md).
+    const resumePlan = invoke(
+      "ResumePlan",
       "Plan",
-      "Plan",
-      { ...BASE, fencing, generation, snapshots: sfn.JsonPath.listAt("$.snapshot.snapshots") },
+      { ...planPayload, resume: sfn.JsonPath.objectAt("$.plan.cursor") },
       "$.plan",
     ).addCatch(revert, onFailure);
 
@@ -408,7 +418,11 @@ export class ConsistencyGroupWorkflow extends Construct {
         .when(sfn.Condition.booleanEquals("$.check.allCompleted", true), plan)
         .otherwise(wait),
     );
-    plan.next(transfer);
+    const planDone = new sfn.Choice(this, "PlanDone?")
+      .when(sfn.Condition.booleanEquals("$.plan.done", true), transfer)
+      .otherwise(resumePlan);
+    plan.next(planDone);
+    resumePlan.next(planDone);
     transfer.next(
       new sfn.Choice(this, "PreparePolicy?")
         .when(sfn.Condition.stringEquals("$.config.prepare.policy", "collectAll"), prepareAll)

@@ -47,7 +47,9 @@ export const TASKS: Readonly<Record<TaskName, TaskSpec>> = {
     entry: "lambdas/check-snapshots.ts",
     states: ["CheckSnapshots"],
   },
-  Plan: { timeoutSeconds: 900, memoryMiB: 1024, entry: "lambdas/plan.ts", states: ["Plan"] },
+  // An invocation stops at a shard boundary well before 15 minutes and ResumePlan goes on from its
+  // cursor until the plan is done (docs/transfer.md, "Resumable planning").
+  Plan: { timeoutSeconds: 900, memoryMiB: 1024, entry: "lambdas/plan.ts", states: ["Plan", "ResumePlan"] },
   // 1,769 MB = one full vCPU; an invocation checkpoints well before 15 minutes and the Map item
   // invokes it again until its shard is done (docs/transfer.md, "Resumption").
   Transfer: { timeoutSeconds: 900, memoryMiB: 1769, entry: "lambdas/transfer.ts", states: ["TransferShard"] },

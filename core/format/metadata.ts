@@ -26,6 +26,7 @@ export type MetadataFormat =
   | "cgmirror.shard-result"
   | "cgmirror.transfer-checkpoint"
   | "cgmirror.run-plan"
+  | "cgmirror.plan-cursor"
   | "cgmirror.snapshot-set"
   | "cgmirror.run-record"
   | "cgmirror.relocation";

@@ -53,12 +53,23 @@ export class ShardPlanMismatchError extends namedError("ShardPlanMismatchError")
   }
 }
 
+/** The plan needs more shards than a run can pass on to its Transfer Map (raise the shard size). */
+export class PlanTooLargeError extends namedError("PlanTooLargeError") {}
+
+/**
+ * A resumed plan made no progress in one invocation (not one shard listed before its deadline): it
+ * would loop for ever. Listing is too slow for the shard size; lower transfer.shardBlocks.
+ */
+export class PlanStalledError extends namedError("PlanStalledError") {}
+
 /** Error names, the contract used by the workflow's Retry/Catch. */
 export const TransferErrors = {
   RetriesExhausted: "TransferRetriesExhaustedError",
   ChecksumMismatch: "BlockChecksumMismatchError",
   SourceAccess: "SourceAccessError",
   PlanMismatch: "ShardPlanMismatchError",
+  PlanTooLarge: "PlanTooLargeError",
+  PlanStalled: "PlanStalledError",
 } as const;
 
 function describe(error: unknown): string {

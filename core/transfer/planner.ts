@@ -12,7 +12,7 @@ import { InvalidArgumentError } from "../errors.ts";
 import { BLOCK_SIZE } from "../format/bytes.ts";
 import { assertName, assertRunId, type Repo } from "../format/layout.ts";
 import type { BlockSource } from "../ports/block-source.ts";
-import { type RetryOptions, retrySource } from "./errors.ts";
+import { PlanTooLargeError, type RetryOptions, retrySource } from "./errors.ts";
 import { planKeys, ShardListBuilder } from "./shard-list.ts";
 
 /** Blocks in one shard by default: 5 minutes at 50 MiB/s = 15,000 MiB = 30,000 blocks of 512 KiB. */
@@ -50,6 +50,8 @@ export interface PlanVolumeInput {
   readonly maxInlineBytes?: number;
   /** Shard list uploads in flight while listing continues. @default 4 */
   readonly uploadConcurrency?: number;
+  /** More shards than this fail the plan (PlanTooLargeError). @default 999,999 */
+  readonly maxShards?: number;
 }
 
 export interface PlanTotals {
@@ -108,6 +110,7 @@ interface PlanOptions {
   readonly pageSize: number;
   readonly maxInline: number;
   readonly uploadConcurrency: number;
+  readonly maxShards: number;
 }
 
 function checkInput(input: PlanVolumeInput): PlanOptions {
@@ -123,7 +126,9 @@ function checkInput(input: PlanVolumeInput): PlanOptions {
   const maxInline = input.maxInlineBytes ?? DEFAULT_MAX_INLINE_BYTES;
   const uploadConcurrency = input.uploadConcurrency ?? 4;
   assertInt("uploadConcurrency", uploadConcurrency, 1, 64);
-  return { base, shardBlocks, pageSize, maxInline, uploadConcurrency };
+  const maxShards = input.maxShards ?? 999_999;
+  assertInt("maxShards", maxShards, 1, 999_999);
+  return { base, shardBlocks, pageSize, maxInline, uploadConcurrency, maxShards };
 }
 
 /**
@@ -131,25 +136,47 @@ function checkInput(input: PlanVolumeInput): PlanOptions {
  * the first upload error fails the next block added or `finish`.
  */
 class ShardWriter {
-  readonly descriptors: ShardDescriptor[] = [];
+  readonly descriptors: ShardDescriptor[];
   readonly #repo: Repo;
   readonly #input: PlanVolumeInput;
   readonly #options: PlanOptions;
   readonly #uploads = new Set<Promise<void>>();
   #uploadError: unknown;
   #builder: ShardListBuilder | undefined;
-  changed = 0;
-  absent = 0;
+  changed: number;
+  absent: number;
+  /**
+   * The state at the last shard boundary: every shard before it is cut (its upload started), and the
+   * listing resumes at `startingBlockIndex` (the first block of the next shard).
+   */
+  boundary: { startingBlockIndex: number; shards: number; changed: number; absent: number };
 
-  constructor(repo: Repo, input: PlanVolumeInput, options: PlanOptions) {
+  constructor(repo: Repo, input: PlanVolumeInput, options: PlanOptions, resume?: PlanVolumeCursor) {
     this.#repo = repo;
     this.#input = input;
     this.#options = options;
+    this.descriptors = resume ? [...resume.descriptors] : [];
+    this.changed = resume?.changedBlocks ?? 0;
+    this.absent = resume?.absentBlocks ?? 0;
+    this.boundary = {
+      startingBlockIndex: resume?.startingBlockIndex ?? 0,
+      shards: this.descriptors.length,
+      changed: this.changed,
+      absent: this.absent,
+    };
   }
 
   /** Adds the next listed block (`absent`: the new snapshot does not hold it). */
   async add(index: number, absent: boolean): Promise<void> {
-    if (this.#builder && this.#builder.count >= this.#options.shardBlocks) await this.#flush(index);
+    if (this.#builder && this.#builder.count >= this.#options.shardBlocks) {
+      await this.#flush(index);
+      this.boundary = {
+        startingBlockIndex: index,
+        shards: this.descriptors.length,
+        changed: this.changed,
+        absent: this.absent,
+      };
+    }
     this.#builder ??= new ShardListBuilder(index);
     this.#builder.add(index, absent);
     this.changed++;
@@ -159,6 +186,11 @@ class ShardWriter {
   /** Uploads the last shard (ending at `end`) and waits for every upload. */
   async finish(end: number): Promise<void> {
     await this.#flush(end);
+    await this.settle();
+  }
+
+  /** Waits for every upload started (the shards before `boundary` are then durable). */
+  async settle(): Promise<void> {
     await Promise.all(this.#uploads);
     if (this.#uploadError) throw this.#uploadError;
   }
@@ -169,6 +201,12 @@ class ShardWriter {
     this.#builder = undefined;
     const { runId, volumeId, snapshotId } = this.#input;
     const shard = this.descriptors.length;
+    if (shard >= this.#options.maxShards) {
+      throw new PlanTooLargeError(
+        `the plan of ${this.#input.volumeId} needs more than ${this.#options.maxShards} shards of ${this.#options.shardBlocks} blocks` +
+          " (the most a run passes on); raise transfer.shardBlocks in the group config",
+      );
+    }
     this.descriptors.push({
       volumeId,
       snapshotId,
@@ -206,20 +244,28 @@ interface ListingStats {
   readonly volumeSizeBytes: number;
 }
 
-/** Lists the changed (or written) blocks page by page into `shards`; checks they ascend. */
+/**
+ * Lists the changed (or written) blocks page by page into `shards`; checks they ascend. Starts at
+ * `resume`'s block index when given. Before each List request it asks `shouldStop`: when it says so,
+ * the listing stops and the result says `stopped` (the caller keeps only what lies before the
+ * writer's `boundary`).
+ */
 async function listInto(
-  deps: PlanDeps,
+  deps: PlanStepDeps,
   input: PlanVolumeInput,
   options: PlanOptions,
   shards: ShardWriter,
-): Promise<ListingStats> {
+  resume: PlanVolumeCursor | undefined,
+): Promise<ListingStats & { readonly stopped: boolean }> {
   const base = options.base;
-  let pages = 0;
-  let emptyPages = 0;
-  let volumeSizeBytes = 0;
+  let pages = resume?.listPages ?? 0;
+  let emptyPages = resume?.emptyPages ?? 0;
+  let volumeSizeBytes = resume?.volumeSizeBytes ?? 0;
   let nextToken: string | undefined;
-  let last = -1;
+  let last = resume ? resume.startingBlockIndex - 1 : -1;
+  const from = resume?.startingBlockIndex ?? 0;
   do {
+    if (deps.shouldStop?.()) return { pages, emptyPages, volumeSizeBytes, stopped: true };
     const token = nextToken;
     const page = await retrySource(
       base ? "ListChangedBlocks" : "ListSnapshotBlocks",
@@ -228,7 +274,7 @@ async function listInto(
           snapshotId: input.snapshotId,
           baseSnapshotId: base ?? undefined,
           maxResults: options.pageSize,
-          ...(token ? { nextToken: token } : {}),
+          ...(token ? { nextToken: token } : from > 0 ? { startingBlockIndex: from } : {}),
         }),
       deps.retry,
     );
@@ -246,8 +292,9 @@ async function listInto(
     }
     nextToken = page.nextToken;
   } while (nextToken);
+  // An empty change set (or a resumed listing that found nothing more) cuts no shard.
   await shards.finish(last + 1);
-  return { pages, emptyPages, volumeSizeBytes };
+  return { pages, emptyPages, volumeSizeBytes, stopped: false };
 }
 
 /** Writes the shard index and the plan manifest; returns the result. */
@@ -298,12 +345,78 @@ async function writePlan(
   return result;
 }
 
+/**
+ * Where a volume's planning stopped (a shard boundary): every shard before it is written, and the
+ * listing goes on from `startingBlockIndex`, the first block of the next shard. Plain JSON: the run's
+ * plan cursor carries it (core/transfer/plan-run.ts).
+ */
+export interface PlanVolumeCursor {
+  /** The shard size the volume is cut into (decided once, before its first shard). */
+  readonly shardBlocks: number;
+  readonly startingBlockIndex: number;
+  /** The shards written so far, in order. */
+  readonly descriptors: readonly ShardDescriptor[];
+  readonly changedBlocks: number;
+  readonly absentBlocks: number;
+  readonly listPages: number;
+  readonly emptyPages: number;
+  readonly volumeSizeBytes: number;
+}
+
+export interface PlanStepDeps extends PlanDeps {
+  /** Asked before each List request: true stops the listing at the last shard boundary. */
+  readonly shouldStop?: () => boolean;
+}
+
+/** One invocation's part of a volume's plan: the whole plan, or where to go on from. */
+export type PlanVolumeStep =
+  | { readonly done: true; readonly result: PlanVolumeResult }
+  | { readonly done: false; readonly cursor: PlanVolumeCursor };
+
+/**
+ * Plans one volume, or as much of it as `deps.shouldStop` allows: stopped, it waits for the shard
+ * lists it cut and returns the cursor at its last shard boundary (the blocks listed after it are
+ * listed again by the next step). A step resumed from a cursor writes exactly the shards an
+ * uninterrupted plan writes after that boundary: shards are cut by count from the boundary on, and
+ * the listing of two completed snapshots does not change. Idempotent like `planVolume`.
+ */
+export async function planVolumeStep(
+  deps: PlanStepDeps,
+  input: PlanVolumeInput,
+  resume?: PlanVolumeCursor,
+): Promise<PlanVolumeStep> {
+  const options = checkInput(input);
+  if (resume && resume.shardBlocks !== options.shardBlocks) {
+    throw new InvalidArgumentError(
+      `the plan cursor of ${input.volumeId} cuts shards of ${resume.shardBlocks} blocks, the input ${options.shardBlocks}`,
+    );
+  }
+  const shards = new ShardWriter(deps.repo, input, options, resume);
+  const listing = await listInto(deps, input, options, shards, resume);
+  if (!listing.stopped)
+    return { done: true, result: await writePlan(deps.repo, input, options, shards, listing) };
+  await shards.settle();
+  const b = shards.boundary;
+  return {
+    done: false,
+    cursor: {
+      shardBlocks: options.shardBlocks,
+      startingBlockIndex: b.startingBlockIndex,
+      descriptors: shards.descriptors.slice(0, b.shards),
+      changedBlocks: b.changed,
+      absentBlocks: b.absent,
+      listPages: listing.pages,
+      emptyPages: listing.emptyPages,
+      volumeSizeBytes: listing.volumeSizeBytes,
+    },
+  };
+}
+
 /** Plans one volume. Idempotent: re-planning the same run overwrites the same keys with the same bytes. */
 export async function planVolume(deps: PlanDeps, input: PlanVolumeInput): Promise<PlanVolumeResult> {
-  const options = checkInput(input);
-  const shards = new ShardWriter(deps.repo, input, options);
-  const listing = await listInto(deps, input, options, shards);
-  return writePlan(deps.repo, input, options, shards, listing);
+  const step = await planVolumeStep(deps, input);
+  if (!step.done) throw new Error("unreachable: a plan without shouldStop always finishes");
+  return step.result;
 }
 
 /** Reads every descriptor of a planned volume (when `planVolume` returned `shards: null`). */

@@ -70,6 +70,7 @@ const HAPPY: Record<string, Result> = {
   }),
   CheckSnapshots: ok({ allCompleted: true, completed: 2, pending: 0, waitSeconds: 1 }),
   Plan: ok({
+    done: true,
     planKey: "groups/orders/runs/r/plan.json",
     shardCount: 2,
     changedBlocks: 200,

@@ -82,7 +82,17 @@ export async function runPipeline(
       if (i > 20)
         throw Object.assign(new Error("snapshots never completed"), { name: "SnapshotTimeoutError" });
     }
-    const plan = await call("Plan", { ...base, fencing, generation, snapshots: snap.snapshots });
+    let plan = await call("Plan", { ...base, fencing, generation, snapshots: snap.snapshots });
+    // ResumePlan: until the plan is done, from the cursor the previous invocation returned.
+    while (plan.done === false) {
+      plan = await call("Plan", {
+        ...base,
+        fencing,
+        generation,
+        snapshots: snap.snapshots,
+        resume: plan.cursor,
+      });
+    }
     for (const s of plan.shards as Array<{ volumeId: string; shard: number }>) {
       await call("Transfer", {
         bucket: config.target.bucket,

@@ -41,6 +41,8 @@ const cases: Record<string, () => Error> = {
   BlockChecksumMismatchError: () => new transferErrors.BlockChecksumMismatchError("snap-1", 4, "sha differs"),
   SourceAccessError: () => new transferErrors.SourceAccessError(sourceError),
   ShardPlanMismatchError: () => new transferErrors.ShardPlanMismatchError("block 7 missing"),
+  PlanTooLargeError: () => new transferErrors.PlanTooLargeError("the plan needs more than 3000 shards"),
+  PlanStalledError: () => new transferErrors.PlanStalledError("the plan of run r made no progress"),
   ObjectNotFoundError: () => new objectStore.ObjectNotFoundError("p/x", "v1"),
   PreconditionFailedError: () => new objectStore.PreconditionFailedError("p/HEAD", "If-Match"),
   ObjectLockedError: () => new objectStore.ObjectLockedError([{ key: "p/s.seg", versionId: "v2" }]),

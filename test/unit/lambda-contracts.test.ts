@@ -65,6 +65,7 @@ describe("task input validation", () => {
       shard: 100_000 + shard,
     }));
     const output = PlanOutput.parse({
+      done: true,
       planKey: "groups/orders-with-a-long-name/runs/0123456789abcdef0123456789abcdef01234567/plan.json",
       shardCount: shards.length,
       changedBlocks: 1e9,

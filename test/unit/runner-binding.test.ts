@@ -1,6 +1,12 @@
 import { describe, expect, it } from "vitest";
 import type { TaskDeps } from "#lambdas/runtime.ts";
-import { bindHandlers, parseInjectedFailure, RunnerError, taskStates } from "#local/runner.ts";
+import {
+  bindHandlers,
+  invocationDeps,
+  parseInjectedFailure,
+  RunnerError,
+  taskStates,
+} from "#local/runner.ts";
 import { type AslDefinition, localDefinition } from "#workflows/definition.ts";
 import { TASK_NAMES, TASKS } from "#workflows/tasks.ts";
 
@@ -33,5 +39,20 @@ describe("local runner binding", () => {
     expect(() => parseInjectedFailure("Transfr:vol-a")).toThrow(
       /TASK one of AcquireLock, .*ReleaseLock, got "Transfr:vol-a"/,
     );
+  });
+
+  it("GIVEN the timeout the runner enforces for a state WHEN an invocation starts THEN its remainingMs counts down from it on the run's clock", () => {
+    let now = 1_000_000;
+    const base = { clock: { now: () => now } } as TaskDeps;
+    const d = invocationDeps(base, 1800);
+    expect(d.remainingMs?.()).toBe(1_800_000);
+    now += 600_000;
+    expect(d.remainingMs?.()).toBe(1_200_000);
+    // Each invocation starts its own count.
+    expect(invocationDeps(base, 1800).remainingMs?.()).toBe(1_800_000);
+    // Lambda's own count (defineTask's context) wins; no timeout, no count.
+    const lambda = { ...base, remainingMs: () => 42 };
+    expect(invocationDeps(lambda, 1800).remainingMs?.()).toBe(42);
+    expect(invocationDeps(base, undefined).remainingMs).toBeUndefined();
   });
 });

@@ -90,7 +90,15 @@ describe("the synthesized consistency-group definition", () => {
   });
 
   it("GIVEN every state after AcquireLock that can fail THEN it is caught into Revert without losing its input", () => {
-    const guarded = ["Recover", "Snapshot", "CheckSnapshots", "Plan", "TransferShards", "PrepareVolumes"];
+    const guarded = [
+      "Recover",
+      "Snapshot",
+      "CheckSnapshots",
+      "Plan",
+      "ResumePlan",
+      "TransferShards",
+      "PrepareVolumes",
+    ];
     for (const name of [...guarded, "PrepareAllVolumes", "Commit"]) {
       const state = definition.States[name] as State;
       expect(state.Catch, name).toEqual([
@@ -98,6 +106,21 @@ describe("the synthesized consistency-group definition", () => {
       ]);
     }
     expect(definition.States.AcquireLock).not.toHaveProperty("Catch");
+  });
+
+  it("GIVEN Plan THEN PlanDone? loops ResumePlan with the cursor (a pointer, not the plan) until done, then the Transfer Map", () => {
+    expect((definition.States.Plan as State).Next).toBe("PlanDone?");
+    expect((definition.States.ResumePlan as State).Next).toBe("PlanDone?");
+    expect(definition.States["PlanDone?"]).toMatchObject({
+      Type: "Choice",
+      Choices: [{ Variable: "$.plan.done", BooleanEquals: true, Next: "TransferShards" }],
+      Default: "ResumePlan",
+    });
+    // payloadResponseOnly: the Parameters are the Lambda payload.
+    const payload = (definition.States.ResumePlan as State & { Parameters: Record<string, unknown> })
+      .Parameters;
+    expect(payload["resume.$"]).toBe("$.plan.cursor");
+    expect((definition.States.ResumePlan as State & { ResultPath: string }).ResultPath).toBe("$.plan");
   });
 
   it("GIVEN the failure path THEN Revert -> ReleaseLockAfterRevert -> RunFailed carries the original error", () => {

@@ -97,6 +97,7 @@ function tasks(revertInputs: unknown[]): Record<string, LimitedTask> {
     }),
     CheckSnapshots: () => ({ allCompleted: true, completed: 100, pending: 0, waitSeconds: 15 }),
     Plan: () => ({
+      done: true,
       planKey: "groups/big/runs/r/plan.json",
       shardCount: 100,
       changedBlocks: 100,

@@ -70,6 +70,7 @@ function fakes(overrides: Partial<Record<TaskName, Handler>> = {}) {
       };
     },
     Plan: () => ({
+      done: true,
       planKey: "groups/orders/runs/r/plan.json",
       shardCount: 3,
       changedBlocks: 300,
@@ -225,6 +226,51 @@ describe("the synthesized workflow run by aws-local-stepfunctions", () => {
     const output = await run({ config } as unknown as Json, f.handlers);
     expect(output).toMatchObject({ status: "committed" });
     expect([...seen.values()]).toEqual([3, 3, 3]);
+    expect(f.contractViolations).toEqual([]);
+  });
+
+  it("GIVEN a Plan that answers done: false with a cursor WHEN the run continues THEN ResumePlan is invoked with that cursor until done, then the shards transfer", async () => {
+    const cursors: unknown[] = [];
+    let n = 0;
+    const f = fakes({
+      Plan: (input) => {
+        cursors.push(input.resume);
+        n++;
+        if (n < 3) {
+          return {
+            done: false,
+            cursor: {
+              key: `groups/orders/runs/run-1/plan/cursors/000${n + 1}-x.json`,
+              sha256: "c".repeat(64),
+            },
+            shardCount: n,
+            volumesPlanned: 0,
+          };
+        }
+        return {
+          done: true,
+          planKey: "groups/orders/runs/r/plan.json",
+          shardCount: 1,
+          changedBlocks: 100,
+          maxConcurrency: 1,
+          shardRate: 100,
+          shards: [{ volumeId: "vol-0123456789abcdef0", shard: 0 }],
+        };
+      },
+    });
+    const output = await run({ config } as unknown as Json, f.handlers);
+    expect(output).toMatchObject({ status: "committed" });
+    expect(f.states().filter((s) => s === "Plan" || s === "ResumePlan")).toEqual([
+      "Plan",
+      "ResumePlan",
+      "ResumePlan",
+    ]);
+    expect(cursors).toEqual([
+      undefined,
+      { key: "groups/orders/runs/run-1/plan/cursors/0002-x.json", sha256: "c".repeat(64) },
+      { key: "groups/orders/runs/run-1/plan/cursors/0003-x.json", sha256: "c".repeat(64) },
+    ]);
+    expect(f.states().filter((s) => s === "TransferShard")).toHaveLength(1);
     expect(f.contractViolations).toEqual([]);
   });
 

@@ -19,23 +19,11 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type EbsAdminClient, ebsAdmin, SyntheticBlocks, seedOf } from "@cgmirror/ebs-emulator";
+import { ebsAdmin } from "@cgmirror/ebs-emulator";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
 import { type GroupConfig, parseGroupConfig } from "#core/config/group-config.ts";
-import type { IndexEntry } from "#core/format/block-ref.ts";
-import { readCommittedManifest } from "#core/format/generation.ts";
 import { createRepo, type Repo } from "#core/format/layout.ts";
-import { openVolumeIndex } from "#core/format/volume-index.ts";
-import {
-  SNAPSHOT_TAGS,
-  type SnapshotLabels,
-  type SnapshotPort,
-  type SnapshotRef,
-  type SnapshotStatus,
-  type TaggedSnapshot,
-} from "#core/protocol/snapshot-group.ts";
-import { fetchBlocks } from "#core/restore/restore.ts";
 import type { TaskDeps } from "#lambdas/runtime.ts";
 import { localClients } from "#local/clients.ts";
 import { createLocalDeps, type LocalDeps, runLocalBackup } from "#local/runner.ts";
@@ -43,6 +31,7 @@ import { SimulatedClock } from "#local/sim-clock.ts";
 import { type LocalStack, startLocalStack } from "#local/stack.ts";
 import { TransientError } from "#workflows/errors.ts";
 import { TASK_NAMES, TASKS } from "#workflows/tasks.ts";
+import { checkSampled, SyntheticSnapshotPort } from "../support/synthetic-snapshots.ts";
 
 /** Simulated ms per real ms: a 15-minute Lambda lasts 9 real seconds, a 60 s one 0.6 s. */
 const SCALE = 100;
@@ -64,73 +53,6 @@ const OTHER_TASKS_UNCOMPRESSED = {
 /** Written blocks per volume (sparse: a multi-TiB volume, a transfer this machine can do in seconds). */
 const WRITTEN = 400;
 const SYNTH = { zeroFraction: 0.2, compressibleFraction: 0.5 };
-
-/** EC2 snapshots over the emulator's synthetic snapshots: completed at once, tagged like EC2's. */
-class SyntheticSnapshotPort implements SnapshotPort {
-  readonly #admin: EbsAdminClient;
-  readonly #volumes = new Map<string, string>();
-  readonly #sizeGiB: number;
-  readonly #fraction: number;
-  constructor(admin: EbsAdminClient, sizeGiB: number, fraction: number) {
-    this.#admin = admin;
-    this.#sizeGiB = sizeGiB;
-    this.#fraction = fraction;
-  }
-  async createInstanceSnapshots(
-    _instanceId: string,
-    volumeIds: readonly string[],
-    labels: SnapshotLabels,
-  ): Promise<SnapshotRef[]> {
-    return Promise.all(volumeIds.map((v) => this.createVolumeSnapshot(v, labels)));
-  }
-  async createVolumeSnapshot(volumeId: string, labels: SnapshotLabels): Promise<SnapshotRef> {
-    const d = await this.#admin.createSyntheticSnapshot({
-      volumeSizeGiB: this.#sizeGiB,
-      seed: volumeId,
-      writtenFraction: this.#fraction,
-      ...SYNTH,
-      tags: [
-        { Key: SNAPSHOT_TAGS.group, Value: labels.group },
-        { Key: SNAPSHOT_TAGS.generation, Value: String(labels.generation) },
-        { Key: SNAPSHOT_TAGS.runId, Value: labels.runId },
-        { Key: "cgmirror:volume", Value: volumeId },
-      ],
-    });
-    this.#volumes.set(d.snapshotId, volumeId);
-    return { volumeId, snapshotId: d.snapshotId };
-  }
-  async describeSnapshots(ids: readonly string[]): Promise<SnapshotStatus[]> {
-    return Promise.all(
-      ids.map(async (snapshotId) => {
-        const d = await this.#admin.describeSnapshot(snapshotId);
-        const volumeId = this.#volumes.get(snapshotId) ?? "unknown";
-        return d
-          ? { volumeId, snapshotId, state: d.status === "completed" ? "completed" : d.status }
-          : { volumeId, snapshotId, state: "error", stateMessage: "the snapshot does not exist" };
-      }),
-    );
-  }
-  async findSnapshots(group: string, runId?: string): Promise<TaggedSnapshot[]> {
-    const out: TaggedSnapshot[] = [];
-    for (const d of await this.#admin.listSnapshots()) {
-      const tag = (k: string) => d.tags.find((t) => t.Key === k)?.Value;
-      if (tag(SNAPSHOT_TAGS.group) !== group || (runId !== undefined && tag(SNAPSHOT_TAGS.runId) !== runId))
-        continue;
-      out.push({
-        volumeId: tag("cgmirror:volume") ?? "unknown",
-        snapshotId: d.snapshotId,
-        group,
-        generation: Number(tag(SNAPSHOT_TAGS.generation) ?? 0),
-        runId: tag(SNAPSHOT_TAGS.runId) ?? "",
-        state: d.status === "completed" ? "completed" : d.status,
-      });
-    }
-    return out;
-  }
-  async deleteSnapshot(snapshotId: string): Promise<void> {
-    await this.#admin.deleteSnapshot(snapshotId);
-  }
-}
 
 let dir: string;
 let stack: LocalStack;
@@ -190,7 +112,7 @@ function deps(written: number): TaskDeps {
       : {}),
   });
   opened.push(d);
-  const port = new SyntheticSnapshotPort(ebsAdmin(stack.ebsEndpoint), VOLUME_GIB, written / BLOCKS);
+  const port = new SyntheticSnapshotPort(ebsAdmin(stack.ebsEndpoint), VOLUME_GIB, written / BLOCKS, SYNTH);
   return {
     ...d,
     snapshots: () => port,
@@ -238,40 +160,6 @@ function recordTransfers(clock: SimulatedClock, out: Invocation[]) {
         };
 }
 
-/** Compares sampled blocks of each committed volume with the synthetic snapshot's content. */
-async function checkSampled(repo: Repo, volumes: string[], written: number): Promise<number> {
-  const fraction = written / BLOCKS;
-  const manifest = await readCommittedManifest(repo);
-  expect(manifest).toBeDefined();
-  let checked = 0;
-  for (const volumeId of volumes) {
-    const v = manifest!.volumes.find((x) => x.volumeId === volumeId)!;
-    expect(v.sizeBytes).toBe(VOLUME_GIB * 2 ** 30);
-    const synth = new SyntheticBlocks({ seed: seedOf(volumeId), generation: 0, fraction, ...SYNTH });
-    const index = await openVolumeIndex(repo, volumeId, v.index);
-    // Every 7th written block, and unwritten blocks between them (they must stay holes).
-    const present: number[] = [];
-    for (let i = 0; i < BLOCKS; i++) if (synth.has(i)) present.push(i);
-    expect(present.length).toBeGreaterThan(written / 2);
-    const sample = present.filter((_, k) => k % 7 === 0);
-    const entries: IndexEntry[] = [];
-    for (const b of sample) {
-      const ref = await index.lookup(b);
-      expect(ref, `block ${b} of ${volumeId}`).toBeDefined();
-      entries.push({ block: b, ref: ref! });
-      if (!synth.has(b + 1)) expect(await index.lookup(b + 1)).toBeUndefined();
-    }
-    await fetchBlocks(repo, entries, (block, raw) => {
-      expect(Buffer.from(raw).equals(synth.content(block).data), `block ${block} of ${volumeId}`).toBe(true);
-      checked++;
-    });
-    const zero = entries.filter((e) => e.ref.segment === null);
-    for (const e of zero) expect(synth.isZero(e.block)).toBe(true);
-    checked += zero.length;
-  }
-  return checked;
-}
-
 describe("a multi-TiB first backup under AWS's limits, time compressed", () => {
   it("GIVEN two 2 TiB volumes and quotas scaled down WHEN backed up THEN every shard completes through resumed invocations within Lambda's deadline and the index holds the synthetic content", async () => {
     const volumes = ["vol-5ca1e00000000001", "vol-5ca1e00000000002"];
@@ -307,7 +195,7 @@ describe("a multi-TiB first backup under AWS's limits, time compressed", () => {
       TASKS.Transfer.timeoutSeconds * 1000,
     );
 
-    expect(await checkSampled(repo, volumes, WRITTEN)).toBeGreaterThan(70);
+    expect(await checkSampled(repo, volumes, WRITTEN, VOLUME_GIB, SYNTH)).toBeGreaterThan(70);
   }, 180_000);
 
   it("GIVEN a resumed invocation killed mid-way (it keeps running) WHEN Step Functions retries it THEN the run commits an exact generation", async () => {
@@ -342,6 +230,6 @@ describe("a multi-TiB first backup under AWS's limits, time compressed", () => {
     expect(run, `${run.error}: ${run.cause}`).toMatchObject({ outcome: "committed", generation: 1 });
     expect(killed).toBe(1);
     expect(invocations.filter((i) => i.resumed).length).toBeGreaterThanOrEqual(2);
-    expect(await checkSampled(repo, volumes, 240)).toBeGreaterThan(20);
+    expect(await checkSampled(repo, volumes, 240, VOLUME_GIB, SYNTH)).toBeGreaterThan(20);
   }, 180_000);
 });
