@@ -10,22 +10,22 @@ import { BaseSequencer, type TestSpecification } from "vitest/node";
 
 /** Idle seconds of the files that take more than a few (docs/performance.md). */
 export const ESTIMATED_SECONDS: Readonly<Record<string, number>> = {
-  "test/workflow/lock-and-recovery.test.ts": 90,
   "test/unit/prune-safety.test.ts": 66,
-  "test/workflow/backup-paths.test.ts": 56,
-  "test/e2e/demo.test.ts": 53,
-  "test/workflow/large-snapshot.test.ts": 52,
   "test/e2e/cli-user-path.test.ts": 52,
   "test/unit/fault-matrix.test.ts": 46,
   "test/unit/infra-app.test.ts": 31,
   "test/unit/core-crash.test.ts": 27,
   "test/integration/repo-s3.test.ts": 26,
   "test/workflow/scale.test.ts": 26,
+  "test/e2e/demo.test.ts": 24,
   "test/e2e/readme.test.ts": 18,
   "test/integration/transfer-emulator.test.ts": 18,
   "test/unit/transfer-worker.test.ts": 17,
+  "test/workflow/lock-and-recovery.test.ts": 16,
   "test/e2e/cli-repo.test.ts": 15,
   "test/e2e/cli-lifecycle.test.ts": 14,
+  "test/workflow/backup-paths.test.ts": 12,
+  "test/workflow/large-snapshot.test.ts": 11,
 };
 
 export default class LongestFirstSequencer extends BaseSequencer {
