@@ -7,12 +7,15 @@
  */
 
 import { InvalidArgumentError } from "#core/errors.ts";
+import { BLOCK_SIZE } from "#core/format/bytes.ts";
 import { readCommittedManifest } from "#core/format/generation.ts";
 import { assertFenced } from "#core/protocol/commit.ts";
 import {
   interleaveShards,
   planTransferConcurrency,
+  shardBlocksWithin,
   targetShardsPerVolume,
+  volumeBlocksOf,
 } from "#core/transfer/concurrency.ts";
 import { type PlanRunStep, type PlanRunVolume, planRunStep } from "#core/transfer/plan-run.ts";
 import { TransferFailedError } from "#workflows/errors.ts";
@@ -76,11 +79,24 @@ export async function planTask(input: PlanInputT, deps: TaskDeps): Promise<PlanO
   } else {
     const committed = await readCommittedManifest(repo);
     const bases = new Map(committed?.volumes.map((v) => [v.volumeId, v.sourceSnapshotId ?? null]) ?? []);
+    // Any volume size fits the shards a run passes inline: larger shards when the volumes need them.
+    const shardBlocks = shardBlocksWithin(
+      await volumeBlocksOf(planDeps.source, input.snapshots, BLOCK_SIZE),
+      t.shardBlocks,
+      MAX_INLINE_SHARDS,
+    );
+    if (shardBlocks > t.shardBlocks) {
+      deps.log.info("shards enlarged so that the plan fits the shards a run passes inline", {
+        configured: t.shardBlocks,
+        shardBlocks,
+        maxShards: MAX_INLINE_SHARDS,
+      });
+    }
     step = await planRunStep(planDeps, {
       input: {
         runId: input.runId,
         volumes: await decideBases(input, bases, deps),
-        shardBlocks: t.shardBlocks,
+        shardBlocks,
         // Enough shards per volume for the tasks the quotas feed: a small change set is cut finer.
         targetShards: targetShardsPerVolume(input.snapshots.length, quotas),
         maxShards: MAX_INLINE_SHARDS,

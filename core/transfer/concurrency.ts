@@ -130,3 +130,44 @@ export function shardBlocksFor(counted: number, configured: number, target: numb
   if (counted >= target * configured) return configured;
   return Math.min(configured, Math.max(64, Math.ceil(counted / target)));
 }
+
+/**
+ * The shard size that keeps a plan within `maxShards` whatever the volumes hold: the configured size,
+ * or larger when the volumes together have more blocks than `maxShards` shards of it could hold.
+ * A volume of `b` blocks gives at most ⌈b / size⌉ shards, so a size of ⌈Σb / (maxShards − n)⌉ bounds
+ * the total by Σ(b / size + 1) ≤ maxShards. Shards resume across invocations, so a larger shard only
+ * takes more invocations, never a failed run.
+ */
+export function shardBlocksWithin(
+  volumeBlocks: readonly number[],
+  configured: number,
+  maxShards: number,
+): number {
+  const n = volumeBlocks.length;
+  if (!Number.isInteger(maxShards) || maxShards <= n) {
+    throw new InvalidArgumentError(
+      `expected room for more than one shard per volume, got ${maxShards} for ${n} volumes`,
+    );
+  }
+  const total = volumeBlocks.reduce((a, b) => a + b, 0);
+  return Math.max(configured, Math.ceil(total / (maxShards - n)));
+}
+
+/** Each snapshot's size in blocks: one List request each (its first page names the volume size). */
+export async function volumeBlocksOf(
+  source: BlockSource,
+  snapshots: readonly { readonly snapshotId: string }[],
+  blockSize: number,
+  retry?: RetryOptions,
+): Promise<number[]> {
+  const sizes: number[] = [];
+  for (const s of snapshots) {
+    const page = await retrySource(
+      "ListSnapshotBlocks",
+      () => source.listBlocks({ snapshotId: s.snapshotId, maxResults: 100 }),
+      retry,
+    );
+    sizes.push(Math.ceil(page.volumeSizeBytes / blockSize));
+  }
+  return sizes;
+}

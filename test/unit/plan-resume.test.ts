@@ -7,8 +7,10 @@
 import { describe, expect, it } from "vitest";
 import { MemoryObjectStore } from "#adapters/memory-store.ts";
 import { CorruptObjectError, InvalidArgumentError } from "#core/errors.ts";
+import { BLOCK_SIZE } from "#core/format/bytes.ts";
 import { createRepo, type Repo } from "#core/format/layout.ts";
 import type { BlockSource, ListBlocksRequest } from "#core/ports/block-source.ts";
+import { shardBlocksWithin, volumeBlocksOf } from "#core/transfer/concurrency.ts";
 import { PlanStalledError, PlanTooLargeError } from "#core/transfer/errors.ts";
 import {
   type PlanCursorRef,
@@ -237,5 +239,39 @@ describe("planRunStep: resumable planning", () => {
     ).rejects.toBeInstanceOf(PlanTooLargeError);
     // It stopped at the sixth shard of the first volume, long before listing everything.
     expect(src.lists).toBeLessThan(whole.lists / 2);
+  });
+
+  it("GIVEN volumes too large for the configured shard size THEN shardBlocksWithin's size plans them within the limit", async () => {
+    const maxShards = 12;
+    // The configured 700 blocks: the first volume alone needs more than 12 shards.
+    await expect(
+      planRunStep(
+        { repo: repoOf(new MemoryObjectStore()), source: source() },
+        { input: { ...INPUT, maxShards } },
+      ),
+    ).rejects.toBeInstanceOf(PlanTooLargeError);
+    const src = source();
+    const sizes = await volumeBlocksOf(src, INPUT.volumes, BLOCK_SIZE);
+    expect(sizes).toEqual([40_000, 9_000, 25_000]);
+    expect(src.lists).toBe(3);
+    const shardBlocks = shardBlocksWithin(sizes, INPUT.shardBlocks, maxShards);
+    expect(shardBlocks).toBeGreaterThan(INPUT.shardBlocks);
+    const step = await planRunStep(
+      { repo: repoOf(new MemoryObjectStore()), source: source() },
+      { input: { ...INPUT, shardBlocks, maxShards } },
+    );
+    if (!step.done) throw new Error("expected one invocation to plan it");
+    const shards = step.volumes.reduce((a, v) => a + v.totals.shards, 0);
+    expect(shards).toBeGreaterThan(0);
+    expect(shards).toBeLessThanOrEqual(maxShards);
+    // The same blocks are planned as with the configured size, only in fewer, larger shards.
+    const configured = await planRunStep(
+      { repo: repoOf(new MemoryObjectStore()), source: source() },
+      { input: INPUT },
+    );
+    if (!configured.done) throw new Error("expected one invocation to plan it");
+    const changed = (p: typeof step) => p.volumes.map((v) => v.totals.changedBlocks);
+    expect(changed(step)).toEqual(changed(configured));
+    expect(shards).toBeLessThan(configured.volumes.reduce((a, v) => a + v.totals.shards, 0));
   });
 });

@@ -5,6 +5,7 @@ import {
   interleaveShards,
   planTransferConcurrency,
   shardBlocksFor,
+  shardBlocksWithin,
   targetShardsPerVolume,
 } from "#core/transfer/concurrency.ts";
 import { FakeBlockSource } from "./transfer-fixtures.ts";
@@ -113,5 +114,41 @@ describe("shard size from the change set", () => {
       await countBlocksUpTo(source, { snapshotId: source.snapshotId, baseSnapshotId: null }, 10_000),
     ).toBe(2500);
     expect(source.listCalls - calls).toBeGreaterThan(3);
+  });
+});
+
+describe("shardBlocksWithin: any volume size fits the shards a run passes inline", () => {
+  it("GIVEN any volumes and configured size THEN every volume's shards together stay within the limit, never below the configured size", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 0, max: 137_438_953_472 / 512 / 1024 }), { minLength: 1, maxLength: 40 }),
+        fc.integer({ min: 64, max: 1_000_000 }),
+        fc.integer({ min: 41, max: 5_000 }),
+        (volumes, configured, maxShards) => {
+          const size = shardBlocksWithin(volumes, configured, maxShards);
+          expect(size).toBeGreaterThanOrEqual(configured);
+          const shards = volumes.reduce((n, b) => n + Math.ceil(b / size), 0);
+          expect(shards).toBeLessThanOrEqual(maxShards);
+          // The configured size stays whenever it already fits with room for a partial shard per volume.
+          const total = volumes.reduce((a, b) => a + b, 0);
+          if (total <= configured * (maxShards - volumes.length)) expect(size).toBe(configured);
+        },
+      ),
+      { seed: 20261130, numRuns: 500 },
+    );
+  });
+
+  it("GIVEN one fully written 64 TiB volume at the default 30,000 blocks THEN shards grow to fit 3,000", () => {
+    const blocks = (64 * 2 ** 40) / (512 * 1024);
+    expect(Math.ceil(blocks / 30_000)).toBeGreaterThan(3_000);
+    const size = shardBlocksWithin([blocks], 30_000, 3_000);
+    expect(size).toBe(Math.ceil(blocks / 2_999));
+    expect(Math.ceil(blocks / size)).toBeLessThanOrEqual(3_000);
+  });
+
+  it("GIVEN no room for a shard per volume THEN it fails naming the counts", () => {
+    expect(() => shardBlocksWithin([1, 2, 3], 64, 3)).toThrow(
+      /more than one shard per volume, got 3 for 3 volumes/,
+    );
   });
 });
