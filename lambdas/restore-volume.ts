@@ -11,6 +11,7 @@
  * - `cleanup`: after any failure, deletes every snapshot tagged with the restore id (all or nothing).
  */
 import { InvalidArgumentError } from "#core/errors.ts";
+import { BLOCK_SIZE } from "#core/format/bytes.ts";
 import { readCommittedManifest, readGeneration } from "#core/format/generation.ts";
 import type { SnapshotWriter } from "#core/ports/snapshot-writer.ts";
 import {
@@ -143,6 +144,8 @@ async function finalize(input: Op<"finalize">, deps: TaskDeps): Promise<RestoreF
       snapshotId: v.state.snapshotId,
       status: d.status,
       blocksWritten: v.state.blocksWritten,
+      // bytesWritten counts data blocks only: the rest were zeros.
+      zeroBlocks: v.state.blocksWritten - Math.round(v.state.bytesWritten / BLOCK_SIZE),
       parentSnapshotId: v.parentSnapshotId,
       parentGeneration: v.parentGeneration,
     });
