@@ -27,7 +27,8 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
 /** Areas of a group's repository (below its prefix) that prune reads, writes and deletes versions in. */
 export const PRUNE_S3_ACCESS = {
-  read: ["HEAD", "locks", "commits", "generations", "volumes", "segments", "runs", "gc"],
+  // leases/: running restores' read leases (forget and prune keep what they pin).
+  read: ["HEAD", "locks", "commits", "generations", "volumes", "segments", "runs", "gc", "leases"],
   write: ["HEAD", "locks", "commits", "segments", "gc"],
   deleteVersion: ["commits", "generations", "volumes", "segments", "runs"],
 } as const;
