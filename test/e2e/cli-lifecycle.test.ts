@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { S3ObjectStore } from "../../adapters/s3-store.ts";
-import { createRepo } from "../../core/format/layout.ts";
+import { createRepo, keys, type Repo } from "../../core/format/layout.ts";
 import { writeGeneration } from "../../core/protocol/write-generation.ts";
 import { ebsAdmin } from "../../local/ebs-emulator/admin-client.ts";
 import type { LocalEndpoints } from "../../local/stack.ts";
@@ -19,11 +19,12 @@ let cwd: string;
 let s3: S3Client;
 let e: LocalEndpoints;
 let stack: Awaited<ReturnType<typeof cliLocalStack>>;
+let repo: Repo;
 
 beforeAll(async () => {
   stack = await cliLocalStack("cgm-cli-lifecycle-");
   ({ cwd, s3, endpoints: e } = stack);
-  const repo = createRepo({
+  repo = createRepo({
     store: new S3ObjectStore({ client: s3, bucket: e.bucket }),
     prefix: "groups/db",
     group: "db",
@@ -159,6 +160,10 @@ describe("cgmirror forget / prune / restore --to-snapshots", () => {
     ).toEqual([]);
     expect(after.map((s) => s.snapshotId).sort()).toEqual(before);
     expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+    // Every restore so far released its read lease (docs/format.md §10.2), the failed one included.
+    const leases = [];
+    for await (const o of repo.store.listVersions(keys.readLeasesPrefix(repo))) leases.push(o.key);
+    expect(leases).toEqual([]);
 
     const usage = await cgmirror(["restore", ...base, "--to-snapshots", "--inject-failure", "Nope"], { cwd });
     expect(usage.code).toBe(2);
