@@ -209,3 +209,50 @@ export function leasedPins(
   }
   return out;
 }
+
+/**
+ * Runs `fn` under a read lease on these generations (a restore to files, which runs in one process):
+ * taken and checked first, renewed every quarter of its lifetime while `fn` runs, released after it.
+ * A renewal that fails is not fatal: every byte the restore reads is checked, so it can only fail, never
+ * produce wrong bytes, if a prune reclaims what it reads after that.
+ */
+export async function withReadLease<T>(
+  repo: Repo,
+  options: {
+    restoreId: string;
+    generations: readonly number[];
+    ttlMs?: number;
+    now?: () => number;
+    /**
+     * Called when the lease cannot be written (e.g. a reader with read-only access): `fn` then runs
+     * without one, as restores did before leases. Without it such a failure is thrown.
+     */
+    onUnleased?: (error: unknown) => void;
+  },
+  fn: () => Promise<T>,
+): Promise<T> {
+  const now = options.now ?? Date.now;
+  const ttlMs = options.ttlMs ?? READ_LEASE_TTL_MS;
+  try {
+    await takeReadLease(repo, {
+      restoreId: options.restoreId,
+      generations: options.generations,
+      now: now(),
+      ttlMs,
+    });
+  } catch (error) {
+    if (!options.onUnleased || error instanceof GenerationNotFoundError) throw error;
+    options.onUnleased(error);
+    return fn();
+  }
+  const timer = setInterval(() => {
+    renewReadLease(repo, options.restoreId, now(), ttlMs).catch(() => undefined);
+  }, ttlMs / 4);
+  timer.unref?.();
+  try {
+    return await fn();
+  } finally {
+    clearInterval(timer);
+    await releaseReadLease(repo, options.restoreId).catch(() => undefined);
+  }
+}

@@ -18,6 +18,7 @@ import {
   releaseReadLease,
   renewReadLease,
   takeReadLease,
+  withReadLease,
 } from "#core/protocol/read-lease.ts";
 import { churn, type MemGroup, memGroup, readMatches } from "../support/mem-group.ts";
 import { runPipeline } from "../support/pipeline.ts";
@@ -132,6 +133,39 @@ describe("read leases", () => {
     await expect(prune(g.repo, now)).rejects.toThrow(/restore r-4 reads generation 1/);
     expect(await versions(g)).toEqual(before);
     expect(await readMatches(g, 3)).toEqual([]);
+  });
+
+  it("GIVEN a restore to files under withReadLease WHEN forget + prune run during it THEN its generation is kept and it is released after; a lease the store refuses runs it unleased, a forgotten generation does not run it", async () => {
+    const g = await group(3);
+    const now = Date.now();
+    const inside = await withReadLease(g.repo, { restoreId: "r-6", generations: [1] }, async () => {
+      await forgetAllButHead(g.repo, now);
+      return prune(g.repo, now);
+    });
+    expect(inside.leasedGenerations).toEqual([{ generation: 1, restoreIds: ["r-6"] }]);
+    expect(await liveReadLeases(g.repo, now)).toEqual([]);
+    expect((await prune(g.repo, now)).deleted.manifests.count).toBe(1);
+
+    const put = g.store.put.bind(g.store);
+    g.store.put = async (key, body, options) => {
+      if (key.includes("/leases/")) throw new Error("AccessDenied: no s3:PutObject on leases/");
+      return put(key, body, options);
+    };
+    const unleased: unknown[] = [];
+    const ran = await withReadLease(
+      g.repo,
+      { restoreId: "r-7", generations: [3], onUnleased: (e) => unleased.push(e) },
+      async () => "ran",
+    );
+    expect(ran).toBe("ran");
+    expect(String(unleased[0])).toMatch(/AccessDenied/);
+    await expect(
+      withReadLease(g.repo, { restoreId: "r-8", generations: [3] }, async () => "ran"),
+    ).rejects.toThrow(/AccessDenied/);
+    g.store.put = put;
+    await expect(
+      withReadLease(g.repo, { restoreId: "r-9", generations: [1], onUnleased: () => {} }, async () => "ran"),
+    ).rejects.toThrow(GenerationNotFoundError);
   });
 
   it("GIVEN a lease object that cannot be read WHEN prune runs THEN it deletes nothing and names the object", async () => {
