@@ -328,6 +328,8 @@ interface PruneRun {
   readonly log: (message: string, fields?: Record<string, unknown>) => void;
   readonly stop: () => boolean;
   readonly now: () => number;
+  /** Live read leases found by mark: while there are any, nothing live is repacked or deleted. */
+  readonly readers: { count: number };
   /** Garbage by key, in the order found: the sweep deletes kind by kind, each kind in this order. */
   readonly doomed: Map<string, { kind: PruneKind; versions: Versions }>;
 }
@@ -460,6 +462,7 @@ function startPrune(repo: Repo, options: PruneOptions): PruneRun {
     log: options.log ?? (() => {}),
     stop: options.shouldStop ?? (() => false),
     now: options.now ?? Date.now,
+    readers: { count: 0 },
     doomed: new Map(),
   };
 }
@@ -493,7 +496,9 @@ async function loadRetained(run: PruneRun): Promise<Retained> {
   // Listed after the retained generations (docs/format.md §10.2): a restore that found its generation
   // retained took its lease before, so a generation forgotten since is seen here and kept.
   const leased: LeasedGeneration[] = [];
-  for (const [n, { pin, restoreIds }] of leasedPins(await liveReadLeases(repo, run.now()))) {
+  const leases = await liveReadLeases(repo, run.now());
+  run.readers.count = leases.length;
+  for (const [n, { pin, restoreIds }] of leasedPins(leases)) {
     if (manifests.some((m) => m.generation === n)) continue;
     let m: GenerationManifest;
     try {
@@ -650,6 +655,9 @@ function accountSegments(run: PruneRun, marked: Marked, segments: Segments): Seg
     const s = table.find(id);
     const reached = s !== undefined && table.reached[s] === 1;
     if (!reached || segments.moved.has(id)) {
+      // A relocated segment a running restore may have located before the relocation stays while
+      // restores hold read leases (docs/format.md §10.2); the next prune after them deletes it.
+      if (reached && run.readers.count > 0) continue;
       doom(run, "segments", v);
       continue;
     }
@@ -740,6 +748,9 @@ function planRepack(
   const chosen: RepackCandidate[] = [];
   let deferred = 0;
   for (const c of account.candidates) {
+    // Repacking deletes the old segment, which a running restore may be reading: not while restores
+    // hold read leases (their generations reach it; the next prune repacks).
+    if (run.readers.count > 0) break;
     if (c.live <= budget) {
       chosen.push(c);
       budget -= c.live;

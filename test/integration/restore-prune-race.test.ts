@@ -221,7 +221,8 @@ describe("a restore against a concurrent forget + prune (read leases)", () => {
     expect(forget.forgotten).toEqual([1, 2]);
     expect(forget.leased).toEqual([1]); // its manifest stayed for the restore
     expect(prune.leasedGenerations).toEqual([{ generation: 1, restoreIds: [restoreId] }]);
-    expect(prune.deleted.segments.count, "generation 2's own data went").toBeGreaterThan(0);
+    // Mostly-garbage segments stay unrepacked while the restore may read them.
+    expect(prune.repack.segments).toBe(0);
     expect(await listGenerations(s.repo)).toEqual([3]);
 
     const out = r.output as { generation: number; snapshots: { volumeId: string; snapshotId: string }[] };

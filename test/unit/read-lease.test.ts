@@ -47,7 +47,7 @@ function forgetAllButHead(repo: Repo, now: number) {
 
 function prune(repo: Repo, now: number) {
   return withGroupHeld(repo, { runId: `prune-${++runs}` }, ({ lease }) =>
-    pruneRepository(repo, { lease, now: () => now }),
+    pruneRepository(repo, { lease, now: () => now, repackThreshold: 0.3 }),
   );
 }
 
@@ -102,23 +102,27 @@ describe("read leases", () => {
     expect(await g.store.head(keys.readLease(g.repo, "r-2"))).toBeUndefined();
   });
 
-  it("GIVEN a live lease on generation 1 WHEN forget and prune keep only HEAD THEN the manifest and data stay, it reads back through the lease; released, the next prune reclaims it", async () => {
-    const g = await group(3);
+  it("GIVEN a live lease on generation 5 of 6 WHEN forget and prune keep only HEAD THEN its manifest and data stay and nothing is repacked; released, the next prune reclaims and repacks", async () => {
+    const g = await group(6);
     const now = Date.now();
-    const lease = await takeReadLease(g.repo, { restoreId: "r-3", generations: [1], now });
+    const lease = await takeReadLease(g.repo, { restoreId: "r-3", generations: [5], now });
     const forgot = await forgetAllButHead(g.repo, now);
-    expect(forgot).toMatchObject({ forgotten: [1, 2], leased: [1] });
+    expect(forgot).toMatchObject({ forgotten: [1, 2, 3, 4, 5], leased: [5] });
     const report = await prune(g.repo, now);
-    expect(report.leasedGenerations).toEqual([{ generation: 1, restoreIds: ["r-3"] }]);
-    expect(report.retainedGenerations).toEqual([3]);
+    expect(report.leasedGenerations).toEqual([{ generation: 5, restoreIds: ["r-3"] }]);
+    expect(report.retainedGenerations).toEqual([6]);
+    // Mostly-garbage segments are there, but repacking would delete what the restore may be reading.
+    expect(report.repack.candidates).toBeGreaterThan(0);
+    expect(report.repack.segments).toBe(0);
     const m = await readPinnedGeneration(g.repo, lease.generations[0]!, "r-3");
-    expect(m.generation).toBe(1);
-    // Generation 1 is no longer committed for readers, but its data is whole (read through the lease's manifest).
-    expect(await readMatches(g, 3)).toEqual([]);
+    expect(m.generation).toBe(5);
+    // Generation 5 is no longer committed for readers, but its data is whole (read through the lease's manifest).
+    expect(await readMatches(g, 6)).toEqual([]);
 
     await releaseReadLease(g.repo, "r-3");
     const after = await prune(g.repo, now);
     expect(after.leasedGenerations).toEqual([]);
+    expect(after.repack.segments).toBeGreaterThan(0);
     expect(after.deleted.manifests.count).toBe(1);
     expect(after.deleted.segments.count).toBeGreaterThan(0);
   });
