@@ -255,7 +255,8 @@ describe("a restore against a concurrent forget + prune (read leases)", () => {
           ? fn
           : async (event) => {
               if (++steps === 3) {
-                running = forgetAndPrune(s, () => Date.now() + READ_LEASE_TTL_MS + 1);
+                // Past any renewal the other volume's steps make meanwhile (each sets now + TTL).
+                running = forgetAndPrune(s, () => Date.now() + 2 * READ_LEASE_TTL_MS);
                 await running;
               }
               return fn(event);
