@@ -22,7 +22,8 @@ import { cgmirrorFunctionProps, functionLogGroup, stateMachineLogs } from "./fun
 
 /** Areas of a group's repository (below its prefix) that prune reads, writes and deletes versions in. */
 export const PRUNE_S3_ACCESS = {
-  read: ["HEAD", "locks", "commits", "generations", "volumes", "segments", "runs", "gc"],
+  // leases/: running restores' read leases (forget and prune keep what they pin).
+  read: ["HEAD", "locks", "commits", "generations", "volumes", "segments", "runs", "gc", "leases"],
   write: ["HEAD", "locks", "commits", "segments", "gc"],
   deleteVersion: ["commits", "generations", "volumes", "segments", "runs"],
 } as const;

@@ -15,8 +15,10 @@ import { LIFECYCLE_TASKS } from "#workflows/lifecycle-tasks.ts";
 import { RestoreWorkflow } from "#workflows/restore.ts";
 import { cgmirrorFunctionProps, functionLogGroup, stateMachineLogs } from "./function-props.ts";
 
-/** Areas of a group's repository (below its prefix) a restore reads; it writes none. */
-export const RESTORE_S3_READ = ["HEAD", "commits", "generations", "volumes", "segments"] as const;
+/** Areas of a group's repository (below its prefix) a restore reads. */
+export const RESTORE_S3_READ = ["HEAD", "commits", "generations", "volumes", "segments", "leases"] as const;
+/** The one area a restore writes and deletes versions in: its read lease (docs/format.md §10.2). */
+export const RESTORE_S3_WRITE = ["leases"] as const;
 
 export interface GroupRestoreProps {
   readonly groups: readonly GroupConfig[];
@@ -78,8 +80,18 @@ export class GroupRestore extends Construct {
     );
     fn.addToRolePolicy(
       new iam.PolicyStatement({
+        sid: "ReadLeaseWrite",
+        actions: ["s3:PutObject", "s3:DeleteObjectVersion"],
+        resources: groups.flatMap((g) =>
+          RESTORE_S3_WRITE.map((a) => `arn:${p}:s3:::${g.target.bucket}/${g.target.prefix}/${area(a)}`),
+        ),
+      }),
+    );
+    fn.addToRolePolicy(
+      new iam.PolicyStatement({
         sid: "RepositoryKey",
-        actions: ["kms:Decrypt"],
+        // GenerateDataKey: the read lease is written under the bucket key.
+        actions: ["kms:Decrypt", "kms:GenerateDataKey*"],
         resources: [props.repositoryKey.keyArn],
         conditions: { StringEquals: { "kms:ViaService": `s3.${Aws.REGION}.amazonaws.com` } },
       }),
@@ -135,6 +147,11 @@ export class GroupRestore extends Construct {
       id: nag("IAM5[Resource::*]"),
       reason:
         "ec2:DescribeSnapshots and the X-Ray PutTraceSegments/PutTelemetryRecords actions do not support resource-level permissions.",
+    });
+    fn.acknowledge({
+      id: nag("IAM5[Action::kms:GenerateDataKey*]"),
+      reason:
+        "S3 needs kms:GenerateDataKey* to write the restore's read lease under SSE-KMS; the statement names the one bucket key and is limited to calls via S3 (kms:ViaService).",
     });
     fn.acknowledge({
       id: nag("IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>::snapshot/*]"),

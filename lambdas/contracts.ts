@@ -347,6 +347,8 @@ export const RestoreFinalizeOutput = z.strictObject({
         snapshotId,
         status: z.string(),
         blocksWritten: count,
+        /** Of them, blocks written as zeros (an incremental restore: the parent holds data there). */
+        zeroBlocks: count,
         parentSnapshotId: snapshotId.nullable(),
         parentGeneration: generation.nullable(),
       }),

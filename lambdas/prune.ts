@@ -64,7 +64,9 @@ export async function pruneTask(input: PruneInputT, deps: TaskDeps): Promise<Pru
       },
       async ({ lease }) => {
         const forget = config.retention
-          ? await applyForget(repo, lease, await planForget(repo, config.retention))
+          ? await applyForget(repo, lease, await planForget(repo, config.retention), {
+              now: deps.clock.now(),
+            })
           : undefined;
         const forgotten = forget?.forgotten ?? [];
         if (forget && forget.locked.length > 0) {
@@ -79,7 +81,13 @@ export async function pruneTask(input: PruneInputT, deps: TaskDeps): Promise<Pru
           maxRepackBytes: config.prune.maxRepackGiB * 2 ** 30,
           shouldStop: () => deps.clock.now() - started > budgetMs,
           log: (message, fields) => deps.log.info(message, fields),
+          now: () => deps.clock.now(),
         });
+        if (report.leasedGenerations.length > 0) {
+          deps.log.info("forgotten generations kept for running restores (read leases)", {
+            leased: report.leasedGenerations,
+          });
+        }
         // Snapshots: the next run's base (HEAD's) and `snapshots.keep` - 1 more generations stay.
         const snapshots = await pruneBaseSnapshots(
           config.group,

@@ -2,17 +2,29 @@
  * RestoreVolume (the restore workflow, workflows/restore.ts): restore a generation into one new EBS
  * snapshot per volume (core/restore/restore-snapshots.ts), in four steps chosen by `op`:
  *
- * - `prepare`: resolves the generation (HEAD's when not given) and the volumes, and chooses each
- *   volume's parent snapshot (given, or found among the snapshots cgmirror knows).
- * - `volume`: writes the blocks of one volume from its cursor on, until the work is done or its time
- *   is nearly up (`done: false` with the cursor: the workflow invokes it again; StartSnapshot's client
- *   token gives the same snapshot back).
- * - `finalize`: every snapshot exists and none is in state `error` (else the restore fails).
- * - `cleanup`: after any failure, deletes every snapshot tagged with the restore id (all or nothing).
+ * - `prepare`: resolves the generation (HEAD's when not given) and the volumes, chooses each
+ *   volume's parent snapshot (given, or found among the snapshots cgmirror knows), and takes the
+ *   restore's read lease on the generations it reads (core/protocol/read-lease.ts: forget and prune
+ *   keep them while it lives).
+ * - `volume`: renews the lease, then writes the blocks of one volume from its cursor on, until the
+ *   work is done or its time is nearly up (`done: false` with the cursor: the workflow invokes it
+ *   again; StartSnapshot's client token gives the same snapshot back). Manifests are read as the lease
+ *   pins them.
+ * - `finalize`: every snapshot exists and none is in state `error` (else the restore fails); releases
+ *   the lease.
+ * - `cleanup`: after any failure, releases the lease and deletes every snapshot tagged with the restore
+ *   id (all or nothing).
  */
 import { InvalidArgumentError } from "#core/errors.ts";
+import { BLOCK_SIZE } from "#core/format/bytes.ts";
 import { readCommittedManifest, readGeneration } from "#core/format/generation.ts";
 import type { SnapshotWriter } from "#core/ports/snapshot-writer.ts";
+import {
+  readPinnedGeneration,
+  releaseReadLease,
+  renewReadLease,
+  takeReadLease,
+} from "#core/protocol/read-lease.ts";
 import {
   chooseParents,
   deleteRestoreSnapshots,
@@ -66,6 +78,12 @@ async function prepare(input: Op<"prepare">, deps: TaskDeps) {
     input.parents ?? {},
     input.autoParent,
   );
+  // From here on forget and prune keep what these generations reach (docs/format.md §10.2).
+  await takeReadLease(repo, {
+    restoreId: input.restoreId,
+    generations: [manifest.generation, ...[...parents.values()].map((p) => p.generation)],
+    now: deps.clock.now(),
+  });
   return {
     restoreId: input.restoreId,
     generation: manifest.generation,
@@ -88,9 +106,18 @@ async function step(input: Op<"volume">, deps: TaskDeps): Promise<RestoreStepOut
   const budgetMs =
     deps.restoreOptions?.budgetMs ??
     (LIFECYCLE_TASKS.RestoreVolume.timeoutSeconds - RESTORE_STOP_MARGIN_SECONDS) * 1000;
-  const manifest = await readGeneration(repo, input.generation);
+  // The lease keeps the data; the manifests are read as the lease pins them (a forget may have
+  // removed the commit records since).
+  const lease = await renewReadLease(repo, input.restoreId, deps.clock.now());
+  const readManifest = (n: number) => {
+    const pin = lease.generations.find((p) => p.generation === n);
+    if (!pin) throw new Error(`the read lease of restore ${input.restoreId} does not pin generation ${n}`);
+    return readPinnedGeneration(repo, pin, input.restoreId);
+  };
+  const manifest = await readManifest(input.generation);
   const r = await restoreVolumeToSnapshot(repo, writerOf(deps), {
     manifest,
+    readManifest,
     volumeId: input.volumeId,
     restoreId: input.restoreId,
     parent: input.parent ? { ...input.parent, source: "given" } : undefined,
@@ -143,14 +170,27 @@ async function finalize(input: Op<"finalize">, deps: TaskDeps): Promise<RestoreF
       snapshotId: v.state.snapshotId,
       status: d.status,
       blocksWritten: v.state.blocksWritten,
+      // bytesWritten counts data blocks only: the rest were zeros.
+      zeroBlocks: v.state.blocksWritten - Math.round(v.state.bytesWritten / BLOCK_SIZE),
       parentSnapshotId: v.parentSnapshotId,
       parentGeneration: v.parentGeneration,
     });
   }
+  // The restore is done: its lease goes (else it expires; a failure here must not fail the restore).
+  await releaseReadLease(repoOf(groupConfig(input.config), deps), input.restoreId).catch((error: unknown) =>
+    deps.log.warn("the restore's read lease could not be released; it expires", {
+      error: String(error),
+    }),
+  );
   return { restoreId: input.restoreId, generation: input.generation, snapshots };
 }
 
 async function cleanup(input: Op<"cleanup">, deps: TaskDeps) {
+  await releaseReadLease(repoOf(groupConfig(input.config), deps), input.restoreId).catch((error: unknown) =>
+    deps.log.warn("the restore's read lease could not be released; it expires", {
+      error: String(error),
+    }),
+  );
   const { deleted, left } = await deleteRestoreSnapshots(writerOf(deps), input.restoreId);
   const why = cause(input.error);
   const message = `restore ${input.restoreId} failed (${why}); ${describeCleanup(input.restoreId, deleted, left)}`;

@@ -12,7 +12,8 @@
  * does not parse is treated as a miss.
  *
  * Where: $CGM_CACHE_DIR/definitions, else `.cache/definitions/` in the project (next to the local S3
- * server's build). `npm test` points CGM_CACHE_DIR into its own temporary directory (one synth per
+ * server's build). The restore workflow's definition is cached the same way (`restoreDefinitionCacheKey`).
+ * `npm test` points CGM_CACHE_DIR into its own temporary directory (one synth per
  * config per run, removed at the end).
  */
 import { createHash, randomBytes } from "node:crypto";
@@ -88,13 +89,29 @@ function isDefinition(value: unknown): value is AslDefinition {
   return typeof v?.StartAt === "string" && typeof v.States === "object" && v.States !== null;
 }
 
+/**
+ * The key of the restore workflow's definition (workflows/restore.ts, one per stack): only the code
+ * shapes it (the config travels in the execution's input).
+ */
+export function restoreDefinitionCacheKey(): string {
+  return createHash("sha256").update(definitionCodeHash()).update("\0restore").digest("hex");
+}
+
 /** The cached definition for `config`, or the result of `synth()` (then stored). */
-export async function cachedDefinition(
+export function cachedDefinition(
   config: GroupConfig,
   synth: () => Promise<AslDefinition>,
 ): Promise<{ definition: AslDefinition; cached: boolean }> {
+  return cachedDefinitionByKey(definitionCacheKey(config), synth);
+}
+
+/** The cached definition under `key`, or the result of `synth()` (then stored). */
+export async function cachedDefinitionByKey(
+  key: string,
+  synth: () => Promise<AslDefinition>,
+): Promise<{ definition: AslDefinition; cached: boolean }> {
   const dir = definitionCacheDir();
-  const file = join(dir, `${definitionCacheKey(config)}.json`);
+  const file = join(dir, `${key}.json`);
   try {
     const value = JSON.parse(await readFile(file, "utf8")) as unknown;
     if (isDefinition(value)) return { definition: value, cached: true };

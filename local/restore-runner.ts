@@ -10,6 +10,7 @@ import type { TaskDeps } from "#lambdas/runtime.ts";
 import type { AslDefinition } from "#workflows/definition.ts";
 import { LIFECYCLE_TASKS } from "#workflows/lifecycle-tasks.ts";
 import { type LimitedRunResult, runWithAwsLimits } from "./aws-limits.ts";
+import { cachedDefinitionByKey, restoreDefinitionCacheKey } from "./definition-cache.ts";
 import { RunnerError, taskStates } from "./runner.ts";
 import { SimulatedClock } from "./sim-clock.ts";
 
@@ -17,9 +18,14 @@ type Handler = (event: unknown) => Promise<unknown>;
 
 let definition: Promise<AslDefinition> | undefined;
 
-/** The restore workflow's definition, synthesized once per process. */
+/**
+ * The restore workflow's definition: from the disk cache (local/definition-cache.ts, keyed by the code
+ * that shapes it), else synthesized and stored; once per process.
+ */
 export function restoreWorkflowDefinition(): Promise<AslDefinition> {
-  definition ??= import("#workflows/definition.ts").then((m) => m.restoreDefinition());
+  definition ??= cachedDefinitionByKey(restoreDefinitionCacheKey(), () =>
+    import("#workflows/definition.ts").then((m) => m.restoreDefinition()),
+  ).then((r) => r.definition);
   return definition;
 }
 

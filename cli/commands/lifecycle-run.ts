@@ -127,6 +127,11 @@ function printPrune(r: PruneReport): void {
       `kept ${r.keptLocked.count} garbage version(s), ${formatBytes(r.keptLocked.bytes)}, under Object Lock retention: a later prune deletes them once it passes`,
     );
   }
+  for (const l of r.leasedGenerations) {
+    console.log(
+      `kept forgotten generation ${l.generation} and its data: restore ${l.restoreIds.join(", ")} is reading it (read lease); a prune after it ends reclaims it`,
+    );
+  }
   if (!r.done) console.log("not finished: run prune again");
 }
 
@@ -156,6 +161,11 @@ export async function forgetAction(
       if (out.result.locked.length > 0) {
         console.log(
           `kept generation(s) ${out.result.locked.join(", ")}: their commit records are under Object Lock retention (forget again once it passes)`,
+        );
+      }
+      if (out.result.leased.length > 0) {
+        console.log(
+          `generation(s) ${out.result.leased.join(", ")}: a running restore reads them; their manifests and data stay until it ends`,
         );
       }
       if (out.pruned) printPrune(out.pruned);

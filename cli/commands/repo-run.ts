@@ -1,4 +1,5 @@
 /** The work behind `cgmirror status`, `restore`, `verify`, `repair` (imported when one of them runs). */
+import { randomBytes } from "node:crypto";
 import { existsSync, statSync } from "node:fs";
 import { mkdir, readdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
@@ -12,9 +13,10 @@ import {
 } from "#core/format/generation.ts";
 import type { Repo } from "#core/format/layout.ts";
 import { acquireLock, readLock, releaseLock } from "#core/protocol/lock.ts";
+import { withReadLease } from "#core/protocol/read-lease.ts";
 import { listRunRecords, type RunRecord } from "#core/protocol/run-history.ts";
 import { applyRepair, planRepair, type RepairPlan } from "#core/restore/repair.ts";
-import { restoreVolume } from "#core/restore/restore.ts";
+import { type RestoreStats, restoreVolume } from "#core/restore/restore.ts";
 import { verifyGeneration } from "#core/restore/verify.ts";
 import { type CliContext, openContext } from "../context.ts";
 import { BusyError } from "../errors.ts";
@@ -250,19 +252,27 @@ export async function restoreAction(
     }
     await mkdir(dir, { recursive: true });
     const tty = process.stdout.isTTY && !opts.json;
-    const results = [];
-    for (const [i, v] of volumes.entries()) {
-      const started = Date.now();
-      const line = new ProgressLine(`restoring ${v.volumeId}`, tty);
-      const stats = await restoreVolume(repo, {
-        volumeId: v.volumeId,
-        path: targets[i]!,
-        manifest,
-        onProgress: (p) => line.update(p.entriesDone, p.entriesEstimate, p.bytesWritten),
-      });
-      line.done(`restored ${v.volumeId} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-      results.push({ ...stats, path: targets[i]! });
-    }
+    const results: Array<RestoreStats & { path: string }> = [];
+    // A read lease keeps a concurrent forget + prune off this generation (docs/format.md §10.2).
+    const restoreId = `restore-files-${new Date().toISOString().replace(/[-:.]/g, "")}-${randomBytes(4).toString("hex")}`;
+    const onUnleased = (error: unknown) =>
+      console.error(
+        `cgmirror: warning: no read lease (${error instanceof Error ? error.message : String(error)}); a prune running meanwhile can make this restore fail (it never writes wrong bytes)`,
+      );
+    await withReadLease(repo, { restoreId, generations: [manifest.generation], onUnleased }, async () => {
+      for (const [i, v] of volumes.entries()) {
+        const started = Date.now();
+        const line = new ProgressLine(`restoring ${v.volumeId}`, tty);
+        const stats = await restoreVolume(repo, {
+          volumeId: v.volumeId,
+          path: targets[i]!,
+          manifest,
+          onProgress: (p) => line.update(p.entriesDone, p.entriesEstimate, p.bytesWritten),
+        });
+        line.done(`restored ${v.volumeId} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+        results.push({ ...stats, path: targets[i]! });
+      }
+    });
     if (opts.json)
       printJson({
         generation: manifest.generation,

@@ -1,5 +1,6 @@
 /** `cgmirror status`, `restore`, `verify`, `repair`: commands over a group's repository (definitions only). */
 import { Command } from "commander";
+import { UsageError } from "../output.ts";
 import { parseGeneration, parsePositiveInt } from "../parse.ts";
 import { awsOptions, stateDirOption } from "../state.ts";
 
@@ -66,7 +67,13 @@ export function restoreCommand(): Command {
     )
     .option("--volume <vol-id>", "restore only this volume")
     .option("--force", "overwrite existing image files")
+    .option(
+      "--inject-failure <STATE[:VOLUME]>",
+      "with --local --to-snapshots: make a task of the restore state machine fail (RestoreVolume for one volume, PrepareRestore or FinalizeRestore), to see the all-or-nothing cleanup",
+    )
     .action(async (opts) => {
+      if (opts.injectFailure && !opts.toSnapshots)
+        throw new UsageError("--inject-failure works only with --local --to-snapshots");
       if (opts.toSnapshots) return (await import("./restore-snapshots.ts")).restoreSnapshotsAction(opts);
       return (await run()).restoreAction(opts);
     });

@@ -15,6 +15,8 @@ export interface RestoredSnapshot {
   readonly snapshotId: string;
   readonly status: string;
   readonly blocksWritten: number;
+  /** Of them, blocks written as zeros (absent from executions of an older deployment). */
+  readonly zeroBlocks?: number;
   readonly parentSnapshotId: string | null;
   readonly parentGeneration: number | null;
 }

@@ -1,7 +1,9 @@
 /**
  * `cgmirror restore --to-snapshots`: a generation into one new EBS snapshot per volume, all or nothing
- * (core/restore/restore-snapshots.ts). Locally against the EBS emulator (its admin API stands in for EC2's
- * DescribeSnapshots/DeleteSnapshot), in AWS with the EBS direct APIs and EC2.
+ * (core/restore/restore-snapshots.ts). With `--local` the restore state machine runs through the local
+ * runner (restore-local.ts); with `--state-machine-arn` in AWS (restore-sfn.ts); otherwise in this
+ * process, against `$CGM_EBS_ENDPOINT` (an EBS emulator; its admin API stands in for EC2's
+ * DescribeSnapshots/DeleteSnapshot) or AWS's EBS direct APIs and EC2.
  */
 import { EC2Client } from "@aws-sdk/client-ec2";
 import { ebsAdmin } from "@cgmirror/ebs-emulator/admin-client";
@@ -68,15 +70,22 @@ function writerFor(ctx: CliContext): { writer: EbsSnapshotWriter; close: () => v
 
 /** `restore --to-snapshots`. */
 export async function restoreSnapshotsAction(
-  opts: RepoOptions & RestoreSnapshotsFlags & { toDir?: string },
+  opts: RepoOptions & RestoreSnapshotsFlags & { toDir?: string; injectFailure?: string },
 ): Promise<void> {
   if (opts.toDir) throw new UsageError("give exactly one of --to-dir <dir> or --to-snapshots");
   const arn = opts.stateMachineArn ?? (opts.local ? undefined : process.env.CGM_RESTORE_STATE_MACHINE_ARN);
   if (arn) {
     if (opts.local) throw new UsageError("--state-machine-arn runs the restore in AWS; leave out --local");
+    if (opts.injectFailure) throw new UsageError("--inject-failure works only with --local");
     await restoreViaStateMachine(opts, arn);
     return;
   }
+  if (opts.local) {
+    // The same restore state machine as in AWS, run by the local runner under AWS's limits.
+    await (await import("./restore-local.ts")).localRestoreToSnapshots(opts);
+    return;
+  }
+  if (opts.injectFailure) throw new UsageError("--inject-failure works only with --local");
   await withRepo(opts, (repo, ctx) => restoreToSnapshotsAction(repo, ctx, opts));
 }
 

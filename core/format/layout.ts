@@ -82,6 +82,9 @@ export const keys = {
   runPrefix: (repo: Repo, runId: string) => join(repo, `runs/${runId}/`),
   /** The snapshot set of the next generation, kept while its snapshots may still be pending (adoptable). */
   snapshotSet: (repo: Repo) => join(repo, "pending/snapshot-set.json"),
+  /** Read leases of running restores (docs/format.md §10.2): what forget and prune must keep. */
+  readLeasesPrefix: (repo: Repo) => join(repo, "leases/"),
+  readLease: (repo: Repo, restoreId: string) => join(repo, `leases/${restoreId}.json`),
   /** Run records (docs/format.md §2, §13): one per finished run, never read by restore or verify. */
   historyPrefix: (repo: Repo) => join(repo, "history/"),
   history: (repo: Repo, fencing: number, runId: string) =>

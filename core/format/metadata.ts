@@ -29,7 +29,8 @@ export type MetadataFormat =
   | "cgmirror.plan-cursor"
   | "cgmirror.snapshot-set"
   | "cgmirror.run-record"
-  | "cgmirror.relocation";
+  | "cgmirror.relocation"
+  | "cgmirror.read-lease";
 
 const SEAL = /,"checksum":"sha256:([0-9a-f]{64})"\}\n$/;
 /** `format` and `version`, read before the object's own schema (built once: zod compiles each schema). */

@@ -1,6 +1,7 @@
 /**
  * Forget (docs/format.md §6.1, §10.2): applies a retention policy to the committed generations and
- * removes the commit record and the manifest of every generation it does not keep. Readers reach a
+ * removes the commit record and the manifest of every generation it does not keep (the manifest stays
+ * while a running restore's read lease pins it, core/protocol/read-lease.ts). Readers reach a
  * generation only through HEAD or its commit record, so a forgotten generation is gone for restore,
  * verify and status at once; its data is reclaimed by prune (core/lifecycle/prune.ts). HEAD is never forgotten.
  */
@@ -10,6 +11,7 @@ import { listGenerations, readCommitRecord, readGeneration, readHead } from "../
 import { keys, type Repo } from "../format/layout.ts";
 import { ObjectLockedError, type ObjectVersionRef } from "../ports/object-store.ts";
 import { assertFenced, type Lease } from "../protocol/commit.ts";
+import { leasedPins, liveReadLeases } from "../protocol/read-lease.ts";
 import { applyRetention, hasRules, type RetentionDecision, type RetentionPolicy } from "./retention.ts";
 
 export interface ForgetPlan {
@@ -66,6 +68,11 @@ export interface ForgetResult {
    * stay committed (and retained by prune) until a later forget, after the retention has passed.
    */
   readonly locked: readonly number[];
+  /**
+   * Forgotten generations a running restore reads (a live read lease pins them): their manifest is
+   * kept, and prune keeps their data, until the lease ends (docs/format.md §10.2).
+   */
+  readonly leased: readonly number[];
 }
 
 /** Deletes the versions; returns how many the store kept under an Object Lock retention. */
@@ -88,14 +95,20 @@ async function versionsOf(repo: Repo, key: string): Promise<ObjectVersionRef[]> 
 }
 
 /**
- * Deletes the commit record (every version) and then the manifest of each generation the plan
- * forgets, oldest first, while this lease holds the group (checked before every delete). Idempotent:
+ * Deletes the commit record (every version) and then the manifest (unless a running restore's read
+ * lease pins it) of each generation the plan forgets, oldest first, while this lease holds the group (checked before every delete). Idempotent:
  * a generation already forgotten is skipped. HEAD's generation is refused even if a plan names it.
  * @throws LockLostError when another run took the group
  */
-export async function applyForget(repo: Repo, lease: Lease, plan: ForgetPlan): Promise<ForgetResult> {
+export async function applyForget(
+  repo: Repo,
+  lease: Lease,
+  plan: ForgetPlan,
+  options: { readonly now?: number } = {},
+): Promise<ForgetResult> {
   const forgotten: number[] = [];
   const locked: number[] = [];
+  const leasedKept: number[] = [];
   let objectsDeleted = 0;
   for (const n of [...plan.forget].sort((a, b) => a - b)) {
     const head = (await assertFenced(repo, lease)).head;
@@ -116,6 +129,14 @@ export async function applyForget(repo: Repo, lease: Lease, plan: ForgetPlan): P
       continue;
     }
     if (record) {
+      // Listed after the record is gone (docs/format.md §10.2): a restore that found the record took
+      // its lease before, so it is seen here, and its manifest stays for it (prune deletes it later).
+      const leased = leasedPins(await liveReadLeases(repo, options.now ?? Date.now())).get(n);
+      if (leased && leased.pin.manifest.sha256 === record.manifest.sha256) {
+        leasedKept.push(n);
+        forgotten.push(n);
+        continue;
+      }
       const manifestVersions = await versionsOf(repo, keys.manifest(repo, n, record.fencing));
       await assertFenced(repo, lease);
       // A locked manifest is unreferenced from now on: prune deletes it once its retention passes.
@@ -123,5 +144,5 @@ export async function applyForget(repo: Repo, lease: Lease, plan: ForgetPlan): P
     }
     if (record || recordVersions.length > 0) forgotten.push(n);
   }
-  return { forgotten, objectsDeleted, locked };
+  return { forgotten, objectsDeleted, locked, leased: leasedKept };
 }

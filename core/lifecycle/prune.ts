@@ -65,6 +65,7 @@ import {
   PreconditionFailedError,
 } from "../ports/object-store.ts";
 import { assertFenced, type Lease } from "../protocol/commit.ts";
+import { leasedPins, liveReadLeases, readPinnedGeneration } from "../protocol/read-lease.ts";
 import { namedError } from "../util/named-error.ts";
 import { TaskPool } from "../util/pool.ts";
 
@@ -92,6 +93,8 @@ export interface PruneOptions {
    * @default false
    */
   readonly objectLock?: boolean;
+  /** The clock read leases expire by (ms since the epoch). @default Date.now */
+  readonly now?: () => number;
 }
 
 export interface ObjectTally {
@@ -102,6 +105,8 @@ export interface ObjectTally {
 export interface PruneReport {
   readonly dryRun: boolean;
   readonly retainedGenerations: readonly number[];
+  /** Forgotten generations kept (with everything they reach) for running restores' read leases. */
+  readonly leasedGenerations: readonly LeasedGeneration[];
   readonly head: number;
   /** Distinct index runs (block) read to mark, and their bytes. */
   readonly indexRunsRead: number;
@@ -135,6 +140,12 @@ export interface PruneReport {
   readonly keptLocked: ObjectTally;
   /** False when the run stopped early (shouldStop) or deferred repacks: run prune again. */
   readonly done: boolean;
+}
+
+/** A forgotten generation prune keeps because running restores read it. */
+export interface LeasedGeneration {
+  readonly generation: number;
+  readonly restoreIds: readonly string[];
 }
 
 export type PruneKind = "segments" | "relocations" | "indexRuns" | "rootVersions" | "manifests" | "runFiles";
@@ -316,6 +327,9 @@ interface PruneRun {
   readonly segmentBytes: number;
   readonly log: (message: string, fields?: Record<string, unknown>) => void;
   readonly stop: () => boolean;
+  readonly now: () => number;
+  /** Live read leases found by mark: while there are any, nothing live is repacked or deleted. */
+  readonly readers: { count: number };
   /** Garbage by key, in the order found: the sweep deletes kind by kind, each kind in this order. */
   readonly doomed: Map<string, { kind: PruneKind; versions: Versions }>;
 }
@@ -330,6 +344,8 @@ interface IndexRootState {
 interface Retained {
   readonly head: Head;
   readonly generations: number[];
+  /** Generations only running restores' read leases keep (forgotten, not yet released). */
+  readonly leased: readonly LeasedGeneration[];
   readonly pinnedManifests: ReadonlySet<string>;
   readonly retiredState: { readonly retired: RetiredSegments; readonly etag: string | undefined };
   readonly roots: ReadonlyMap<string, IndexRootState>;
@@ -445,6 +461,8 @@ function startPrune(repo: Repo, options: PruneOptions): PruneRun {
     segmentBytes: options.segmentBytes ?? 32 * 2 ** 20,
     log: options.log ?? (() => {}),
     stop: options.shouldStop ?? (() => false),
+    now: options.now ?? Date.now,
+    readers: { count: 0 },
     doomed: new Map(),
   };
 }
@@ -475,6 +493,26 @@ async function loadRetained(run: PruneRun): Promise<Retained> {
   const generations = await listGenerations(repo);
   const manifests: GenerationManifest[] = [];
   for (const n of generations) manifests.push(await readGeneration(repo, n));
+  // Listed after the retained generations (docs/format.md §10.2): a restore that found its generation
+  // retained took its lease before, so a generation forgotten since is seen here and kept.
+  const leased: LeasedGeneration[] = [];
+  const leases = await liveReadLeases(repo, run.now());
+  run.readers.count = leases.length;
+  for (const [n, { pin, restoreIds }] of leasedPins(leases)) {
+    if (manifests.some((m) => m.generation === n)) continue;
+    let m: GenerationManifest;
+    try {
+      m = await readPinnedGeneration(repo, pin, restoreIds[0]!);
+    } catch (error) {
+      if (!(error instanceof ObjectNotFoundError) && !(error instanceof CorruptObjectError)) throw error;
+      throw new PruneRefusedError(
+        `restore ${restoreIds.join(", ")} reads generation ${n}, whose manifest cannot be read (${(error as Error).message}); prune deletes nothing while its read lease is live (see leases/)`,
+        { cause: error },
+      );
+    }
+    manifests.push(m);
+    leased.push({ generation: n, restoreIds });
+  }
   const pinnedManifests = new Set(manifests.map((m) => keys.manifest(repo, m.generation, m.fencing)));
   const retiredState = await readRetiredSegments(repo);
 
@@ -487,7 +525,7 @@ async function loadRetained(run: PruneRun): Promise<Retained> {
       roots.set(id, { volumeId: v.volumeId, root: state.root, versionId: state.versionId });
     }
   }
-  return { head, generations, pinnedManifests, retiredState, roots };
+  return { head, generations, leased, pinnedManifests, retiredState, roots };
 }
 
 /** Mark, 2: the root versions, block runs, dedup runs and Bloom filters the retained roots name. */
@@ -617,6 +655,9 @@ function accountSegments(run: PruneRun, marked: Marked, segments: Segments): Seg
     const s = table.find(id);
     const reached = s !== undefined && table.reached[s] === 1;
     if (!reached || segments.moved.has(id)) {
+      // A relocated segment a running restore may have located before the relocation stays while
+      // restores hold read leases (docs/format.md §10.2); the next prune after them deletes it.
+      if (reached && run.readers.count > 0) continue;
       doom(run, "segments", v);
       continue;
     }
@@ -707,6 +748,9 @@ function planRepack(
   const chosen: RepackCandidate[] = [];
   let deferred = 0;
   for (const c of account.candidates) {
+    // Repacking deletes the old segment, which a running restore may be reading: not while restores
+    // hold read leases (their generations reach it; the next prune repacks).
+    if (run.readers.count > 0) break;
     if (c.live <= budget) {
       chosen.push(c);
       budget -= c.live;
@@ -773,6 +817,7 @@ function buildReport(
   return {
     dryRun: run.dryRun,
     retainedGenerations: retained.generations,
+    leasedGenerations: retained.leased,
     head: retained.head.generation,
     indexRunsRead: found.refs.blockRuns.size,
     indexBytesRead: found.marked.indexBytesRead,

@@ -34,6 +34,13 @@ import { keys, type Repo } from "../format/layout.ts";
 import { openVolumeIndex, type VolumeIndex } from "../format/volume-index.ts";
 import { isBlockSourceError } from "../ports/block-source.ts";
 import type { SnapshotWriter, WrittenSnapshot } from "../ports/snapshot-writer.ts";
+import {
+  READ_LEASE_TTL_MS,
+  readPinnedGeneration,
+  releaseReadLease,
+  renewReadLease,
+  takeReadLease,
+} from "../protocol/read-lease.ts";
 import { AimdLimiter, type AimdOptions, backoffMs } from "../transfer/aimd.ts";
 import { namedError } from "../util/named-error.ts";
 import { fetchBlocks, SegmentFooters } from "./restore.ts";
@@ -102,6 +109,11 @@ export interface VolumeToSnapshotOptions {
   readonly batchBlocks?: number;
   /** Called after every batch (for progress and checkpoints). */
   readonly onProgress?: (state: VolumeRestoreState) => void | Promise<void>;
+  /**
+   * Reads the parent's generation manifest (a restore under a read lease reads the one its lease
+   * pins, core/protocol/read-lease.ts). @default readGeneration (through HEAD or the commit record)
+   */
+  readonly readManifest?: (generation: number) => Promise<GenerationManifest>;
 }
 
 export interface VolumeToSnapshotResult extends VolumeRestoreState {
@@ -331,7 +343,7 @@ async function openIndexes(repo: Repo, options: VolumeToSnapshotOptions) {
   }
   let parentIndex: VolumeIndex | undefined;
   if (parent) {
-    const m = await readGeneration(repo, parent.generation);
+    const m = await (options.readManifest ?? ((n: number) => readGeneration(repo, n)))(parent.generation);
     const pv = m.volumes.find((v) => v.volumeId === volumeId);
     if (!pv) throw new InvalidArgumentError(`generation ${parent.generation} has no volume ${volumeId}`);
     if (pv.sizeBytes > volume.sizeBytes) {
@@ -350,7 +362,7 @@ async function startSnapshot(
   writer: SnapshotWriter,
   options: VolumeToSnapshotOptions,
   sizeBytes: number,
-): Promise<string> {
+): Promise<{ snapshotId: string; status: string }> {
   const { manifest, volumeId, parent } = options;
   const started = await writer.startSnapshot({
     volumeSizeGiB: Math.max(1, Math.ceil(sizeBytes / GiB)),
@@ -372,7 +384,20 @@ async function startSnapshot(
       `restore ${options.restoreId} of ${volumeId} resumes snapshot ${options.resume.snapshotId}, but StartSnapshot gave ${snapshotId}`,
     );
   }
-  return snapshotId;
+  return { snapshotId, status: started.status };
+}
+
+/**
+ * True when another invocation of the same step (a retry after a lost answer, or a duplicate delivery
+ * running at the same time) has completed the snapshot: it did so only after every block from the same
+ * cursor on was written, so the volume is done.
+ */
+async function completedElsewhere(writer: SnapshotWriter, snapshotId: string): Promise<boolean> {
+  try {
+    return (await writer.describeSnapshot(snapshotId))?.status === "completed";
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -494,7 +519,31 @@ export async function restoreVolumeToSnapshot(
   const { manifest, volumeId, parent } = options;
   const indexes = await openIndexes(repo, options);
   const blockCount = Math.ceil(indexes.volume.sizeBytes / BLOCK_SIZE);
-  const snapshotId = await startSnapshot(repo, writer, options, indexes.volume.sizeBytes);
+  const started = await startSnapshot(repo, writer, options, indexes.volume.sizeBytes);
+  const snapshotId = started.snapshotId;
+  const finished = (state: VolumeRestoreState, counts: { dataBlocks: number; zeroBlocks: number }) => ({
+    volumeId,
+    generation: manifest.generation,
+    parentSnapshotId: parent?.snapshotId ?? null,
+    parentGeneration: parent?.generation ?? null,
+    ...state,
+    cursor: blockCount,
+    ...counts,
+    done: true,
+    status: "completed",
+  });
+  if (started.status === "completed") {
+    // A retry of a step whose answer was lost after it completed the snapshot: nothing to write.
+    return finished(
+      {
+        snapshotId,
+        cursor: blockCount,
+        blocksWritten: options.resume?.blocksWritten ?? 0,
+        bytesWritten: options.resume?.bytesWritten ?? 0,
+      },
+      { dataBlocks: 0, zeroBlocks: 0 },
+    );
+  }
   await options.onProgress?.({
     snapshotId,
     cursor: options.resume?.cursor ?? 0,
@@ -504,17 +553,27 @@ export async function restoreVolumeToSnapshot(
   const putter = new BlockPutter(writer, snapshotId, options);
   const sender = new BatchSender(repo, putter, snapshotId, options);
   let done: boolean;
+  const counts = () => ({ dataBlocks: sender.dataBlocks, zeroBlocks: sender.zeroBlocks });
   try {
     done = await sendDifferences(sender, indexes, options);
     await sender.settle();
     await putter.drain();
+  } catch (error) {
+    // A duplicate of this step completed the snapshot while this one wrote the same blocks into it.
+    if (await completedElsewhere(writer, snapshotId)) return finished(sender.state(), counts());
+    throw error;
   } finally {
     putter.close();
   }
   let status = "pending";
   let cursor = sender.cursor;
   if (done) {
-    status = (await writer.completeSnapshot(snapshotId, sender.blocksWritten)).status;
+    try {
+      status = (await writer.completeSnapshot(snapshotId, sender.blocksWritten)).status;
+    } catch (error) {
+      if (await completedElsewhere(writer, snapshotId)) return finished(sender.state(), counts());
+      throw error;
+    }
     cursor = blockCount;
   }
   return {
@@ -571,6 +630,10 @@ export interface GroupToSnapshotsOptions
   readonly restoreId?: string;
   /** Called when a volume starts (for progress displays). */
   readonly onVolume?: (volumeId: string, parent: SnapshotParent | undefined) => void;
+  /** The clock of the read lease. @default Date.now */
+  readonly now?: () => number;
+  /** @default READ_LEASE_TTL_MS */
+  readonly leaseTtlMs?: number;
 }
 
 export interface GroupToSnapshotsResult {
@@ -669,6 +732,21 @@ export async function restoreGroupToSnapshots(
     options.parents ?? {},
     options.autoParent ?? true,
   );
+  // Prune keeps what these generations reach while the lease lives (docs/format.md §10.2).
+  const now = options.now ?? Date.now;
+  const ttlMs = options.leaseTtlMs ?? READ_LEASE_TTL_MS;
+  const lease = await takeReadLease(repo, {
+    restoreId,
+    generations: [manifest.generation, ...[...parents.values()].map((p) => p.generation)],
+    now: now(),
+    ttlMs,
+  });
+  let renewedAt = now();
+  const readManifest = (n: number) => {
+    const pin = lease.generations.find((p) => p.generation === n);
+    if (!pin) throw new InvalidArgumentError(`restore ${restoreId} holds no read lease on generation ${n}`);
+    return readPinnedGeneration(repo, pin, restoreId);
+  };
   const created: string[] = [];
   const results: VolumeToSnapshotResult[] = [];
   let current: string | undefined;
@@ -683,10 +761,15 @@ export async function restoreGroupToSnapshots(
         volumeId,
         restoreId,
         parent,
+        readManifest,
         onProgress: async (s) => {
           if (current === undefined) {
             current = s.snapshotId;
             created.push(s.snapshotId);
+          }
+          if (now() - renewedAt >= ttlMs / 4) {
+            await renewReadLease(repo, restoreId, now(), ttlMs);
+            renewedAt = now();
           }
           await options.onProgress?.(s);
         },
@@ -697,6 +780,7 @@ export async function restoreGroupToSnapshots(
       results.push(r);
     }
   } catch (error) {
+    await releaseReadLease(repo, restoreId).catch(() => undefined); // else it expires
     const { deleted, left } = await deleteRestoreSnapshots(writer, restoreId, created);
     const why = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
     throw new RestoreToSnapshotsError(
@@ -706,6 +790,7 @@ export async function restoreGroupToSnapshots(
       { cause: error },
     );
   }
+  await releaseReadLease(repo, restoreId).catch(() => undefined); // else it expires
   return { restoreId, generation: manifest.generation, pointInTime: manifest.pointInTime, volumes: results };
 }
 

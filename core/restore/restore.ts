@@ -265,9 +265,20 @@ export async function fetchBlocks(
         `expected bytes ${r.start}-${r.end - 1}, the segment is ${got.size} bytes`,
       );
     }
-    for (const e of r.entries) {
-      const slice = got.body.subarray(e.ref.offset - r.start, e.ref.offset - r.start + e.ref.length);
-      const raw = await openStoredBlockAsync(key, e.ref, slice, e.block);
+    // Every block of the range is decoded and hashed at once (in the thread pool), and handed over in
+    // order: a block's check overlaps the write of the one before instead of waiting for it. A block
+    // that fails its check throws when its turn comes, after the blocks before it (as one at a time).
+    const opened = r.entries.map((e) =>
+      openStoredBlockAsync(
+        key,
+        e.ref,
+        got.body.subarray(e.ref.offset - r.start, e.ref.offset - r.start + e.ref.length),
+        e.block,
+      ),
+    );
+    for (const o of opened) o.catch(() => {}); // the first failure is thrown below; later ones are moot
+    for (const [k, e] of r.entries.entries()) {
+      const raw = await opened[k]!;
       stats.blocks++;
       const p = onBlock(e.block, raw, e.ref);
       if (p) await p;

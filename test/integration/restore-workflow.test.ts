@@ -214,6 +214,8 @@ describe("the restore workflow, run locally against the EBS emulator", () => {
 
   it("GIVEN the same volume step invoked twice at once (a duplicate delivery) THEN both get the same snapshot and continuing from either cursor completes it with the generation's image", async () => {
     const handler = makeHandler(() => deps({ batchBlocks: 4, budgetMs: 0 }));
+    // PrepareRestore takes the restore's read lease; volume steps renew it.
+    await handler({ op: "prepare", ...input("restore-wf-6", { generation: 2, volumes: ["vol-b"] }) });
     const event = {
       op: "volume",
       config: g.config,

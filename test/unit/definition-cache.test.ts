@@ -7,7 +7,12 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { parseGroupConfig } from "#core/config/group-config.ts";
-import { definitionCacheKey, definitionShape } from "#local/definition-cache.ts";
+import {
+  cachedDefinitionByKey,
+  definitionCacheKey,
+  definitionShape,
+  restoreDefinitionCacheKey,
+} from "#local/definition-cache.ts";
 import { synthesize } from "#local/runner.ts";
 
 const example = parseGroupConfig(
@@ -42,5 +47,17 @@ describe("the local definition cache", () => {
     const longer = { ...example, runTimeoutMinutes: example.runTimeoutMinutes + 60 };
     expect(definitionCacheKey(longer)).not.toBe(definitionCacheKey(example));
     expect((await synthesize(longer)).TimeoutSeconds).toBe(longer.runTimeoutMinutes * 60);
+  });
+
+  it("GIVEN the restore workflow THEN its own key, and the local runner's (cached) definition is the one synthesized now", async () => {
+    expect(restoreDefinitionCacheKey()).not.toBe(definitionCacheKey(example));
+    const { restoreWorkflowDefinition } = await import("#local/restore-runner.ts");
+    const { restoreDefinition } = await import("#workflows/definition.ts");
+    const first = await cachedDefinitionByKey(restoreDefinitionCacheKey(), restoreDefinition);
+    const again = await cachedDefinitionByKey(restoreDefinitionCacheKey(), () => {
+      throw new Error("a cached definition must not be synthesized again");
+    });
+    expect(again).toEqual({ definition: first.definition, cached: true });
+    expect(await restoreWorkflowDefinition()).toEqual(await restoreDefinition());
   });
 });

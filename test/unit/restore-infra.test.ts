@@ -82,15 +82,24 @@ describe("the restore stack resources", () => {
     );
   });
 
-  it("GIVEN RestoreVolume's role THEN it reads the repository only, creates snapshots only with the restore's tags, and writes or deletes only snapshots a restore tagged", () => {
+  it("GIVEN RestoreVolume's role THEN it reads the repository and writes only its read lease, creates snapshots only with the restore's tags, and writes or deletes only snapshots a restore tagged", () => {
     const statements = restorePolicy();
     const all = statements.flatMap(actionsOf);
     expect(all.filter((a) => a.startsWith("s3:")).sort()).toEqual([
+      "s3:DeleteObjectVersion",
       "s3:GetObject",
       "s3:GetObjectVersion",
       "s3:ListBucket",
       "s3:ListBucketVersions",
+      "s3:PutObject",
     ]);
+    // Writes and deletes: only leases/ of the group's prefix (docs/format.md §10.2).
+    const writes = statements.filter((s) =>
+      actionsOf(s).some((a) => a === "s3:PutObject" || a === "s3:DeleteObjectVersion"),
+    );
+    expect(writes).toHaveLength(1);
+    expect(JSON.stringify(writes[0]!.Resource)).toMatch(/\/leases\/\*/);
+    expect(JSON.stringify(writes[0]!.Resource)).not.toMatch(/segments|volumes|generations|commits|HEAD/);
     expect(all).not.toContain("ebs:GetSnapshotBlock");
     const start = statements.find((s) => actionsOf(s).includes("ebs:StartSnapshot"))!;
     expect(actionsOf(start).sort()).toEqual(["ebs:StartSnapshot", "ec2:CreateTags"]);
@@ -107,7 +116,7 @@ describe("the restore stack resources", () => {
       });
     }
     const kms = statements.find((s) => actionsOf(s).includes("kms:Decrypt"))!;
-    expect(actionsOf(kms)).toEqual(["kms:Decrypt"]);
+    expect(actionsOf(kms)).toEqual(["kms:Decrypt", "kms:GenerateDataKey*"]);
     expect(JSON.stringify(kms.Condition)).toMatch(/kms:ViaService/);
   });
 
