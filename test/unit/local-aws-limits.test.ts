@@ -45,7 +45,9 @@ function oneTask(extra: Record<string, unknown> = {}, caught = true): AslDefinit
 
 describe("the local run enforces AWS's limits", () => {
   it("GIVEN a Lambda that runs past its 15-minute timeout on a fast clock THEN the Task fails with Lambda.Unknown as in AWS, and Catch sees it", async () => {
-    const clock = new SimulatedClock({ scale: 100_000 }); // 900 s = 9 ms
+    // 900 s = 0.9 s, and the Task's 930 s another 30 ms later: a margin the clock's millisecond timers
+    // keep in order on a loaded machine (at 100,000× it was 0.3 ms, and States.Timeout won once).
+    const clock = new SimulatedClock({ scale: 1_000 });
     const states: string[] = [];
     const run = await runWithAwsLimits({
       definition: oneTask(),
@@ -67,7 +69,7 @@ describe("the local run enforces AWS's limits", () => {
       definition: oneTask({ TimeoutSeconds: 60 }, false),
       input: {},
       tasks: { Work: task(never, 900) },
-      clock: new SimulatedClock({ scale: 100_000 }),
+      clock: new SimulatedClock({ scale: 10_000 }), // 60 s = 6 ms, 84 ms before the Lambda's 900 s
     });
     expect(run).toMatchObject({ status: "FAILED", error: "States.Timeout" });
   });
@@ -262,7 +264,8 @@ describe("the local run enforces AWS's limits", () => {
       },
       input: {},
       tasks: { Work: { handler: never } },
-      clock: new SimulatedClock({ scale: 1_000_000 }),
+      // 3,600 s = 0.36 s, 40 ms before the Task's own 4,000 s.
+      clock: new SimulatedClock({ scale: 10_000 }),
     });
     expect(run.status).toBe("TIMED_OUT");
   });
