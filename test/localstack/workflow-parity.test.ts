@@ -78,6 +78,17 @@ const HAPPY: Record<string, Result> = {
     shardRate: 100,
     shards: config.volumes.map((v) => ({ volumeId: v.id, shard: 0 })),
   }),
+  // Entered only after a Plan that answered done: false (not on these paths); the mock config needs
+  // a result for every Task state all the same.
+  ResumePlan: ok({
+    done: true,
+    planKey: "groups/orders/runs/r/plan.json",
+    shardCount: 2,
+    changedBlocks: 200,
+    maxConcurrency: 2,
+    shardRate: 100,
+    shards: config.volumes.map((v) => ({ volumeId: v.id, shard: 0 })),
+  }),
   TransferShard: ok({
     ok: true,
     done: true,
