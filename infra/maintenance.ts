@@ -19,6 +19,7 @@ import { PRUNE_METRICS } from "#lambdas/prune.ts";
 import { LIFECYCLE_TASKS } from "#workflows/lifecycle-tasks.ts";
 import { MaintenanceWorkflow } from "#workflows/maintenance.ts";
 import { cgmirrorFunctionProps, functionLogGroup, stateMachineLogs } from "./function-props.ts";
+import { failedExecutionsAlarm } from "./monitoring.ts";
 
 /** Areas of a group's repository (below its prefix) that prune reads, writes and deletes versions in. */
 export const PRUNE_S3_ACCESS = {
@@ -84,23 +85,10 @@ export class GroupMaintenance extends Construct {
         }),
       });
     }
-    this.failedAlarm = new cloudwatch.Alarm(this, "FailedAlarm", {
-      alarmDescription:
+    this.failedAlarm = failedExecutionsAlarm(this, "FailedAlarm", machine, {
+      description:
         "A cgmirror maintenance run (forget + prune) failed; nothing a retained generation needs was deleted and the next schedule retries. See docs/operations.md, Alarms.",
-      metric: new cloudwatch.MathExpression({
-        label: "Failed, timed out or aborted maintenance runs",
-        expression: "failed + timedOut + aborted",
-        usingMetrics: {
-          failed: machine.metricFailed({ statistic: "Sum" }),
-          timedOut: machine.metricTimedOut({ statistic: "Sum" }),
-          aborted: machine.metricAborted({ statistic: "Sum" }),
-        },
-        period: Duration.minutes(5),
-      }),
-      threshold: 1,
-      evaluationPeriods: 1,
-      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      label: "Failed, timed out or aborted maintenance runs",
     });
     this.failedAlarm.addAlarmAction(props.alarmAction);
     this.acknowledge(props.groups);

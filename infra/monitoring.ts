@@ -114,24 +114,11 @@ export class Monitoring extends StackPart {
     const action = this.alarmAction;
     const dashboard = this.dashboard;
     const dims = { service: SERVICE_NAME, Group: g.group };
-    const runFailed = new cloudwatch.Alarm(this, `RunFailedAlarm-${g.group}`, {
-      alarmDescription:
+    const runFailed = failedExecutionsAlarm(this, `RunFailedAlarm-${g.group}`, machine, {
+      description:
         `A cgmirror run of ${g.group} failed, timed out or was aborted (a failed run reverted; the previous consistency group is intact). ` +
         "See docs/operations.md, Alarms.",
-      metric: new cloudwatch.MathExpression({
-        label: `Failed, timed out or aborted runs of ${g.group}`,
-        expression: "failed + timedOut + aborted",
-        usingMetrics: {
-          failed: machine.metricFailed({ statistic: "Sum" }),
-          timedOut: machine.metricTimedOut({ statistic: "Sum" }),
-          aborted: machine.metricAborted({ statistic: "Sum" }),
-        },
-        period: Duration.minutes(5),
-      }),
-      threshold: 1,
-      evaluationPeriods: 1,
-      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      label: `Failed, timed out or aborted runs of ${g.group}`,
     });
     runFailed.addAlarmAction(action);
     const rpo = rpoAlarmShape(g);
@@ -179,6 +166,35 @@ export class Monitoring extends StackPart {
     needsRepair.addAlarmAction(action);
     dashboard.addWidgets(...groupWidgets(g, machine, dims, { committed, rpoAlarm, needsRepair, runFailed }));
   }
+}
+
+/**
+ * An alarm on a state machine's failed, timed-out and aborted executions: any one in 5 minutes (no
+ * executions is no failure).
+ */
+export function failedExecutionsAlarm(
+  scope: Construct,
+  id: string,
+  machine: sfn.IStateMachine,
+  text: { readonly description: string; readonly label: string },
+): cloudwatch.Alarm {
+  return new cloudwatch.Alarm(scope, id, {
+    alarmDescription: text.description,
+    metric: new cloudwatch.MathExpression({
+      label: text.label,
+      expression: "failed + timedOut + aborted",
+      usingMetrics: {
+        failed: machine.metricFailed({ statistic: "Sum" }),
+        timedOut: machine.metricTimedOut({ statistic: "Sum" }),
+        aborted: machine.metricAborted({ statistic: "Sum" }),
+      },
+      period: Duration.minutes(5),
+    }),
+    threshold: 1,
+    evaluationPeriods: 1,
+    comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+    treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+  });
 }
 
 /**
