@@ -12,13 +12,13 @@ import { runLocalRestore } from "../../local/restore-runner.ts";
 import { createLocalDeps } from "../../local/runner.ts";
 import { attachOrStartLocalStack } from "../../local/stack.ts";
 import { defaultPrefix } from "../context.ts";
-import { printJson, table, UsageError } from "../output.ts";
+import { printJson, UsageError } from "../output.ts";
 import { stateDirOf } from "../state.ts";
 import { loadConfigFile } from "./config.ts";
 import type { RepoOptions } from "./repo.ts";
 import { manifestOrExplain } from "./repo-run.ts";
 import { newRestoreId, type RestoredSnapshot, RestoreExecutionError } from "./restore-sfn.ts";
-import { parseParents, type RestoreSnapshotsFlags } from "./restore-snapshots.ts";
+import { parseParents, type RestoreSnapshotsFlags, restoredSnapshotsTable } from "./restore-snapshots.ts";
 
 /** The Task states of the restore workflow `--inject-failure` can name. */
 export const RESTORE_TASK_STATES = ["PrepareRestore", "RestoreVolume", "FinalizeRestore"] as const;
@@ -163,19 +163,7 @@ export async function localRestoreToSnapshots(
       printJson(result);
       return;
     }
-    console.log(
-      table(
-        ["VOLUME", "SNAPSHOT", "PARENT", "BLOCKS WRITTEN", "ZERO BLOCKS", "STATUS"],
-        result.volumes.map((v) => [
-          v.volumeId,
-          v.snapshotId,
-          v.parentSnapshotId ? `${v.parentSnapshotId} (gen ${v.parentGeneration})` : "-",
-          v.blocksWritten,
-          v.zeroBlocks ?? "-",
-          v.status,
-        ]),
-      ),
-    );
+    console.log(restoredSnapshotsTable(result.volumes));
     console.log(
       `generation ${result.generation} (point in time ${result.pointInTime}) restored into ${result.volumes.length} snapshot(s) by local execution ${result.execution} of the restore state machine, restore id ${result.restoreId}; create volumes from them to start the instances again`,
     );

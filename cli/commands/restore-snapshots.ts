@@ -69,6 +69,31 @@ function writerFor(ctx: CliContext): { writer: EbsSnapshotWriter; close: () => v
 }
 
 /** `restore --to-snapshots`. */
+/** The snapshots a restore made, one row per volume (the local, in-process and AWS paths alike). */
+export function restoredSnapshotsTable(
+  volumes: readonly {
+    readonly volumeId: string;
+    readonly snapshotId: string;
+    readonly parentSnapshotId?: string | null | undefined;
+    readonly parentGeneration?: number | null | undefined;
+    readonly blocksWritten: number;
+    readonly zeroBlocks?: number | undefined;
+    readonly status: string;
+  }[],
+): string {
+  return table(
+    ["VOLUME", "SNAPSHOT", "PARENT", "BLOCKS WRITTEN", "ZERO BLOCKS", "STATUS"],
+    volumes.map((v) => [
+      v.volumeId,
+      v.snapshotId,
+      v.parentSnapshotId ? `${v.parentSnapshotId} (gen ${v.parentGeneration})` : "-",
+      v.blocksWritten,
+      v.zeroBlocks ?? "-",
+      v.status,
+    ]),
+  );
+}
+
 export async function restoreSnapshotsAction(
   opts: RepoOptions & RestoreSnapshotsFlags & { toDir?: string; injectFailure?: string },
 ): Promise<void> {
@@ -127,19 +152,7 @@ export async function restoreToSnapshotsAction(
       printJson(result);
       return;
     }
-    console.log(
-      table(
-        ["VOLUME", "SNAPSHOT", "PARENT", "BLOCKS WRITTEN", "ZERO BLOCKS", "STATUS"],
-        result.volumes.map((v) => [
-          v.volumeId,
-          v.snapshotId,
-          v.parentSnapshotId ? `${v.parentSnapshotId} (gen ${v.parentGeneration})` : "-",
-          v.blocksWritten,
-          v.zeroBlocks,
-          v.status,
-        ]),
-      ),
-    );
+    console.log(restoredSnapshotsTable(result.volumes));
     console.log(
       `generation ${result.generation} (point in time ${result.pointInTime}) restored into ${result.volumes.length} snapshot(s), restore id ${result.restoreId}; create volumes from them to start the instances again`,
     );
@@ -195,18 +208,7 @@ async function restoreViaStateMachine(opts: RepoOptions & RestoreSnapshotsFlags,
       printJson(result);
       return;
     }
-    console.log(
-      table(
-        ["VOLUME", "SNAPSHOT", "PARENT", "BLOCKS WRITTEN", "STATUS"],
-        result.snapshots.map((v) => [
-          v.volumeId,
-          v.snapshotId,
-          v.parentSnapshotId ? `${v.parentSnapshotId} (gen ${v.parentGeneration})` : "-",
-          v.blocksWritten,
-          v.status,
-        ]),
-      ),
-    );
+    console.log(restoredSnapshotsTable(result.snapshots));
     console.log(
       `generation ${result.generation} (point in time ${result.pointInTime}) restored into ${result.snapshots.length} snapshot(s) by execution ${result.executionArn}, restore id ${result.restoreId}; create volumes from them to start the instances again`,
     );
