@@ -6,7 +6,7 @@ import { brotliDecompress, gunzip, zstdDecompress } from "node:zlib";
 import { CorruptObjectError, InvalidArgumentError } from "../errors.ts";
 import type { BlockRef, IndexEntry } from "../format/block-ref.ts";
 import { BLOCK_SIZE, equalBytes, toHex } from "../format/bytes.ts";
-import { Codec } from "../format/codec.ts";
+import { Codec, oneChunk } from "../format/codec.ts";
 import { readRelocation, relocationKey } from "../format/gc-state.ts";
 import {
   type GenerationManifest,
@@ -187,7 +187,8 @@ async function openStoredBlockAsync(
   const inflate = INFLATE[ref.codec];
   if (inflate) {
     try {
-      const out = await inflate(stored, { maxOutputLength: BLOCK_SIZE });
+      // One thread-pool pass per block instead of 32 (`oneChunk`).
+      const out = await inflate(stored, { maxOutputLength: BLOCK_SIZE, chunkSize: oneChunk(BLOCK_SIZE) });
       raw = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
     } catch {
       return openStoredBlock(key, ref, stored, blockIndex); // throws BlockIntegrityError naming it
@@ -199,7 +200,7 @@ async function openStoredBlockAsync(
   return raw;
 }
 
-type Inflate = (data: Uint8Array, options: { maxOutputLength: number }) => Promise<Buffer>;
+type Inflate = (data: Uint8Array, options: { maxOutputLength: number; chunkSize: number }) => Promise<Buffer>;
 /** Asynchronous (thread-pool) decoders of the stored codecs (docs/format.md §3). */
 const INFLATE: Readonly<Record<number, Inflate>> = {
   [Codec.zstd]: promisify(zstdDecompress) as Inflate,
