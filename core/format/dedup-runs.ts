@@ -112,17 +112,29 @@ function mergeInto(readers: readonly HashRunReader[], retired?: RetiredSegments)
     });
 }
 
-/** One chunk of stored refs, column-wise, sorted by hash through a permutation. */
+/**
+ * One chunk of stored refs, column-wise, sorted by hash through a permutation. Sized for the entries
+ * still to come (at most CHUNK_ENTRIES): a delta of a few blocks does not zero 10 MB of columns.
+ */
 class Chunk {
-  readonly hashes = new Uint8Array(CHUNK_ENTRIES * 32);
+  readonly hashes: Uint8Array;
   readonly segments: string[] = [];
-  readonly offsets = new Uint32Array(CHUNK_ENTRIES);
-  readonly lengths = new Uint32Array(CHUNK_ENTRIES);
-  readonly codecs = new Uint8Array(CHUNK_ENTRIES);
+  readonly offsets: Uint32Array;
+  readonly lengths: Uint32Array;
+  readonly codecs: Uint8Array;
+  readonly capacity: number;
   n = 0;
 
+  constructor(capacity: number) {
+    this.capacity = capacity;
+    this.hashes = new Uint8Array(capacity * 32);
+    this.offsets = new Uint32Array(capacity);
+    this.lengths = new Uint32Array(capacity);
+    this.codecs = new Uint8Array(capacity);
+  }
+
   get full(): boolean {
-    return this.n >= CHUNK_ENTRIES;
+    return this.n >= this.capacity;
   }
 
   add(page: IndexPage, i: number): void {
@@ -174,25 +186,32 @@ class Chunk {
 
 /**
  * Builds the dedup delta run (hash → ref) of one block delta run: its stored (non-zero) refs,
- * sorted by hash. Memory: one chunk of CHUNK_ENTRIES refs (~16 MB); larger deltas are written as
- * sorted chunks under `scratchPrefix` and merged.
+ * sorted by hash. Memory: one chunk of at most CHUNK_ENTRIES refs (~16 MB), sized for the delta;
+ * larger deltas are written as sorted chunks under `scratchPrefix` and merged.
  */
 export async function buildDedupDelta(
   repo: Repo,
   delta: RunInfo,
   key: string,
   scratchPrefix: string,
+  /** Refs per sorted chunk (tests use a few to exercise the chunk merge). */
+  chunkEntries = CHUNK_ENTRIES,
 ): Promise<HashRunRef | null> {
   const reader = await IndexRunReader.open(repo.store, delta.key, {
     bytes: delta.bytes,
     sha256: delta.sha256,
   });
   const chunks: HashRunRef[] = [];
-  let chunk = new Chunk();
+  // `seen` counts every entry read, zero refs included: the next chunk never needs more room than
+  // the entries left.
+  let seen = 0;
+  const nextChunk = () =>
+    new Chunk(Math.max(1, Math.min(chunkEntries, CHUNK_ENTRIES, delta.entries - seen)));
+  let chunk = nextChunk();
   let direct: HashRunRef | null = null;
   const flush = async (last: boolean) => {
     const c = chunk;
-    chunk = new Chunk();
+    if (!last) chunk = nextChunk();
     if (last && chunks.length === 0) {
       direct = await writeSorted(repo, key, (emit) => c.writeSorted(emit), c.n);
     } else {
@@ -202,6 +221,7 @@ export async function buildDedupDelta(
     }
   };
   await mergeRuns([reader], (page, i) => {
+    seen++;
     if (page.codecs[i] === Codec.zero) return undefined;
     chunk.add(page, i);
     return chunk.full ? flush(false) : undefined;

@@ -7,7 +7,9 @@ import { BloomFilter } from "#core/format/bloom.ts";
 import { BLOCK_SIZE, sha256 } from "#core/format/bytes.ts";
 import { Codec } from "#core/format/codec.ts";
 import { GroupDedup } from "#core/format/dedup-index.ts";
+import { buildDedupDelta, openHashRunRef } from "#core/format/dedup-runs.ts";
 import { compareKeys, HashRunReader, HashRunWriter, mergeHashRuns } from "#core/format/hash-run.ts";
+import { writeRun } from "#core/format/index-run.ts";
 import { createRepo, keys } from "#core/format/layout.ts";
 import { readVolumeIndexRoot } from "#core/format/volume-index.ts";
 import { writeGeneration } from "#core/protocol/write-generation.ts";
@@ -83,6 +85,56 @@ describe("dedup runs", () => {
         },
       ),
       { numRuns: 30 },
+    );
+  });
+
+  it("GIVEN a block delta with zero refs and repeated contents WHEN its dedup delta is built in chunks of any size THEN it equals the one-chunk build, and the scratch chunks are gone", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.option(fc.integer({ min: 0, max: 40 }), { nil: undefined }), { maxLength: 120 }),
+        fc.integer({ min: 1, max: 9 }),
+        async (contents, chunkEntries) => {
+          const store = new MemoryObjectStore();
+          const repo = createRepo({ store, prefix: "p", group: "g" });
+          // Block i: a zero ref (undefined) or stored content number n (equal n, equal hash).
+          const entries = contents.map((n, block) => ({
+            block,
+            ref:
+              n === undefined
+                ? { segment: null, offset: 0, length: 0, codec: Codec.zero, sha256: new Uint8Array(32) }
+                : refOf(sha256(new Uint8Array([n])), block),
+          }));
+          const delta = await writeRun(store, "p/volumes/v/delta.run", entries, { pageEntries: 7 });
+          const read = async (chunks: number, key: string) => {
+            const ref = await buildDedupDelta(repo, delta, key, `p/runs/r/scratch-${chunks}/`, chunks);
+            if (!ref) return null;
+            const out: string[] = [];
+            await mergeHashRuns([await openHashRunRef(repo, ref, key)], (page, i) => {
+              out.push(`${Buffer.from(page.key(i)).toString("hex")}@${page.offsets[i]}`);
+            });
+            return out;
+          };
+          // Each content once, with the ref of a block that holds it (which of equal blocks is free).
+          const valid = (out: string[] | null) => {
+            const hashes = (out ?? []).map((line) => {
+              const [hash, block] = line.split("@") as [string, string];
+              const n = contents[Number(block)];
+              expect(n, line).not.toBeUndefined();
+              expect(Buffer.from(sha256(new Uint8Array([n!]))).toString("hex")).toBe(hash);
+              return hash;
+            });
+            expect(new Set(hashes).size).toBe(hashes.length);
+            return hashes;
+          };
+          const whole = valid(await read(1_000, "p/volumes/v/whole.run"));
+          expect(valid(await read(chunkEntries, "p/volumes/v/chunked.run"))).toEqual(whole);
+          expect(whole.length).toBe(new Set(contents.filter((n) => n !== undefined)).size);
+          const left: string[] = [];
+          for await (const o of store.list("p/runs/")) left.push(o.key);
+          expect(left).toEqual([]);
+        },
+      ),
+      { numRuns: 40 },
     );
   });
 
