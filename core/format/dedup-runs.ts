@@ -205,8 +205,7 @@ export async function buildDedupDelta(
   // `seen` counts every entry read, zero refs included: the next chunk never needs more room than
   // the entries left.
   let seen = 0;
-  const nextChunk = () =>
-    new Chunk(Math.max(1, Math.min(chunkEntries, CHUNK_ENTRIES, delta.entries - seen)));
+  const nextChunk = () => new Chunk(Math.max(1, Math.min(chunkEntries, CHUNK_ENTRIES, delta.entries - seen)));
   let chunk = nextChunk();
   let direct: HashRunRef | null = null;
   const flush = async (last: boolean) => {
