@@ -74,7 +74,13 @@ export async function synthesize(config: GroupConfig): Promise<AslDefinition> {
   ]);
   const outdir = await mkdtemp(join(tmpdir(), "cgmirror-local-synth-"));
   try {
-    const app = new App({ outdir, context: { "aws:cdk:bundling-stacks": [] } });
+    // Only the workflow definitions are read: no bundling, and none of the template validation `cdk
+    // synth` runs (test/unit/infra-*.test.ts check the deployable template; here it cost ≈ 3–8 CPU-s).
+    const app = new App({
+      outdir,
+      builtinCloudFormationValidation: false,
+      context: { "aws:cdk:bundling-stacks": [] },
+    });
     const stack = new CgmirrorStack(app, "CgmirrorLocal", { groups: [config] });
     const template = app.synth().getStackByName(stack.stackName).template as CfnTemplate;
     return definitionFromTemplate(template);
