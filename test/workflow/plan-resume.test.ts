@@ -1,7 +1,7 @@
 /**
  * Resumable planning through the synthesized state machine and the real local runner (issue 10: a
  * plan that cannot finish within Lambda's 15 minutes): the clock runs SCALE times faster, Plan keeps
- * AWS's 900 s timeout (9 real seconds, enforced by the runner with Lambda.Unknown), and every List
+ * AWS's 900 s timeout (3.6 real seconds, enforced by the runner with Lambda.Unknown), and every List
  * request is slow, so the plan of two volumes needs several invocations: Plan answers done: false with
  * a cursor and ResumePlan goes on from it. The shards the run transfers are exactly those of an
  * uninterrupted plan, the run commits, and the committed index holds the synthetic content. A second
@@ -30,22 +30,22 @@ import { TransientError } from "#workflows/errors.ts";
 import { TASK_NAMES, TASKS } from "#workflows/tasks.ts";
 import { checkSampled, SyntheticSnapshotPort } from "../support/synthetic-snapshots.ts";
 
-/** Simulated ms per real ms: Plan's 15 minutes last 9 real seconds. */
-const SCALE = 100;
+/** Simulated ms per real ms: Plan's 15 minutes last 3.6 real seconds. */
+const SCALE = 250;
 /** Every task but Plan keeps its timeout in real seconds: only Plan's deadline is under test. */
 const OTHERS_UNCOMPRESSED = {
   lambdaTimeoutSeconds: Object.fromEntries(
     TASK_NAMES.filter((t) => t !== "Plan").map((t) => [t, TASKS[t].timeoutSeconds * SCALE]),
   ),
 };
-/** Plan stops 600 simulated s (6 real) before its deadline: each invocation lists for ≈ 3 real s. */
+/** Plan stops 600 simulated s (2.4 real) before its deadline: each invocation lists for ≈ 1.2 real s. */
 const PLAN_RESERVE_MS = 600_000;
 /**
  * Real ms each List request takes (a slow, throttled List): at most 6 pages per invocation, and the
- * whole listing (≈ 26 pages, 13 real s) longer than one 9-second invocation, where a plan that cannot
+ * whole listing (≈ 26 pages, 5.2 real s) longer than one 3.6-second invocation, where a plan that cannot
  * resume fails with Lambda.Unknown.
  */
-const LIST_DELAY_MS = 500;
+const LIST_DELAY_MS = 200;
 const PAGE = 100;
 const VOLUME_GIB = 16;
 const BLOCKS = (VOLUME_GIB * 2 ** 30) / 524_288;
@@ -259,7 +259,7 @@ describe("a plan longer than one Lambda invocation, time compressed", () => {
           // The first resumed invocation dies after a while; its work goes on unobserved.
           zombie = fn(event);
           zombie.catch(() => {});
-          await new Promise((r) => setTimeout(r, 1500));
+          await new Promise((r) => setTimeout(r, 600));
           throw new TransientError("the sandbox of this invocation died (injected)");
         };
       },
