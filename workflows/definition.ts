@@ -107,7 +107,8 @@ export function localDefinition(): AslDefinition {
 
 /** The text of `localDefinition()`, exactly as synthesized (for services that parse it themselves). */
 export function localDefinitionText(): string {
-  const app = new App();
+  // The definition is what is read: CDK's template validation is for the deployed stack (`cdk synth`).
+  const app = new App({ builtinCloudFormationValidation: false });
   const stack = new Stack(app, "CgmirrorLocalWorkflow", {
     env: { account: LOCAL_ACCOUNT, region: LOCAL_REGION },
   });
@@ -150,7 +151,7 @@ export const LOCAL_RESTORE_FUNCTION_ARN = `arn:aws:lambda:${LOCAL_REGION}:${LOCA
  */
 export async function restoreDefinition(): Promise<AslDefinition> {
   const { RestoreWorkflow } = await import("./restore.ts");
-  const app = new App();
+  const app = new App({ builtinCloudFormationValidation: false });
   const stack = new Stack(app, "CgmirrorLocalRestore", {
     env: { account: LOCAL_ACCOUNT, region: LOCAL_REGION },
   });
