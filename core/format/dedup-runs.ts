@@ -202,8 +202,8 @@ export async function buildDedupDelta(
     sha256: delta.sha256,
   });
   const chunks: HashRunRef[] = [];
-  // `seen` counts every entry read, zero refs included: the next chunk never needs more room than
-  // the entries left.
+  // `seen` counts the entries done, zero refs included: a chunk never needs more room than the
+  // entries left.
   let seen = 0;
   const nextChunk = () => new Chunk(Math.max(1, Math.min(chunkEntries, CHUNK_ENTRIES, delta.entries - seen)));
   let chunk = nextChunk();
@@ -219,11 +219,20 @@ export async function buildDedupDelta(
       );
     }
   };
-  await mergeRuns([reader], (page, i) => {
-    seen++;
-    if (page.codecs[i] === Codec.zero) return undefined;
+  const add = (page: IndexPage, i: number) => {
     chunk.add(page, i);
-    return chunk.full ? flush(false) : undefined;
+    seen++;
+  };
+  await mergeRuns([reader], (page, i) => {
+    if (page.codecs[i] === Codec.zero) {
+      seen++;
+      return undefined;
+    }
+    // A full chunk is written out only when another ref comes: a delta that fits one chunk is
+    // sorted and written once, with no scratch chunk to merge and delete.
+    if (chunk.full) return flush(false).then(() => add(page, i));
+    add(page, i);
+    return undefined;
   });
   if (chunk.n > 0) await flush(true);
   if (direct) return direct;

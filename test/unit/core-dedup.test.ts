@@ -126,7 +126,14 @@ describe("dedup runs", () => {
             expect(new Set(hashes).size).toBe(hashes.length);
             return hashes;
           };
+          // A delta that fits one chunk is written once: no scratch chunk.
+          const scratch: string[] = [];
+          store.beforeOperation = (op, key) => {
+            if (key.includes("/scratch-1000/")) scratch.push(`${op} ${key}`);
+          };
           const whole = valid(await read(1_000, "p/volumes/v/whole.run"));
+          store.beforeOperation = undefined;
+          expect(scratch).toEqual([]);
           expect(valid(await read(chunkEntries, "p/volumes/v/chunked.run"))).toEqual(whole);
           expect(whole.length).toBe(new Set(contents.filter((n) => n !== undefined)).size);
           const left: string[] = [];
