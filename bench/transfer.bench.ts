@@ -37,6 +37,10 @@
  * with CGM_BENCH_PHASES=default and `node --cpu-prof` it profiles the worker alone).
  * The bench re-executes itself with MALLOC_MMAP_THRESHOLD_=131072 (as the transfer Lambda runs)
  * unless that variable is set; set it yourself to keep node flags such as --cpu-prof.
+ * Memory: during the default phase the bench samples process.memoryUsage() and V8's heap spaces every
+ * 100 ms and logs (stderr) the sample at the highest RSS and each figure's maximum, and the block
+ * buffers the pool allocated; with CGM_BENCH_GC_PROBE=1 and NODE_OPTIONS=--expose-gc it also forces a
+ * full GC every 5 s and logs arrayBuffers before → after (garbage vs live external memory).
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -44,6 +48,7 @@ import { readFileSync } from "node:fs";
 import { Agent as HttpAgent, request as httpRequest } from "node:http";
 import { availableParallelism, loadavg } from "node:os";
 import { createInterface } from "node:readline";
+import { getHeapSpaceStatistics } from "node:v8";
 import { GetSnapshotBlockCommand, ListChangedBlocksCommand } from "@aws-sdk/client-ebs";
 import {
   CreateBucketCommand,
@@ -220,6 +225,52 @@ interface PhaseResult {
   readonly storedBytes: number;
 }
 
+/**
+ * Samples process.memoryUsage() and V8's heap spaces every 100 ms until `stop`, which returns the
+ * sample with the highest RSS and the maximum of each figure (MiB): where the peak RSS is.
+ */
+function sampleMemory(): { stop(): Record<string, unknown> } {
+  const mb = (v: number) => Math.round((v / MiB) * 10) / 10;
+  const sample = () => {
+    const m = process.memoryUsage();
+    const spaces: Record<string, number> = {};
+    for (const s of getHeapSpaceStatistics()) {
+      if (s.space_size > 0) spaces[s.space_name] = mb(s.space_size);
+    }
+    return {
+      rss: mb(m.rss),
+      heapTotal: mb(m.heapTotal),
+      heapUsed: mb(m.heapUsed),
+      external: mb(m.external),
+      arrayBuffers: mb(m.arrayBuffers),
+      ...spaces,
+    };
+  };
+  let atPeak = sample();
+  const max: Record<string, number> = { ...atPeak };
+  const probe = process.env.CGM_BENCH_GC_PROBE === "1" ? (globalThis as { gc?: () => void }).gc : undefined;
+  let ticks = 0;
+  const timer = setInterval(() => {
+    if (probe && ++ticks % 50 === 0) {
+      const before = process.memoryUsage();
+      probe();
+      const after = process.memoryUsage();
+      log(
+        `gc probe: arrayBuffers ${mb(before.arrayBuffers)} -> ${mb(after.arrayBuffers)}, heapUsed ${mb(before.heapUsed)} -> ${mb(after.heapUsed)}, rss ${mb(before.rss)}`,
+      );
+    }
+    const s = sample();
+    if (s.rss > atPeak.rss) atPeak = s;
+    for (const [k, v] of Object.entries(s)) max[k] = Math.max(max[k] ?? 0, v as number);
+  }, 100);
+  return {
+    stop() {
+      clearInterval(timer);
+      return { atPeakRss: atPeak, max, maxRSS: mb(process.resourceUsage().maxRSS * 1024) };
+    },
+  };
+}
+
 /** N AIMD limiters sharing one token bucket of `rps` (burst 1 s), each sending `each` requests. */
 async function simulateSharedQuota(rps: number, workers: number, each: number, latency: number) {
   const bucket = new TokenBucket(rps, rps, performance.now());
@@ -370,6 +421,7 @@ async function main(): Promise<void> {
      * Runs shards of a planned run (in parallel when several are given and `parallel`), each with its own
      * EBS client (as separate Lambda workers have), and measures them.
      */
+    const poolStats: (() => number)[] = [];
     const runShards = async (
       run: PlannedRun,
       shards: readonly ShardDescriptor[],
@@ -384,6 +436,7 @@ async function main(): Promise<void> {
         const client = createEbsClient(ebsOptions);
         extraClients.push(client);
         const source = new EbsBlockSource(client);
+        poolStats.push(() => source.pool.allocated);
         const onProgress = (p: TransferProgress) => {
           if (p.state !== "running") return;
           const now = performance.now();
@@ -580,10 +633,19 @@ async function main(): Promise<void> {
     let peakRssMb: number | undefined;
     /** The process before any transfer: Node, the SDKs, the bench (the worker's memory is on top). */
     const rssBeforeMb = Math.round(process.memoryUsage().rss / MiB);
+    {
+      const m = process.memoryUsage();
+      log(
+        `memory before any transfer: ${JSON.stringify({ rss: m.rss / MiB, heapTotal: m.heapTotal / MiB, heapUsed: m.heapUsed / MiB, external: m.external / MiB, arrayBuffers: m.arrayBuffers / MiB })}`,
+      );
+    }
     if (phases.has("default")) {
       const run = await planRun("default", mainSet);
       defListPages = run.listPages;
+      const sampler = sampleMemory();
       def = await runShards(run, run.shards, defaultOptions);
+      log(`memory during default (sampled every 100 ms): ${JSON.stringify(sampler.stop())}`);
+      log(`block buffers allocated by the pool: ${poolStats.map((f) => f()).join(", ")}`);
       logPhase("default", def);
       peakRssMb = Math.round(process.resourceUsage().maxRSS / 1024);
       const m = process.memoryUsage();
