@@ -1,9 +1,11 @@
 /**
- * The lean GetSnapshotBlock: one SigV4-signed keep-alive GET per block, the body copied straight into
- * a pooled 512 KiB buffer. It replaces the SDK's middleware stack on the one hot call of a transfer
- * (≈ 0.4 ms CPU per request through `@aws-sdk/client-ebs`: serializers, middleware, a generic signer,
- * stream wrappers, header parsing), and nothing else: credentials, region, endpoint, clock offset and
- * HTTP agents come from the EBSClient that `createEbsClient` built, List calls stay on the SDK.
+ * The lean GetSnapshotBlock: one SigV4-signed keep-alive GET per block, the body copied straight from
+ * the connection's read buffer into a pooled 512 KiB buffer (adapters/http1-get.ts: no socket read
+ * chunk is allocated per read, unlike node:http). It replaces the SDK's middleware stack on the one hot
+ * call of a transfer (≈ 0.4 ms CPU per request through `@aws-sdk/client-ebs`: serializers, middleware,
+ * a generic signer, stream wrappers, header parsing), and nothing else: credentials, region, endpoint,
+ * clock offset, connection limit and timeouts come from the EBSClient that `createEbsClient` built
+ * (its connections close with the client's `destroy()`), List calls stay on the SDK.
  *
  * Errors are shaped like the SDK's (name from `x-amzn-ErrorType`, `Reason` and `Message` from the JSON
  * body, `$fault`, `$metadata.httpStatusCode`, Node's network errors as they are, `TimeoutError` for the
@@ -12,13 +14,6 @@
  * against the EBS emulator side by side.
  */
 import { createHash, createHmac, createSecretKey, type KeyObject } from "node:crypto";
-import {
-  type ClientRequest,
-  type Agent as HttpAgent,
-  request as httpRequest,
-  type IncomingMessage,
-} from "node:http";
-import { type Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import type { EBSClient } from "@aws-sdk/client-ebs";
 import {
   type BlockData,
@@ -26,6 +21,7 @@ import {
   type GetBlockRequest,
 } from "../core/ports/block-source.ts";
 import type { BlockBufferPool } from "./block-buffer-pool.ts";
+import { type BodySink, Http1Pool, type ResponseHead } from "./http1-get.ts";
 
 const OPERATION = "GetSnapshotBlock";
 const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -36,10 +32,12 @@ const MAX_ERROR_BODY = 64 * 1024;
 const CLOCK_SKEW_MS = 300_000;
 
 export interface LeanGetSettings {
-  readonly httpAgent: HttpAgent;
-  readonly httpsAgent: HttpsAgent;
+  /** Connections per endpoint at most (the SDK's agents have as many). */
+  readonly maxSockets: number;
   readonly connectionTimeoutMs: number;
   readonly requestTimeoutMs: number;
+  /** Connection pools opened for this client; `destroy()` of the client closes them. */
+  readonly pools: Set<Http1Pool>;
 }
 
 /** RFC 3986 encoding as SigV4 wants it (encodeURIComponent leaves !'()* alone). */
@@ -148,7 +146,7 @@ export interface ServiceErrorShape extends Error {
 
 export function serviceError(
   status: number,
-  headers: IncomingMessage["headers"],
+  headers: Readonly<Record<string, string | string[] | undefined>>,
   body: Buffer,
 ): ServiceErrorShape {
   let parsed: Record<string, unknown> = {};
@@ -190,13 +188,6 @@ function timeoutError(message: string): Error {
 
 function lengthError(message: string): BlockSourceTransientError {
   return new BlockSourceTransientError(OPERATION, "LengthMismatch", message);
-}
-
-/** The connection closed before the response ended (Node's code for it; `mapEbsError` retries it). */
-function prematureClose(): Error {
-  return Object.assign(new Error("the connection closed before the response ended"), {
-    code: "ERR_STREAM_PREMATURE_CLOSE",
-  });
 }
 
 interface Endpoint {
@@ -242,7 +233,7 @@ export class LeanBlockGetter {
   readonly #client: EBSClient;
   readonly #settings: LeanGetSettings;
   readonly #pool: BlockBufferPool;
-  #setup: Promise<{ endpoint: Endpoint; signer: GetSigner }> | undefined;
+  #setup: Promise<{ endpoint: Endpoint; signer: GetSigner; pool: Http1Pool }> | undefined;
 
   constructor(client: EBSClient, settings: LeanGetSettings, pool: BlockBufferPool) {
     this.#client = client;
@@ -250,11 +241,22 @@ export class LeanBlockGetter {
     this.#pool = pool;
   }
 
-  #ready(): Promise<{ endpoint: Endpoint; signer: GetSigner }> {
-    this.#setup ??= (async () => ({
-      endpoint: await resolveEndpoint(this.#client),
-      signer: new GetSigner(await this.#client.config.region()),
-    }))();
+  #ready(): Promise<{ endpoint: Endpoint; signer: GetSigner; pool: Http1Pool }> {
+    this.#setup ??= (async () => {
+      const endpoint = await resolveEndpoint(this.#client);
+      const signer = new GetSigner(await this.#client.config.region());
+      const s = this.#settings;
+      const pool = new Http1Pool(
+        {
+          https: endpoint.https,
+          hostname: endpoint.hostname,
+          port: endpoint.port ?? (endpoint.https ? 443 : 80),
+        },
+        { maxSockets: s.maxSockets, connectionTimeoutMs: s.connectionTimeoutMs },
+      );
+      s.pools.add(pool);
+      return { endpoint, signer, pool };
+    })();
     this.#setup.catch(() => {
       this.#setup = undefined;
     });
@@ -262,129 +264,91 @@ export class LeanBlockGetter {
   }
 
   async get(r: GetBlockRequest): Promise<BlockData> {
-    const { endpoint, signer } = await this.#ready();
+    const { endpoint, signer, pool } = await this.#ready();
     const credentials = await this.#client.config.credentials();
     const cfg = this.#client.config as { systemClockOffset?: number };
     const now = new Date(Date.now() + (cfg.systemClockOffset ?? 0));
     const path = `${endpoint.basePath}/snapshots/${escapeUri(r.snapshotId)}/blocks/${r.blockIndex}`;
     const signed = signer.sign(endpoint.host, path, { blockToken: r.blockToken }, credentials, now);
-    return this.#send(endpoint, signed);
+    return this.#send(pool, signed);
   }
 
-  #send(endpoint: Endpoint, signed: SignedGet): Promise<BlockData> {
+  #send(pool: Http1Pool, signed: SignedGet): Promise<BlockData> {
     const s = this.#settings;
-    return new Promise<BlockData>((resolve, reject) => {
-      let settled = false;
-      let buffer: Buffer | undefined;
-      let pooled = false;
-      const fail = (error: unknown) => {
-        if (settled) return;
-        settled = true;
-        if (buffer && pooled) this.#pool.give(buffer);
-        reject(error);
-      };
-      const options = {
-        method: "GET",
-        hostname: endpoint.hostname,
-        ...(endpoint.port !== undefined ? { port: endpoint.port } : {}),
-        path: signed.path,
-        headers: signed.headers,
-        agent: endpoint.https ? s.httpsAgent : s.httpAgent,
-      };
-      const req: ClientRequest = (endpoint.https ? httpsRequest : httpRequest)(options, (res) => {
-        this.#noteClock(res);
-        const status = res.statusCode ?? 0;
-        if (status < 200 || status >= 300) {
-          const chunks: Buffer[] = [];
-          let size = 0;
-          res.on("data", (c: Buffer) => {
-            if (size < MAX_ERROR_BODY) chunks.push(c);
-            size += c.byteLength;
-          });
-          res.on("end", () => fail(serviceError(status, res.headers, Buffer.concat(chunks))));
-          res.on("error", fail);
-          res.on("close", () => {
-            if (!settled) fail(prematureClose());
-          });
-          return;
-        }
-        const lengthHeader = res.headers["x-amz-data-length"];
-        const length =
-          typeof lengthHeader === "string" && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : -1;
-        if (length < 0) {
-          res.resume();
-          fail(
-            new BlockSourceTransientError(
-              OPERATION,
-              "EmptyResponse",
-              "no BlockData or DataLength in the response",
-            ),
-          );
-          return;
-        }
-        pooled = length === this.#pool.size;
-        const out = pooled ? this.#pool.take() : Buffer.allocUnsafe(length);
-        buffer = out;
-        let at = 0;
-        res.on("data", (chunk: Buffer) => {
-          if (settled) return;
-          if (at + chunk.byteLength > length) {
-            fail(lengthError(`the body is longer than DataLength ${length}`));
-            res.destroy();
-            return;
-          }
-          chunk.copy(out, at);
-          at += chunk.byteLength;
-        });
-        res.on("end", () => {
-          if (settled) return;
-          if (at !== length) {
-            fail(lengthError(`received ${at} bytes of DataLength ${length}`));
-            return;
-          }
-          settled = true;
-          const checksum = res.headers["x-amz-checksum"];
-          const algorithm = res.headers["x-amz-checksum-algorithm"];
-          resolve({
+    let buffer: Buffer | undefined;
+    let result: BlockData | undefined;
+    const onHead = (head: ResponseHead): BodySink => {
+      this.#noteClock(head.headers.date);
+      const status = head.status;
+      if (status < 200 || status >= 300) {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        return {
+          write: (view) => {
+            // Error bodies are a few hundred bytes: copied (the view is the connection's read buffer).
+            if (size < MAX_ERROR_BODY) chunks.push(Buffer.from(view));
+            size += view.byteLength;
+            return undefined;
+          },
+          end: () => serviceError(status, head.headers, Buffer.concat(chunks)),
+        };
+      }
+      const lengthHeader = head.headers["x-amz-data-length"];
+      const length = lengthHeader !== undefined && /^\d+$/.test(lengthHeader) ? Number(lengthHeader) : -1;
+      if (length < 0) {
+        throw new BlockSourceTransientError(
+          OPERATION,
+          "EmptyResponse",
+          "no BlockData or DataLength in the response",
+        );
+      }
+      const pooled = length === this.#pool.size;
+      const out = pooled ? this.#pool.take() : Buffer.allocUnsafe(length);
+      if (pooled) buffer = out;
+      let at = 0;
+      return {
+        write: (view) => {
+          if (at + view.byteLength > length)
+            return lengthError(`the body is longer than DataLength ${length}`);
+          // The one copy: from the connection's read buffer into the (pooled) block buffer.
+          view.copy(out, at);
+          at += view.byteLength;
+          return undefined;
+        },
+        end: () => {
+          if (at !== length) return lengthError(`received ${at} bytes of DataLength ${length}`);
+          const checksum = head.headers["x-amz-checksum"];
+          const algorithm = head.headers["x-amz-checksum-algorithm"];
+          result = {
             data: out,
-            checksum: typeof checksum === "string" ? checksum : "",
-            checksumAlgorithm: typeof algorithm === "string" ? algorithm : "",
+            checksum: checksum ?? "",
+            checksumAlgorithm: algorithm ?? "",
             dataLength: length,
             ...(pooled ? { release: this.#pool.releaser(out) } : {}),
-          });
-        });
-        res.on("error", fail);
-        res.on("close", () => {
-          if (!settled) fail(prematureClose());
-        });
-      });
-      req.on("error", fail);
-      // The whole request, as the SDK's requestTimeout (with throwOnRequestTimeout) counts it.
-      const deadline = setTimeout(() => {
-        req.destroy(
+          };
+          return undefined;
+        },
+      };
+    };
+    return pool
+      .get(signed.path, signed.headers, onHead, {
+        // The whole request, as the SDK's requestTimeout (with throwOnRequestTimeout) counts it.
+        timeoutMs: s.requestTimeoutMs,
+        timeoutError: () =>
           timeoutError(`a request has exceeded the configured ${s.requestTimeoutMs} ms requestTimeout`),
-        );
-      }, s.requestTimeoutMs);
-      req.once("close", () => clearTimeout(deadline));
-      req.on("socket", (socket) => {
-        if (!socket.connecting) return;
-        const timer = setTimeout(() => {
-          req.destroy(
-            timeoutError(
-              `Socket timed out without establishing a connection within ${s.connectionTimeoutMs} ms`,
-            ),
-          );
-        }, s.connectionTimeoutMs);
-        socket.once("connect", () => clearTimeout(timer));
-        socket.once("close", () => clearTimeout(timer));
-      });
-      req.end();
-    });
+      })
+      .then(
+        () => result!,
+        (error: unknown) => {
+          // Any failure after the body's buffer was taken gives it back (a failed read keeps nothing).
+          if (buffer) this.#pool.give(buffer);
+          throw error;
+        },
+      );
   }
 
   /** Keeps the client's clock offset current from the server's Date, as the SDK's signer does. */
-  #noteClock(res: IncomingMessage): void {
-    const date = res.headers.date;
+  #noteClock(date: string | undefined): void {
     if (!date) return;
     const server = Date.parse(date);
     if (Number.isNaN(server)) return;

@@ -60,10 +60,10 @@ export function createEbsClient(options: EbsClientOptions = {}): EBSClient {
     scheduling: "lifo" as const,
   };
   const settings: LeanGetSettings = {
-    httpAgent: new HttpAgent(agentOptions),
-    httpsAgent: new HttpsAgent(agentOptions),
+    maxSockets,
     connectionTimeoutMs: options.connectionTimeoutMs ?? 5000,
     requestTimeoutMs: options.requestTimeoutMs ?? 30_000,
+    pools: new Set(),
   };
   const client = new EBSClient({
     ...(options.region ? { region: options.region } : {}),
@@ -71,19 +71,26 @@ export function createEbsClient(options: EbsClientOptions = {}): EBSClient {
     ...(options.credentials ? { credentials: options.credentials } : {}),
     maxAttempts: 1,
     requestHandler: new NodeHttpHandler({
-      httpAgent: settings.httpAgent,
-      httpsAgent: settings.httpsAgent,
+      httpAgent: new HttpAgent(agentOptions),
+      httpsAgent: new HttpsAgent(agentOptions),
       connectionTimeout: settings.connectionTimeoutMs,
       requestTimeout: settings.requestTimeoutMs,
       // Without it the handler only logs a warning when requestTimeout passes and waits on.
       throwOnRequestTimeout: true,
     }),
   });
+  // The lean GET's connections (adapters/http1-get.ts) close with the client.
+  const destroy = client.destroy.bind(client);
+  client.destroy = () => {
+    for (const pool of settings.pools) pool.close();
+    settings.pools.clear();
+    destroy();
+  };
   leanSettings.set(client, settings);
   return client;
 }
 
-/** Agents and timeouts of the clients `createEbsClient` built (the lean GET shares them). */
+/** Connection limits, timeouts and pools of the clients `createEbsClient` built, for the lean GET. */
 const leanSettings = new WeakMap<EBSClient, LeanGetSettings>();
 
 /** EBS block size (524,288 bytes): the size of the pooled buffers. */

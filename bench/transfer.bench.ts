@@ -9,7 +9,7 @@
  *              → default_mib_s, default_cpu_s_per_gib, peak_rss_mb (process maxRSS after this phase;
  *                rss_before_mb: the process before any transfer),
  *                s3_puts_per_gib, ebs_requests_per_gib, compression_ratio
- *   compare    four loops interleaved quarter by quarter (2 GiB each at 8 GiB), so that all see the
+ *   compare    five loops interleaved quarter by quarter (2 GiB each at 8 GiB), so that all see the
  *              same machine load; every loop keeps 64 requests in flight (the worker's maximum):
  *                raw       the worker without compression           → mib_s, cpu_s_per_gib
  *                zstd      the worker at default settings           → mib_s_compressed, cpu_s_per_gib_compressed
@@ -18,6 +18,9 @@
  *                floor     a bare keep-alive GET of each block into one buffer + one SHA-256: what
  *                          receiving and identifying a block costs here → floor_cpu_s_per_gib,
  *                          cpu_vs_floor = raw / floor, cpu_vs_floor_compressed = zstd / floor
+ *                floor_lean the same GET + SHA-256 over the worker's own HTTP client (adapters/http1-get.ts,
+ *                          no allocation per socket read) → floor_lean_cpu_s_per_gib, cpu_vs_floor_lean,
+ *                          cpu_vs_floor_lean_compressed
  *   quota      the emulator enforces a per-snapshot GetSnapshotBlock quota of CGM_BENCH_QUOTA_FRACTION
  *              (0.5) × the baseline's block rate measured above, on a 2 GiB set: a quota this machine can
  *              feed even when loaded → quota_rps, quota_utilization, throttled_fraction
@@ -37,6 +40,10 @@
  * with CGM_BENCH_PHASES=default and `node --cpu-prof` it profiles the worker alone).
  * The bench re-executes itself with MALLOC_MMAP_THRESHOLD_=131072 (as the transfer Lambda runs)
  * unless that variable is set; set it yourself to keep node flags such as --cpu-prof.
+ * Memory: during the default phase the bench samples process.memoryUsage() and V8's heap spaces every
+ * 100 ms and logs (stderr) the sample at the highest RSS and each figure's maximum, and the block
+ * buffers the pool allocated; with CGM_BENCH_GC_PROBE=1 and NODE_OPTIONS=--expose-gc it also forces a
+ * full GC every 5 s and logs arrayBuffers before → after (garbage vs live external memory).
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -44,6 +51,7 @@ import { readFileSync } from "node:fs";
 import { Agent as HttpAgent, request as httpRequest } from "node:http";
 import { availableParallelism, loadavg } from "node:os";
 import { createInterface } from "node:readline";
+import { getHeapSpaceStatistics } from "node:v8";
 import { GetSnapshotBlockCommand, ListChangedBlocksCommand } from "@aws-sdk/client-ebs";
 import {
   CreateBucketCommand,
@@ -54,6 +62,7 @@ import {
 import { type EbsAdminClient, ebsAdmin, TokenBucket } from "@cgmirror/ebs-emulator";
 import { NodeHttpHandler } from "@smithy/node-http-handler";
 import { createEbsClient, EbsBlockSource } from "#adapters/ebs-source.ts";
+import { Http1Pool } from "#adapters/http1-get.ts";
 import { usePrecomputedPayloadHash } from "#adapters/s3-payload-hash.ts";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
 import { BLOCK_SIZE } from "#core/format/bytes.ts";
@@ -220,6 +229,52 @@ interface PhaseResult {
   readonly storedBytes: number;
 }
 
+/**
+ * Samples process.memoryUsage() and V8's heap spaces every 100 ms until `stop`, which returns the
+ * sample with the highest RSS and the maximum of each figure (MiB): where the peak RSS is.
+ */
+function sampleMemory(): { stop(): Record<string, unknown> } {
+  const mb = (v: number) => Math.round((v / MiB) * 10) / 10;
+  const sample = () => {
+    const m = process.memoryUsage();
+    const spaces: Record<string, number> = {};
+    for (const s of getHeapSpaceStatistics()) {
+      if (s.space_size > 0) spaces[s.space_name] = mb(s.space_size);
+    }
+    return {
+      rss: mb(m.rss),
+      heapTotal: mb(m.heapTotal),
+      heapUsed: mb(m.heapUsed),
+      external: mb(m.external),
+      arrayBuffers: mb(m.arrayBuffers),
+      ...spaces,
+    };
+  };
+  let atPeak = sample();
+  const max: Record<string, number> = { ...atPeak };
+  const probe = process.env.CGM_BENCH_GC_PROBE === "1" ? (globalThis as { gc?: () => void }).gc : undefined;
+  let ticks = 0;
+  const timer = setInterval(() => {
+    if (probe && ++ticks % 50 === 0) {
+      const before = process.memoryUsage();
+      probe();
+      const after = process.memoryUsage();
+      log(
+        `gc probe: arrayBuffers ${mb(before.arrayBuffers)} -> ${mb(after.arrayBuffers)}, heapUsed ${mb(before.heapUsed)} -> ${mb(after.heapUsed)}, rss ${mb(before.rss)}`,
+      );
+    }
+    const s = sample();
+    if (s.rss > atPeak.rss) atPeak = s;
+    for (const [k, v] of Object.entries(s)) max[k] = Math.max(max[k] ?? 0, v as number);
+  }, 100);
+  return {
+    stop() {
+      clearInterval(timer);
+      return { atPeakRss: atPeak, max, maxRSS: mb(process.resourceUsage().maxRSS * 1024) };
+    },
+  };
+}
+
 /** N AIMD limiters sharing one token bucket of `rps` (burst 1 s), each sending `each` requests. */
 async function simulateSharedQuota(rps: number, workers: number, each: number, latency: number) {
   const bucket = new TokenBucket(rps, rps, performance.now());
@@ -319,6 +374,12 @@ async function main(): Promise<void> {
   const extraClients: { destroy(): void }[] = [];
   /** The floor loop's own keep-alive agent: a bare HTTP client, nothing of the SDK. */
   const floorAgent = new HttpAgent({ keepAlive: true, maxSockets: CONCURRENCY, scheduling: "lifo" });
+  /** The lean floor's connections (adapters/http1-get.ts), as many as the loops. */
+  const emulatorUrl = new URL(emulator.endpoint);
+  const leanFloorPool = new Http1Pool(
+    { https: false, hostname: emulatorUrl.hostname, port: Number(emulatorUrl.port) },
+    { maxSockets: CONCURRENCY, connectionTimeoutMs: 5000 },
+  );
   const bucket = "cgm-bench-transfer";
   try {
     await s3.send(new CreateBucketCommand({ Bucket: bucket }));
@@ -370,6 +431,7 @@ async function main(): Promise<void> {
      * Runs shards of a planned run (in parallel when several are given and `parallel`), each with its own
      * EBS client (as separate Lambda workers have), and measures them.
      */
+    const poolStats: (() => number)[] = [];
     const runShards = async (
       run: PlannedRun,
       shards: readonly ShardDescriptor[],
@@ -384,6 +446,7 @@ async function main(): Promise<void> {
         const client = createEbsClient(ebsOptions);
         extraClients.push(client);
         const source = new EbsBlockSource(client);
+        poolStats.push(() => source.pool.allocated);
         const onProgress = (p: TransferProgress) => {
           if (p.state !== "running") return;
           const now = performance.now();
@@ -575,15 +638,61 @@ async function main(): Promise<void> {
           }),
       );
 
+    /**
+     * The same floor over the worker's HTTP client (adapters/http1-get.ts: one reused read buffer per
+     * connection, no allocation per socket read) instead of node:http: receiving and identifying a
+     * block as cheaply as this process knows how.
+     */
+    const leanFloorLoop = (pair: SnapshotPair, tokens: readonly BlockToken[]) =>
+      runLoops(tokens, async (item, slot) => {
+        const out = floorBuffers[slot]!;
+        let at = 0;
+        let status = 0;
+        let checksum: string | undefined;
+        await leanFloorPool.get(
+          `/snapshots/${pair.snap}/blocks/${item.index}?blockToken=${encodeURIComponent(item.token)}`,
+          { host: endpointUrl.host },
+          (head) => {
+            status = head.status;
+            checksum = head.headers["x-amz-checksum"];
+            return {
+              write: (view) => {
+                if (at + view.byteLength > BLOCK_SIZE) return new Error("floor: body too long");
+                view.copy(out, at);
+                at += view.byteLength;
+                return undefined;
+              },
+              end: () => undefined,
+            };
+          },
+          { timeoutMs: 120_000, timeoutError: () => new Error("floor: timeout") },
+        );
+        if (status !== 200 || at !== BLOCK_SIZE) {
+          throw new Error(`lean floor GET of block ${item.index}: ${status}, ${at} bytes`);
+        }
+        if (createHash("sha256").update(out).digest("base64") !== checksum) {
+          throw new Error(`lean floor: block ${item.index} checksum`);
+        }
+      });
+
     let def: PhaseResult | undefined;
     let defListPages = 0;
     let peakRssMb: number | undefined;
     /** The process before any transfer: Node, the SDKs, the bench (the worker's memory is on top). */
     const rssBeforeMb = Math.round(process.memoryUsage().rss / MiB);
+    {
+      const m = process.memoryUsage();
+      log(
+        `memory before any transfer: ${JSON.stringify({ rss: m.rss / MiB, heapTotal: m.heapTotal / MiB, heapUsed: m.heapUsed / MiB, external: m.external / MiB, arrayBuffers: m.arrayBuffers / MiB })}`,
+      );
+    }
     if (phases.has("default")) {
       const run = await planRun("default", mainSet);
       defListPages = run.listPages;
+      const sampler = sampleMemory();
       def = await runShards(run, run.shards, defaultOptions);
+      log(`memory during default (sampled every 100 ms): ${JSON.stringify(sampler.stop())}`);
+      log(`block buffers allocated by the pool: ${poolStats.map((f) => f()).join(", ")}`);
       logPhase("default", def);
       peakRssMb = Math.round(process.resourceUsage().maxRSS / 1024);
       const m = process.memoryUsage();
@@ -597,6 +706,7 @@ async function main(): Promise<void> {
     let zstd: PhaseResult | undefined;
     let base: PhaseResult | undefined;
     let floor: PhaseResult | undefined;
+    let leanFloor: PhaseResult | undefined;
     if (phases.has("compare")) {
       const quarter = Math.ceil((gib * 2048) / 4);
       const rawRun = await planRun("raw", mainSet, quarter);
@@ -608,6 +718,7 @@ async function main(): Promise<void> {
         zstd = addPhase(zstd, await runShards(zstdRun, [zstdRun.shards[q]!], {}));
         base = addPhase(base, await baselineLoop(mainSet, tokens));
         floor = addPhase(floor, await floorLoop(mainSet, tokens));
+        leanFloor = addPhase(leanFloor, await leanFloorLoop(mainSet, tokens));
         log(`compare: quarter ${q + 1}/${rawRun.shards.length} done, load ${loadavg()[0]!.toFixed(2)}`);
       }
       for (const [n, r] of [
@@ -615,6 +726,7 @@ async function main(): Promise<void> {
         ["zstd", zstd],
         ["baseline", base],
         ["floor", floor],
+        ["floor_lean", leanFloor],
       ] as const)
         if (r) logPhase(n, r);
     }
@@ -657,6 +769,7 @@ async function main(): Promise<void> {
     const throttledFraction = (r: PhaseResult | undefined) =>
       r ? round(r.throttled / Math.max(1, r.gets), 4) : null;
     const floorCpu = floor ? perGib(floor.cpu, floor) : undefined;
+    const leanFloorCpu = leanFloor ? perGib(leanFloor.cpu, leanFloor) : undefined;
     const out = {
       bench: "transfer",
       changed_gib: gib,
@@ -673,6 +786,10 @@ async function main(): Promise<void> {
       floor_cpu_s_per_gib: floorCpu !== undefined ? round(floorCpu, 3) : null,
       cpu_vs_floor: raw && floorCpu ? round(perGib(raw.cpu, raw) / floorCpu, 3) : null,
       cpu_vs_floor_compressed: zstd && floorCpu ? round(perGib(zstd.cpu, zstd) / floorCpu, 3) : null,
+      floor_lean_cpu_s_per_gib: leanFloorCpu !== undefined ? round(leanFloorCpu, 3) : null,
+      cpu_vs_floor_lean: raw && leanFloorCpu ? round(perGib(raw.cpu, raw) / leanFloorCpu, 3) : null,
+      cpu_vs_floor_lean_compressed:
+        zstd && leanFloorCpu ? round(perGib(zstd.cpu, zstd) / leanFloorCpu, 3) : null,
       quota_rps: quota || shared ? quotaRps : null,
       quota_basis: process.env.CGM_BENCH_QUOTA_RPS
         ? "CGM_BENCH_QUOTA_RPS"
@@ -715,6 +832,7 @@ async function main(): Promise<void> {
   } finally {
     for (const c of extraClients) c.destroy();
     floorAgent.destroy();
+    leanFloorPool.close();
     ebs.destroy();
     s3.destroy();
     emulator.child.kill("SIGTERM");

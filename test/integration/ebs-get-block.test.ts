@@ -103,6 +103,21 @@ describe("lean GetSnapshotBlock vs the SDK", () => {
     expect(lean.pool.allocated).toBe(1);
   });
 
+  it("GIVEN 64 reads at once whose buffers are recycled as soon as each is hashed THEN every block's bytes match its checksum", async () => {
+    const { lean } = sources();
+    const n = Math.min(64, tokens.length);
+    const all = await Promise.all(Array.from({ length: n }, (_, i) => outcome(lean, req(i))));
+    for (const [i, o] of all.entries()) {
+      expect(o, `block ${i}`).toMatchObject({ ok: true, length: 524288 });
+      if (o.ok) expect(o.sha, `block ${i}`).toBe(o.checksum);
+    }
+    // Again on the recycled buffers and the kept-alive connections: still every byte right.
+    const again = await Promise.all(Array.from({ length: n }, (_, i) => outcome(lean, req(n - 1 - i))));
+    for (const o of again) if (o.ok) expect(o.sha).toBe(o.checksum);
+    expect(again.every((o) => o.ok)).toBe(true);
+    expect(lean.pool.allocated).toBeLessThanOrEqual(n);
+  });
+
   it("GIVEN 60 reads at once under a 20/s per-snapshot quota THEN both get RequestThrottledException as throttled", async () => {
     for (const path of ["lean", "sdk"] as const) {
       emu.setFaults({ dataPlaneRpsPerSnapshot: 20 });
