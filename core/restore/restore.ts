@@ -27,6 +27,12 @@ export interface FetchOptions {
   readonly maxRangeBytes?: number;
   /** Bytes of unneeded data a range may span to join two refs. @default 256 KiB */
   readonly gapBytes?: number;
+  /**
+   * A read pool shared with other `fetchBlocks` calls (its limit replaces `concurrency`): the reads
+   * of one call start as soon as slots free up, without the pool draining between calls. The call
+   * still returns only once its own ranges are done.
+   */
+  readonly pool?: TaskPool;
 }
 
 export interface FetchStats {
@@ -302,9 +308,10 @@ export async function fetchBlocks(
     }
     await previous;
   };
-  const pool = new TaskPool(options.concurrency ?? 8);
+  const pool = options.pool ?? new TaskPool(options.concurrency ?? 8);
+  const mine: Promise<void>[] = [];
   for (const range of coalesce(stored, maxRange, gap)) {
-    await pool.run(async () => {
+    const task = async () => {
       if (!footers) return read(range);
       // Every ref is checked against its segment's footer before its data is read; a repacked
       // segment's blocks are read where its relocation record says they are now.
@@ -315,9 +322,20 @@ export async function fetchBlocks(
       }));
       if (located.every((e, k) => e.ref === range.entries[k]!.ref)) return read(range);
       for (const moved of coalesce(located, maxRange, gap)) await read(moved);
+    };
+    if (!options.pool) {
+      await pool.run(task);
+      continue;
+    }
+    await pool.run(() => {
+      const done = task();
+      done.catch(() => {}); // awaited below, once every range is under way
+      mine.push(done);
+      return done;
     });
   }
-  await pool.drain();
+  if (options.pool) await Promise.all(mine);
+  else await pool.drain();
   return stats;
 }
 
