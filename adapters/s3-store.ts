@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { Readable } from "node:stream";
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -88,6 +89,46 @@ function parseTotal(contentRange: string | undefined): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
+/** Largest body read straight into one buffer of the announced length (larger ones go through the SDK). */
+const MAX_DIRECT_BODY = 256 * 1024 * 1024;
+
+/**
+ * A GetObject body as one buffer. Over Node's HTTP (a Readable with a Content-Length) the socket's
+ * chunks are copied once into a buffer of the announced length as they arrive: no list of chunks
+ * held until the end and no second, zero-filled buffer to concatenate them into (the SDK's
+ * `transformToByteArray`). A body longer or shorter than its Content-Length is an error.
+ */
+async function readBody(
+  key: string,
+  body: { transformToByteArray(): Promise<Uint8Array> },
+  length: number | undefined,
+): Promise<Uint8Array> {
+  if (
+    !(body instanceof Readable) ||
+    length === undefined ||
+    !Number.isSafeInteger(length) ||
+    length < 0 ||
+    length > MAX_DIRECT_BODY
+  ) {
+    return body.transformToByteArray();
+  }
+  // Not from Node's shared pool: the buffer owns its memory, however small.
+  const out = Buffer.allocUnsafeSlow(length);
+  let at = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    if (at + chunk.byteLength > length) {
+      body.destroy();
+      throw new Error(`GetObject ${key}: the body is longer than its Content-Length of ${length} bytes`);
+    }
+    chunk.copy(out, at);
+    at += chunk.byteLength;
+  }
+  if (at !== length) {
+    throw new Error(`GetObject ${key}: received ${at} bytes of a Content-Length of ${length}`);
+  }
+  return out;
+}
+
 /** The ObjectStore port on Amazon S3 (or any S3-compatible endpoint) with AWS SDK v3. */
 export class S3ObjectStore implements ObjectStore {
   readonly #client: S3Client;
@@ -110,7 +151,7 @@ export class S3ObjectStore implements ObjectStore {
           Range: options.range ? formatRange(options.range) : undefined,
         }),
       );
-      const body = out.Body ? await out.Body.transformToByteArray() : new Uint8Array(0);
+      const body = out.Body ? await readBody(key, out.Body, out.ContentLength) : new Uint8Array(0);
       const size = parseTotal(out.ContentRange) ?? out.ContentLength ?? body.byteLength;
       return {
         body,

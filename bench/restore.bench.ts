@@ -16,6 +16,8 @@
  *                  AIMD limiter (≤ 64 in flight), CompleteSnapshot             → snapshots_mib_s
  *   snapshots_raw  the same GETs, then PutSnapshotBlock of every block with its known checksum, 64 in
  *                  flight, throttled requests retried, CompleteSnapshot        → snapshots_raw_mib_s, snapshots_ratio
+ * `*_cpu_s_per_gib`: CPU seconds (user + system) of this process per GiB restored, median over the rounds
+ * (the S3 server and the EBS emulator run in their own processes and are not counted).
  * Environment: CGM_BENCH_GIB (1), CGM_BENCH_LATENCY_MS (20), CGM_BENCH_QUOTA_RPS (1000).
  */
 import { type ChildProcess, spawn } from "node:child_process";
@@ -165,7 +167,7 @@ async function main(): Promise<void> {
         await restoreVolume(repo, { volumeId, manifest, path: join(dir, "files.img") });
       },
       files_raw: async () => {
-        const file = await open(join(dir, "raw.img"), "w");
+        const file = await open(join(dir, "raw.img"), "wx");
         try {
           await file.truncate(blocks * BLOCK_SIZE);
           const pool = new TaskPool(READ_CONCURRENCY);
@@ -236,10 +238,21 @@ async function main(): Promise<void> {
     // reported are the medians over the rounds.
     await phases.files_raw();
     const seconds: Record<string, number[]> = { files: [], files_raw: [], snapshots: [], snapshots_raw: [] };
+    const cpu: Record<string, number[]> = { files: [], files_raw: [], snapshots: [], snapshots_raw: [] };
     const time = async (name: keyof typeof phases) => {
+      // Both file phases start from the same state: no image on disk. Without this the raw loop's
+      // O_TRUNC of its own previous image freed 1 GiB of page cache right as it started writing and
+      // wrote into those warm pages again, while restore (a new temporary file, the old image kept
+      // until the rename) had to take 1 GiB of fresh pages; on this VM (virtio-balloon free page
+      // reporting) a fresh page costs a host fault, ≈ 3.7 CPU-s of kernel time per GiB.
+      await rm(join(dir, "files.img"), { force: true });
+      await rm(join(dir, "raw.img"), { force: true });
       const t0 = performance.now();
+      const c0 = process.cpuUsage();
       await phases[name]();
       seconds[name]!.push((performance.now() - t0) / 1000);
+      const c = process.cpuUsage(c0);
+      cpu[name]!.push((c.user + c.system) / 1e6);
       log(`${name}: ${(bytes / MiB / seconds[name]!.at(-1)!).toFixed(1)} MiB/s`);
     };
     for (let r = 0; r < ROUNDS; r++) {
@@ -269,6 +282,10 @@ async function main(): Promise<void> {
         snapshots_mib_s: round(mibs("snapshots")),
         snapshots_raw_mib_s: round(mibs("snapshots_raw")),
         snapshots_ratio: round(ratio("snapshots", "snapshots_raw"), 3),
+        files_cpu_s_per_gib: round(median(cpu.files!) / (bytes / 1024 ** 3), 2),
+        files_raw_cpu_s_per_gib: round(median(cpu.files_raw!) / (bytes / 1024 ** 3), 2),
+        snapshots_cpu_s_per_gib: round(median(cpu.snapshots!) / (bytes / 1024 ** 3), 2),
+        snapshots_raw_cpu_s_per_gib: round(median(cpu.snapshots_raw!) / (bytes / 1024 ** 3), 2),
         rounds: ROUNDS,
         snapshots_put_rps: round(mibs("snapshots") * 2),
         throttled: stats.throttled,

@@ -43,6 +43,7 @@ import {
 } from "../protocol/read-lease.ts";
 import { AimdLimiter, type AimdOptions, backoffMs } from "../transfer/aimd.ts";
 import { namedError } from "../util/named-error.ts";
+import { TaskPool } from "../util/pool.ts";
 import { fetchBlocks, SegmentFooters } from "./restore.ts";
 
 /** Tags on every snapshot a restore writes. Not the backup's tags: backup retention never sees them. */
@@ -402,8 +403,8 @@ async function completedElsewhere(writer: SnapshotWriter, snapshotId: string): P
 
 /**
  * Sends batches of blocks into the snapshot. Batches are pipelined: the next batch is read while the
- * previous one's puts finish; the cursor (and the checkpoint) moves only once every put of a batch has
- * completed, in order.
+ * previous one's last reads and its puts finish (one read pool for all batches); the cursor (and the
+ * checkpoint) moves only once every read and put of a batch has completed, in order.
  */
 class BatchSender {
   readonly #repo: Repo;
@@ -412,6 +413,9 @@ class BatchSender {
   readonly #options: VolumeToSnapshotOptions;
   readonly #snapshotId: string;
   #previous: Promise<void> = Promise.resolve();
+  /** The reads of the last batch sent (they share one pool with the next batch's). */
+  #fetching: Promise<void> = Promise.resolve();
+  readonly #reads: TaskPool;
   cursor: number;
   blocksWritten: number;
   bytesWritten: number;
@@ -424,6 +428,7 @@ class BatchSender {
     this.#footers = new SegmentFooters(repo);
     this.#options = options;
     this.#snapshotId = snapshotId;
+    this.#reads = new TaskPool(options.readConcurrency ?? 8);
     this.cursor = options.resume?.cursor ?? 0;
     this.blocksWritten = options.resume?.blocksWritten ?? 0;
     this.bytesWritten = options.resume?.bytesWritten ?? 0;
@@ -434,7 +439,10 @@ class BatchSender {
     return { snapshotId: this.#snapshotId, cursor, blocksWritten, bytesWritten };
   }
 
-  /** Reads and sends one batch; returns once its puts are under way (`settle` waits for them). */
+  /**
+   * Reads and sends one batch; returns once its reads are under way and the previous batch's are done
+   * (`settle` waits for the rest). Throws the first failure of the previous batch's reads.
+   */
   async send(batch: readonly Write[]): Promise<void> {
     const putter = this.#putter;
     const sends: Promise<void>[] = [];
@@ -443,20 +451,26 @@ class BatchSender {
       sends.push((await putter.put(w.block, ZERO_BLOCK, ZERO_CHECKSUM)).sent);
       this.zeroBlocks++;
     }
-    await fetchBlocks(
+    // This batch's reads start while the previous batch's last ones finish (one shared pool: no
+    // drained pipeline between batches); at most two batches are being read at once.
+    const fetched = fetchBlocks(
       this.#repo,
       batch.flatMap((w) => (w.entry === null ? [] : [w.entry])),
       async (block, raw, ref) => {
         sends.push((await putter.put(block, raw, Buffer.from(ref.sha256).toString("base64"))).sent);
         this.dataBlocks++;
       },
-      { concurrency: this.#options.readConcurrency ?? 8 },
+      { pool: this.#reads },
       undefined,
       this.#footers,
-    );
+    ).then(() => {});
+    fetched.catch(() => {}); // awaited by the next send and by settle
+    const previousFetch = this.#fetching;
+    this.#fetching = fetched;
     const before = this.#previous;
     this.#previous = (async () => {
       await before;
+      await fetched;
       await Promise.all(sends);
       putter.check();
       this.blocksWritten += batch.length;
@@ -465,11 +479,22 @@ class BatchSender {
       await this.#options.onProgress?.(this.state());
     })();
     this.#previous.catch(() => {});
+    try {
+      await previousFetch;
+    } catch (error) {
+      await fetched.catch(() => {}); // nothing of this volume is read once its failure is thrown
+      throw error;
+    }
   }
 
-  /** Waits for every batch sent so far; throws the first failure. */
+  /** Waits for every batch sent so far (reads and puts); throws the first failure. */
   async settle(): Promise<void> {
     await this.#previous;
+  }
+
+  /** Waits until no read of this volume is under way (after a failure, before it is thrown). */
+  async quiesce(): Promise<void> {
+    await this.#fetching.catch(() => {});
   }
 }
 
@@ -559,6 +584,7 @@ export async function restoreVolumeToSnapshot(
     await sender.settle();
     await putter.drain();
   } catch (error) {
+    await sender.quiesce();
     // A duplicate of this step completed the snapshot while this one wrote the same blocks into it.
     if (await completedElsewhere(writer, snapshotId)) return finished(sender.state(), counts());
     throw error;

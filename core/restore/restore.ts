@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { mkdir, open, rename, rm } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { promisify } from "node:util";
@@ -27,6 +27,12 @@ export interface FetchOptions {
   readonly maxRangeBytes?: number;
   /** Bytes of unneeded data a range may span to join two refs. @default 256 KiB */
   readonly gapBytes?: number;
+  /**
+   * A read pool shared with other `fetchBlocks` calls (its limit replaces `concurrency`): the reads
+   * of one call start as soon as slots free up, without the pool draining between calls. The call
+   * still returns only once its own ranges are done.
+   */
+  readonly pool?: TaskPool;
 }
 
 export interface FetchStats {
@@ -173,31 +179,43 @@ export async function locateEntries(
 }
 
 /**
- * `openStoredBlock` with the SHA-256 computed off the main thread (WebCrypto runs the digest in the
- * libuv thread pool), so the ranges in flight hash in parallel on every core while the event loop
- * keeps reading and writing. Same checks, same errors.
+ * The decoding half of `openStoredBlock`: compressed blocks are inflated in zlib's thread pool (every
+ * block of a range at once); a raw block is its stored bytes. Resolves to undefined when the block
+ * does not decode to one block (`checkBlock` then throws the error `openStoredBlock` names).
  */
-async function openStoredBlockAsync(
+async function decodeStored(ref: BlockRef, stored: Uint8Array): Promise<Uint8Array | undefined> {
+  if (ref.codec === Codec.raw) return stored;
+  const inflate = INFLATE[ref.codec];
+  if (!inflate) return undefined;
+  try {
+    // One thread-pool pass per block instead of 32 (`oneChunk`).
+    const out = await inflate(stored, { maxOutputLength: BLOCK_SIZE, chunkSize: oneChunk(BLOCK_SIZE) });
+    return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The checking half: the decoded block's size and SHA-256 against the ref (`createHash` over the bytes
+ * in place; WebCrypto's digest copies its input and, on Node 24, hashes on the calling thread too).
+ * Same checks and errors as `openStoredBlock`, which names what failed.
+ */
+function checkBlock(
   key: string,
   ref: BlockRef,
   stored: Uint8Array,
+  decoded: Uint8Array | undefined,
   blockIndex: number,
-): Promise<Uint8Array> {
-  let raw: Uint8Array = stored;
-  const inflate = INFLATE[ref.codec];
-  if (inflate) {
-    try {
-      // One thread-pool pass per block instead of 32 (`oneChunk`).
-      const out = await inflate(stored, { maxOutputLength: BLOCK_SIZE, chunkSize: oneChunk(BLOCK_SIZE) });
-      raw = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
-    } catch {
-      return openStoredBlock(key, ref, stored, blockIndex); // throws BlockIntegrityError naming it
-    }
-  } else if (ref.codec !== Codec.raw) return openStoredBlock(key, ref, stored, blockIndex);
-  if (raw.byteLength !== BLOCK_SIZE) return openStoredBlock(key, ref, stored, blockIndex);
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", raw));
-  if (!equalBytes(digest, ref.sha256)) return openStoredBlock(key, ref, stored, blockIndex);
-  return raw;
+): Uint8Array {
+  if (
+    decoded === undefined ||
+    decoded.byteLength !== BLOCK_SIZE ||
+    !equalBytes(createHash("sha256").update(decoded).digest(), ref.sha256)
+  ) {
+    return openStoredBlock(key, ref, stored, blockIndex); // throws BlockIntegrityError naming it
+  }
+  return decoded;
 }
 
 type Inflate = (data: Uint8Array, options: { maxOutputLength: number; chunkSize: number }) => Promise<Buffer>;
@@ -266,28 +284,35 @@ export async function fetchBlocks(
         `expected bytes ${r.start}-${r.end - 1}, the segment is ${got.size} bytes`,
       );
     }
-    // Every block of the range is decoded and hashed at once (in the thread pool), and handed over in
-    // order: a block's check overlaps the write of the one before instead of waiting for it. A block
-    // that fails its check throws when its turn comes, after the blocks before it (as one at a time).
-    const opened = r.entries.map((e) =>
-      openStoredBlockAsync(
-        key,
-        e.ref,
-        got.body.subarray(e.ref.offset - r.start, e.ref.offset - r.start + e.ref.length),
-        e.block,
-      ),
+    // Every block of the range is decoded at once (compressed ones in zlib's thread pool) and handed
+    // over in order, each checked just before: a block's SHA-256 runs while the previous block's write
+    // (or put) is under way. A block that fails its check throws when its turn comes, once the blocks
+    // before it were handed over and their writes finished (as one at a time).
+    const bytes = r.entries.map((e) =>
+      got.body.subarray(e.ref.offset - r.start, e.ref.offset - r.start + e.ref.length),
     );
-    for (const o of opened) o.catch(() => {}); // the first failure is thrown below; later ones are moot
+    const decoded = r.entries.map((e, k) => decodeStored(e.ref, bytes[k]!));
+    let previous: Promise<void> | undefined;
     for (const [k, e] of r.entries.entries()) {
-      const raw = await opened[k]!;
+      let raw: Uint8Array;
+      try {
+        raw = checkBlock(key, e.ref, bytes[k]!, await decoded[k], e.block);
+      } catch (error) {
+        await previous; // a failed handover before it is the first error
+        throw error;
+      }
+      await previous;
       stats.blocks++;
-      const p = onBlock(e.block, raw, e.ref);
-      if (p) await p;
+      previous = onBlock(e.block, raw, e.ref) || undefined;
+      // Awaited before the next handover (or below); until then a failure must not count as unhandled.
+      previous?.catch(() => {});
     }
+    await previous;
   };
-  const pool = new TaskPool(options.concurrency ?? 8);
+  const pool = options.pool ?? new TaskPool(options.concurrency ?? 8);
+  const mine: Promise<void>[] = [];
   for (const range of coalesce(stored, maxRange, gap)) {
-    await pool.run(async () => {
+    const task = async () => {
       if (!footers) return read(range);
       // Every ref is checked against its segment's footer before its data is read; a repacked
       // segment's blocks are read where its relocation record says they are now.
@@ -298,9 +323,20 @@ export async function fetchBlocks(
       }));
       if (located.every((e, k) => e.ref === range.entries[k]!.ref)) return read(range);
       for (const moved of coalesce(located, maxRange, gap)) await read(moved);
+    };
+    if (!options.pool) {
+      await pool.run(task);
+      continue;
+    }
+    await pool.run(() => {
+      const done = task();
+      done.catch(() => {}); // awaited below, once every range is under way
+      mine.push(done);
+      return done;
     });
   }
-  await pool.drain();
+  if (options.pool) await Promise.all(mine);
+  else await pool.drain();
   return stats;
 }
 

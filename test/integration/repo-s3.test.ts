@@ -44,6 +44,18 @@ describe("repository on the local S3 server", () => {
     });
   }
 
+  it("GIVEN objects WHEN read whole, by range and empty THEN get returns exactly their bytes", async () => {
+    const data = Buffer.from(Array.from({ length: 300_000 }, (_, i) => (i * 7919) % 251));
+    await store.put(`${t.prefix}get/whole`, data);
+    await store.put(`${t.prefix}get/empty`, new Uint8Array(0));
+    const whole = await store.get(`${t.prefix}get/whole`);
+    expect(Buffer.from(whole.body).equals(data)).toBe(true);
+    const ranged = await store.get(`${t.prefix}get/whole`, { range: { start: 65_530, end: 200_001 } });
+    expect(Buffer.from(ranged.body).equals(data.subarray(65_530, 200_001))).toBe(true);
+    expect(ranged.size).toBe(data.byteLength);
+    expect((await store.get(`${t.prefix}get/empty`)).body.byteLength).toBe(0);
+  });
+
   it("GIVEN segments above the part size WHEN written THEN they upload as multipart with checksums and read back", async () => {
     const repo = await freshRepo();
     const w = new SegmentWriter({

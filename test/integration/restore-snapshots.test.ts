@@ -11,6 +11,7 @@ import { createEbsClient } from "#adapters/ebs-source.ts";
 import { EbsSnapshotWriter } from "#adapters/ebs-writer.ts";
 import { BLOCK_SIZE } from "#core/format/bytes.ts";
 import { readGeneration } from "#core/format/generation.ts";
+import { createRepo } from "#core/format/layout.ts";
 import { BlockSourceFatalError } from "#core/ports/block-source.ts";
 import type { SnapshotWriter } from "#core/ports/snapshot-writer.ts";
 import {
@@ -218,6 +219,63 @@ describe("restore into EBS snapshots", () => {
     } finally {
       emu.resetFaults();
     }
+  });
+
+  /** g.repo through a store whose ranged segment reads take a while and are counted while in flight. */
+  function countingRepo(failAt?: number) {
+    const c = { inFlight: 0, max: 0, reads: 0 };
+    const store = new Proxy(g.store, {
+      get(target, prop) {
+        if (prop === "get") {
+          return async (key: string, options?: { range?: unknown }) => {
+            if (!key.endsWith(".seg") || !options?.range) return target.get(key, options as never);
+            const n = ++c.reads;
+            c.inFlight++;
+            c.max = Math.max(c.max, c.inFlight);
+            try {
+              await new Promise((r) => setTimeout(r, 3));
+              if (n === failAt) throw new Error(`injected: read ${n} failed`);
+              return await target.get(key, options as never);
+            } finally {
+              c.inFlight--;
+            }
+          };
+        }
+        const v = Reflect.get(target, prop, target);
+        return typeof v === "function" ? v.bind(target) : v;
+      },
+    });
+    return { c, repo: createRepo({ store, prefix: g.repo.prefix, group: g.repo.group }) };
+  }
+
+  it("GIVEN batches of 3 blocks and 2 reads at once WHEN restored THEN the batches share the 2 reads (never more in flight) and the snapshot reads back exactly", async () => {
+    const m = await readGeneration(g.repo, 3);
+    const { c, repo } = countingRepo();
+    const r = await restoreVolumeToSnapshot(repo, writer(), {
+      manifest: m,
+      volumeId: "vol-a",
+      restoreId: "restore-shared-reads",
+      batchBlocks: 3,
+      readConcurrency: 2,
+    });
+    expect(r.status).toBe("completed");
+    expect(c.reads).toBeGreaterThan(3);
+    expect(c.max).toBeLessThanOrEqual(2);
+    expect(await compare(r.snapshotId, 3, "vol-a")).toEqual([]);
+  });
+
+  it("GIVEN a segment read that fails in a later batch WHEN restored THEN the restore fails with it and no read is under way once it has failed", async () => {
+    const m = await readGeneration(g.repo, 3);
+    const { c, repo } = countingRepo(4);
+    const error = await restoreVolumeToSnapshot(repo, writer(), {
+      manifest: m,
+      volumeId: "vol-a",
+      restoreId: "restore-read-fails",
+      batchBlocks: 2,
+      readConcurrency: 2,
+    }).catch((e: unknown) => e);
+    expect(c.inFlight).toBe(0);
+    expect((error as Error).message).toBe("injected: read 4 failed");
   });
 
   it("GIVEN a restore stopped after its first batch WHEN it is resumed with the cursor THEN the same snapshot is completed and reads back exactly", async () => {

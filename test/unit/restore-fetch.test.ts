@@ -1,0 +1,167 @@
+/**
+ * fetchBlocks / restoreVolume: every block is checked just before it is handed over, the handovers of
+ * a range stay one at a time and in order while the next block is checked, and a damaged block or a
+ * failed handover fails the read with the first error (nothing after it handed over, no unhandled
+ * rejection, no image left behind).
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { MemoryObjectStore } from "#adapters/memory-store.ts";
+import { BlockIntegrityError } from "#core/errors.ts";
+import type { IndexEntry } from "#core/format/block-ref.ts";
+import { BLOCK_SIZE } from "#core/format/bytes.ts";
+import { readCommittedManifest } from "#core/format/generation.ts";
+import { createRepo, keys, type Repo } from "#core/format/layout.ts";
+import { openVolumeIndex } from "#core/format/volume-index.ts";
+import { writeGeneration } from "#core/protocol/write-generation.ts";
+import { fetchBlocks, restoreVolume, SegmentFooters } from "#core/restore/restore.ts";
+
+const BLOCKS = 24;
+const dirs: string[] = [];
+afterEach(async () => {
+  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
+});
+
+/** A committed generation of one volume whose every block is distinct random data. */
+async function setup(compression: "none" | "zstd") {
+  const store = new MemoryObjectStore();
+  const repo: Repo = createRepo({ store, prefix: "r", group: "g" });
+  const content = new Map<number, Buffer>();
+  const blocks = Array.from({ length: BLOCKS }, (_, i) => {
+    // Half random (incompressible), half repeated: zstd really compresses the blocks it stores.
+    const data = Buffer.concat([randomBytes(BLOCK_SIZE / 2), Buffer.alloc(BLOCK_SIZE / 2, i + 1)]);
+    content.set(i, data);
+    return { block: i, data };
+  });
+  await writeGeneration(repo, {
+    runId: "fill",
+    volumes: [{ volumeId: "vol-1", sizeBytes: (BLOCKS + 8) * BLOCK_SIZE, blocks }],
+    segments: { compression },
+  });
+  const manifest = (await readCommittedManifest(repo))!;
+  const index = await openVolumeIndex(repo, "vol-1", manifest.volumes[0]!.index);
+  const entries: IndexEntry[] = [];
+  await index.scan((b) => {
+    entries.push(...b);
+  });
+  return { store, repo, manifest, entries, content };
+}
+
+/** Rewrites the segment holding `entry` with one byte of its stored block flipped. */
+async function damage(store: MemoryObjectStore, repo: Repo, entry: IndexEntry): Promise<void> {
+  const key = keys.segment(repo, entry.ref.segment!);
+  const body = Buffer.from((await store.get(key)).body);
+  body[entry.ref.offset + Math.floor(entry.ref.length / 2)]! ^= 0x01;
+  await store.put(key, body);
+}
+
+const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+
+describe("fetchBlocks", () => {
+  for (const compression of ["none", "zstd"] as const) {
+    it(`GIVEN ${compression} blocks and a slow handover WHEN read THEN every block arrives checked, in range order, one handover at a time`, async () => {
+      const { repo, entries, content } = await setup(compression);
+      let pending = 0;
+      let maxPending = 0;
+      const seen: number[] = [];
+      const stats = await fetchBlocks(
+        repo,
+        entries,
+        async (block, raw) => {
+          pending++;
+          maxPending = Math.max(maxPending, pending);
+          expect(sha(raw), `block ${block}`).toBe(sha(content.get(block)!));
+          seen.push(block);
+          await new Promise((r) => setTimeout(r, 2));
+          pending--;
+        },
+        { concurrency: 1, maxRangeBytes: 4 * BLOCK_SIZE },
+        undefined,
+        new SegmentFooters(repo),
+      );
+      expect(maxPending).toBe(1);
+      expect(seen).toEqual(entries.map((e) => e.block)); // one range at a time: the index order
+      expect(stats.blocks).toBe(BLOCKS);
+    });
+  }
+
+  it("GIVEN a damaged block in the middle of a range WHEN read THEN the blocks before it are handed over and finished, none after, and the error names it", async () => {
+    const { store, repo, entries } = await setup("none");
+    const bad = entries[5]!;
+    await damage(store, repo, bad);
+    const handed: number[] = [];
+    const finished: number[] = [];
+    const error = await fetchBlocks(
+      repo,
+      entries,
+      async (block) => {
+        handed.push(block);
+        await new Promise((r) => setTimeout(r, 5));
+        finished.push(block);
+      },
+      { concurrency: 1, maxRangeBytes: 8 * BLOCK_SIZE },
+    ).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(BlockIntegrityError);
+    expect((error as BlockIntegrityError).blockIndex).toBe(bad.block);
+    expect(handed).toEqual(entries.slice(0, 5).map((e) => e.block));
+    expect(finished).toEqual(handed);
+  });
+
+  it("GIVEN a handover that fails WHEN read THEN that error is thrown, nothing after it in the range is handed over", async () => {
+    const { repo, entries } = await setup("zstd");
+    const handed: number[] = [];
+    const error = await fetchBlocks(
+      repo,
+      entries,
+      async (block) => {
+        handed.push(block);
+        await new Promise((r) => setTimeout(r, 1));
+        if (block === entries[2]!.block) throw new Error("disk full");
+      },
+      { concurrency: 1, maxRangeBytes: 8 * BLOCK_SIZE },
+    ).catch((e: unknown) => e);
+    expect((error as Error).message).toBe("disk full");
+    expect(handed).toEqual(entries.slice(0, 3).map((e) => e.block));
+  });
+});
+
+describe("restoreVolume", () => {
+  it("GIVEN a damaged block WHEN restored over an existing image THEN it fails naming the block and leaves the old image and no partial file", async () => {
+    const { store, repo, manifest, entries } = await setup("none");
+    const dir = await mkdtemp(join(tmpdir(), "cgm-restore-fetch-"));
+    dirs.push(dir);
+    const path = join(dir, "vol-1.img");
+    await writeFile(path, "the old image");
+    await damage(store, repo, entries[BLOCKS - 3]!);
+    const error = await restoreVolume(repo, { volumeId: "vol-1", manifest, path }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(BlockIntegrityError);
+    expect((error as BlockIntegrityError).blockIndex).toBe(entries[BLOCKS - 3]!.block);
+    expect(await readFile(path, "utf8")).toBe("the old image");
+    expect(await readdir(dir)).toEqual(["vol-1.img"]);
+  });
+
+  it("GIVEN two restores of one volume to one path at once WHEN both finish THEN the image is exact and no partial file is left", async () => {
+    const { repo, manifest, content } = await setup("zstd");
+    const dir = await mkdtemp(join(tmpdir(), "cgm-restore-fetch-"));
+    dirs.push(dir);
+    const path = join(dir, "vol-1.img");
+    const [a, b] = await Promise.all([
+      restoreVolume(repo, { volumeId: "vol-1", manifest, path, concurrency: 3 }),
+      restoreVolume(repo, { volumeId: "vol-1", manifest, path, concurrency: 5 }),
+    ]);
+    expect(a.dataBlocks).toBe(BLOCKS);
+    expect(b.dataBlocks).toBe(BLOCKS);
+    const image = await readFile(path);
+    expect(image.byteLength).toBe((BLOCKS + 8) * BLOCK_SIZE);
+    for (const [block, data] of content) {
+      expect(sha(image.subarray(block * BLOCK_SIZE, (block + 1) * BLOCK_SIZE)), `block ${block}`).toBe(
+        sha(data),
+      );
+    }
+    expect(sha(image.subarray(BLOCKS * BLOCK_SIZE))).toBe(sha(Buffer.alloc(8 * BLOCK_SIZE)));
+    expect(await readdir(dir)).toEqual(["vol-1.img"]);
+  });
+});
