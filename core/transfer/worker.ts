@@ -121,6 +121,11 @@ export interface TransferDeps {
   readonly sleep?: (ms: number) => Promise<void>;
   readonly now?: () => number;
   /**
+   * Epoch milliseconds, against which a block token's ExpiryTime is judged (default `Date.now`): a test
+   * whose source expires tokens on its own clock passes that clock here.
+   */
+  readonly wallClock?: () => number;
+  /**
    * Milliseconds left before the invocation's deadline (Lambda's `getRemainingTimeInMillis`, or the
    * local runner's clock). Absent: the shard runs to its end in one call.
    */
@@ -1134,7 +1139,7 @@ async function onReadError(
     // block waited (back-off after throttling, pacing, a loaded machine, the request itself):
     // re-list without counting it against maxTokenRefreshes, which bounds tokens refused while
     // they should still be valid. maxAttempts bounds those stale refreshes.
-    const stale = Date.now() >= tokenExpiresAt;
+    const stale = (run.deps.wallClock ?? Date.now)() >= tokenExpiresAt;
     if (stale) tries.staleRefreshes++;
     else tries.refreshes++;
     if (tries.refreshes > limits.maxRefreshes || tries.staleRefreshes >= limits.maxAttempts) {

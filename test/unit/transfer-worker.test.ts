@@ -211,12 +211,14 @@ describe("transferShard", () => {
     const d = shards[0]!;
     // Block 5 is throttled four times; every back-off (150 ms) outlives its token (100 ms).
     source.getFault = (index, call) => (index === 5 && call <= 4 ? "throttle" : undefined);
-    const sleep = async (ms: number) => {
-      if (ms > 0) clock += 150;
+    // Every back-off moves the clock, also one whose jitter drew 0 ms (FAST's cap is 2 ms).
+    const sleep = async (_ms: number) => {
+      clock += 150;
       await new Promise<void>((res) => setTimeout(res, 0));
     };
     const s = await transferShard(
-      { repo, source, sleep },
+      // The worker judges a refused token stale on the same clock (not the machine's).
+      { repo, source, sleep, wallClock: () => clock },
       { runId: RUN, shard: d, options: { ...FAST, maxTokenRefreshes: 1 } },
     );
     expect(s.stats.throttled).toBe(4);
