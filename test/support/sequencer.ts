@@ -8,24 +8,29 @@
 import { relative } from "node:path";
 import { BaseSequencer, type TestSpecification } from "vitest/node";
 
-/** Idle seconds of the files that take more than a few (docs/performance.md). */
+/** Idle seconds of the files that take more than a few (docs/performance.md; a fresh-clone run of 1f42b20). */
 export const ESTIMATED_SECONDS: Readonly<Record<string, number>> = {
-  "test/unit/prune-safety.test.ts": 66,
-  "test/e2e/cli-user-path.test.ts": 52,
-  "test/unit/fault-matrix.test.ts": 46,
-  "test/unit/infra-app.test.ts": 31,
-  "test/unit/core-crash.test.ts": 27,
-  "test/integration/repo-s3.test.ts": 26,
-  "test/workflow/scale.test.ts": 26,
-  "test/e2e/demo.test.ts": 24,
-  "test/e2e/readme.test.ts": 18,
-  "test/integration/transfer-emulator.test.ts": 18,
-  "test/unit/transfer-worker.test.ts": 17,
-  "test/workflow/lock-and-recovery.test.ts": 16,
-  "test/e2e/cli-repo.test.ts": 15,
-  "test/e2e/cli-lifecycle.test.ts": 14,
-  "test/workflow/backup-paths.test.ts": 12,
+  "test/unit/infra-app.test.ts": 41,
+  "test/e2e/cli-user-path.test.ts": 36,
+  "test/workflow/plan-resume.test.ts": 35,
+  "test/workflow/scale.test.ts": 30,
+  "test/integration/repo-s3.test.ts": 30,
+  "test/unit/prune-safety.test.ts": 27,
+  "test/e2e/cli-lifecycle.test.ts": 25,
+  "test/unit/fault-matrix.test.ts": 23,
+  "test/workflow/lock-and-recovery.test.ts": 20,
+  "test/unit/core-crash.test.ts": 20,
+  "test/e2e/readme.test.ts": 19,
+  "test/integration/restore-prune-race.test.ts": 19,
+  "test/integration/transfer-emulator.test.ts": 19,
+  "local/ebs-emulator/test/conformance.test.ts": 19,
+  "test/e2e/cli-repo.test.ts": 14,
+  "test/e2e/demo.test.ts": 13,
   "test/workflow/large-snapshot.test.ts": 11,
+  "test/unit/core-repo.test.ts": 11,
+  "test/e2e/cli-backup.test.ts": 11,
+  "test/integration/planner-emulator.test.ts": 10,
+  "test/workflow/backup-paths.test.ts": 9,
 };
 
 export default class LongestFirstSequencer extends BaseSequencer {
