@@ -7,14 +7,13 @@
  * writes (no snapshot, no lease left); and without a live lease the data does go (the control: the
  * restore then fails and deletes its snapshots, never writing wrong bytes).
  */
-import { EBSClient, GetSnapshotBlockCommand, ListSnapshotBlocksCommand } from "@aws-sdk/client-ebs";
+import { EBSClient } from "@aws-sdk/client-ebs";
 import { type EbsEmulator, startEbsEmulator } from "@cgmirror/ebs-emulator";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createEbsClient } from "#adapters/ebs-source.ts";
 import { EbsSnapshotWriter } from "#adapters/ebs-writer.ts";
 import { S3ObjectStore } from "#adapters/s3-store.ts";
 import type { GroupConfig } from "#core/config/group-config.ts";
-import { BLOCK_SIZE } from "#core/format/bytes.ts";
 import { listGenerations, readGeneration } from "#core/format/generation.ts";
 import { createRepo, keys, type Repo } from "#core/format/layout.ts";
 import { applyForget, planForget } from "#core/lifecycle/forget.ts";
@@ -27,10 +26,10 @@ import type { TaskDeps } from "#lambdas/runtime.ts";
 import { TransientError } from "#workflows/errors.ts";
 import { runLocalRestore } from "../../local/restore-runner.ts";
 import { emulatorSnapshotCatalog } from "../../local/snapshot-catalog.ts";
-import { blockBytes } from "../support/mem-ebs.ts";
 import { type MemGroup, memGroup } from "../support/mem-group.ts";
 import { runPipeline } from "../support/pipeline.ts";
 import { type S3TestBucket, s3TestBucket } from "../support/s3.ts";
+import { snapshotDifferences } from "../support/snapshot-readback.ts";
 
 const VOLS = [
   { id: "vol-a", instanceId: "i-a", blocks: 24 },
@@ -141,32 +140,7 @@ async function forgetAndPrune(s: S3Group, now: () => number = Date.now) {
 /** Differences between a snapshot read back through GetSnapshotBlock and a generation's image. */
 async function compare(s: S3Group, snapshotId: string, generation: number, volumeId: string) {
   const image = s.g.ebs.image(s.sources.get(generation)!.get(volumeId)!);
-  const got = new Map<number, Buffer>();
-  let next: string | undefined;
-  do {
-    const page = await reader.send(
-      new ListSnapshotBlocksCommand({ SnapshotId: snapshotId, NextToken: next }),
-    );
-    for (const b of page.Blocks ?? []) {
-      const r = await reader.send(
-        new GetSnapshotBlockCommand({
-          SnapshotId: snapshotId,
-          BlockIndex: b.BlockIndex!,
-          BlockToken: b.BlockToken!,
-        }),
-      );
-      got.set(b.BlockIndex!, Buffer.from(await r.BlockData!.transformToByteArray()));
-    }
-    next = page.NextToken;
-  } while (next);
-  const zero = Buffer.alloc(BLOCK_SIZE);
-  const problems: string[] = [];
-  for (let b = 0; b < image.sizeBlocks; b++) {
-    if (!(got.get(b) ?? zero).equals(blockBytes(image.blocks.get(b) ?? null))) {
-      problems.push(`${volumeId} block ${b} differs from generation ${generation}`);
-    }
-  }
-  return problems;
+  return snapshotDifferences(reader, snapshotId, image, { volumeId, generation });
 }
 
 function snapshotsOf(restoreId: string) {

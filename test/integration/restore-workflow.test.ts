@@ -5,12 +5,11 @@
  * generation's image, with the volume step returning its cursor and resuming; a failure on one volume
  * fails the execution with its cause and leaves no snapshot of the restore behind.
  */
-import { EBSClient, GetSnapshotBlockCommand, ListSnapshotBlocksCommand } from "@aws-sdk/client-ebs";
+import { EBSClient } from "@aws-sdk/client-ebs";
 import { type EbsEmulator, startEbsEmulator } from "@cgmirror/ebs-emulator";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createEbsClient } from "#adapters/ebs-source.ts";
 import { EbsSnapshotWriter } from "#adapters/ebs-writer.ts";
-import { BLOCK_SIZE } from "#core/format/bytes.ts";
 import { readGeneration } from "#core/format/generation.ts";
 import { RESTORE_TAGS } from "#core/restore/restore-snapshots.ts";
 import type { RestoreWorkflowInputT } from "#lambdas/contracts.ts";
@@ -19,9 +18,9 @@ import type { TaskDeps } from "#lambdas/runtime.ts";
 import { TransientError } from "#workflows/errors.ts";
 import { runLocalRestore } from "../../local/restore-runner.ts";
 import { emulatorSnapshotCatalog } from "../../local/snapshot-catalog.ts";
-import { blockBytes } from "../support/mem-ebs.ts";
 import { type MemGroup, memGroup } from "../support/mem-group.ts";
 import { runPipeline } from "../support/pipeline.ts";
+import { snapshotDifferences } from "../support/snapshot-readback.ts";
 
 let emu: EbsEmulator;
 let client: EBSClient;
@@ -77,32 +76,7 @@ function input(restoreId: string, overrides: Partial<RestoreWorkflowInputT> = {}
 async function compare(snapshotId: string, generation: number, volumeId: string): Promise<string[]> {
   const m = await readGeneration(g.repo, generation);
   const image = g.ebs.image(m.volumes.find((v) => v.volumeId === volumeId)!.sourceSnapshotId!);
-  const got = new Map<number, Buffer>();
-  let next: string | undefined;
-  do {
-    const page = await reader.send(
-      new ListSnapshotBlocksCommand({ SnapshotId: snapshotId, NextToken: next }),
-    );
-    for (const b of page.Blocks ?? []) {
-      const r = await reader.send(
-        new GetSnapshotBlockCommand({
-          SnapshotId: snapshotId,
-          BlockIndex: b.BlockIndex!,
-          BlockToken: b.BlockToken!,
-        }),
-      );
-      got.set(b.BlockIndex!, Buffer.from(await r.BlockData!.transformToByteArray()));
-    }
-    next = page.NextToken;
-  } while (next);
-  const zero = Buffer.alloc(BLOCK_SIZE);
-  const problems: string[] = [];
-  for (let b = 0; b < image.sizeBlocks; b++) {
-    if (!(got.get(b) ?? zero).equals(blockBytes(image.blocks.get(b) ?? null))) {
-      problems.push(`${volumeId} block ${b} differs from generation ${generation}`);
-    }
-  }
-  return problems;
+  return snapshotDifferences(reader, snapshotId, image, { volumeId, generation });
 }
 
 describe("the restore workflow, run locally against the EBS emulator", () => {
