@@ -189,7 +189,16 @@ export class MemoryObjectStore implements ObjectStore {
     this.beforeOperation?.("get", key);
     const v = this.#find(key, options.versionId);
     const body = v.body!;
-    const slice = options.range ? sliceRange(body, options.range) : body.read(0, body.byteLength);
+    const read = options.range ? sliceRange(body, options.range) : body.read(0, body.byteLength);
+    // Like S3ObjectStore, which knows a body's length from its Content-Length before it arrives.
+    const into = options.into?.(read.byteLength);
+    if (into && into.byteLength < read.byteLength) {
+      throw new RangeError(
+        `get ${key}: the buffer given for the body is ${into.byteLength} bytes, not ${read.byteLength}`,
+      );
+    }
+    into?.set(read);
+    const slice = into ? into.subarray(0, read.byteLength) : read;
     this.stats.gets++;
     this.stats.bytesRead += slice.byteLength;
     return {

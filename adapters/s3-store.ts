@@ -102,6 +102,7 @@ async function readBody(
   key: string,
   body: { transformToByteArray(): Promise<Uint8Array> },
   length: number | undefined,
+  into: ((length: number) => Uint8Array) | undefined,
 ): Promise<Uint8Array> {
   if (
     !(body instanceof Readable) ||
@@ -112,8 +113,15 @@ async function readBody(
   ) {
     return body.transformToByteArray();
   }
-  // Not from Node's shared pool: the buffer owns its memory, however small.
-  const out = Buffer.allocUnsafeSlow(length);
+  // The caller's buffer, or one not from Node's shared pool: the buffer owns its memory, however small.
+  const given = into?.(length);
+  if (given && given.byteLength < length) {
+    body.destroy();
+    throw new RangeError(
+      `GetObject ${key}: the buffer given for the body is ${given.byteLength} bytes, not ${length}`,
+    );
+  }
+  const out = given ? Buffer.from(given.buffer, given.byteOffset, length) : Buffer.allocUnsafeSlow(length);
   let at = 0;
   for await (const chunk of body as AsyncIterable<Buffer>) {
     if (at + chunk.byteLength > length) {
@@ -151,7 +159,9 @@ export class S3ObjectStore implements ObjectStore {
           Range: options.range ? formatRange(options.range) : undefined,
         }),
       );
-      const body = out.Body ? await readBody(key, out.Body, out.ContentLength) : new Uint8Array(0);
+      const body = out.Body
+        ? await readBody(key, out.Body, out.ContentLength, options.into)
+        : new Uint8Array(0);
       const size = parseTotal(out.ContentRange) ?? out.ContentLength ?? body.byteLength;
       return {
         body,

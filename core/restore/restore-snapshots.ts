@@ -456,8 +456,10 @@ class BatchSender {
     const fetched = fetchBlocks(
       this.#repo,
       batch.flatMap((w) => (w.entry === null ? [] : [w.entry])),
-      async (block, raw, ref) => {
-        sends.push((await putter.put(block, raw, Buffer.from(ref.sha256).toString("base64"))).sent);
+      async (block, raw, ref, keep) => {
+        const { sent } = await putter.put(block, raw, Buffer.from(ref.sha256).toString("base64"));
+        keep(sent); // `raw` is read until the put is sent (retries included)
+        sends.push(sent);
         this.dataBlocks++;
       },
       { pool: this.#reads },

@@ -17,7 +17,8 @@ import {
 import { keys, type Repo } from "../format/layout.ts";
 import { openStoredBlock, readSegmentFooter, type SegmentFooterEntry } from "../format/segment.ts";
 import { openVolumeIndex } from "../format/volume-index.ts";
-import { ObjectNotFoundError } from "../ports/object-store.ts";
+import { type GetResult, ObjectNotFoundError } from "../ports/object-store.ts";
+import { type Sha256Pool, sharedSha256Pool } from "../util/hash-pool.ts";
 import { TaskPool } from "../util/pool.ts";
 
 export interface FetchOptions {
@@ -33,6 +34,11 @@ export interface FetchOptions {
    * still returns only once its own ranges are done.
    */
   readonly pool?: TaskPool;
+  /**
+   * Where blocks are hashed for their check: worker threads (the process's shared pool by default,
+   * core/util/hash-pool.ts) or, with `null`, the calling thread.
+   */
+  readonly hashPool?: Sha256Pool | null;
 }
 
 export interface FetchStats {
@@ -207,11 +213,12 @@ function checkBlock(
   stored: Uint8Array,
   decoded: Uint8Array | undefined,
   blockIndex: number,
+  digest: Uint8Array | undefined,
 ): Uint8Array {
   if (
     decoded === undefined ||
     decoded.byteLength !== BLOCK_SIZE ||
-    !equalBytes(createHash("sha256").update(decoded).digest(), ref.sha256)
+    !equalBytes(digest ?? createHash("sha256").update(decoded).digest(), ref.sha256)
   ) {
     return openStoredBlock(key, ref, stored, blockIndex); // throws BlockIntegrityError naming it
   }
@@ -259,12 +266,21 @@ function coalesce(stored: readonly IndexEntry[], maxRange: number, gap: number):
 /**
  * Reads stored blocks with coalesced ranged GETs, checks each block's SHA-256 and hands the raw
  * block to `onBlock`. Zero refs are skipped. Memory: `concurrency` × `maxRangeBytes`.
+ *
+ * `raw` may be a view of a buffer that is reused for a later range: it is valid until the promise
+ * `onBlock` returns settles, and for longer only if `onBlock` passes `keep` a promise that settles
+ * once nothing reads `raw` any more (a put sent in the background).
  * @throws BlockIntegrityError / CorruptObjectError / ObjectNotFoundError naming the segment key
  */
 export async function fetchBlocks(
   repo: Repo,
   entries: readonly IndexEntry[],
-  onBlock: (block: number, raw: Uint8Array, ref: BlockRef) => Promise<void> | void,
+  onBlock: (
+    block: number,
+    raw: Uint8Array,
+    ref: BlockRef,
+    keep: (inUse: Promise<unknown>) => void,
+  ) => Promise<void> | void,
   options: FetchOptions = {},
   stats: FetchStats = { requests: 0, bytesRead: 0, blocks: 0 },
   footers?: SegmentFooters,
@@ -272,9 +288,25 @@ export async function fetchBlocks(
   const maxRange = options.maxRangeBytes ?? 8 * 1024 * 1024;
   const gap = options.gapBytes ?? 256 * 1024;
   const stored = entries.filter((e) => e.ref.codec !== Codec.zero);
+  const hashPool = options.hashPool === undefined ? sharedSha256Pool() : options.hashPool;
   const read = async (r: Range) => {
     const key = keys.segment(repo, r.segment);
-    const got = await repo.store.get(key, { range: { start: r.start, end: r.end } });
+    const got = await repo.store.get(key, {
+      range: { start: r.start, end: r.end },
+      // Straight into memory the hash threads share: the blocks are checked where they were read.
+      ...(hashPool ? { into: (n: number) => hashPool.borrow(n) } : {}),
+    });
+    // Until the buffer goes back to the pool: the hashing, every handover, and what they keep.
+    const inUse: Promise<unknown>[] = [];
+    try {
+      await handOver(r, key, got, inUse);
+    } finally {
+      if (hashPool) {
+        void Promise.allSettled(inUse).then(() => hashPool.giveBack(got.body));
+      }
+    }
+  };
+  const handOver = async (r: Range, key: string, got: GetResult, inUse: Promise<unknown>[]) => {
     stats.requests++;
     stats.bytesRead += got.body.byteLength;
     if (got.body.byteLength !== r.end - r.start) {
@@ -284,28 +316,38 @@ export async function fetchBlocks(
         `expected bytes ${r.start}-${r.end - 1}, the segment is ${got.size} bytes`,
       );
     }
-    // Every block of the range is decoded at once (compressed ones in zlib's thread pool) and handed
-    // over in order, each checked just before: a block's SHA-256 runs while the previous block's write
-    // (or put) is under way. A block that fails its check throws when its turn comes, once the blocks
-    // before it were handed over and their writes finished (as one at a time).
+    // Every block of the range is decoded at once (compressed ones in zlib's thread pool), hashed at
+    // once (on a hash thread, while this thread parses other ranges' responses and issues their writes)
+    // and handed over in order, each checked just before. A block that fails its check throws when its
+    // turn comes, once the blocks before it were handed over and their writes finished (as one at a
+    // time).
     const bytes = r.entries.map((e) =>
       got.body.subarray(e.ref.offset - r.start, e.ref.offset - r.start + e.ref.length),
     );
-    const decoded = r.entries.map((e, k) => decodeStored(e.ref, bytes[k]!));
+    const decoded = await Promise.all(r.entries.map((e, k) => decodeStored(e.ref, bytes[k]!)));
+    const digests: Array<Promise<Uint8Array> | undefined> = [];
+    if (hashPool) {
+      // Only blocks that decoded to one block are hashed; checkBlock names what is wrong with the others.
+      const whole = decoded.flatMap((d, k) => (d?.byteLength === BLOCK_SIZE ? [k] : []));
+      const hashed = hashPool.digestEach(whole.map((k) => decoded[k]!));
+      inUse.push(...hashed);
+      for (const [i, k] of whole.entries()) digests[k] = hashed[i];
+    }
     let previous: Promise<void> | undefined;
     for (const [k, e] of r.entries.entries()) {
       let raw: Uint8Array;
       try {
-        raw = checkBlock(key, e.ref, bytes[k]!, await decoded[k], e.block);
+        raw = checkBlock(key, e.ref, bytes[k]!, decoded[k], e.block, await digests[k]);
       } catch (error) {
         await previous; // a failed handover before it is the first error
         throw error;
       }
       await previous;
       stats.blocks++;
-      previous = onBlock(e.block, raw, e.ref) || undefined;
+      previous = onBlock(e.block, raw, e.ref, (p) => inUse.push(p)) || undefined;
       // Awaited before the next handover (or below); until then a failure must not count as unhandled.
       previous?.catch(() => {});
+      if (previous) inUse.push(previous);
     }
     await previous;
   };

@@ -25,3 +25,27 @@ describe("MemoryObjectStore checksums", () => {
     expect(await m.head("k")).toBeUndefined();
   });
 });
+
+describe("MemoryObjectStore get into a given buffer", () => {
+  it("GIVEN a buffer to read a range into WHEN read THEN the body is a view of its start with those bytes, and the stored object is not changed by writes to it", async () => {
+    const m = new MemoryObjectStore();
+    const body = Uint8Array.from({ length: 100 }, (_, i) => i);
+    await m.put("k", body);
+    const into = new Uint8Array(64);
+    const got = await m.get("k", { range: { start: 10, end: 30 }, into: () => into });
+    expect(got.body.buffer).toBe(into.buffer);
+    expect([...got.body]).toEqual([...body.subarray(10, 30)]);
+    into.fill(0);
+    expect([...(await m.get("k", { range: { start: 10, end: 30 } })).body]).toEqual([
+      ...body.subarray(10, 30),
+    ]);
+  });
+
+  it("GIVEN a buffer smaller than the body WHEN read THEN it fails naming the key and the sizes", async () => {
+    const m = new MemoryObjectStore();
+    await m.put("k", new Uint8Array(10));
+    await expect(m.get("k", { into: () => new Uint8Array(9) })).rejects.toThrow(
+      "get k: the buffer given for the body is 9 bytes, not 10",
+    );
+  });
+});

@@ -2,13 +2,14 @@
  * fetchBlocks / restoreVolume: every block is checked just before it is handed over, the handovers of
  * a range stay one at a time and in order while the next block is checked, and a damaged block or a
  * failed handover fails the read with the first error (nothing after it handed over, no unhandled
- * rejection, no image left behind).
+ * rejection, no image left behind). Ranges are read into the hash pool's shared buffers: a buffer is
+ * reused only once every block of its range was handed over and whatever a handover kept is released.
  */
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { MemoryObjectStore } from "#adapters/memory-store.ts";
 import { BlockIntegrityError } from "#core/errors.ts";
 import type { IndexEntry } from "#core/format/block-ref.ts";
@@ -18,6 +19,7 @@ import { createRepo, keys, type Repo } from "#core/format/layout.ts";
 import { openVolumeIndex } from "#core/format/volume-index.ts";
 import { writeGeneration } from "#core/protocol/write-generation.ts";
 import { fetchBlocks, restoreVolume, SegmentFooters } from "#core/restore/restore.ts";
+import { Sha256Pool } from "#core/util/hash-pool.ts";
 
 const BLOCKS = 24;
 const dirs: string[] = [];
@@ -126,6 +128,70 @@ describe("fetchBlocks", () => {
     expect((error as Error).message).toBe("disk full");
     expect(handed).toEqual(entries.slice(0, 3).map((e) => e.block));
   });
+});
+
+describe("fetchBlocks buffers", () => {
+  const hashPool = new Sha256Pool(1);
+  afterAll(() => hashPool.close());
+  const RANGE = 4 * BLOCK_SIZE; // 24 blocks: 6 ranges
+
+  it("GIVEN handovers that keep nothing WHEN ranges are read one after another THEN later ranges read into buffers earlier ones gave back", async () => {
+    const { repo, entries, content } = await setup("none");
+    const buffers = new Set<ArrayBufferLike>();
+    await fetchBlocks(
+      repo,
+      entries,
+      (block, raw) => {
+        expect(sha(raw), `block ${block}`).toBe(sha(content.get(block)!));
+        buffers.add(raw.buffer);
+      },
+      { concurrency: 1, maxRangeBytes: RANGE, hashPool },
+    );
+    expect(buffers.size).toBeLessThan(BLOCKS / 4);
+    for (const b of buffers) expect(b).toBeInstanceOf(SharedArrayBuffer);
+  });
+
+  it("GIVEN handovers that keep every block until later WHEN more ranges are read THEN no kept block changes, and its buffer is reused only once released", async () => {
+    const { repo, entries, content } = await setup("none");
+    const kept: Array<{ block: number; raw: Uint8Array }> = [];
+    const releases: Array<() => void> = [];
+    await fetchBlocks(
+      repo,
+      entries,
+      (block, raw, _ref, keep) => {
+        kept.push({ block, raw });
+        keep(new Promise<void>((r) => releases.push(r)));
+      },
+      { concurrency: 1, maxRangeBytes: RANGE, hashPool },
+    );
+    expect(kept).toHaveLength(BLOCKS);
+    for (const k of kept) expect(sha(k.raw), `kept block ${k.block}`).toBe(sha(content.get(k.block)!));
+    const held = new Set(kept.map((k) => k.raw.buffer));
+    expect(held.size).toBe(BLOCKS / 4); // one buffer per range, none shared while kept
+    for (const release of releases) release();
+    await new Promise((r) => setTimeout(r, 10));
+    const later: ArrayBufferLike[] = [];
+    await fetchBlocks(repo, entries.slice(0, 4), (_b, raw) => void later.push(raw.buffer), {
+      concurrency: 1,
+      maxRangeBytes: RANGE,
+      hashPool,
+    });
+    expect(held.has(later[0]!)).toBe(true);
+  });
+
+  for (const threads of [true, false]) {
+    it(`GIVEN a damaged block WHEN read ${threads ? "with hash threads" : "hashing on the calling thread"} THEN it is refused, naming the block`, async () => {
+      const { store, repo, entries } = await setup("none");
+      await damage(store, repo, entries[9]!);
+      const error = await fetchBlocks(repo, entries, () => {}, {
+        concurrency: 2,
+        maxRangeBytes: RANGE,
+        hashPool: threads ? hashPool : null,
+      }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(BlockIntegrityError);
+      expect((error as BlockIntegrityError).blockIndex).toBe(entries[9]!.block);
+    });
+  }
 });
 
 describe("restoreVolume", () => {

@@ -2,7 +2,8 @@
  * S3ObjectStore.get reads a body straight into one buffer of its Content-Length. A body that does not
  * match its Content-Length cannot come out of the local S3 server (Node's HTTP parser stops at the
  * length, a short body is a reset), so these cases answer from a transport stub; the real server's
- * whole and ranged reads are in test/integration/repo-s3.test.ts.
+ * whole and ranged reads are in test/integration/repo-s3.test.ts. A caller may give the buffer the
+ * body is read into (`into`: restore reads into memory its hash threads share).
  */
 import { Readable } from "node:stream";
 import { S3Client } from "@aws-sdk/client-s3";
@@ -46,6 +47,28 @@ describe("S3ObjectStore.get body", () => {
     await expect(storeAnswering(10, [Buffer.alloc(4)]).get("seg/k")).rejects.toThrow(
       "GetObject seg/k: received 4 bytes of a Content-Length of 10",
     );
+  });
+
+  it("GIVEN a buffer to read into WHEN read THEN the body is a view of its start holding exactly those bytes", async () => {
+    const chunks = [Buffer.alloc(5000, 7), Buffer.alloc(1, 8), Buffer.alloc(3000, 9)];
+    const into = new Uint8Array(new SharedArrayBuffer(10_000));
+    const asked: number[] = [];
+    const got = await storeAnswering(8001, chunks).get("k", {
+      into: (n) => {
+        asked.push(n);
+        return into;
+      },
+    });
+    expect(asked).toEqual([8001]);
+    expect(got.body.buffer).toBe(into.buffer);
+    expect(got.body.byteOffset).toBe(0);
+    expect(Buffer.from(got.body).equals(Buffer.concat(chunks))).toBe(true);
+  });
+
+  it("GIVEN a buffer to read into smaller than the body WHEN read THEN it fails naming the key and the sizes", async () => {
+    await expect(
+      storeAnswering(10, [Buffer.alloc(10)]).get("seg/k", { into: () => new Uint8Array(9) }),
+    ).rejects.toThrow("GetObject seg/k: the buffer given for the body is 9 bytes, not 10");
   });
 
   it("GIVEN an empty body WHEN read THEN it is empty", async () => {

@@ -1,0 +1,120 @@
+/**
+ * Sha256Pool (core/util/hash-pool.ts): the digests its worker threads send back are the SHA-256 of
+ * exactly the bytes given, whether they were read into a borrowed shared buffer (hashed in place) or
+ * copied in; a pool whose threads are gone still answers (on the calling thread); borrowed buffers come
+ * back to the pool only when given back, once.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import fc from "fast-check";
+import { afterAll, describe, expect, it } from "vitest";
+import { InvalidArgumentError } from "#core/errors.ts";
+import { Sha256Pool, sharedSha256Pool } from "#core/util/hash-pool.ts";
+
+const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+const hex = (d: Uint8Array) => Buffer.from(d).toString("hex");
+
+const pools: Sha256Pool[] = [];
+function pool(threads: number): Sha256Pool {
+  const p = new Sha256Pool(threads);
+  pools.push(p);
+  return p;
+}
+afterAll(async () => {
+  for (const p of pools) await p.close();
+});
+
+describe("Sha256Pool", () => {
+  it("GIVEN views of borrowed shared buffers and of ordinary ones, any sizes, many calls at once WHEN hashed THEN every digest is the SHA-256 of its view", async () => {
+    const p = pool(2);
+    expect(p.threads).toBe(2);
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(
+          fc.record({
+            sizes: fc.array(fc.integer({ min: 0, max: 70_000 }), { minLength: 0, maxLength: 6 }),
+            borrowed: fc.boolean(),
+          }),
+          { minLength: 1, maxLength: 8 },
+        ),
+        async (calls) => {
+          const jobs = calls.map(({ sizes, borrowed }) => {
+            const total = sizes.reduce((a, b) => a + b, 0);
+            const backing = borrowed ? p.borrow(total) : new Uint8Array(total);
+            backing.set(randomBytes(total));
+            const views: Uint8Array[] = [];
+            let at = 0;
+            for (const n of sizes) {
+              views.push(backing.subarray(at, at + n));
+              at += n;
+            }
+            const expected = views.map(sha);
+            return { views, expected, backing, borrowed, got: p.digestEach(views) };
+          });
+          for (const j of jobs) {
+            expect(j.got).toHaveLength(j.views.length);
+            expect((await Promise.all(j.got)).map(hex)).toEqual(j.expected);
+            if (j.borrowed) p.giveBack(j.backing);
+          }
+        },
+      ),
+      { numRuns: 40 },
+    );
+  });
+
+  it("GIVEN views of different buffers in one call WHEN hashed THEN each digest is still its own view's", async () => {
+    const p = pool(1);
+    const a = randomBytes(1000);
+    const b = p.borrow(3000);
+    b.set(randomBytes(3000));
+    const views = [a.subarray(10, 500), b.subarray(0, 3000), a.subarray(0, 0)];
+    expect((await p.digest(views)).map(hex)).toEqual(views.map(sha));
+  });
+
+  it("GIVEN calls under way WHEN the pool is closed THEN they and every later call still resolve to the right digests, hashed on the calling thread", async () => {
+    const p = pool(1);
+    const blocks = Array.from({ length: 24 }, () => randomBytes(512 * 1024));
+    const pending = blocks.map((b) => p.digestEach([b, b.subarray(7)]));
+    await p.close();
+    expect(p.threads).toBe(0);
+    for (const [k, b] of blocks.entries()) {
+      expect((await Promise.all(pending[k]!)).map(hex)).toEqual([sha(b), sha(b.subarray(7))]);
+    }
+    const later = randomBytes(1234);
+    expect((await p.digest([later])).map(hex)).toEqual([sha(later)]);
+  });
+
+  it("GIVEN a borrowed buffer WHEN it is given back (twice) THEN the next borrow that fits reuses it, only once; a foreign buffer is never taken", () => {
+    const p = pool(1);
+    const first = p.borrow(1000);
+    const second = p.borrow(1000);
+    expect(second.buffer).not.toBe(first.buffer);
+    expect(first.byteLength).toBe(1000);
+    p.giveBack(first);
+    p.giveBack(first); // a second give-back must not hand the buffer out twice
+    p.giveBack(new Uint8Array(new SharedArrayBuffer(1 << 24))); // not the pool's: ignored
+    const again = p.borrow(2000);
+    expect(again.buffer).toBe(first.buffer);
+    expect(again.byteLength).toBe(2000);
+    const fresh = p.borrow(1000);
+    expect(fresh.buffer).not.toBe(first.buffer);
+    expect(fresh.buffer.byteLength).toBe(8 * 1024 * 1024); // the smallest buffer the pool makes
+  });
+});
+
+describe("sharedSha256Pool", () => {
+  it("GIVEN CGM_HASH_THREADS that is not a count WHEN the pool is first asked for THEN it fails saying what is wrong; 0 means no threads", () => {
+    const before = process.env.CGM_HASH_THREADS;
+    try {
+      process.env.CGM_HASH_THREADS = "two";
+      expect(() => sharedSha256Pool()).toThrow(InvalidArgumentError);
+      expect(() => sharedSha256Pool()).toThrow(
+        'CGM_HASH_THREADS must be a whole number of threads, 0 or more (0: hash on the calling thread); it is "two"',
+      );
+      process.env.CGM_HASH_THREADS = "0";
+      expect(sharedSha256Pool()).toBeNull();
+    } finally {
+      if (before === undefined) delete process.env.CGM_HASH_THREADS;
+      else process.env.CGM_HASH_THREADS = before;
+    }
+  });
+});
