@@ -18,11 +18,18 @@
  *                  flight, throttled requests retried, CompleteSnapshot        → snapshots_raw_mib_s, snapshots_ratio
  * `*_cpu_s_per_gib`: CPU seconds (user + system) of this process per GiB restored, median over the rounds
  * (the S3 server and the EBS emulator run in their own processes and are not counted).
- * Environment: CGM_BENCH_GIB (1), CGM_BENCH_LATENCY_MS (20), CGM_BENCH_QUOTA_RPS (1000).
+ * `bounds`: per phase (medians over the rounds), what could have bounded it: `event_loop` is the
+ * main thread's event-loop utilization (1: the thread that parses responses and issues writes was never
+ * idle), `s3_server_cpu_s_per_gib` and `emulator_cpu_s_per_gib` the CPU of those processes per GiB,
+ * `machine_idle` the share of the machine's CPU time no one used (Linux /proc; null elsewhere).
+ * Environment: CGM_BENCH_GIB (1), CGM_BENCH_LATENCY_MS (20), CGM_BENCH_QUOTA_RPS (1000),
+ * CGM_BENCH_PHASES (`files,snapshots`: which restores to run, each with its raw loop),
+ * CGM_BENCH_PROFILE_DIR (unset: write a V8 CPU profile of each phase's main thread there).
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtemp, open, rm } from "node:fs/promises";
+import { mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
 import { Agent as HttpAgent } from "node:http";
+import { Session } from "node:inspector/promises";
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -51,6 +58,14 @@ const gib = Number(process.env.CGM_BENCH_GIB ?? 1);
 const latencyMs = Number(process.env.CGM_BENCH_LATENCY_MS ?? 20);
 const quotaRps = Number(process.env.CGM_BENCH_QUOTA_RPS ?? 1000);
 const ROUNDS = Number(process.env.CGM_BENCH_ROUNDS ?? 4);
+const PHASES = (process.env.CGM_BENCH_PHASES ?? "files,snapshots").split(",").map((p) => p.trim());
+for (const p of PHASES) {
+  if (p !== "files" && p !== "snapshots") {
+    process.stderr.write(`CGM_BENCH_PHASES: unknown phase "${p}"; use files, snapshots or both\n`);
+    process.exit(2);
+  }
+}
+const PROFILE_DIR = process.env.CGM_BENCH_PROFILE_DIR;
 const READ_CONCURRENCY = 8;
 const PUT_CONCURRENCY = 64;
 const log = (m: string) => process.stderr.write(`[bench:restore] ${m}\n`);
@@ -74,6 +89,27 @@ async function startEmulator(): Promise<{ endpoint: string; child: ChildProcess 
   });
   rl.close();
   return { endpoint: (JSON.parse(line) as { endpoint: string }).endpoint, child };
+}
+
+/** CPU seconds (user + system) a process has used so far, from /proc; NaN where there is none. */
+async function processCpuSeconds(pid: number | undefined): Promise<number> {
+  if (pid === undefined || pid < 0) return Number.NaN;
+  try {
+    const fields = (await readFile(`/proc/${pid}/stat`, "utf8")).split(") ")[1]!.split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in USER_HZ (100) ticks
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** The machine's [idle, total] CPU seconds so far (all CPUs), from /proc/stat; NaN where there is none. */
+async function machineCpuSeconds(): Promise<[number, number]> {
+  try {
+    const f = (await readFile("/proc/stat", "utf8")).split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+    return [(f[3]! + f[4]!) / 100, f.reduce((a, b) => a + b, 0) / 100]; // idle + iowait, all
+  } catch {
+    return [Number.NaN, Number.NaN];
+  }
 }
 
 /** The coalesced ranges restore reads (same rule as fetchBlocks' defaults). */
@@ -239,6 +275,12 @@ async function main(): Promise<void> {
     await phases.files_raw();
     const seconds: Record<string, number[]> = { files: [], files_raw: [], snapshots: [], snapshots_raw: [] };
     const cpu: Record<string, number[]> = { files: [], files_raw: [], snapshots: [], snapshots_raw: [] };
+    const perPhase = () =>
+      ({ files: [], files_raw: [], snapshots: [], snapshots_raw: [] }) as Record<string, number[]>;
+    const eventLoop = perPhase();
+    const serverCpu = perPhase();
+    const emulatorCpu = perPhase();
+    const idle = perPhase();
     const time = async (name: keyof typeof phases) => {
       // Both file phases start from the same state: no image on disk. Without this the raw loop's
       // O_TRUNC of its own previous image freed 1 GiB of page cache right as it started writing and
@@ -247,12 +289,33 @@ async function main(): Promise<void> {
       // reporting) a fresh page costs a host fault, ≈ 3.7 CPU-s of kernel time per GiB.
       await rm(join(dir, "files.img"), { force: true });
       await rm(join(dir, "raw.img"), { force: true });
+      const profiler = PROFILE_DIR ? new Session() : undefined;
+      if (profiler) {
+        profiler.connect();
+        await profiler.post("Profiler.enable");
+        await profiler.post("Profiler.start");
+      }
+      const s0 = await processCpuSeconds(s3server.pid);
+      const m0 = await processCpuSeconds(emulator.child.pid);
+      const [idle0, all0] = await machineCpuSeconds();
+      const e0 = performance.eventLoopUtilization();
       const t0 = performance.now();
       const c0 = process.cpuUsage();
       await phases[name]();
       seconds[name]!.push((performance.now() - t0) / 1000);
       const c = process.cpuUsage(c0);
       cpu[name]!.push((c.user + c.system) / 1e6);
+      eventLoop[name]!.push(performance.eventLoopUtilization(e0).utilization);
+      serverCpu[name]!.push((await processCpuSeconds(s3server.pid)) - s0);
+      emulatorCpu[name]!.push((await processCpuSeconds(emulator.child.pid)) - m0);
+      const [idle1, all1] = await machineCpuSeconds();
+      idle[name]!.push((idle1 - idle0) / (all1 - all0));
+      if (profiler) {
+        const { profile } = await profiler.post("Profiler.stop");
+        const file = join(PROFILE_DIR!, `${name}-${seconds[name]!.length}.cpuprofile`);
+        await writeFile(file, JSON.stringify(profile));
+        profiler.disconnect();
+      }
       log(`${name}: ${(bytes / MiB / seconds[name]!.at(-1)!).toFixed(1)} MiB/s`);
     };
     for (let r = 0; r < ROUNDS; r++) {
@@ -260,15 +323,31 @@ async function main(): Promise<void> {
         r % 2 === 0
           ? ["files", "files_raw", "snapshots", "snapshots_raw"]
           : ["snapshots_raw", "snapshots", "files_raw", "files"];
-      for (const name of order) await time(name);
+      for (const name of order) if (PHASES.includes(name.replace(/_raw$/, ""))) await time(name);
     }
     const median = (xs: number[]) => {
       const s = [...xs].sort((a, b) => a - b);
+      if (s.length === 0) return Number.NaN; // a phase CGM_BENCH_PHASES left out (printed as null)
       return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
     };
+    const round = (x: number, d = 1) => Number(x.toFixed(d));
+    const gibs = bytes / 1024 ** 3;
+    const figure = (x: number, d: number) => (Number.isFinite(x) ? round(x, d) : null);
+    const bounds = Object.fromEntries(
+      Object.keys(seconds)
+        .filter((k) => seconds[k]!.length > 0)
+        .map((k) => [
+          k,
+          {
+            event_loop: figure(median(eventLoop[k]!), 2),
+            s3_server_cpu_s_per_gib: figure(median(serverCpu[k]!) / gibs, 2),
+            emulator_cpu_s_per_gib: figure(median(emulatorCpu[k]!) / gibs, 2),
+            machine_idle: figure(median(idle[k]!), 2),
+          },
+        ]),
+    );
     const mibs = (name: string) => bytes / MiB / median(seconds[name]!);
     const ratio = (a: string, b: string) => median(seconds[a]!.map((t, i) => seconds[b]![i]! / t));
-    const round = (x: number, d = 1) => Number(x.toFixed(d));
     const stats = await ebsAdmin(emulator.endpoint).stats();
     process.stdout.write(
       `${JSON.stringify({
@@ -287,6 +366,7 @@ async function main(): Promise<void> {
         snapshots_cpu_s_per_gib: round(median(cpu.snapshots!) / (bytes / 1024 ** 3), 2),
         snapshots_raw_cpu_s_per_gib: round(median(cpu.snapshots_raw!) / (bytes / 1024 ** 3), 2),
         rounds: ROUNDS,
+        bounds,
         snapshots_put_rps: round(mibs("snapshots") * 2),
         throttled: stats.throttled,
         read_concurrency: READ_CONCURRENCY,
