@@ -20,8 +20,9 @@ export interface GetOptions {
   /**
    * Where the body goes when the store knows its length before it arrives: called once with that
    * length, it returns a buffer of at least that many bytes, and the body is a view of its start (so
-   * that a caller can read into memory a hash thread shares, core/util/hash-pool.ts). A store that
-   * does not know the length up front ignores it; the body is then a buffer of its own.
+   * that restore reads into reused buffers its hash threads take without a copy,
+   * core/util/hash-pool.ts). A store that does not know the length up front ignores it; the body is
+   * then a buffer of its own.
    */
   readonly into?: (length: number) => Uint8Array;
 }

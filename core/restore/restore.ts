@@ -18,7 +18,7 @@ import { keys, type Repo } from "../format/layout.ts";
 import { openStoredBlock, readSegmentFooter, type SegmentFooterEntry } from "../format/segment.ts";
 import { openVolumeIndex } from "../format/volume-index.ts";
 import { type GetResult, ObjectNotFoundError } from "../ports/object-store.ts";
-import { type Sha256Pool, sharedSha256Pool } from "../util/hash-pool.ts";
+import { HashThreadLostError, type Sha256Pool, sharedSha256Pool } from "../util/hash-pool.ts";
 import { TaskPool } from "../util/pool.ts";
 
 export interface FetchOptions {
@@ -289,24 +289,35 @@ export async function fetchBlocks(
   const gap = options.gapBytes ?? 256 * 1024;
   const stored = entries.filter((e) => e.ref.codec !== Codec.zero);
   const hashPool = options.hashPool === undefined ? sharedSha256Pool() : options.hashPool;
-  const read = async (r: Range) => {
+  const read = async (r: Range, hashing: Sha256Pool | null = hashPool): Promise<void> => {
     const key = keys.segment(repo, r.segment);
     const got = await repo.store.get(key, {
       range: { start: r.start, end: r.end },
-      // Straight into memory the hash threads share: the blocks are checked where they were read.
-      ...(hashPool ? { into: (n: number) => hashPool.borrow(n) } : {}),
+      // Into a buffer of the hash pool's: it goes to a hash thread and back without a copy.
+      ...(hashing ? { into: (n: number) => hashing.borrow(n) } : {}),
     });
-    // Until the buffer goes back to the pool: the hashing, every handover, and what they keep.
+    // The range's bytes (a new view once back from a hash thread), and until they go back to the
+    // pool: the hashing, every handover, and whatever a handover kept.
+    const held = { body: got.body };
     const inUse: Promise<unknown>[] = [];
     try {
-      await handOver(r, key, got, inUse);
+      await handOver(r, key, got, held, inUse, hashing);
+    } catch (error) {
+      // The bytes went down with a hash thread: read them again, hashed here.
+      if (error instanceof HashThreadLostError) return read(r, null);
+      throw error;
     } finally {
-      if (hashPool) {
-        void Promise.allSettled(inUse).then(() => hashPool.giveBack(got.body));
-      }
+      if (hashing) void Promise.allSettled(inUse).then(() => hashing.giveBack(held.body));
     }
   };
-  const handOver = async (r: Range, key: string, got: GetResult, inUse: Promise<unknown>[]) => {
+  const handOver = async (
+    r: Range,
+    key: string,
+    got: GetResult,
+    held: { body: Uint8Array },
+    inUse: Promise<unknown>[],
+    hashing: Sha256Pool | null,
+  ) => {
     stats.requests++;
     stats.bytesRead += got.body.byteLength;
     if (got.body.byteLength !== r.end - r.start) {
@@ -316,20 +327,31 @@ export async function fetchBlocks(
         `expected bytes ${r.start}-${r.end - 1}, the segment is ${got.size} bytes`,
       );
     }
-    // Every block of the range is decoded at once (compressed ones in zlib's thread pool), hashed at
-    // once (on a hash thread, while this thread parses other ranges' responses and issues their writes)
-    // and handed over in order, each checked just before. A block that fails its check throws when its
-    // turn comes, once the blocks before it were handed over and their writes finished (as one at a
+    // Every block of the range is hashed (on a hash thread, while this thread parses other ranges'
+    // responses and issues their writes) and decoded at once (compressed ones in zlib's thread pool),
+    // then handed over in order, each checked just before. A block that fails its check throws when
+    // its turn comes, once the blocks before it were handed over and their writes finished (as one at a
     // time).
+    const digests: Array<Promise<Uint8Array> | Uint8Array | undefined> = [];
+    let body = got.body;
+    if (hashing?.lent(body) && r.entries.every((e) => e.ref.codec === Codec.raw)) {
+      // Stored raw: the stored bytes are the blocks. The buffer goes to a hash thread and back.
+      const back = await hashing.digestMoved(
+        body,
+        r.entries.map((e) => [e.ref.offset - r.start, e.ref.length] as const),
+      );
+      held.body = body = back.view;
+      digests.push(...back.digests);
+    }
     const bytes = r.entries.map((e) =>
-      got.body.subarray(e.ref.offset - r.start, e.ref.offset - r.start + e.ref.length),
+      body.subarray(e.ref.offset - r.start, e.ref.offset - r.start + e.ref.length),
     );
     const decoded = await Promise.all(r.entries.map((e, k) => decodeStored(e.ref, bytes[k]!)));
-    const digests: Array<Promise<Uint8Array> | undefined> = [];
-    if (hashPool) {
-      // Only blocks that decoded to one block are hashed; checkBlock names what is wrong with the others.
+    if (hashing && digests.length === 0) {
+      // Decoded blocks are copied to the thread. Only blocks that decoded to one block are hashed;
+      // checkBlock names what is wrong with the others.
       const whole = decoded.flatMap((d, k) => (d?.byteLength === BLOCK_SIZE ? [k] : []));
-      const hashed = hashPool.digestEach(whole.map((k) => decoded[k]!));
+      const hashed = hashing.digestEach(whole.map((k) => decoded[k]!));
       inUse.push(...hashed);
       for (const [i, k] of whole.entries()) digests[k] = hashed[i];
     }

@@ -1,14 +1,15 @@
 /**
  * Sha256Pool (core/util/hash-pool.ts): the digests its worker threads send back are the SHA-256 of
- * exactly the bytes given, whether they were read into a borrowed shared buffer (hashed in place) or
- * copied in; a pool whose threads are gone still answers (on the calling thread); borrowed buffers come
- * back to the pool only when given back, once.
+ * exactly the bytes given, whether a borrowed buffer was moved to a thread and back or the bytes were
+ * copied to it; a pool whose threads are gone still answers (on the calling thread), except for a
+ * buffer that went down with a thread, which is reported lost; borrowed buffers come back to the pool
+ * only when given back, once.
  */
 import { createHash, randomBytes } from "node:crypto";
 import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
 import { InvalidArgumentError } from "#core/errors.ts";
-import { Sha256Pool, sharedSha256Pool } from "#core/util/hash-pool.ts";
+import { HashThreadLostError, Sha256Pool, sharedSha256Pool } from "#core/util/hash-pool.ts";
 
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 const hex = (d: Uint8Array) => Buffer.from(d).toString("hex");
@@ -24,7 +25,7 @@ afterAll(async () => {
 });
 
 describe("Sha256Pool", () => {
-  it("GIVEN views of borrowed shared buffers and of ordinary ones, any sizes, many calls at once WHEN hashed THEN every digest is the SHA-256 of its view", async () => {
+  it("GIVEN views of borrowed buffers and of ordinary ones, any sizes, many calls at once WHEN hashed THEN every digest is the SHA-256 of its view", async () => {
     const p = pool(2);
     expect(p.threads).toBe(2);
     await fc.assert(
@@ -61,6 +62,70 @@ describe("Sha256Pool", () => {
     );
   });
 
+  it("GIVEN borrowed buffers WHEN their spans are hashed on threads they are moved to THEN each comes back with the same bytes and every span's digest, and is unreadable meanwhile", async () => {
+    const p = pool(2);
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.array(fc.integer({ min: 0, max: 40_000 }), { minLength: 1, maxLength: 6 }), {
+          minLength: 1,
+          maxLength: 6,
+        }),
+        fc.integer({ min: 0, max: 100 }),
+        async (calls, lead) => {
+          const jobs = calls.map((sizes) => {
+            const total = sizes.reduce((a, b) => a + b, 0);
+            const backing = p.borrow(lead + total);
+            const view = backing.subarray(lead); // not at the buffer's start
+            view.set(randomBytes(total));
+            const spans: Array<[number, number]> = [];
+            let at = 0;
+            for (const n of sizes) {
+              spans.push([at, n]);
+              at += n;
+            }
+            const copy = Buffer.from(view);
+            const expected = spans.map(([o, n]) => sha(copy.subarray(o, o + n)));
+            const got = p.digestMoved(view, spans);
+            expect(view.byteLength).toBe(0); // moved: nothing here reads it until it is back
+            return { copy, expected, got };
+          });
+          for (const j of jobs) {
+            const back = await j.got;
+            expect(back.digests.map(hex)).toEqual(j.expected);
+            expect(Buffer.from(back.view).equals(j.copy)).toBe(true);
+            expect(p.lent(back.view)).toBe(true);
+            p.giveBack(back.view);
+          }
+        },
+      ),
+      { numRuns: 30 },
+    );
+  });
+
+  it("GIVEN bytes not from borrow WHEN digestMoved THEN they are hashed here and stay where they are", async () => {
+    const p = pool(1);
+    const bytes = randomBytes(5000);
+    const back = await p.digestMoved(bytes, [
+      [0, 10],
+      [10, 4990],
+    ]);
+    expect(back.view).toBe(bytes);
+    expect(bytes.byteLength).toBe(5000);
+    expect(back.digests.map(hex)).toEqual([sha(bytes.subarray(0, 10)), sha(bytes.subarray(10))]);
+  });
+
+  it("GIVEN a buffer moved to a thread WHEN the pool is closed before it comes back THEN the call fails with HashThreadLostError", async () => {
+    const p = pool(1);
+    const view = p.borrow(8 * 512 * 1024);
+    view.set(randomBytes(view.byteLength));
+    const moved = p.digestMoved(
+      view,
+      Array.from({ length: 8 }, (_, k) => [k * 512 * 1024, 512 * 1024] as [number, number]),
+    );
+    await p.close();
+    await expect(moved).rejects.toBeInstanceOf(HashThreadLostError);
+  });
+
   it("GIVEN views of different buffers in one call WHEN hashed THEN each digest is still its own view's", async () => {
     const p = pool(1);
     const a = randomBytes(1000);
@@ -85,19 +150,22 @@ describe("Sha256Pool", () => {
 
   it("GIVEN a borrowed buffer WHEN it is given back (twice) THEN the next borrow that fits reuses it, only once; a foreign buffer is never taken", () => {
     const p = pool(1);
+    expect(p.buffersMade).toBe(0);
     const first = p.borrow(1000);
     const second = p.borrow(1000);
     expect(second.buffer).not.toBe(first.buffer);
     expect(first.byteLength).toBe(1000);
     p.giveBack(first);
     p.giveBack(first); // a second give-back must not hand the buffer out twice
-    p.giveBack(new Uint8Array(new SharedArrayBuffer(1 << 24))); // not the pool's: ignored
+    p.giveBack(new Uint8Array(new ArrayBuffer(1 << 24))); // not the pool's: ignored
+    expect(p.lent(first)).toBe(false);
     const again = p.borrow(2000);
     expect(again.buffer).toBe(first.buffer);
     expect(again.byteLength).toBe(2000);
     const fresh = p.borrow(1000);
     expect(fresh.buffer).not.toBe(first.buffer);
     expect(fresh.buffer.byteLength).toBe(8 * 1024 * 1024); // the smallest buffer the pool makes
+    expect(p.buffersMade).toBe(3);
   });
 });
 

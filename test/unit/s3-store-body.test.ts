@@ -3,7 +3,7 @@
  * match its Content-Length cannot come out of the local S3 server (Node's HTTP parser stops at the
  * length, a short body is a reset), so these cases answer from a transport stub; the real server's
  * whole and ranged reads are in test/integration/repo-s3.test.ts. A caller may give the buffer the
- * body is read into (`into`: restore reads into memory its hash threads share).
+ * body is read into (`into`: restore reads into reused buffers its hash threads take).
  */
 import { Readable } from "node:stream";
 import { S3Client } from "@aws-sdk/client-s3";
