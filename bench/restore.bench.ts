@@ -10,8 +10,8 @@
  * the medians of the per-round ratios (both sides see the same machine load):
  *   files          restoreVolume: index + footers checked, every block's SHA-256 checked, pwrite into a
  *                  temporary image, fsync, rename                               → files_mib_s
- *   files_raw      the same coalesced ranged GETs (8 in flight, ≤ 8 MiB, gaps ≤ 256 KiB), pwrite, no
- *                  checks                                                       → files_raw_mib_s, files_ratio
+ *   files_raw      the same coalesced ranged GETs (8 in flight, ≤ 8 MiB, gaps ≤ 256 KiB) into reused
+ *                  buffers (as restore's), pwrite, no checks                    → files_raw_mib_s, files_ratio
  *   snapshots      restoreVolumeToSnapshot: the checks above, PutSnapshotBlock with SHA-256 paced by the
  *                  AIMD limiter (≤ 64 in flight), CompleteSnapshot             → snapshots_mib_s
  *   snapshots_raw  the same GETs, then PutSnapshotBlock of every block with its known checksum, 64 in
@@ -198,6 +198,19 @@ async function main(): Promise<void> {
     });
     const bytes = entries.length * BLOCK_SIZE;
 
+    // The raw loops reuse their range buffers too (restore reads into the hash pool's reused shared
+    // buffers): on this VM a fresh page costs a host fault, and a loop that allocated a new buffer per
+    // GET would lose to restore on that alone, not on what it skips.
+    const free: Buffer[] = [];
+    const rawBuffers = {
+      take: (n: number): Uint8Array => {
+        const at = free.findIndex((b) => b.byteLength >= n);
+        return at >= 0 ? free.splice(at, 1)[0]! : Buffer.allocUnsafeSlow(Math.max(n, 8 * MiB));
+      },
+      giveBack: (view: Uint8Array) => {
+        free.push(Buffer.from(view.buffer as ArrayBuffer, 0, view.buffer.byteLength));
+      },
+    };
     const phases = {
       files: async () => {
         await restoreVolume(repo, { volumeId, manifest, path: join(dir, "files.img") });
@@ -211,11 +224,13 @@ async function main(): Promise<void> {
             await pool.run(async () => {
               const got = await store.get(keys.segment(repo, r.segment), {
                 range: { start: r.start, end: r.end },
+                into: rawBuffers.take,
               });
               for (const e of r.blocks) {
                 const at = e.ref.offset - r.start;
                 await file.write(got.body, at, e.ref.length, e.block * BLOCK_SIZE);
               }
+              rawBuffers.giveBack(got.body);
             });
           }
           await pool.drain();
@@ -246,22 +261,29 @@ async function main(): Promise<void> {
           await reads.run(async () => {
             const got = await store.get(keys.segment(repo, r.segment), {
               range: { start: r.start, end: r.end },
+              into: rawBuffers.take,
             });
+            const sent: Promise<void>[] = [];
             for (const e of r.blocks) {
               const data = got.body.subarray(e.ref.offset - r.start, e.ref.offset - r.start + e.ref.length);
               const checksum = Buffer.from(e.ref.sha256).toString("base64");
-              await puts.run(async () => {
-                for (let attempt = 0; ; attempt++) {
-                  try {
-                    await writer.putBlock({ snapshotId, blockIndex: e.block, data, checksum });
-                    return;
-                  } catch (error) {
-                    if (!isBlockSourceError(error) || error.kind === "fatal" || attempt > 50) throw error;
-                    await new Promise((res) => setTimeout(res, 5 + Math.random() * 20));
+              await puts.run(() => {
+                const put = (async () => {
+                  for (let attempt = 0; ; attempt++) {
+                    try {
+                      await writer.putBlock({ snapshotId, blockIndex: e.block, data, checksum });
+                      return;
+                    } catch (error) {
+                      if (!isBlockSourceError(error) || error.kind === "fatal" || attempt > 50) throw error;
+                      await new Promise((res) => setTimeout(res, 5 + Math.random() * 20));
+                    }
                   }
-                }
+                })();
+                sent.push(put);
+                return put;
               });
             }
+            void Promise.allSettled(sent).then(() => rawBuffers.giveBack(got.body));
           });
         }
         await reads.drain();
