@@ -18,6 +18,8 @@
  *                  flight, throttled requests retried, CompleteSnapshot        → snapshots_raw_mib_s, snapshots_ratio
  * `*_cpu_s_per_gib`: CPU seconds (user + system) of this process per GiB restored, median over the rounds
  * (the S3 server and the EBS emulator run in their own processes and are not counted).
+ * `peak_rss_mb`: the largest resident set of this process sampled (every 50 ms) during a restore phase
+ * (the whole process: the S3 and EBS clients, the index entries, the raw loops' buffers).
  * `bounds`: per phase (medians over the rounds), what could have bounded it: `event_loop` is the
  * main thread's event-loop utilization (1: the thread that parses responses and issues writes was never
  * idle), `s3_server_cpu_s_per_gib` and `emulator_cpu_s_per_gib` the CPU of those processes per GiB,
@@ -300,6 +302,7 @@ async function main(): Promise<void> {
     const perPhase = () =>
       ({ files: [], files_raw: [], snapshots: [], snapshots_raw: [] }) as Record<string, number[]>;
     const eventLoop = perPhase();
+    const rss: Record<string, number> = {};
     const serverCpu = perPhase();
     const emulatorCpu = perPhase();
     const idle = perPhase();
@@ -321,10 +324,16 @@ async function main(): Promise<void> {
       const m0 = await processCpuSeconds(emulator.child.pid);
       const [idle0, all0] = await machineCpuSeconds();
       const e0 = performance.eventLoopUtilization();
+      let peak = process.memoryUsage.rss();
+      const sampler = setInterval(() => {
+        peak = Math.max(peak, process.memoryUsage.rss());
+      }, 50);
       const t0 = performance.now();
       const c0 = process.cpuUsage();
       await phases[name]();
       seconds[name]!.push((performance.now() - t0) / 1000);
+      clearInterval(sampler);
+      rss[name] = Math.max(rss[name] ?? 0, peak, process.memoryUsage.rss());
       const c = process.cpuUsage(c0);
       cpu[name]!.push((c.user + c.system) / 1e6);
       eventLoop[name]!.push(performance.eventLoopUtilization(e0).utilization);
@@ -365,6 +374,7 @@ async function main(): Promise<void> {
             s3_server_cpu_s_per_gib: figure(median(serverCpu[k]!) / gibs, 2),
             emulator_cpu_s_per_gib: figure(median(emulatorCpu[k]!) / gibs, 2),
             machine_idle: figure(median(idle[k]!), 2),
+            peak_rss_mb: Math.round(rss[k]! / MiB),
           },
         ]),
     );
@@ -388,6 +398,7 @@ async function main(): Promise<void> {
         snapshots_cpu_s_per_gib: round(median(cpu.snapshots!) / (bytes / 1024 ** 3), 2),
         snapshots_raw_cpu_s_per_gib: round(median(cpu.snapshots_raw!) / (bytes / 1024 ** 3), 2),
         rounds: ROUNDS,
+        peak_rss_mb: Math.round(Math.max(rss.files ?? 0, rss.snapshots ?? 0) / MiB),
         bounds,
         snapshots_put_rps: round(mibs("snapshots") * 2),
         throttled: stats.throttled,
