@@ -5,7 +5,8 @@
  * Set-up: the local S3 server (Versity, own process), the EBS emulator (own process, 20 ms latency per
  * request, the AWS default quota of 1,000 PutSnapshotBlock/s per snapshot), and a committed generation
  * of one volume of CGM_BENCH_GIB GiB (default 1) of incompressible blocks, stored raw (so that the raw
- * loops move exactly the bytes restore moves). Phases, in CGM_BENCH_ROUNDS rounds (default 4) of
+ * loops move exactly the bytes restore moves), written by a child process (its buffers are not in this
+ * process's resident set). Phases, in CGM_BENCH_ROUNDS rounds (default 4) of
  * alternating order; within a round each restore runs right next to its raw loop, and the ratios are
  * the medians of the per-round ratios (both sides see the same machine load):
  *   files          restoreVolume: index + footers checked, every block's SHA-256 checked, pwrite into a
@@ -28,7 +29,9 @@
  * CGM_BENCH_PHASES (`files,snapshots`: which restores to run, each with its raw loop),
  * CGM_BENCH_PROFILE_DIR (unset: write a V8 CPU profile of each phase's main thread there).
  */
+
 import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
 import { Agent as HttpAgent } from "node:http";
 import { Session } from "node:inspector/promises";
@@ -138,15 +141,19 @@ function ranges(
   return out;
 }
 
-async function main(): Promise<void> {
-  const s3server = await startS3Server({ log });
-  const emulator = await startEmulator();
-  const agent = new HttpAgent({ keepAlive: true, maxSockets: 256 });
-  const s3 = new S3Client({
-    endpoint: s3server.endpoint,
-    region: s3server.region,
+interface S3Endpoint {
+  readonly endpoint: string;
+  readonly region: string;
+  readonly accessKeyId: string;
+  readonly secretAccessKey: string;
+}
+
+function s3Client(server: S3Endpoint, agent: HttpAgent): S3Client {
+  return new S3Client({
+    endpoint: server.endpoint,
+    region: server.region,
     forcePathStyle: true,
-    credentials: { accessKeyId: s3server.accessKeyId, secretAccessKey: s3server.secretAccessKey },
+    credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey },
     requestChecksumCalculation: "WHEN_REQUIRED",
     responseChecksumValidation: "WHEN_REQUIRED",
     requestHandler: new NodeHttpHandler({
@@ -155,6 +162,45 @@ async function main(): Promise<void> {
       requestTimeout: 120_000,
     }),
   });
+}
+
+const BUCKET = "cgm-bench-restore";
+const VOLUME = "vol-bench";
+const benchRepo = (s3: S3Client): Repo =>
+  createRepo({
+    store: new S3ObjectStore({ client: usePrecomputedPayloadHash(s3), bucket: BUCKET }),
+    prefix: "bench/restore",
+    group: "bench",
+  });
+
+/**
+ * Commits one volume of `gib` GiB of random blocks, in generations of 256 MiB; HEAD's index names
+ * every block. Run in a child process (CGM_BENCH_RESTORE_FILL) so that the GiB of buffers it makes
+ * does not stay in the resident set the restore phases are measured by.
+ */
+async function fill(server: S3Endpoint): Promise<void> {
+  const s3 = s3Client(server, new HttpAgent({ keepAlive: true, maxSockets: 64 }));
+  const repo = benchRepo(s3);
+  const blocks = gib * 2048;
+  const perGeneration = 512;
+  for (let first = 0; first < blocks; first += perGeneration) {
+    const n = Math.min(perGeneration, blocks - first);
+    const writes = Array.from({ length: n }, (_, i) => ({ block: first + i, data: randomBytes(BLOCK_SIZE) }));
+    await writeGeneration(repo, {
+      runId: `fill-${first}`,
+      volumes: [{ volumeId: VOLUME, sizeBytes: blocks * BLOCK_SIZE, blocks: writes }],
+      segments: { compression: "none" },
+    });
+  }
+  s3.destroy();
+  log(`wrote ${gib} GiB in ${Math.ceil(blocks / perGeneration)} generations`);
+}
+
+async function main(): Promise<void> {
+  const s3server = await startS3Server({ log });
+  const emulator = await startEmulator();
+  const agent = new HttpAgent({ keepAlive: true, maxSockets: 256 });
+  const s3 = s3Client(s3server, agent);
   const ebs = createEbsClient({
     endpoint: emulator.endpoint,
     region: "us-east-1",
@@ -166,32 +212,21 @@ async function main(): Promise<void> {
     catalog: emulatorSnapshotCatalog(ebsAdmin(emulator.endpoint)),
   });
   const dir = await mkdtemp(join(tmpdir(), "cgm-bench-restore-"));
-  const bucket = "cgm-bench-restore";
   try {
-    await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+    await s3.send(new CreateBucketCommand({ Bucket: BUCKET }));
     await s3.send(
-      new PutBucketVersioningCommand({ Bucket: bucket, VersioningConfiguration: { Status: "Enabled" } }),
+      new PutBucketVersioningCommand({ Bucket: BUCKET, VersioningConfiguration: { Status: "Enabled" } }),
     );
-    const store = new S3ObjectStore({ client: usePrecomputedPayloadHash(s3), bucket });
-    const repo: Repo = createRepo({ store, prefix: "bench/restore", group: "bench" });
+    const repo = benchRepo(s3);
+    const store = repo.store;
     const blocks = gib * 2048;
-    const volumeId = "vol-bench";
-    // Written in generations of 256 MiB (bounded memory); HEAD's index names every block.
-    const perGeneration = 512;
-    for (let first = 0; first < blocks; first += perGeneration) {
-      const n = Math.min(perGeneration, blocks - first);
-      const { randomBytes } = await import("node:crypto");
-      const writes = Array.from({ length: n }, (_, i) => ({
-        block: first + i,
-        data: randomBytes(BLOCK_SIZE),
-      }));
-      await writeGeneration(repo, {
-        runId: `fill-${first}`,
-        volumes: [{ volumeId, sizeBytes: blocks * BLOCK_SIZE, blocks: writes }],
-        segments: { compression: "none" },
-      });
-    }
-    log(`wrote ${gib} GiB in ${Math.ceil(blocks / perGeneration)} generations`);
+    const volumeId = VOLUME;
+    const filler = spawn(process.execPath, [...process.execArgv, process.argv[1]!], {
+      stdio: ["ignore", "inherit", "inherit"],
+      env: { ...process.env, CGM_BENCH_RESTORE_FILL: JSON.stringify(s3server satisfies S3Endpoint) },
+    });
+    const code = await new Promise<number | null>((resolve) => filler.once("exit", resolve));
+    if (code !== 0) throw new Error(`filling the repository failed (exit ${code})`);
     const manifest = (await readCommittedManifest(repo))!;
     const index = await openVolumeIndex(repo, volumeId, manifest.volumes[0]!.index);
     const entries: IndexEntry[] = [];
@@ -427,4 +462,6 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+const fillFor = process.env.CGM_BENCH_RESTORE_FILL;
+if (fillFor) await fill(JSON.parse(fillFor) as S3Endpoint);
+else await main();
