@@ -271,6 +271,7 @@ async function main(): Promise<void> {
             });
           }
           await pool.drain();
+          free.length = 0; // not kept into the next (restore) phase's resident set
           await file.sync();
         } finally {
           await file.close();
@@ -325,6 +326,7 @@ async function main(): Promise<void> {
         }
         await reads.drain();
         await puts.drain();
+        free.length = 0;
         await writer.completeSnapshot(snapshotId, entries.length);
       },
     };
