@@ -4,7 +4,7 @@
  * image; an incremental restore writes exactly the blocks that differ; a failure on one volume leaves
  * no snapshot of the restore behind; throttling and 5xx answers slow the restore down, never fail it.
  */
-import { EBSClient, GetSnapshotBlockCommand, ListSnapshotBlocksCommand } from "@aws-sdk/client-ebs";
+import { EBSClient } from "@aws-sdk/client-ebs";
 import { type EbsEmulator, startEbsEmulator } from "@cgmirror/ebs-emulator";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createEbsClient } from "#adapters/ebs-source.ts";
@@ -24,6 +24,7 @@ import { emulatorSnapshotCatalog } from "../../local/snapshot-catalog.ts";
 import { blockBytes } from "../support/mem-ebs.ts";
 import { type MemGroup, memGroup } from "../support/mem-group.ts";
 import { runPipeline } from "../support/pipeline.ts";
+import { readSnapshot } from "../support/snapshot-readback.ts";
 
 let emu: EbsEmulator;
 let client: EBSClient;
@@ -66,34 +67,11 @@ afterAll(async () => {
   await emu?.close();
 });
 
-/** Every block of a snapshot read back through ListSnapshotBlocks + GetSnapshotBlock. */
-async function readBack(snapshotId: string): Promise<Map<number, Buffer>> {
-  const out = new Map<number, Buffer>();
-  let next: string | undefined;
-  do {
-    const page = await reader.send(
-      new ListSnapshotBlocksCommand({ SnapshotId: snapshotId, NextToken: next }),
-    );
-    for (const b of page.Blocks ?? []) {
-      const got = await reader.send(
-        new GetSnapshotBlockCommand({
-          SnapshotId: snapshotId,
-          BlockIndex: b.BlockIndex!,
-          BlockToken: b.BlockToken!,
-        }),
-      );
-      out.set(b.BlockIndex!, Buffer.from(await got.BlockData!.transformToByteArray()));
-    }
-    next = page.NextToken;
-  } while (next);
-  return out;
-}
-
 /** Differences between a snapshot read back and a generation's image of the volume. */
 async function compare(snapshotId: string, generation: number, volumeId: string): Promise<string[]> {
   const m = await readGeneration(g.repo, generation);
   const image = g.ebs.image(m.volumes.find((v) => v.volumeId === volumeId)!.sourceSnapshotId!);
-  const got = await readBack(snapshotId);
+  const got = await readSnapshot(reader, snapshotId);
   const zero = Buffer.alloc(BLOCK_SIZE);
   const problems: string[] = [];
   for (let b = 0; b < image.sizeBlocks; b++) {

@@ -4,7 +4,7 @@
  * segment uploads and the result write is re-run into the same result without duplicate references.
  */
 import { createHash } from "node:crypto";
-import { EBSClient, GetSnapshotBlockCommand, ListSnapshotBlocksCommand } from "@aws-sdk/client-ebs";
+import { EBSClient } from "@aws-sdk/client-ebs";
 import { type EbsEmulator, startEbsEmulator } from "@cgmirror/ebs-emulator";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createEbsClient, EbsBlockSource } from "#adapters/ebs-source.ts";
@@ -17,6 +17,7 @@ import type { ObjectStore } from "#core/ports/object-store.ts";
 import { fetchBlocks } from "#core/restore/restore.ts";
 import { planVolume, type ShardDescriptor } from "#core/transfer/planner.ts";
 import { collectShardRuns, type ShardResultSummary, transferShard } from "#core/transfer/worker.ts";
+import { snapshotBlocks } from "#local/snapshot-image.ts";
 import { type S3TestBucket, s3TestBucket } from "../support/s3.ts";
 
 let emu: EbsEmulator;
@@ -57,24 +58,9 @@ function repoFor(
 /** The emulator's own SHA-256 of every written block of a snapshot (faults off). */
 async function checksums(snapshotId: string): Promise<Map<number, string>> {
   const out = new Map<number, string>();
-  let next: string | undefined;
-  do {
-    const page = await plain.send(
-      new ListSnapshotBlocksCommand({ SnapshotId: snapshotId, NextToken: next, MaxResults: 10000 }),
-    );
-    for (const b of page.Blocks ?? []) {
-      const got = await plain.send(
-        new GetSnapshotBlockCommand({
-          SnapshotId: snapshotId,
-          BlockIndex: b.BlockIndex!,
-          BlockToken: b.BlockToken!,
-        }),
-      );
-      const data = await got.BlockData!.transformToByteArray();
-      out.set(b.BlockIndex!, createHash("sha256").update(data).digest("hex"));
-    }
-    next = page.NextToken;
-  } while (next);
+  for await (const b of snapshotBlocks(plain, snapshotId, { maxResults: 10000 })) {
+    out.set(b.index, createHash("sha256").update(b.data).digest("hex"));
+  }
   return out;
 }
 
