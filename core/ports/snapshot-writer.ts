@@ -27,7 +27,11 @@ export interface PutBlockRequest {
   readonly blockIndex: number;
   /** Exactly 524,288 bytes. */
   readonly data: Uint8Array;
-  /** Base64 SHA-256 of `data` (x-amz-Checksum); the service checks it. */
+  /**
+   * Base64 SHA-256 of `data` (x-amz-Checksum). The writer must refuse (fatal error) data whose SHA-256
+   * is not this, and write nothing: EBS does, and restore into snapshots relies on it as each block's
+   * check.
+   */
   readonly checksum: string;
 }
 

@@ -5,8 +5,12 @@
  *
  * - **Only the blocks the index holds** are written (zero and never-written blocks read as zeros in a
  *   new snapshot), every one checked on the way (restore's checks: pinned index, segment footers,
- *   SHA-256 of every block) and sent with its SHA-256 (`x-amz-Checksum`), paced at the
- *   PutSnapshotBlock quota by the same AIMD limiter as the transfer.
+ *   lengths, decoding) and sent with its ref's SHA-256 as `x-amz-Checksum`, paced at the
+ *   PutSnapshotBlock quota by the same AIMD limiter as the transfer. The SHA-256 check of each block
+ *   is EBS's: it refuses a block whose SHA-256 is not the checksum, so no block lands unless it is the
+ *   one the backup recorded, and no hash of it is made here (EBS hashes every block it is sent anyway).
+ *   A refused put is checked here to tell a damaged block (BlockIntegrityError, naming it)
+ *   from any other refusal.
  * - **Incremental**: with a parent snapshot whose content is an earlier generation M (the source
  *   snapshot a backup of M took, or a snapshot an earlier restore of M wrote), StartSnapshot names it as
  *   ParentSnapshotId and only the blocks whose content differs between M and N are written — found by
@@ -267,14 +271,19 @@ class BlockPutter {
    * never rejects: a failure is kept and thrown by the next `put` or `drain`). Throws the first
    * failure of an earlier put.
    */
-  async put(block: number, data: Uint8Array, checksum: string): Promise<{ sent: Promise<void> }> {
+  async put(
+    block: number,
+    data: Uint8Array,
+    checksum: string,
+    verify?: () => void,
+  ): Promise<{ sent: Promise<void> }> {
     if (this.#failed) throw this.#failure;
     await this.#limiter.acquire();
     if (this.#failed) {
       this.#limiter.release("failed");
       throw this.#failure;
     }
-    const p: Promise<void> = this.#send(block, data, checksum)
+    const p: Promise<void> = this.#send(block, data, checksum, verify)
       .catch((error: unknown) => {
         if (!this.#failed) {
           this.#failed = true;
@@ -291,7 +300,7 @@ class BlockPutter {
     if (this.#failed) throw this.#failure;
   }
 
-  async #send(block: number, data: Uint8Array, checksum: string): Promise<void> {
+  async #send(block: number, data: Uint8Array, checksum: string, verify?: () => void): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       const started = performance.now();
       try {
@@ -308,6 +317,9 @@ class BlockPutter {
           continue;
         }
         this.#limiter.release("failed", latency);
+        // The block's own check is EBS's (its checksum is the ref's digest): when the put is refused for
+        // good, a damaged block is reported as such (BlockIntegrityError), anything else as it is.
+        verify?.();
         throw error;
       }
     }
@@ -456,13 +468,16 @@ class BatchSender {
     const fetched = fetchBlocks(
       this.#repo,
       batch.flatMap((w) => (w.entry === null ? [] : [w.entry])),
-      async (block, raw, ref, keep) => {
-        const { sent } = await putter.put(block, raw, Buffer.from(ref.sha256).toString("base64"));
-        keep(sent); // `raw` is read until the put is sent (retries included)
+      async (block, raw, ref, keep, verify) => {
+        // The ref's digest is the put's checksum: EBS refuses the block unless it is the block's SHA-256,
+        // which is the block's check (no hash is made here: `checkDigests: "receiver"`).
+        const checksum = Buffer.from(ref.sha256).toString("base64");
+        const { sent } = await putter.put(block, raw, checksum, verify);
+        keep(sent); // `raw` is read until the put is sent (retries included), and `verify` with it
         sends.push(sent);
         this.dataBlocks++;
       },
-      { pool: this.#reads },
+      { pool: this.#reads, checkDigests: "receiver" },
       undefined,
       this.#footers,
     ).then(() => {});

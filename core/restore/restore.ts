@@ -39,6 +39,17 @@ export interface FetchOptions {
    * core/util/hash-pool.ts) or, with `null`, the calling thread.
    */
   readonly hashPool?: Sha256Pool | null;
+  /**
+   * Who compares each block's SHA-256 with its ref. `here` (the default): every block is hashed and
+   * compared before it is handed over. `receiver`: the receiver has it compared where the block goes,
+   * and no hash is made here. Restore into EBS snapshots does so: PutSnapshotBlock carries the ref's
+   * digest as its checksum, and EBS refuses a block whose SHA-256 is not that checksum. When the
+   * receiver's write fails for good, it calls the handover's `verify` (while the block is still kept):
+   * it hashes the block and throws the BlockIntegrityError the check here would have thrown, or
+   * returns when the block is sound (then the write failed for another reason). Lengths, decoding and
+   * the refs' footer checks are made here either way.
+   */
+  readonly checkDigests?: "here" | "receiver";
 }
 
 export interface FetchStats {
@@ -213,12 +224,13 @@ function checkBlock(
   stored: Uint8Array,
   decoded: Uint8Array | undefined,
   blockIndex: number,
-  digest: Uint8Array | undefined,
+  digest: Uint8Array | undefined | "receiver",
 ): Uint8Array {
   if (
     decoded === undefined ||
     decoded.byteLength !== BLOCK_SIZE ||
-    !equalBytes(digest ?? createHash("sha256").update(decoded).digest(), ref.sha256)
+    (digest !== "receiver" &&
+      !equalBytes(digest ?? createHash("sha256").update(decoded).digest(), ref.sha256))
   ) {
     return openStoredBlock(key, ref, stored, blockIndex); // throws BlockIntegrityError naming it
   }
@@ -280,6 +292,7 @@ export async function fetchBlocks(
     raw: Uint8Array,
     ref: BlockRef,
     keep: (inUse: Promise<unknown>) => void,
+    verify: () => void,
   ) => Promise<void> | void,
   options: FetchOptions = {},
   stats: FetchStats = { requests: 0, bytesRead: 0, blocks: 0 },
@@ -289,6 +302,7 @@ export async function fetchBlocks(
   const gap = options.gapBytes ?? 256 * 1024;
   const stored = entries.filter((e) => e.ref.codec !== Codec.zero);
   const hashPool = options.hashPool === undefined ? sharedSha256Pool() : options.hashPool;
+  const byReceiver = options.checkDigests === "receiver";
   const read = async (r: Range, hashing: Sha256Pool | null = hashPool): Promise<void> => {
     const key = keys.segment(repo, r.segment);
     const got = await repo.store.get(key, {
@@ -331,10 +345,10 @@ export async function fetchBlocks(
     // responses and issues their writes) and decoded at once (compressed ones in zlib's thread pool),
     // then handed over in order, each checked just before. A block that fails its check throws when
     // its turn comes, once the blocks before it were handed over and their writes finished (as one at a
-    // time).
+    // time). With `checkDigests: "receiver"` nothing is hashed here: the receiver's write checks it.
     const digests: Array<Promise<Uint8Array> | Uint8Array | undefined> = [];
     let body = got.body;
-    if (hashing?.lent(body) && r.entries.every((e) => e.ref.codec === Codec.raw)) {
+    if (!byReceiver && hashing?.lent(body) && r.entries.every((e) => e.ref.codec === Codec.raw)) {
       // Stored raw: the stored bytes are the blocks. The buffer goes to a hash thread and back.
       const back = await hashing.digestMoved(
         body,
@@ -347,7 +361,7 @@ export async function fetchBlocks(
       body.subarray(e.ref.offset - r.start, e.ref.offset - r.start + e.ref.length),
     );
     const decoded = await Promise.all(r.entries.map((e, k) => decodeStored(e.ref, bytes[k]!)));
-    if (hashing && digests.length === 0) {
+    if (!byReceiver && hashing && digests.length === 0) {
       // Decoded blocks are copied to the thread. Only blocks that decoded to one block are hashed;
       // checkBlock names what is wrong with the others.
       const whole = decoded.flatMap((d, k) => (d?.byteLength === BLOCK_SIZE ? [k] : []));
@@ -359,14 +373,22 @@ export async function fetchBlocks(
     for (const [k, e] of r.entries.entries()) {
       let raw: Uint8Array;
       try {
-        raw = checkBlock(key, e.ref, bytes[k]!, decoded[k], e.block, await digests[k]);
+        raw = checkBlock(
+          key,
+          e.ref,
+          bytes[k]!,
+          decoded[k],
+          e.block,
+          byReceiver ? "receiver" : await digests[k],
+        );
       } catch (error) {
         await previous; // a failed handover before it is the first error
         throw error;
       }
       await previous;
       stats.blocks++;
-      previous = onBlock(e.block, raw, e.ref, (p) => inUse.push(p)) || undefined;
+      const verify = () => void checkBlock(key, e.ref, bytes[k]!, decoded[k], e.block, undefined);
+      previous = onBlock(e.block, raw, e.ref, (p) => inUse.push(p), verify) || undefined;
       // Awaited before the next handover (or below); until then a failure must not count as unhandled.
       previous?.catch(() => {});
       if (previous) inUse.push(previous);

@@ -2,18 +2,25 @@
  * Restore into EBS (core/restore/restore-snapshots.ts) against the EBS direct API emulator through the real
  * `@aws-sdk/client-ebs`: every restored volume read back with GetSnapshotBlock equals the generation's
  * image; an incremental restore writes exactly the blocks that differ; a failure on one volume leaves
- * no snapshot of the restore behind; throttling and 5xx answers slow the restore down, never fail it.
+ * no snapshot of the restore behind; throttling and 5xx answers slow the restore down, never fail it;
+ * a block damaged in S3 is refused by EBS's checksum check and reported as damaged.
  */
+import { randomBytes } from "node:crypto";
 import { EBSClient } from "@aws-sdk/client-ebs";
 import { type EbsEmulator, startEbsEmulator } from "@cgmirror/ebs-emulator";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createEbsClient } from "#adapters/ebs-source.ts";
 import { EbsSnapshotWriter } from "#adapters/ebs-writer.ts";
+import { MemoryObjectStore } from "#adapters/memory-store.ts";
+import { BlockIntegrityError } from "#core/errors.ts";
+import type { IndexEntry } from "#core/format/block-ref.ts";
 import { BLOCK_SIZE } from "#core/format/bytes.ts";
-import { readGeneration } from "#core/format/generation.ts";
-import { createRepo } from "#core/format/layout.ts";
+import { readCommittedManifest, readGeneration } from "#core/format/generation.ts";
+import { createRepo, keys } from "#core/format/layout.ts";
+import { openVolumeIndex } from "#core/format/volume-index.ts";
 import { BlockSourceFatalError } from "#core/ports/block-source.ts";
 import type { SnapshotWriter } from "#core/ports/snapshot-writer.ts";
+import { writeGeneration } from "#core/protocol/write-generation.ts";
 import {
   RESTORE_TAGS,
   RestoreToSnapshotsError,
@@ -254,6 +261,64 @@ describe("restore into EBS snapshots", () => {
     }).catch((e: unknown) => e);
     expect(c.inFlight).toBe(0);
     expect((error as Error).message).toBe("injected: read 4 failed");
+  });
+
+  it("GIVEN a stored block damaged in S3 WHEN restored into a snapshot THEN EBS refuses its put (its checksum is the backup's digest), the restore fails with BlockIntegrityError naming it, and the snapshot is not completed", async () => {
+    // Its own repository, blocks stored raw: the flipped byte reaches PutSnapshotBlock as it is.
+    const store = new MemoryObjectStore();
+    const repo = createRepo({ store, prefix: "r", group: "damaged" });
+    const content = Array.from({ length: 12 }, () => randomBytes(BLOCK_SIZE));
+    await writeGeneration(repo, {
+      runId: "damaged",
+      volumes: [
+        { volumeId: "vol-d", sizeBytes: 1024 ** 3, blocks: content.map((data, block) => ({ block, data })) },
+      ],
+      segments: { compression: "none" },
+    });
+    const manifest = (await readCommittedManifest(repo))!;
+    const index = await openVolumeIndex(repo, "vol-d", manifest.volumes[0]!.index);
+    const entries: IndexEntry[] = [];
+    await index.scan((b) => {
+      entries.push(...b);
+    });
+    const bad = entries.find((e) => e.block === 7)!;
+    const key = keys.segment(repo, bad.ref.segment!);
+    const body = Buffer.from((await store.get(key)).body);
+    body[bad.ref.offset + 1000]! ^= 0x40;
+    await store.put(key, body);
+
+    const w = writer();
+    const refused: Array<{ block: number; reason: unknown }> = [];
+    const recording: SnapshotWriter = {
+      startSnapshot: (r) => w.startSnapshot(r),
+      completeSnapshot: (id, n) => w.completeSnapshot(id, n),
+      deleteSnapshot: (id) => w.deleteSnapshot(id),
+      describeSnapshot: (id) => w.describeSnapshot(id),
+      findSnapshots: (t) => w.findSnapshots(t),
+      putBlock: (req) =>
+        w.putBlock(req).catch((error: unknown) => {
+          refused.push({
+            block: req.blockIndex,
+            reason: (error as { cause?: { Reason?: unknown } }).cause?.Reason,
+          });
+          throw error;
+        }),
+    };
+    const before = new Set(emu.listSnapshots().map((s) => s.snapshotId));
+    const error = await restoreVolumeToSnapshot(repo, recording, {
+      manifest,
+      volumeId: "vol-d",
+      restoreId: "restore-damaged",
+      batchBlocks: 4,
+    }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(BlockIntegrityError);
+    expect((error as BlockIntegrityError).blockIndex).toBe(7);
+    expect((error as Error).message).toContain(bad.ref.segment!);
+    // the check that caught it was EBS's: the put of block 7 was refused as INVALID_BLOCK
+    expect(refused).toEqual([{ block: 7, reason: "INVALID_BLOCK" }]);
+    const made = emu.listSnapshots().filter((s) => !before.has(s.snapshotId));
+    expect(made).toHaveLength(1);
+    expect(made[0]!.status).toBe("pending");
   });
 
   it("GIVEN a restore stopped after its first batch WHEN it is resumed with the cursor THEN the same snapshot is completed and reads back exactly", async () => {

@@ -113,6 +113,49 @@ describe("fetchBlocks", () => {
     expect(finished).toEqual(handed);
   });
 
+  for (const compression of ["none", "zstd"] as const) {
+    it(`GIVEN ${compression} blocks, one damaged, and checkDigests "receiver" WHEN read THEN every block is handed over unhashed, and verify throws BlockIntegrityError for the damaged one only`, async () => {
+      const { store, repo, entries, content } = await setup(compression);
+      const bad = entries[5]!;
+      await damage(store, repo, bad);
+      const verdicts = new Map<number, unknown>();
+      const intact: number[] = [];
+      for (const hashPool of [null, new Sha256Pool(1)]) {
+        verdicts.clear();
+        intact.length = 0;
+        const stats = await fetchBlocks(
+          repo,
+          entries,
+          (block, raw, _ref, _keep, verify) => {
+            if (sha(raw) === sha(content.get(block)!)) intact.push(block);
+            try {
+              verify();
+              verdicts.set(block, "sound");
+            } catch (error) {
+              verdicts.set(block, error);
+            }
+          },
+          { concurrency: 2, maxRangeBytes: 4 * BLOCK_SIZE, checkDigests: "receiver", hashPool },
+          undefined,
+          new SegmentFooters(repo),
+        );
+        hashPool?.close();
+        expect(stats.blocks).toBe(BLOCKS);
+        if (compression === "none") {
+          // stored raw: the flipped byte reaches the receiver (whose write would refuse it)
+          expect(intact).toHaveLength(BLOCKS - 1);
+          expect(intact).not.toContain(bad.block);
+        }
+        for (const e of entries) {
+          if (e.block === bad.block) {
+            expect(verdicts.get(e.block)).toBeInstanceOf(BlockIntegrityError);
+            expect((verdicts.get(e.block) as BlockIntegrityError).blockIndex).toBe(bad.block);
+          } else expect(verdicts.get(e.block), `block ${e.block}`).toBe("sound");
+        }
+      }
+    });
+  }
+
   it("GIVEN a handover that fails WHEN read THEN that error is thrown, nothing after it in the range is handed over", async () => {
     const { repo, entries } = await setup("zstd");
     const handed: number[] = [];
