@@ -11,16 +11,17 @@
  * the medians of the per-round ratios (both sides see the same machine load):
  *   files          restoreVolume: index + footers checked, every block's SHA-256 checked, pwrite into a
  *                  temporary image, fsync, rename                               → files_mib_s
- *   files_raw      the same coalesced ranged GETs (8 in flight, ≤ 8 MiB, gaps ≤ 256 KiB) into reused
- *                  buffers (as restore's), pwrite, no checks                    → files_raw_mib_s, files_ratio
- *   snapshots      restoreVolumeToSnapshot: the checks above, PutSnapshotBlock with SHA-256 paced by the
- *                  AIMD limiter (≤ 64 in flight), CompleteSnapshot             → snapshots_mib_s
+ *   files_raw      the same coalesced ranged GETs (8 in flight, ≤ 8 MiB, gaps ≤ 256 KiB) into the
+ *                  same reused buffers as restore's, pwrite, no checks          → files_raw_mib_s, files_ratio
+ *   snapshots      restoreVolumeToSnapshot: index + footers checked, PutSnapshotBlock with the backup's
+ *                  SHA-256 as checksum (EBS's check of each block), paced by the AIMD limiter (≤ 64 in
+ *                  flight), CompleteSnapshot                                   → snapshots_mib_s
  *   snapshots_raw  the same GETs, then PutSnapshotBlock of every block with its known checksum, 64 in
  *                  flight, throttled requests retried, CompleteSnapshot        → snapshots_raw_mib_s, snapshots_ratio
  * `*_cpu_s_per_gib`: CPU seconds (user + system) of this process per GiB restored, median over the rounds
  * (the S3 server and the EBS emulator run in their own processes and are not counted).
  * `peak_rss_mb`: the largest resident set of this process sampled (every 50 ms) during a restore phase
- * (the whole process: the S3 and EBS clients, the index entries, the raw loops' buffers).
+ * (the whole process: the S3 and EBS clients, the index entries, the range buffers, the bodies in flight).
  * `bounds`: per phase (medians over the rounds), what could have bounded it: `event_loop` is the
  * main thread's event-loop utilization (1: the thread that parses responses and issues writes was never
  * idle), `s3_server_cpu_s_per_gib` and `emulator_cpu_s_per_gib` the CPU of those processes per GiB,
@@ -54,6 +55,7 @@ import { isBlockSourceError } from "#core/ports/block-source.ts";
 import { writeGeneration } from "#core/protocol/write-generation.ts";
 import { restoreVolume } from "#core/restore/restore.ts";
 import { restoreVolumeToSnapshot } from "#core/restore/restore-snapshots.ts";
+import { sharedSha256Pool } from "#core/util/hash-pool.ts";
 import { TaskPool } from "#core/util/pool.ts";
 import { startS3Server } from "#local/s3-server/server.ts";
 import { emulatorSnapshotCatalog } from "#local/snapshot-catalog.ts";
@@ -235,17 +237,21 @@ async function main(): Promise<void> {
     });
     const bytes = entries.length * BLOCK_SIZE;
 
-    // The raw loops reuse their range buffers too (restore reads into the hash pool's reused shared
-    // buffers): on this VM a fresh page costs a host fault, and a loop that allocated a new buffer per
-    // GET would lose to restore on that alone, not on what it skips.
+    // The raw loops read into the same reused buffers as restore (the hash pool's, which lends them
+    // whether or not restore hashes them): on this VM a fresh page costs a host fault, and a loop that
+    // allocated a new buffer per GET would lose to restore on that alone, not on what it skips. Sharing
+    // the pool also keeps one set of buffers in the process, not one per loop.
+    const lender = sharedSha256Pool();
     const free: Buffer[] = [];
     const rawBuffers = {
       take: (n: number): Uint8Array => {
+        if (lender) return lender.borrow(n);
         const at = free.findIndex((b) => b.byteLength >= n);
         return at >= 0 ? free.splice(at, 1)[0]! : Buffer.allocUnsafeSlow(Math.max(n, 8 * MiB));
       },
       giveBack: (view: Uint8Array) => {
-        free.push(Buffer.from(view.buffer as ArrayBuffer, 0, view.buffer.byteLength));
+        if (lender) lender.giveBack(view);
+        else free.push(Buffer.from(view.buffer as ArrayBuffer, 0, view.buffer.byteLength));
       },
     };
     const phases = {
@@ -271,7 +277,7 @@ async function main(): Promise<void> {
             });
           }
           await pool.drain();
-          free.length = 0; // not kept into the next (restore) phase's resident set
+          free.length = 0; // (no pool) not kept into the next (restore) phase's resident set
           await file.sync();
         } finally {
           await file.close();
