@@ -106,7 +106,6 @@ export class Sha256Pool {
   #spawn(): Thread {
     const worker = new Worker(WORKER_SOURCE, { eval: true });
     const thread: Thread = { worker, pending: 0 };
-    worker.unref(); // referenced only while it has work (below): an idle pool never holds the process
     worker.on(
       "message",
       (m: { id: number; k: number; digest: Uint8Array; moved?: ArrayBuffer; digests?: Uint8Array[] }) => {
@@ -140,6 +139,10 @@ export class Sha256Pool {
     };
     worker.on("error", lost);
     worker.on("exit", lost);
+    // Referenced only while it has work: an idle pool never holds the process. After the listeners:
+    // listening for "message" refs the worker's port again, so a thread unreferenced before that kept
+    // the process alive until its first call had come and gone.
+    worker.unref();
     return thread;
   }
 

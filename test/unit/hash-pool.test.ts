@@ -5,7 +5,11 @@
  * buffer that went down with a thread, which is reported lost; borrowed buffers come back to the pool
  * only when given back, once.
  */
+import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
 import { InvalidArgumentError } from "#core/errors.ts";
@@ -185,4 +189,37 @@ describe("sharedSha256Pool", () => {
       else process.env.CGM_HASH_THREADS = before;
     }
   });
+
+  for (const use of ["never hashed", "hashed once"] as const) {
+    it(`GIVEN a process whose pool's threads are ${use} (buffers only borrowed) WHEN its work is done THEN the idle threads do not keep it alive`, async () => {
+      // A restore into snapshots borrows buffers but hashes nothing: its CLI process must still exit.
+      const poolModule = new URL("../../core/util/hash-pool.ts", import.meta.url).href;
+      const script = [
+        `const { Sha256Pool } = await import(${JSON.stringify(poolModule)});`,
+        "const p = new Sha256Pool(2);",
+        "const b = p.borrow(1024);",
+        use === "hashed once" ? "await p.digestMoved(b, [[0, 1024]]);" : "",
+        "p.giveBack(b);",
+        'process.stdout.write("done");',
+      ].join("\n");
+      // A file, not `-e` with --input-type=module: the threads would inherit that flag.
+      const dir = await mkdtemp(join(tmpdir(), "cgm-hash-pool-"));
+      const file = join(dir, "idle.mjs");
+      await writeFile(file, script);
+      const r = await new Promise<{ code: number | null; signal: string | null; stdout: string }>(
+        (resolve) => {
+          const child = execFile(
+            process.execPath,
+            [file],
+            { timeout: 60_000, killSignal: "SIGKILL" },
+            (_error, stdout) => resolve({ code: child.exitCode, signal: child.signalCode, stdout }),
+          );
+        },
+      );
+      await rm(dir, { recursive: true, force: true });
+      expect(r.stdout).toBe("done");
+      expect(r.signal, "the process had to be killed: something kept it alive").toBeNull();
+      expect(r.code).toBe(0);
+    });
+  }
 });
