@@ -242,17 +242,9 @@ async function main(): Promise<void> {
     // allocated a new buffer per GET would lose to restore on that alone, not on what it skips. Sharing
     // the pool also keeps one set of buffers in the process, not one per loop.
     const lender = sharedSha256Pool();
-    const free: Buffer[] = [];
     const rawBuffers = {
-      take: (n: number): Uint8Array => {
-        if (lender) return lender.borrow(n);
-        const at = free.findIndex((b) => b.byteLength >= n);
-        return at >= 0 ? free.splice(at, 1)[0]! : Buffer.allocUnsafeSlow(Math.max(n, 8 * MiB));
-      },
-      giveBack: (view: Uint8Array) => {
-        if (lender) lender.giveBack(view);
-        else free.push(Buffer.from(view.buffer as ArrayBuffer, 0, view.buffer.byteLength));
-      },
+      take: (n: number): Uint8Array => lender.borrow(n),
+      giveBack: (view: Uint8Array) => lender.giveBack(view),
     };
     const phases = {
       files: async () => {
@@ -277,7 +269,6 @@ async function main(): Promise<void> {
             });
           }
           await pool.drain();
-          free.length = 0; // (no pool) not kept into the next (restore) phase's resident set
           await file.sync();
         } finally {
           await file.close();
@@ -332,7 +323,6 @@ async function main(): Promise<void> {
         }
         await reads.drain();
         await puts.drain();
-        free.length = 0;
         await writer.completeSnapshot(snapshotId, entries.length);
       },
     };

@@ -16,7 +16,8 @@ export const LIFECYCLE_TASKS: Readonly<Record<LifecycleTaskName, TaskSpec>> = {
   Prune: { timeoutSeconds: 900, memoryMiB: 3008, entry: "lambdas/prune.ts", states: ["Prune"] },
   // Restore into EBS (workflows/restore.ts): one function for the four steps. A volume step writes
   // blocks for up to its timeout minus RESTORE_STOP_MARGIN_SECONDS, then returns its cursor and the
-  // workflow invokes it again. 1,769 MB = one vCPU (SHA-256 checks and PutSnapshotBlock at 1,000/s).
+  // workflow invokes it again. 1,769 MB = one vCPU, for PutSnapshotBlock at 1,000/s (EBS checks each
+  // block's SHA-256 against the backup's digest: none is computed here).
   RestoreVolume: {
     timeoutSeconds: 900,
     memoryMiB: 1769,

@@ -92,9 +92,12 @@ export class Sha256Pool {
   /** Buffers `borrow` had to make (the others were given back and reused). */
   buffersMade = 0;
 
-  /** @param threads worker threads (at least 1) */
+  /**
+   * @param threads worker threads; 0: none, every hash is made on the calling thread (the pool still
+   *   lends reused buffers)
+   */
   constructor(threads: number) {
-    const n = Math.max(1, Math.floor(threads));
+    const n = Math.max(0, Math.floor(threads));
     for (let i = 0; i < n; i++) this.#threads.push(this.#spawn());
   }
 
@@ -295,14 +298,14 @@ export class Sha256Pool {
   }
 }
 
-let shared: Sha256Pool | null | undefined;
+let shared: Sha256Pool | undefined;
 
 /**
  * The process's pool: one thread per spare vCPU (at most 2), none on a machine with one vCPU (a
- * Lambda function under 1,769 MB), where a thread would only add copies. `CGM_HASH_THREADS` sets the
- * count (0: hash on the calling thread).
+ * Lambda function of 1,769 MB or less), where a thread would only add copies; its buffers are lent
+ * there too. `CGM_HASH_THREADS` sets the count (0: hash on the calling thread).
  */
-export function sharedSha256Pool(): Sha256Pool | null {
+export function sharedSha256Pool(): Sha256Pool {
   if (shared !== undefined) return shared;
   const env = process.env.CGM_HASH_THREADS;
   const n = env !== undefined && env !== "" ? Number(env) : Math.min(2, availableParallelism() - 1);
@@ -311,6 +314,6 @@ export function sharedSha256Pool(): Sha256Pool | null {
       `CGM_HASH_THREADS must be a whole number of threads, 0 or more (0: hash on the calling thread); it is "${env}"`,
     );
   }
-  shared = n > 0 ? new Sha256Pool(n) : null;
+  shared = new Sha256Pool(n);
   return shared;
 }
