@@ -241,11 +241,7 @@ async function main(): Promise<void> {
     // whether or not restore hashes them): on this VM a fresh page costs a host fault, and a loop that
     // allocated a new buffer per GET would lose to restore on that alone, not on what it skips. Sharing
     // the pool also keeps one set of buffers in the process, not one per loop.
-    const lender = sharedSha256Pool();
-    const rawBuffers = {
-      take: (n: number): Uint8Array => lender.borrow(n),
-      giveBack: (view: Uint8Array) => lender.giveBack(view),
-    };
+    const rawBuffers = sharedSha256Pool();
     const phases = {
       files: async () => {
         await restoreVolume(repo, { volumeId, manifest, path: join(dir, "files.img") });
@@ -259,7 +255,7 @@ async function main(): Promise<void> {
             await pool.run(async () => {
               const got = await store.get(keys.segment(repo, r.segment), {
                 range: { start: r.start, end: r.end },
-                into: rawBuffers.take,
+                into: (n) => rawBuffers.borrow(n),
               });
               for (const e of r.blocks) {
                 const at = e.ref.offset - r.start;
@@ -296,7 +292,7 @@ async function main(): Promise<void> {
           await reads.run(async () => {
             const got = await store.get(keys.segment(repo, r.segment), {
               range: { start: r.start, end: r.end },
-              into: rawBuffers.take,
+              into: (n) => rawBuffers.borrow(n),
             });
             const sent: Promise<void>[] = [];
             for (const e of r.blocks) {

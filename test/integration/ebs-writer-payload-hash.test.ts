@@ -78,14 +78,20 @@ beforeEach(() => {
 const b64 = (b: Uint8Array) => createHash("sha256").update(b).digest("base64");
 const hex = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
+/** A new pending 1 GiB snapshot. */
+async function newSnapshot(description: string): Promise<string> {
+  const started = await writer.startSnapshot({
+    volumeSizeGiB: 1,
+    description,
+    tags: {},
+    clientToken: `ph-${randomBytes(8).toString("hex")}`,
+  });
+  return started.snapshotId;
+}
+
 describe("PutSnapshotBlock's payload hash", () => {
   it("GIVEN blocks and their SHA-256 WHEN put THEN each is signed with its checksum as payload hash, no body is hashed by the signer, and EBS holds the blocks", async () => {
-    const { snapshotId } = await writer.startSnapshot({
-      volumeSizeGiB: 1,
-      description: "payload hash",
-      tags: {},
-      clientToken: `ph-${randomBytes(8).toString("hex")}`,
-    });
+    const snapshotId = await newSnapshot("payload hash");
     const blocks = [randomBytes(BLOCK_SIZE), randomBytes(BLOCK_SIZE), Buffer.alloc(BLOCK_SIZE, 7)];
     hashed.length = 0;
     sent.length = 0;
@@ -124,12 +130,7 @@ describe("PutSnapshotBlock's payload hash", () => {
   });
 
   it("GIVEN a checksum that is another block's WHEN put THEN the put fails (fatal) and writes nothing", async () => {
-    const { snapshotId } = await writer.startSnapshot({
-      volumeSizeGiB: 1,
-      description: "payload hash mismatch",
-      tags: {},
-      clientToken: `ph-${randomBytes(8).toString("hex")}`,
-    });
+    const snapshotId = await newSnapshot("payload hash mismatch");
     const data = randomBytes(BLOCK_SIZE);
     const other = randomBytes(BLOCK_SIZE);
     const err = await writer.putBlock({ snapshotId, blockIndex: 1, data, checksum: b64(other) }).then(

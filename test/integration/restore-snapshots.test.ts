@@ -74,6 +74,18 @@ afterAll(async () => {
   await emu?.close();
 });
 
+/** `w` with its putBlock replaced (to inject failures or record refusals). */
+function withPutBlock(w: SnapshotWriter, putBlock: SnapshotWriter["putBlock"]): SnapshotWriter {
+  return {
+    startSnapshot: (r) => w.startSnapshot(r),
+    completeSnapshot: (id, n) => w.completeSnapshot(id, n),
+    deleteSnapshot: (id) => w.deleteSnapshot(id),
+    describeSnapshot: (id) => w.describeSnapshot(id),
+    findSnapshots: (t) => w.findSnapshots(t),
+    putBlock,
+  };
+}
+
 /** Differences between a snapshot read back and a generation's image of the volume. */
 async function compare(snapshotId: string, generation: number, volumeId: string): Promise<string[]> {
   const m = await readGeneration(g.repo, generation);
@@ -154,26 +166,19 @@ describe("restore into EBS snapshots", () => {
 
   it("fails with RestoreToSnapshotsError and leaves no snapshot of the restore when one volume fails", async () => {
     const w = writer();
-    const failing: SnapshotWriter = {
-      startSnapshot: (r) => w.startSnapshot(r),
-      completeSnapshot: (id, n) => w.completeSnapshot(id, n),
-      deleteSnapshot: (id) => w.deleteSnapshot(id),
-      describeSnapshot: (id) => w.describeSnapshot(id),
-      findSnapshots: (t) => w.findSnapshots(t),
-      putBlock: async (req) => {
-        if (
-          req.blockIndex >= 3 &&
-          emu.describeSnapshot(req.snapshotId)?.tags.some((t) => t.Value === "vol-b")
-        ) {
-          throw new BlockSourceFatalError(
-            "PutSnapshotBlock",
-            "AccessDeniedException",
-            "injected: no access to the key",
-          );
-        }
-        return w.putBlock(req);
-      },
-    };
+    const failing = withPutBlock(w, async (req) => {
+      if (
+        req.blockIndex >= 3 &&
+        emu.describeSnapshot(req.snapshotId)?.tags.some((t) => t.Value === "vol-b")
+      ) {
+        throw new BlockSourceFatalError(
+          "PutSnapshotBlock",
+          "AccessDeniedException",
+          "injected: no access to the key",
+        );
+      }
+      return w.putBlock(req);
+    });
     const count = emu.listSnapshots().length;
     const error = await restoreGroupToSnapshots(g.repo, failing, {
       autoParent: false,
@@ -289,21 +294,15 @@ describe("restore into EBS snapshots", () => {
 
     const w = writer();
     const refused: Array<{ block: number; reason: unknown }> = [];
-    const recording: SnapshotWriter = {
-      startSnapshot: (r) => w.startSnapshot(r),
-      completeSnapshot: (id, n) => w.completeSnapshot(id, n),
-      deleteSnapshot: (id) => w.deleteSnapshot(id),
-      describeSnapshot: (id) => w.describeSnapshot(id),
-      findSnapshots: (t) => w.findSnapshots(t),
-      putBlock: (req) =>
-        w.putBlock(req).catch((error: unknown) => {
-          refused.push({
-            block: req.blockIndex,
-            reason: (error as { cause?: { Reason?: unknown } }).cause?.Reason,
-          });
-          throw error;
-        }),
-    };
+    const recording = withPutBlock(w, (req) =>
+      w.putBlock(req).catch((error: unknown) => {
+        refused.push({
+          block: req.blockIndex,
+          reason: (error as { cause?: { Reason?: unknown } }).cause?.Reason,
+        });
+        throw error;
+      }),
+    );
     const before = new Set(emu.listSnapshots().map((s) => s.snapshotId));
     const error = await restoreVolumeToSnapshot(repo, recording, {
       manifest,
